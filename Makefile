@@ -1,0 +1,40 @@
+# Everything installs into .venv on first use; torch is pinned first (a CPU build is on this disk).
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+export PYTHONDONTWRITEBYTECODE=1
+
+.PHONY: install demo test bench bench-quick man samples clean train-tokenizer export-tokenizer
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf demo-out && mkdir -p demo-out
+	.venv/bin/adaptok compress sample_videos/static_ball.mp4 -o demo-out/static_ball.atok
+	.venv/bin/adaptok inspect demo-out/static_ball.atok
+	.venv/bin/adaptok decompress demo-out/static_ball.atok -o demo-out/static_ball.decoded.mp4
+	@echo "demo: wrote demo-out/static_ball.atok and demo-out/static_ball.decoded.mp4"
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+man: $(STAMP)
+	$(PY) scripts/make_man.py > man/adaptok.1
+
+samples: $(STAMP)
+	$(PY) sample_videos/make_samples.py
+
+train-tokenizer: $(STAMP)
+	$(PY) -m adaptok_cli.train_tokenizer --out runs/tinytok --steps 40000
+
+export-tokenizer: $(STAMP)
+	$(PY) -m adaptok_cli.train_tokenizer --out runs/tinytok --export adaptok_cli/weights/tinytok.safetensors
+
+clean:
+	rm -rf demo-out .pytest_cache build *.egg-info

@@ -1,0 +1,45 @@
+"""Errors a user can cause, each with the exit code the CLI returns for it (sysexits-style).
+
+Scripts rely on these numbers: they are documented in the README and the man page and never change.
+"""
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1      # a batch ran, but at least one file failed
+EXIT_USAGE = 2            # bad flags or arguments
+EXIT_BAD_CONTAINER = 65   # EX_DATAERR: not an .atok file, corrupt, truncated or hostile
+EXIT_BAD_INPUT = 66       # EX_NOINPUT: input missing, unreadable or not a video
+EXIT_UNAVAILABLE = 69     # EX_UNAVAILABLE: unknown tokeniser, or the model a container needs is missing
+EXIT_CANT_CREATE = 73     # EX_CANTCREAT: output exists (use -f) or cannot be written
+EXIT_IO = 74              # EX_IOERR: write failed (disk full, ...)
+EXIT_INTERNAL = 70        # EX_SOFTWARE: a bug in adaptok (please report it)
+EXIT_INTERRUPTED = 130    # Ctrl-C / SIGTERM; partial outputs are removed
+
+
+class AdaptokError(Exception):
+    """An error caused by input, arguments or environment; printed as one line, never a traceback."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(AdaptokError):
+    exit_code = EXIT_USAGE
+
+
+class InputError(AdaptokError):
+    exit_code = EXIT_BAD_INPUT
+
+
+class ContainerError(AdaptokError):
+    exit_code = EXIT_BAD_CONTAINER
+
+
+class ModelUnavailableError(AdaptokError):
+    exit_code = EXIT_UNAVAILABLE
+
+
+class OutputExistsError(AdaptokError):
+    exit_code = EXIT_CANT_CREATE
+
+
+class WriteError(AdaptokError):
+    exit_code = EXIT_IO

@@ -1,0 +1,162 @@
+"""Latent Inpainting Transformer (LIT): rebuilds dropped latent positions at decompression.
+
+Tokens are latent positions. Each layer attends spatially within windows of a latent frame, then
+temporally (causally) across frames at each position, with the previous chunk's filled frames
+(C_fill) as a prefix so chunk boundaries do not show. Input per token: the hold-filled latent, the
+mask bit and a context flag, plus sinusoidal (t, y, x) position embeddings. Output replaces dropped
+positions only: kept positions pass through bit-exact.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, asdict
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import ModelUnavailableError
+
+
+@dataclass
+class LITConfig:
+    channels: int = 16
+    dim: int = 64
+    layers: int = 2
+    heads: int = 4
+    window: int = 8     # spatial attention inside window x window tiles of a latent frame
+    context: int = 2    # C_fill: filled latent frames carried over from the previous chunk
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def sinusoid(pos: torch.Tensor, dim: int) -> torch.Tensor:
+    """(N,) positions -> (N, dim) sin/cos features."""
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(dim // 2, dtype=torch.float32) / (dim // 2))
+    a = pos.float()[:, None] * freqs[None]
+    return torch.cat([a.sin(), a.cos()], 1)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, causal=False):
+        n, s, d = x.shape
+        q, k, v = self.qkv(x).view(n, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return self.proj(y.transpose(1, 2).reshape(n, s, d))
+
+
+class Layer(nn.Module):
+    """Windowed spatial attention, causal temporal attention, MLP; all pre-norm residual."""
+
+    def __init__(self, dim, heads, window):
+        super().__init__()
+        self.window = window
+        self.norm_s, self.norm_t, self.norm_m = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.spatial, self.temporal = Attention(dim, heads), Attention(dim, heads)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x):
+        b, t, h, w, d = x.shape
+        ws = self.window
+        # spatial: tiles of ws x ws tokens (h, w are padded to multiples of ws by the caller)
+        tiles = self.norm_s(x).view(b, t, h // ws, ws, w // ws, ws, d).permute(0, 1, 2, 4, 3, 5, 6)
+        y = self.spatial(tiles.reshape(-1, ws * ws, d))
+        y = y.view(b, t, h // ws, w // ws, ws, ws, d).permute(0, 1, 2, 4, 3, 5, 6).reshape(b, t, h, w, d)
+        x = x + y
+        # temporal: every position attends to itself in earlier frames
+        seq = self.norm_t(x).permute(0, 2, 3, 1, 4).reshape(b * h * w, t, d)
+        y = self.temporal(seq, causal=True).view(b, h, w, t, d).permute(0, 3, 1, 2, 4)
+        x = x + y
+        return x + self.mlp(self.norm_m(x))
+
+
+class LIT(nn.Module):
+    def __init__(self, cfg: LITConfig = LITConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.inp = nn.Linear(cfg.channels + 2, cfg.dim)
+        self.layers = nn.ModuleList(Layer(cfg.dim, cfg.heads, cfg.window) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.out = nn.Linear(cfg.dim, cfg.channels)
+        nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)
+
+    def forward(self, held, mask, context):
+        """held: (B, T, C, h, w) in scale units; mask, context: (B, T, h, w) float -> correction (B, T, C, h, w)."""
+        b, t, c, h, w = held.shape
+        ws = self.cfg.window
+        x = torch.cat([held.permute(0, 1, 3, 4, 2), mask[..., None], context[..., None]], -1)
+        ph, pw = -h % ws, -w % ws
+        x = F.pad(x, (0, 0, 0, pw, 0, ph))
+        H, W = h + ph, w + pw
+        d = self.cfg.dim
+        ys = sinusoid(torch.arange(H), d // 2)[:, None, :].expand(H, W, d // 2)
+        xs = sinusoid(torch.arange(W), d // 2)[None, :, :].expand(H, W, d // 2)
+        pos = torch.cat([ys, xs], -1)[None] + sinusoid(torch.arange(t), d)[:, None, None, :]
+        x = self.inp(x) + pos.to(x.device)
+        for layer in self.layers:
+            x = layer(x)
+        y = self.out(self.norm(x))[:, :, :h, :w]
+        return y.permute(0, 1, 4, 2, 3)
+
+
+class Inpainter:
+    """Streaming LIT: fills chunk after chunk, carrying C_fill; kept positions are never touched."""
+
+    def __init__(self, model: LIT, scale: torch.Tensor, fingerprint: str, device="cpu"):
+        self.model, self.fingerprint = model.eval().to(device), fingerprint
+        self.scale = scale.view(1, -1, 1, 1)
+        self.device = torch.device(device)
+        self.c_fill = None  # (k, C, h, w) last filled frames of the previous chunk, in scale units
+
+    @torch.no_grad()
+    def fill(self, held: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """held: (t, C, h, w) hold-filled latents; mask: (t, h, w) kept -> (t, C, h, w)."""
+        t = held.shape[0]
+        x = held / self.scale
+        m = mask.float()
+        ctx = torch.zeros(t)
+        if self.c_fill is not None:
+            k = self.c_fill.shape[0]
+            x = torch.cat([self.c_fill, x])
+            m = torch.cat([torch.ones(k, *mask.shape[1:]), m])
+            ctx = torch.cat([torch.ones(k), ctx])
+        ctx = ctx[:, None, None].expand_as(m)
+        delta = self.model(x[None].to(self.device), m[None].to(self.device), ctx[None].to(self.device))[0].cpu()
+        pred = (x + delta)[-t:] * self.scale
+        out = torch.where(mask[:, None], held, pred)
+        self.c_fill = (out / self.scale)[-self.model.cfg.context:] if self.model.cfg.context else None
+        return out
+
+
+def save_lit(model: LIT, path, tokenizer_fingerprint: str, extra: dict | None = None):
+    tensors = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
+    meta = {"config": json.dumps(model.cfg.to_dict()), "tokenizer_fingerprint": tokenizer_fingerprint, **(extra or {})}
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def load_lit(path, device="cpu"):
+    """-> (LIT model, metadata). Safetensors only: nothing in a weights file can run code."""
+    from .tokenizer import _safetensors_metadata
+    try:
+        tensors = load_file(str(path))
+        with open(path, "rb") as f:
+            meta = _safetensors_metadata(f)
+        model = LIT(LITConfig(**json.loads(meta["config"])))
+        model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ModelUnavailableError(f"{path}: not a LIT weights file ({str(e)[:200]})") from None
+    return model.to(device).eval(), meta

@@ -1,0 +1,212 @@
+"""Frozen continuous video tokenisers behind one small protocol, and how to load them.
+
+A tokeniser maps frames (T, 3, H, W) in [-1, 1] to latents (t, C, h, w) and back. Streaming:
+`encode`/`decode` take and return a state; a call with state None starts a stream. A *stateful*
+tokeniser (the built-in one) continues the stream across calls, so chunked coding equals whole-clip
+coding; a stateless one (Cosmos TorchScript) codes each chunk as an independent clip.
+
+Two kinds exist:
+- `TinyTokTokenizer`: our own network (tinytok.py); weights in safetensors (shipped in the package,
+  or any file a user points to: safetensors never runs code).
+- `CosmosTokenizer`: a user's local Cosmos-Tokenizer CV folder with encoder.jit / decoder.jit.
+  TorchScript is code, so it is only ever loaded from a folder the user names explicitly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import ModelUnavailableError
+from .tinytok import TinyTok, TinyTokConfig
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_TOKENIZER = "tinytok"
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailableError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(device)
+
+
+def file_fingerprint(*paths) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+class Tokenizer:
+    """The protocol. Subclasses set the attributes and implement encode/decode."""
+
+    name: str                 # what the container records, e.g. "tinytok" or "cosmos:CV4x8x8"
+    source: str               # "builtin" or the path it was loaded from
+    fingerprint: str          # hash of the weights
+    time_factor: int
+    space_factor: int
+    pad_multiple: int         # frame sides are padded to a multiple of this
+    channels: int
+    scale: torch.Tensor       # (C,) per-channel latent scale: the unit of the masking threshold
+    stateful: bool
+
+    def frames_for(self, n_latent: int, at_start: bool) -> int:
+        """Frames that make n_latent latent frames; the first latent frame of a clip is 1 frame."""
+        if self.stateful and not at_start:
+            return self.time_factor * n_latent
+        return 1 + self.time_factor * (n_latent - 1)
+
+    def latents_for(self, n_frames: int) -> int:
+        """Latent frames a whole clip of n_frames needs (the last group padded)."""
+        return 1 + -(-(n_frames - 1) // self.time_factor)
+
+    def encode(self, frames: torch.Tensor, state=None):
+        raise NotImplementedError
+
+    def decode(self, latents: torch.Tensor, state=None):
+        raise NotImplementedError
+
+    def identity(self) -> dict:
+        return {"name": self.name, "fingerprint": self.fingerprint, "time_factor": self.time_factor,
+                "space_factor": self.space_factor, "channels": self.channels}
+
+
+class TinyTokTokenizer(Tokenizer):
+    stateful = True
+
+    def __init__(self, path: Path, device="cpu", name=None):
+        path = Path(path)
+        try:
+            tensors = load_file(str(path))
+            with open(path, "rb") as f:
+                meta = _safetensors_metadata(f)
+            cfg = TinyTokConfig(**json.loads(meta["config"]))
+        except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
+            raise ModelUnavailableError(f"{path}: not a tinytok weights file ({e})") from None
+        self.scale = tensors.pop("scale").float()
+        self.model = TinyTok(cfg)
+        try:
+            self.model.load_state_dict({k: v.float() for k, v in tensors.items()})
+        except RuntimeError as e:
+            raise ModelUnavailableError(f"{path}: weights do not match their config ({str(e)[:200]})") from None
+        self.device = torch.device(device)
+        self.model.eval().to(self.device)
+        self.name = name or meta.get("name", path.stem)
+        self.source = "builtin" if name else str(path)
+        self.fingerprint = file_fingerprint(path)
+        self.time_factor, self.space_factor, self.pad_multiple = cfg.group, cfg.patch, cfg.patch
+        self.channels = cfg.latent_channels
+
+    @torch.no_grad()
+    def encode(self, frames, state=None):
+        z, state = self.model.encode(frames[None].to(self.device), state)
+        return z[0].cpu(), state
+
+    @torch.no_grad()
+    def decode(self, latents, state=None):
+        x, state = self.model.decode(latents[None].to(self.device), state)
+        return x[0].cpu(), state
+
+
+def _safetensors_metadata(f) -> dict:
+    import struct
+    n = struct.unpack("<Q", f.read(8))[0]
+    if n > 100_000_000:
+        raise ValueError("header too large")
+    return json.loads(f.read(n)).get("__metadata__", {})
+
+
+def save_tinytok(model: TinyTok, scale: torch.Tensor, path: Path, extra: dict | None = None):
+    """Weights as fp16 safetensors (half the size; measured quality is that of the fp16 weights)."""
+    tensors = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
+    tensors["scale"] = scale.float().contiguous()
+    meta = {"config": json.dumps(model.cfg.to_dict()), "name": "tinytok", **(extra or {})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+class CosmosTokenizer(Tokenizer):
+    """A local Cosmos-Tokenizer CV folder (encoder.jit, decoder.jit): B,3,T,H,W in [-1, 1]."""
+
+    stateful = False
+    pad_multiple = 16
+
+    def __init__(self, folder: Path, device="cpu"):
+        folder = Path(folder)
+        enc, dec = folder / "encoder.jit", folder / "decoder.jit"
+        if not (enc.is_file() and dec.is_file()):
+            raise ModelUnavailableError(f"{folder}: a Cosmos tokeniser folder needs encoder.jit and decoder.jit")
+        self.device = torch.device(device)
+        try:
+            self.encoder = torch.jit.load(str(enc), map_location=self.device).eval()
+            self.decoder = torch.jit.load(str(dec), map_location=self.device).eval()
+        except (RuntimeError, ValueError) as e:
+            raise ModelUnavailableError(f"{folder}: cannot load TorchScript ({str(e).splitlines()[0]})") from None
+        self.name = f"cosmos:{folder.name}"
+        self.source = str(folder)
+        self.fingerprint = file_fingerprint(enc, dec)
+        # Probe the factors on a tiny clip rather than trusting the folder name.
+        with torch.no_grad():
+            z = self._run_encoder(torch.zeros(1, 3, 17, 32, 32, device=self.device))
+        t, self.channels, h = z.shape[2], z.shape[1], z.shape[3]
+        if t < 2 or 16 % (t - 1) or 32 % h:
+            raise ModelUnavailableError(f"{folder}: unexpected latent shape {tuple(z.shape)} for a 17x32x32 probe")
+        self.time_factor, self.space_factor = 16 // (t - 1), 32 // h
+        self.pad_multiple = max(16, self.space_factor)
+        self.scale = torch.ones(self.channels)
+
+    def _run_encoder(self, x):
+        out = self.encoder(x)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    @torch.no_grad()
+    def encode(self, frames, state=None):
+        x = frames.permute(1, 0, 2, 3)[None].to(self.device)
+        return self._run_encoder(x)[0].permute(1, 0, 2, 3).float().cpu(), None
+
+    @torch.no_grad()
+    def decode(self, latents, state=None):
+        x = self.decoder(latents.permute(1, 0, 2, 3)[None].to(self.device))
+        x = x[0] if isinstance(x, (tuple, list)) else x
+        return x[0].permute(1, 0, 2, 3).float().cpu(), None
+
+
+def builtin_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.safetensors"
+
+
+def load_tokenizer(spec: str = DEFAULT_TOKENIZER, device="cpu") -> Tokenizer:
+    """A built-in name ('tinytok'), a .safetensors file of our architecture, or a Cosmos folder."""
+    p = Path(spec)
+    if p.is_dir():
+        return CosmosTokenizer(p, device)
+    if p.suffix == ".safetensors" and p.is_file():
+        return TinyTokTokenizer(p, device)
+    if "/" not in spec and "." not in spec:
+        if builtin_path(spec).is_file():
+            return TinyTokTokenizer(builtin_path(spec), device, name=spec)
+        if spec == DEFAULT_TOKENIZER:
+            raise ModelUnavailableError(f"the built-in tokeniser's weights are missing ({builtin_path(spec)}): reinstall adaptok")
+        raise ModelUnavailableError(f"unknown tokeniser {spec!r}: use 'tinytok', a .safetensors file, or a Cosmos folder")
+    raise ModelUnavailableError(f"tokeniser {spec!r} not found: give 'tinytok', a .safetensors file, or a Cosmos folder")
+
+
+def pad_frames(frames: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Replicate-pad (T, 3, H, W) so H and W are multiples of `multiple`."""
+    h, w = frames.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if ph == 0 and pw == 0:
+        return frames
+    return F.pad(frames, (0, pw, 0, ph), mode="replicate")

@@ -1,0 +1,182 @@
+"""Video I/O with PyAV: frames stream in as uint8 RGB arrays, one at a time, and stream out.
+
+Nothing here holds more than one frame, so memory never depends on the video's length.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from .errors import InputError, UsageError, WriteError
+
+VIDEO_EXTENSIONS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".264", ".h264",
+                    ".265", ".hevc", ".y4m", ".ts", ".flv", ".ogv", ".gif"}
+MAX_SIDE = 16384  # larger frames are refused rather than allocated
+
+
+@dataclass
+class VideoInfo:
+    width: int           # size of the frames this reader yields (after any resize)
+    height: int
+    fps: Fraction
+    frames: int | None   # container's estimate; None when it does not say
+    source_width: int
+    source_height: int
+
+
+def scaled_size(width, height, short_side=None, max_side=None):
+    """Size after optional resizing: short side set to short_side, or longest side capped at max_side."""
+    s = 1.0
+    if short_side:
+        s = short_side / min(width, height)
+    elif max_side and max(width, height) > max_side:
+        s = max_side / max(width, height)
+    if s == 1.0:
+        return width, height
+    return max(1, round(width * s)), max(1, round(height * s))
+
+
+class VideoReader:
+    """Iterates the first video stream of a file as (H, W, 3) uint8 RGB frames."""
+
+    def __init__(self, path, short_side=None, max_side=None):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(f"{path}: no such file")
+        if self.path.is_dir():
+            raise InputError(f"{path}: is a folder, not a video")
+        try:
+            self._container = av.open(str(self.path), "r")
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
+            raise InputError(f"{path}: not a readable video ({_reason(e)})") from None
+        streams = self._container.streams.video
+        if not streams:
+            self._container.close()
+            raise InputError(f"{path}: contains no video stream")
+        self._stream = streams[0]
+        self._stream.thread_type = "AUTO"
+        cc = self._stream.codec_context
+        w, h = cc.width, cc.height
+        if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
+            self._container.close()
+            raise InputError(f"{path}: unsupported frame size {w}x{h}")
+        fps = self._stream.average_rate or self._stream.guessed_rate or Fraction(25)
+        ow, oh = scaled_size(w, h, short_side, max_side)
+        self.info = VideoInfo(ow, oh, Fraction(fps), self._stream.frames or None, w, h)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        w, h = self.info.width, self.info.height
+        try:
+            for frame in self._container.decode(self._stream):
+                if frame.width != self.info.source_width or frame.height != self.info.source_height:
+                    raise InputError(f"{self.path}: frame size changes mid-stream, which is not supported")
+                yield frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="AREA")
+        except av.error.FFmpegError as e:
+            raise InputError(f"{self.path}: decoding failed ({_reason(e)})") from None
+
+    def close(self):
+        self._container.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_frames(path, short_side=None, max_side=None) -> np.ndarray:
+    """Whole clip as a (T, H, W, 3) array: for tests and evaluation of short clips only."""
+    with VideoReader(path, short_side, max_side) as r:
+        return np.stack(list(r))
+
+
+def _reason(e):
+    return getattr(e, "strerror", None) or str(e).splitlines()[0]
+
+
+def output_kind(path: Path, codec: str | None) -> str:
+    """Which writer a path asks for: 'x264', 'ffv1', 'y4m' or 'png' (a folder of frames)."""
+    if codec:
+        if codec not in ("x264", "ffv1", "png", "y4m"):
+            raise UsageError(f"unknown codec {codec!r}: use x264, ffv1, y4m or png")
+        return codec
+    ext = path.suffix.lower()
+    kinds = {".mp4": "x264", ".mov": "x264", ".m4v": "x264", ".mkv": "ffv1", ".y4m": "y4m", "": "png"}
+    if ext not in kinds:
+        raise UsageError(f"{path}: cannot tell the output format from '{ext}': use .mp4, .mkv, .y4m or a folder")
+    return kinds[ext]
+
+
+class VideoWriter:
+    """Writes RGB frames at an exact frame rate: H.264 (.mp4), FFV1 lossless (.mkv), .y4m, or PNGs."""
+
+    def __init__(self, path, width, height, fps: Fraction, codec=None, crf=18):
+        self.path = Path(path)
+        self.kind = output_kind(self.path, codec)
+        self.width, self.height, self.count = width, height, 0
+        if self.kind == "png":
+            self.path.mkdir(parents=True, exist_ok=True)
+            return
+        fmt = {"x264": "mp4", "ffv1": "matroska", "y4m": "yuv4mpegpipe"}[self.kind]
+        try:
+            self._container = av.open(str(self.path), "w", format=fmt)
+            codec_name, pix_fmt, options = {
+                # yuv444p keeps odd sizes and full colour; the High 4:4:4 profile plays in ffmpeg/VLC/mpv
+                "x264": ("libx264", "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p",
+                         {"crf": str(crf), "preset": "medium"}),
+                "ffv1": ("ffv1", "bgr0", {}),
+                "y4m": ("rawvideo", "yuv444p", {}),
+            }[self.kind]
+            self._stream = self._container.add_stream(codec_name, rate=fps, options=options)
+            self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, pix_fmt
+            self._stream.time_base = 1 / Fraction(fps)
+        except av.error.FFmpegError as e:
+            raise WriteError(f"{path}: cannot open for writing ({_reason(e)})") from None
+
+    def write(self, rgb: np.ndarray):
+        if self.kind == "png":
+            _save_png(self.path / f"{self.count:06d}.png", rgb)
+        else:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts = self.count
+            self._mux(self._stream.encode(frame))
+        self.count += 1
+
+    def _mux(self, packets):
+        try:
+            self._container.mux(packets)
+        except av.error.FFmpegError as e:
+            raise WriteError(f"{self.path}: write failed ({_reason(e)})") from None
+
+    def close(self):
+        if self.kind != "png":
+            self._mux(self._stream.encode(None))
+            self._container.close()
+
+    def abort(self):
+        if self.kind != "png":
+            try:
+                self._container.close()
+            except Exception:
+                pass
+
+
+def _save_png(path, rgb):
+    """One PNG through FFmpeg's encoder, so no imaging library is needed."""
+    h, w = rgb.shape[:2]
+    with av.open(str(path), "w", format="image2") as c:
+        s = c.add_stream("png", rate=1)
+        s.width, s.height, s.pix_fmt = w, h, "rgb24"
+        f = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        c.mux(s.encode(f))
+        c.mux(s.encode(None))
+
+
+def is_video_path(path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS and not os.path.isdir(path)
