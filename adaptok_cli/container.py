@@ -84,13 +84,13 @@ class AtokWriter:
             raise ValueError("header too large")
         self.f.write(PRELUDE.pack(MAGIC, VERSION, 0, len(raw), zlib.crc32(raw)) + raw)
         self.offset = PRELUDE.size + len(raw)
-        self.chunks = []   # [offset, length, latent_frames, kept, raw_size]
+        self.chunks = []   # [offset, length, latent_frames, kept, raw_size, crc32 of the zstd frame]
 
     def write_chunk(self, mask, codes, qscale) -> int:
         raw = encode_chunk(mask, codes, qscale, self.header["quant"])
         comp = self._zstd.compress(raw)
         self.f.write(RECORD.pack(len(comp)) + comp)
-        self.chunks.append([self.offset, len(comp), int(mask.shape[0]), int(codes.shape[1]), len(raw)])
+        self.chunks.append([self.offset, len(comp), int(mask.shape[0]), int(codes.shape[1]), len(raw), zlib.crc32(comp)])
         self.offset += RECORD.size + len(comp)
         return RECORD.size + len(comp)
 
@@ -205,6 +205,7 @@ class AtokReader:
         _, version, flags, hlen, hcrc = PRELUDE.unpack(head)
         if version != VERSION:
             raise ContainerError(f"{p}: .atok version {version} is not supported (this adaptok reads version {VERSION})")
+        _check(flags == 0, p, "unknown flags")
         _check(hlen <= MAX_HEADER and PRELUDE.size + hlen + TRAILER.size <= self.size, p, "header length")
         raw = self.f.read(hlen)
         _check(len(raw) == hlen and zlib.crc32(raw) == hcrc, p, "header checksum mismatch")
@@ -228,8 +229,8 @@ class AtokReader:
         pos = self.data_start
         self.chunks = []
         for i, c in enumerate(index["chunks"]):
-            _check(isinstance(c, list) and len(c) == 5 and all(_is_int(v, 0, 1 << 62) for v in c), p, f"index entry {i}")
-            off, length, t, kept, raw_size = c
+            _check(isinstance(c, list) and len(c) == 6 and all(_is_int(v, 0, 1 << 62) for v in c), p, f"index entry {i}")
+            off, length, t, kept, raw_size, _ = c
             _check(off == pos and length > 0 and off + RECORD.size + length <= ioff, p, f"chunk {i} position")
             _check(1 <= t <= h["chunk"] and kept <= t * hw, p, f"chunk {i} shape")
             _check(raw_size == chunk_raw_size(t, kept, h["latent_height"], h["latent_width"], h["channels"], h["quant"])
@@ -253,11 +254,12 @@ class AtokReader:
     def read_chunk(self, i: int) -> Chunk:
         """Decompress and check chunk i; any mismatch names the chunk."""
         h, p = self.header, self.path
-        off, length, t, kept, raw_size = self.chunks[i]
+        off, length, t, kept, raw_size, crc = self.chunks[i]
         self.f.seek(off)
         rec = self.f.read(RECORD.size + length)
         _check(len(rec) == RECORD.size + length and RECORD.unpack(rec[:4])[0] == length, p, f"chunk {i} record length")
         comp = rec[4:]
+        _check(zlib.crc32(comp) == crc, p, f"chunk {i} checksum mismatch")
         try:
             declared = zstandard.frame_content_size(comp)
         except zstandard.ZstdError:

@@ -27,7 +27,7 @@ def inspect(path) -> dict:
         pixels = h["width"] * h["height"]
         spans = chunk_frame_spans(h["tokenizer"], [c[2] for c in r.chunks], r.frames)
         chunks = []
-        for i, ((off, length, t, kept, _), (first, n)) in enumerate(zip(r.chunks, spans)):
+        for i, ((off, length, t, kept, _, _), (first, n)) in enumerate(zip(r.chunks, spans)):
             chunks.append({"index": i, "first_frame": first, "frames": n, "latent_frames": t,
                            "tokens_kept": kept, "tokens_total": t * hw, "token_rate": kept / (t * hw),
                            "bytes": length + 4, "bpp": (length + 4) * 8 / max(1, n * pixels)})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -150,8 +151,10 @@ class CosmosTokenizer(Tokenizer):
             raise ModelUnavailableError(f"{folder}: a Cosmos tokeniser folder needs encoder.jit and decoder.jit")
         self.device = torch.device(device)
         try:
-            self.encoder = torch.jit.load(str(enc), map_location=self.device).eval()
-            self.decoder = torch.jit.load(str(dec), map_location=self.device).eval()
+            with warnings.catch_warnings():  # torch marks jit.load deprecated; Cosmos ships TorchScript
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.encoder = torch.jit.load(str(enc), map_location=self.device).eval()
+                self.decoder = torch.jit.load(str(dec), map_location=self.device).eval()
         except (RuntimeError, ValueError) as e:
             raise ModelUnavailableError(f"{folder}: cannot load TorchScript ({str(e).splitlines()[0]})") from None
         self.name = f"cosmos:{folder.name}"

@@ -125,6 +125,7 @@ class VideoWriter:
             return
         fmt = {"x264": "mp4", "ffv1": "matroska", "y4m": "yuv4mpegpipe"}[self.kind]
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._container = av.open(str(self.path), "w", format=fmt)
             codec_name, pix_fmt, options = {
                 # yuv444p keeps odd sizes and full colour; the High 4:4:4 profile plays in ffmpeg/VLC/mpv
@@ -136,7 +137,7 @@ class VideoWriter:
             self._stream = self._container.add_stream(codec_name, rate=fps, options=options)
             self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, pix_fmt
             self._stream.time_base = 1 / Fraction(fps)
-        except av.error.FFmpegError as e:
+        except (av.error.FFmpegError, OSError) as e:
             raise WriteError(f"{path}: cannot open for writing ({_reason(e)})") from None
 
     def write(self, rgb: np.ndarray):

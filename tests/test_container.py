@@ -1,0 +1,155 @@
+"""The .atok container: exact bytes back, and clean errors for every kind of damage."""
+import struct
+import zlib
+
+import msgpack
+import numpy as np
+import pytest
+import torch
+
+from adaptok_cli import CompressOptions, compress, inspect
+from adaptok_cli.container import (MAGIC, PRELUDE, TRAILER, AtokReader, ContainerError, write_bytes)
+
+
+def header(**kw):
+    h = {"width": 24, "height": 16, "latent_width": 3, "latent_height": 2, "channels": 4, "fps_num": 25,
+         "fps_den": 1, "tokenizer": {"name": "t", "fingerprint": "f", "time_factor": 4, "space_factor": 8,
+                                     "channels": 4, "source": "builtin", "stateful": True},
+         "lit": None, "threshold": 0.1, "keep_ratio": None, "keyframe_interval": 0, "quant": "int8", "chunk": 4}
+    h.update(kw)
+    return h
+
+
+def chunks(seed=0, quant="int8"):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for t in (4, 2):
+        mask = torch.rand(t, 2, 3, generator=g) > 0.5
+        mask[0] = True
+        n = int(mask.sum())
+        if quant == "int8":
+            codes = torch.randint(-127, 128, (4, n), generator=g, dtype=torch.int8)
+            out.append((mask, codes, torch.rand(4, generator=g)))
+        else:
+            out.append((mask, torch.randn(4, n, generator=g).half(), None))
+    return out
+
+
+def write(tmp_path, data, name="c.atok"):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+@pytest.mark.parametrize("quant", ["int8", "fp16"])
+def test_exact_round_trip(tmp_path, quant):
+    cs = chunks(quant=quant)
+    p = write(tmp_path, write_bytes(header(quant=quant), cs, frames=21))
+    with AtokReader(p) as r:
+        assert r.frames == 21 and r.latent_frames == 6
+        for i, (mask, codes, qscale) in enumerate(cs):
+            c = r.read_chunk(i)
+            assert torch.equal(c.mask, mask)
+            assert torch.equal(c.codes, codes)
+            if qscale is not None:
+                assert torch.equal(c.qscale, qscale)
+
+
+def test_inspect_reads_index_only(tmp_path):
+    data = bytearray(write_bytes(header(), chunks(), frames=21))
+    # destroy the chunk payloads: inspect must still answer from header and index
+    with AtokReader(write(tmp_path, bytes(data), "ok.atok")) as r:
+        first, last = r.chunks[0][0], r.chunks[-1][0] + 4 + r.chunks[-1][1]
+    for i in range(first + 4, last):
+        data[i] = 0
+    info = inspect(write(tmp_path, bytes(data)))
+    assert info["frames"] == 21
+    assert info["tokens_total"] == 6 * 6
+    assert [c["tokens_kept"] for c in info["chunks"]] == [int(c[0].sum()) for c in chunks()]
+
+
+def test_every_flipped_byte_is_detected(tmp_path):
+    """A bit flip anywhere gives ContainerError; inside a chunk record the error names the chunk."""
+    data = write_bytes(header(), chunks(), frames=21)
+    with AtokReader(write(tmp_path, data, "ok.atok")) as r:
+        spans = [(c[0], c[0] + 4 + c[1]) for c in r.chunks]
+    for pos in range(len(data)):
+        bad = bytearray(data)
+        bad[pos] ^= 0x10
+        p = write(tmp_path, bytes(bad))
+        with pytest.raises(ContainerError) as e:
+            with AtokReader(p) as r:
+                for i in range(len(r.chunks)):
+                    r.read_chunk(i)
+        for i, (a, b) in enumerate(spans):
+            if a + 4 <= pos < b:
+                assert f"chunk {i}" in str(e.value), (pos, str(e.value))
+
+
+def test_every_truncation_is_refused(tmp_path):
+    data = write_bytes(header(), chunks(), frames=21)
+    for cut in range(len(data)):
+        with pytest.raises(ContainerError):
+            AtokReader(write(tmp_path, data[:cut])).close()
+
+
+def test_wrong_magic_and_version(tmp_path):
+    data = write_bytes(header(), chunks(), frames=21)
+    with pytest.raises(ContainerError, match="not an .atok file"):
+        AtokReader(write(tmp_path, b"GIF89a" + data[6:]))
+    bad = bytearray(data)
+    bad[8:10] = struct.pack("<H", 7)
+    with pytest.raises(ContainerError, match="version 7"):
+        AtokReader(write(tmp_path, bytes(bad)))
+
+
+def forge(h, index, body=b""):
+    """A container with an arbitrary (valid-checksum) header and index: what a hostile file looks like."""
+    raw = msgpack.packb(h)
+    idx = msgpack.packb(index)
+    pre = PRELUDE.pack(MAGIC, 1, 0, len(raw), zlib.crc32(raw)) + raw
+    return pre + body + idx + TRAILER.pack(len(pre) + len(body), len(idx), zlib.crc32(idx), b"ATOKEND\n")
+
+
+@pytest.mark.parametrize("h,index", [
+    (header(width=100000, height=100000, latent_width=12500, latent_height=12500), {"frames": 1, "chunks": []}),
+    (header(), {"frames": 10 ** 12, "chunks": [[0, 1, 1, 0, 10, 0]]}),
+    (header(channels=10 ** 9), {"frames": 1, "chunks": []}),
+    (header(), {"frames": 1, "chunks": [[0, 10 ** 15, 1, 0, 10, 0]]}),
+    (header(), {"frames": 1, "chunks": [[0, 5, 4, 10 ** 9, 10, 0]]}),
+    (header(), {"frames": 1, "chunks": "x" * 100}),
+    ("not a map", {"frames": 1, "chunks": []}),
+    (header(quant="int4"), {"frames": 1, "chunks": []}),
+    (header(latent_width=1), {"frames": 1, "chunks": []}),
+])
+def test_absurd_headers_refused_before_allocating(tmp_path, h, index):
+    with pytest.raises(ContainerError):
+        AtokReader(write(tmp_path, forge(h, index)))
+
+
+def test_huge_header_length_refused(tmp_path):
+    data = bytearray(write_bytes(header(), chunks(), frames=21))
+    data[12:16] = struct.pack("<I", 0xFFFFFFF0)
+    with pytest.raises(ContainerError, match="header length"):
+        AtokReader(write(tmp_path, bytes(data)))
+
+
+def test_zstd_bomb_refused(tmp_path):
+    """A chunk whose zstd frame expands past what the index promises is refused without expanding it."""
+    import zstandard
+    h = header()
+    bomb = zstandard.ZstdCompressor().compress(b"\0" * (50 << 20))
+    rec = struct.pack("<I", len(bomb)) + bomb
+    raw = msgpack.packb(h)
+    off = PRELUDE.size + len(raw)
+    data = forge(h, {"frames": 1, "chunks": [[off, len(bomb), 1, 0, 8 + 16 + 1, zlib.crc32(bomb)]]}, rec)
+    with AtokReader(write(tmp_path, data)) as r:
+        with pytest.raises(ContainerError, match="chunk 0"):
+            r.read_chunk(0)
+
+
+def test_not_a_file(tmp_path):
+    with pytest.raises(ContainerError):
+        AtokReader(tmp_path)
+    with pytest.raises(ContainerError):
+        AtokReader(tmp_path / "missing.atok")
