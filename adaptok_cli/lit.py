@@ -145,6 +145,7 @@ def save_lit(model: LIT, path, tokenizer_fingerprint: str, extra: dict | None = 
     path = Path(path)
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    tmp.chmod(0o644)
     tmp.replace(path)
 
 

@@ -135,6 +135,7 @@ def save_tinytok(model: TinyTok, scale: torch.Tensor, path: Path, extra: dict | 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    tmp.chmod(0o644)
     tmp.replace(path)
 
 
