@@ -26,7 +26,7 @@ app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_e
                   rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
                   help="Adaptive video tokenisation: drop latent positions that do not change, inpaint them back.")
 err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 
 
 def version_callback(value: bool):

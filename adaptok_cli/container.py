@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import zstandard
 
-from .errors import ContainerError, OutputExistsError, WriteError
+from .errors import ContainerError, InputError, OutputExistsError, WriteError
 
 MAGIC = b"ATOK\r\n\x1a\n"
 END_MAGIC = b"ATOKEND\n"
@@ -190,7 +190,7 @@ class AtokReader:
         except IsADirectoryError:
             raise ContainerError(f"{path}: is a folder, not an .atok file") from None
         except OSError as e:
-            raise ContainerError(f"{path}: cannot read ({e.strerror})") from None
+            raise InputError(f"{path}: cannot read ({e.strerror})") from None
         try:
             self._read_structure()
         except BaseException:

@@ -152,6 +152,7 @@ class Result:
     tokens_total: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    atok_bytes: int = 0                # size of the .atok side (output of compress, input of decompress)
     seconds: float = 0.0
     timing: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
@@ -162,7 +163,8 @@ class Result:
 
     @property
     def bpp(self):
-        return self.bytes_out * 8 / max(1, self.frames * self.width * self.height)
+        """Bits per pixel of the .atok container."""
+        return self.atok_bytes * 8 / max(1, self.frames * self.width * self.height)
 
     def to_dict(self):
         d = asdict(self)
@@ -221,7 +223,7 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
         raise
     finally:
         reader.close()
-    res.bytes_out = Path(dst).stat().st_size
+    res.bytes_out = res.atok_bytes = Path(dst).stat().st_size
     res.seconds = time.perf_counter() - t_start
     res.timing = {**enc.timing, "write": t_write}
     return res
@@ -308,7 +310,7 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
         inpainter, note = inpainter_for(h, tok, src, use_lit, dev)
         res = Result(str(src), str(dst), width=h["width"], height=h["height"],
                      fps=h["fps_num"] / h["fps_den"], tokens_kept=r.tokens_kept, tokens_total=r.tokens_total,
-                     bytes_in=r.size, notes=[note] if note else [])
+                     bytes_in=r.size, atok_bytes=r.size, notes=[note] if note else [])
         dst = Path(dst)
         if dst.exists() and not force:
             raise OutputExistsError(f"{dst}: already exists (use -f to overwrite)")

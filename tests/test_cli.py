@@ -98,6 +98,8 @@ def test_error_paths(tmp_path, small_tok_path, atok):
     one_line_error(run("compress", tmp_path / "missing.mp4", "--tokenizer", small_tok_path), errors.EXIT_BAD_INPUT)
     one_line_error(run("compress", notvideo, "--tokenizer", "nosuchtok"), errors.EXIT_UNAVAILABLE)
     one_line_error(run("inspect", notvideo), errors.EXIT_BAD_CONTAINER)
+    one_line_error(run("decompress", tmp_path / "missing.atok"), errors.EXIT_BAD_INPUT)
+    one_line_error(run("inspect", tmp_path / "missing.atok"), errors.EXIT_BAD_INPUT)
     data = bytearray(atok.read_bytes())
     data[len(data) // 2] ^= 0xFF
     bad = tmp_path / "bad.atok"
@@ -126,3 +128,22 @@ def test_batch_continues_past_failures(tmp_path, small_tok_path, videos):
 def test_version_and_module_entry():
     p = run("--version")
     assert p.returncode == 0 and p.stdout.startswith("adaptok ")
+
+
+def test_man_page_is_current():
+    """man/adaptok.1 is generated from the CLI help: `make man` after changing an option."""
+    import importlib.util
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("make_man", root / "scripts" / "make_man.py")
+    make_man = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_man)
+    assert (root / "man" / "adaptok.1").read_text() == make_man.man_page(), "run `make man`"
+
+
+def test_readme_documents_setup_and_exit_codes():
+    from adaptok_cli import errors
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
+    for name in dir(errors):
+        if name.startswith("EXIT_"):
+            assert f"| {getattr(errors, name)} |" in readme, name
