@@ -148,6 +148,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sizes", default="256,400", help="short sides the clips are cached at")
+    ap.add_argument("--stop-at", type=int, help="save and stop at this step (the schedule still follows --steps)")
     ap.add_argument("--ckpt-every", type=float, default=300, help="seconds between checkpoints")
     ap.add_argument("--export", type=Path, help="write the EMA weights of the last checkpoint here and exit")
     args = ap.parse_args(argv)
@@ -175,7 +176,8 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     log = open(args.out / "log.jsonl", "a")
     last_ckpt, t0 = time.time(), time.time()
-    while step < args.steps:
+    end = min(args.steps, args.stop_at or args.steps)
+    while step < end:
         lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -196,7 +198,7 @@ def main(argv=None):
             print(json.dumps(rec), file=log, flush=True)
             print(json.dumps(rec), flush=True)
             t0 = time.time()
-        if time.time() - last_ckpt > args.ckpt_every or step == args.steps:
+        if time.time() - last_ckpt > args.ckpt_every or step == end:
             tmp = args.out / "last.pt.tmp"
             torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                         "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,

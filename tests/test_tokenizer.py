@@ -1,0 +1,92 @@
+"""The built-in tokeniser: the shipped file is intact, real footage survives, training runs."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from adaptok_cli.metrics import psnr
+from adaptok_cli.pipeline import CompressOptions, compress, decompress
+from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.video import VideoReader, VideoWriter
+
+from conftest import SHARED_DATA, static_frames, write_video
+from make_reference import REFERENCE, run_reference
+
+
+def test_shipped_weights_reproduce_reference():
+    tok = load_tokenizer("tinytok")
+    ref = np.load(REFERENCE)
+    assert str(ref["fingerprint"]) == tok.fingerprint, "weights changed: run tests/make_reference.py if on purpose"
+    z, frames = run_reference(tok)
+    assert z.shape == (3, 16, 4, 6) and tok.scale.shape == (16,)
+    np.testing.assert_allclose(z, ref["latents"], atol=1e-3, rtol=1e-3)
+    assert np.abs(frames.astype(int) - ref["frames"].astype(int)).max() <= 1
+
+
+def test_streaming_equals_whole_clip():
+    """The encoder and decoder carry state across chunks: chunked processing equals one pass."""
+    tok = load_tokenizer("tinytok")
+    from make_reference import reference_input
+    x = reference_input()
+    z_whole, _ = tok.encode(x)
+    z1, s = tok.encode(x[:5])
+    z2, _ = tok.encode(x[5:], s)
+    torch.testing.assert_close(torch.cat([z1, z2]), z_whole, atol=1e-4, rtol=1e-4)
+    y_whole, _ = tok.decode(z_whole)
+    y1, s = tok.decode(z_whole[:1])
+    y2, _ = tok.decode(z_whole[1:], s)
+    torch.testing.assert_close(torch.cat([y1, y2]), y_whole, atol=1e-4, rtol=1e-4)
+
+
+DEV = SHARED_DATA / "dev"
+
+
+@pytest.mark.skipif(not (DEV / "cotracker_cat.mp4").exists(), reason="../shared/data/dev is not here")
+def test_real_clip_round_trip_above_psnr_floor(tmp_path):
+    """21 frames of a real dev clip at short side 160, full rate, through the container and back."""
+    clip = tmp_path / "cat.mkv"
+    with VideoReader(DEV / "cotracker_cat.mp4", short_side=160) as r:
+        frames = [f for _, f in zip(range(21), r)]
+    w = VideoWriter(clip, frames[0].shape[1], frames[0].shape[0], r.info.fps, "ffv1")
+    for f in frames:
+        w.write(f)
+    w.close()
+    compress(clip, tmp_path / "cat.atok", CompressOptions(threshold=0))
+    decompress(tmp_path / "cat.atok", tmp_path / "out.mkv")
+    with VideoReader(tmp_path / "out.mkv") as r:
+        out = list(r)
+    assert len(out) == 21 and out[0].shape == frames[0].shape
+    assert np.mean([psnr(a, b) for a, b in zip(frames, out)]) > 26.0
+
+
+def test_training_command_runs_two_steps_and_resumes(tmp_path):
+    data = tmp_path / "clips"
+    data.mkdir()
+    write_video(data / "a.mp4", static_frames(12, 72, 96))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "adaptok_cli.train_tokenizer", "--data", data,
+                                     "--cache", tmp_path / "cache", "--out", tmp_path / "run", "--batch", "1",
+                                     "--crop", "64", "--frames", "5", "--sizes", "64", "--threads", "1", *a],
+                                    capture_output=True, text=True, timeout=300)
+    p = run("--steps", "2")
+    assert p.returncode == 0, p.stderr
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert ck["step"] == 2
+    p = run("--steps", "3")
+    assert p.returncode == 0 and "resumed from step 2" in p.stdout, p.stdout + p.stderr
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 3
+    p = run("--export", tmp_path / "mine.safetensors")
+    assert p.returncode == 0, p.stderr
+    tok = load_tokenizer(str(tmp_path / "mine.safetensors"))
+    assert tok.channels == 16 and (tok.time_factor, tok.space_factor) == (4, 8) and bool((tok.scale > 0).all())
+
+
+def test_training_refuses_dev(tmp_path):
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    p = subprocess.run([sys.executable, "-m", "adaptok_cli.train_tokenizer", "--data", dev, "--out", tmp_path / "r",
+                        "--steps", "1"], capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "dev/" in p.stderr
