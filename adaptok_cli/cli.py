@@ -1,22 +1,25 @@
 """The `adaptok` command: a thin layer over the Python API (pipeline, report, evaluate)."""
 from __future__ import annotations
 
-import glob
 import json
 import os
 import signal
+import statistics
 import sys
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich import box as rich_box
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import __version__
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, AdaptokError, InputError, UsageError
+from .batch import expand_inputs, output_paths
 from .pipeline import DEFAULT_CHUNK, DEFAULT_THRESHOLD, CompressOptions, compress, decompress
 from .report import describe_size, inspect
 from .tokenizer import DEFAULT_TOKENIZER
@@ -26,7 +29,7 @@ app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_e
                   rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
                   help="Adaptive video tokenisation: drop latent positions that do not change, inpaint them back.")
 err = Console(stderr=True, highlight=False)
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
 
 
 def version_callback(value: bool):
@@ -71,37 +74,6 @@ def user_errors():
         fail(f"internal error: {type(e).__name__}: {e} (set ADAPTOK_DEBUG=1 for the traceback)", EXIT_INTERNAL)
 
 
-def expand_inputs(items: List[str], want) -> list[tuple[Path, Path]]:
-    """Files, folders (recursive) and globs -> [(file, path relative to what the user named)]."""
-    found = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and want(f):
-                    found.append((f, f.relative_to(p)))
-        elif not p.exists() and any(c in item for c in "*?["):
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                raise InputError(f"{item}: no files match")
-            found += [(Path(m), Path(Path(m).name)) for m in matches if Path(m).is_file()]
-        else:
-            found.append((p, Path(p.name)))
-    if not found:
-        raise InputError("no input files found")
-    return found
-
-
-def output_paths(inputs, output: Optional[Path], default_name) -> list[Path]:
-    """One output per input: next to it by default, -o FILE for one input, -o DIR mirrors the tree."""
-    if output is None:
-        return [f.parent / default_name(f.name) for f, _ in inputs]
-    as_dir = len(inputs) > 1 or output.is_dir() or str(output).endswith("/")
-    if not as_dir:
-        return [output]
-    return [output / rel.parent / default_name(rel.name) for _, rel in inputs]
-
-
 def atok_name(name: str) -> str:
     return name + ".atok"
 
@@ -122,69 +94,128 @@ def want_atok(f: Path) -> bool:
 class Reporter:
     """Progress bars on a terminal; nothing but results when piped or quiet."""
 
-    def __init__(self, quiet: bool, as_json: bool):
-        self.quiet, self.as_json = quiet, as_json
+    def __init__(self, quiet: bool, as_json: bool, verbose: bool = False):
+        self.quiet, self.as_json, self.verbose = quiet, as_json, verbose
         self.show_progress = not quiet and err.is_terminal
+        self.seen = set()
 
     @contextmanager
-    def progress(self, label: str, total: Optional[int]):
+    def progress(self, label: str, total: Optional[int] = None, unit: str = "frames"):
+        """Yields tick(kind, n): the bar advances on ticks of its unit ("frames" or "files")."""
         if not self.show_progress:
-            yield lambda n: None
+            yield lambda kind, n=1: None
             return
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} frames"),
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} " + unit),
                       TimeRemainingColumn(), console=err, transient=True) as bar:
             task = bar.add_task(label, total=total)
-            yield lambda n: bar.advance(task, n)
+            yield lambda kind, n=1: bar.advance(task, n) if kind == unit else None
 
-    def note(self, msg: str):
-        if not self.quiet:
+    def note_once(self, msg: str):
+        if not self.quiet and msg not in self.seen:
+            self.seen.add(msg)
             say(msg)
 
 
-def run_batch(pairs, work, reporter: Reporter, label: str, summarise) -> int:
-    """Run `work(src, dst, progress)` per file; one failure never stops the batch."""
-    results, failures, notes_seen = [], [], set()
-    last_error = None
-    for src, dst in pairs:
-        try:
-            with reporter.progress(f"{label} {src.name}", None) as progress:
-                res = work(src, dst, progress)
-            for n in res.notes:
-                if n not in notes_seen:
-                    reporter.note(n)
-                    notes_seen.add(n)
-            results.append(res)
-            if reporter.as_json:
-                print(json.dumps({"status": "ok", **res.to_dict()}), flush=True)
-        except AdaptokError as e:
-            last_error = e
-            failures.append((src, e))
-            say(str(e))
-            if reporter.as_json:
-                print(json.dumps({"status": "error", "input": str(src), "error": str(e), "exit_code": e.exit_code}),
-                      flush=True)
-    if not reporter.quiet and not reporter.as_json and results:
-        summarise(results)
-    if not failures:
+def run_batch(pairs, job, reporter: Reporter, label: str, workers: Optional[int], force: bool, skip, as_csv: bool):
+    """Run a batch through batch.run with progress, streaming --json/--csv, and the summary; -> exit code."""
+    from .batch import default_workers, run
+    workers = default_workers(len(pairs)) if workers is None else max(1, workers)
+    if as_csv:
+        print(",".join(CSV_FIELDS), flush=True)
+
+    def on_done(o):
+        if o.error is not None:
+            say(str(o.error))
+        else:
+            for n in (o.result.notes if o.result else []):
+                reporter.note_once(n)
+            if reporter.verbose and o.result:
+                say(f"{o.src}: " + ", ".join(f"{k} {v:.2f}s" for k, v in o.result.timing.items()))
+        if reporter.as_json:
+            print(json.dumps(outcome_dict(o)), flush=True)
+        if as_csv:
+            print(",".join(csv_cell(outcome_dict(o).get(k)) for k in CSV_FIELDS), flush=True)
+
+    with reporter.progress(label, len(pairs), unit="files" if len(pairs) > 1 else "frames") as progress:
+        outcomes = run(pairs, job, workers, None if force else skip, progress, on_done)
+    if not reporter.quiet and not reporter.as_json and not as_csv:
+        summary_table(outcomes, label)
+    failed = [o for o in outcomes if o.error is not None]
+    if not failed:
         return EXIT_OK
-    if len(pairs) == 1:
-        return last_error.exit_code
-    return EXIT_SOME_FAILED
+    return failed[0].error.exit_code if len(pairs) == 1 else EXIT_SOME_FAILED
 
 
-def summary_table(results, title):
-    if out.is_terminal:
-        t = Table(title=title)
+CSV_FIELDS = ["status", "input", "output", "frames", "token_rate", "bpp", "bytes_in", "bytes_out", "seconds", "error"]
+
+
+def csv_cell(v) -> str:
+    if v is None:
+        return ""
+    v = f"{v:.6g}" if isinstance(v, float) else str(v)
+    return '"' + v.replace('"', '""') + '"' if any(c in v for c in ',"\n') else v
+
+
+def outcome_dict(o) -> dict:
+    if o.error is not None:
+        return {"status": "error", "input": str(o.src), "output": str(o.dst), "error": str(o.error),
+                "exit_code": o.error.exit_code}
+    if o.skipped:
+        return {"status": "skipped", "input": str(o.src), "output": str(o.dst), "reason": "up to date"}
+    return {"status": "ok", **o.result.to_dict()}
+
+
+def summary_table(outcomes, label):
+    done = [o.result for o in outcomes if o.result is not None]
+    skipped = sum(o.skipped for o in outcomes)
+    failed = sum(o.error is not None for o in outcomes)
+    tail = []
+    if skipped:
+        tail.append(f"{skipped} up to date (skipped; -f redoes them)")
+    if failed:
+        tail.append(f"{failed} failed")
+    if out.is_terminal and len(outcomes) > 1:
+        t = Table(title=f"{label}ed")
         for c in ("input", "output", "frames", "token rate", "bpp", "in", "out", "time"):
             t.add_column(c, justify="right" if c not in ("input", "output") else "left")
-        for r in results:
+        for r in done:
             t.add_row(r.input, r.output, str(r.frames), f"{r.token_rate:.3f}", f"{r.bpp:.4f}",
                       describe_size(r.bytes_in), describe_size(r.bytes_out), f"{r.seconds:.1f}s")
+        if len(done) > 1:
+            kept, total = sum(r.tokens_kept for r in done), sum(r.tokens_total for r in done)
+            px = sum(r.frames * r.width * r.height for r in done)
+            t.add_row(f"total ({len(done)} files)", "", str(sum(r.frames for r in done)), f"{kept / max(1, total):.3f}",
+                      f"{sum(r.atok_bytes for r in done) * 8 / max(1, px):.4f}",
+                      describe_size(sum(r.bytes_in for r in done)), describe_size(sum(r.bytes_out for r in done)),
+                      f"{sum(r.seconds for r in done):.1f}s")
         out.print(t)
     else:
-        for r in results:
+        for r in done:
             print(f"{r.input} -> {r.output}: {r.frames} frames, token rate {r.token_rate:.3f}, "
                   f"bpp {r.bpp:.4f}, {describe_size(r.bytes_in)} -> {describe_size(r.bytes_out)}, {r.seconds:.1f}s")
+    if tail:
+        say(", ".join(tail))
+
+
+def _compress_job(opts, force, src, dst, progress):
+    """One file of a compress batch (module level so worker processes can run it)."""
+    from .pipeline import cached_tokenizer
+    return compress(src, dst, opts, force=force, progress=progress, tokenizer=cached_tokenizer(opts.tokenizer, opts.device))
+
+
+def _compress_skip(opts, src, dst):
+    from .batch import is_up_to_date
+    from .pipeline import cached_tokenizer, expected_settings
+    return dst.exists() and is_up_to_date(src, dst, expected_settings(opts, cached_tokenizer(opts.tokenizer, opts.device)))
+
+
+def _decompress_job(kw, force, src, dst, progress):
+    return decompress(src, dst, force=force, progress=progress, **kw)
+
+
+def _decompress_skip(src, dst):
+    from .batch import is_up_to_date
+    return dst.exists() and is_up_to_date(src, dst)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,6 +240,8 @@ def compress_cmd(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Print timings."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Files processed in parallel (default: half the cores)."),
+    as_csv: bool = typer.Option(False, "--csv", help="One CSV row per file on stdout (after a header row)."),
 ):
     """Encode videos into .atok containers (INPUT -> INPUT.atok)."""
     with user_errors():
@@ -217,20 +250,9 @@ def compress_cmd(
                                device=device).check()
         pairs = expand_inputs(inputs, want_video)
         dsts = output_paths(pairs, output, atok_name)
-        tok_cache = {}
-
-        def work(src, dst, progress):
-            from .tokenizer import load_tokenizer, pick_device
-            if "tok" not in tok_cache:
-                tok_cache["tok"] = load_tokenizer(opts.tokenizer, pick_device(opts.device))
-            res = compress(src, dst, opts, force=force, progress=progress, tokenizer=tok_cache["tok"])
-            if verbose:
-                reporter.note(f"{src}: " + ", ".join(f"{k} {v:.2f}s" for k, v in res.timing.items()))
-            return res
-
-        reporter = Reporter(quiet, as_json)
-        code = run_batch([(s, d) for (s, _), d in zip(pairs, dsts)], work, reporter, "compress",
-                         lambda rs: summary_table(rs, "compressed"))
+        code = run_batch([(s, d) for (s, _), d in zip(pairs, dsts)], partial(_compress_job, opts, force),
+                         Reporter(quiet, as_json, verbose), "compress", workers, force, partial(_compress_skip, opts),
+                         as_csv)
     raise typer.Exit(code)
 
 
@@ -247,48 +269,78 @@ def decompress_cmd(
     quiet: bool = typer.Option(False, "-q", "--quiet"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Print timings."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
+    overlay: bool = typer.Option(False, "--overlay", help="Tint the positions that were dropped (to see the mask)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Files processed in parallel (default: half the cores)."),
+    as_csv: bool = typer.Option(False, "--csv", help="One CSV row per file on stdout (after a header row)."),
 ):
     """Rebuild videos from .atok containers (size, frame count and fps restored)."""
     with user_errors():
         pairs = expand_inputs(inputs, want_atok)
         dsts = output_paths(pairs, output, video_name)
-        reporter = Reporter(quiet, as_json)
-
-        def work(src, dst, progress):
-            res = decompress(src, dst, tokenizer=tokenizer, use_lit=not no_lit, codec=codec, crf=crf, force=force,
-                             device=device, progress=progress)
-            if verbose:
-                reporter.note(f"{src}: " + ", ".join(f"{k} {v:.2f}s" for k, v in res.timing.items()))
-            return res
-
-        code = run_batch([(s, d) for (s, _), d in zip(pairs, dsts)], work, reporter, "decompress",
-                         lambda rs: summary_table(rs, "decompressed"))
+        kw = dict(tokenizer=tokenizer, use_lit=not no_lit, codec=codec, crf=crf, device=device, overlay=overlay)
+        code = run_batch([(s, d) for (s, _), d in zip(pairs, dsts)], partial(_decompress_job, kw, force),
+                         Reporter(quiet, as_json, verbose), "decompress", workers, force, _decompress_skip, as_csv)
     raise typer.Exit(code)
+
+
+SORT_KEYS = {"name": "file", "rate": "token_rate", "bpp": "bpp", "size": "bytes", "frames": "frames"}
 
 
 @app.command("inspect")
 def inspect_cmd(
     inputs: List[str] = typer.Argument(..., metavar="FILE.atok...", help=".atok files, folders or globs."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file."),
-    chunks: bool = typer.Option(True, "--chunks/--no-chunks", help="Show the per-chunk table."),
+    chunks: Optional[bool] = typer.Option(None, "--chunks/--no-chunks", help="Per-chunk tables (default: for one file)."),
+    sort: str = typer.Option("name", "--sort", help="Order of files: name, rate, bpp, size or frames."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG (timeline + heatmap); a folder for many files."),
 ):
     """Token rates per clip and per chunk, sizes and model identities (reads only header and index)."""
     with user_errors():
+        if sort not in SORT_KEYS:
+            raise UsageError(f"--sort must be one of {', '.join(SORT_KEYS)}")
         files = [f for f, _ in expand_inputs(inputs, want_atok)]
-        failed = None
+        infos, failed = [], None
         for f in files:
             try:
-                info = inspect(f)
+                infos.append(inspect(f))
+                if plot is not None:
+                    from .atokfile import AtokFile
+                    from .pictures import plot as make_plot
+                    png = plot / (f.name + ".png") if len(files) > 1 or plot.is_dir() else plot
+                    png.parent.mkdir(parents=True, exist_ok=True)
+                    with AtokFile(f) as af:
+                        make_plot(af, png)
             except AdaptokError as e:
                 say(str(e))
                 failed = e
-                continue
+        key = SORT_KEYS[sort]
+        infos.sort(key=lambda i: (i[key], i["file"]))
+        for info in infos:
             if as_json:
                 print(json.dumps(info), flush=True)
-            else:
-                print_inspect(info, chunks)
+        if not as_json:
+            if len(infos) == 1:
+                print_inspect(infos[0], chunks is not False)
+            elif infos:
+                print_inspect_many(infos, bool(chunks))
         if failed:
             raise typer.Exit(failed.exit_code if len(files) == 1 else EXIT_SOME_FAILED)
+
+
+def print_inspect_many(infos: list, chunks: bool):
+    t = Table(box=None if not out.is_terminal else rich_box.SIMPLE, pad_edge=False)
+    for c in ("file", "size", "frames", "token rate", "tokens/s", "bpp", "bytes"):
+        t.add_column(c, justify="left" if c == "file" else "right")
+    for i in infos:
+        t.add_row(i["file"], f"{i['width']}x{i['height']}", str(i["frames"]), f"{i['token_rate']:.4f}",
+                  f"{i['tokens_per_second']:.0f}", f"{i['bpp']:.4f}", str(i["bytes"]))
+    out.print(t)
+    rates = sorted(i["token_rate"] for i in infos)
+    out.print(f"token rate over {len(rates)} clips: min {rates[0]:.4f}, median {statistics.median(rates):.4f}, "
+              f"max {rates[-1]:.4f}", markup=False)
+    if chunks:
+        for i in infos:
+            print_inspect(i, True)
 
 
 def print_inspect(i: dict, chunks: bool):
@@ -310,6 +362,45 @@ def print_inspect(i: dict, chunks: bool):
             t.add_row(str(c["index"]), f"{c['first_frame']}+{c['frames']}", str(c["latent_frames"]),
                       str(c["tokens_kept"]), str(c["tokens_total"]), f"{c['token_rate']:.3f}", str(c["bytes"]))
         out.print(t)
+    if out.is_terminal:
+        from .atokfile import AtokFile
+        from .pictures import keep_statistics, terminal_heatmap
+        with AtokFile(i["file"]) as f:
+            _, heat = keep_statistics(f)
+        out.print("  how often each position was kept (blank: never, █: always):", markup=False)
+        for row in terminal_heatmap(heat):
+            out.print("  " + row, markup=False)
+
+
+@app.command("verify")
+def verify_cmd(
+    inputs: List[str] = typer.Argument(..., metavar="FILE.atok...", help=".atok files, folders or globs."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per file."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only failures."),
+):
+    """Check containers (structure, every chunk's checksum and contents) without decoding frames."""
+    from .container import AtokReader
+    with user_errors():
+        files = [f for f, _ in expand_inputs(inputs, want_atok)]
+        failed = []
+        for f in files:
+            try:
+                with AtokReader(f) as r:
+                    for c in range(len(r.chunks)):
+                        r.read_chunk(c)
+                    n = len(r.chunks)
+                if as_json:
+                    print(json.dumps({"status": "ok", "file": str(f), "chunks": n}), flush=True)
+                elif not quiet:
+                    print(f"{f}: ok ({n} chunks)", flush=True)
+            except AdaptokError as e:
+                failed.append(e)
+                if as_json:
+                    print(json.dumps({"status": "error", "file": str(f), "error": str(e), "exit_code": e.exit_code}),
+                          flush=True)
+                say(str(e))
+        if failed:
+            raise typer.Exit(failed[0].exit_code if len(files) == 1 else EXIT_SOME_FAILED)
 
 
 @app.command("eval")
@@ -337,8 +428,8 @@ def eval_cmd(
         results, failed = [], False
         for f in files:
             try:
-                with reporter.progress(f"eval {f.name}", None) as progress:
-                    r = evaluate(f, opts, use_lit=not no_lit, tokenizer=tok, progress=progress)
+                with reporter.progress(f"eval {f.name}") as tick:
+                    r = evaluate(f, opts, use_lit=not no_lit, tokenizer=tok, progress=lambda n: tick("frames", n))
             except AdaptokError as e:
                 say(str(e))
                 failed = True

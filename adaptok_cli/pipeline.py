@@ -7,6 +7,7 @@ Work happens in chunks of latent frames, so memory is O(chunk) whatever the vide
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, asdict, field
 from fractions import Fraction
@@ -20,6 +21,7 @@ from . import __version__
 from .container import AtokReader, AtokWriter, AtomicOutput, Chunk
 from .errors import InputError, ModelUnavailableError, OutputExistsError, UsageError
 from .lit import Inpainter, load_lit
+from .pictures import latent_index, overlay as tint_dropped
 from .masking import HoldFill, Selector, dequantise, gather_kept, quantise
 from .tokenizer import DEFAULT_TOKENIZER, WEIGHTS_DIR, Tokenizer, load_tokenizer, pad_frames, pick_device
 from .video import VideoReader, VideoWriter, output_kind
@@ -135,6 +137,7 @@ def make_header(tok: Tokenizer, lit_identity, opts: CompressOptions, width, heig
         "lit": lit_identity,
         "threshold": opts.threshold, "keep_ratio": opts.keep_ratio, "keyframe_interval": opts.keyframe_interval,
         "quant": opts.quant, "chunk": opts.chunk, "level": opts.level,
+        "max_side": opts.max_side, "short_side": opts.short_side,
         "source": source, "created_by": f"adaptok {__version__}",
     }
 
@@ -172,6 +175,25 @@ class Result:
         return d
 
 
+_TOKENIZERS: dict = {}
+
+
+def cached_tokenizer(spec: str, device: str = "auto") -> Tokenizer:
+    """load_tokenizer, once per process (a batch loads its tokeniser once, not per file)."""
+    dev = pick_device(device)
+    if (spec, str(dev)) not in _TOKENIZERS:
+        _TOKENIZERS[(spec, str(dev))] = load_tokenizer(spec, dev)
+    return _TOKENIZERS[(spec, str(dev))]
+
+
+def expected_settings(opts: CompressOptions, tok: Tokenizer) -> dict:
+    """What batch.settings_of() reads back from a container compress() would write with these options."""
+    lit = find_lit(tok)
+    return {"tokenizer": tok.fingerprint, "lit": lit[1] if lit else None,
+            **{k: getattr(opts, k) for k in ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk",
+                                            "level", "max_side", "short_side")}}
+
+
 def find_lit(tok: Tokenizer, device="cpu"):
     """The shipped LIT trained for this tokeniser, or None when none exists yet."""
     path = WEIGHTS_DIR / f"lit-{tok.name}.safetensors"
@@ -185,9 +207,14 @@ def find_lit(tok: Tokenizer, device="cpu"):
 
 
 def compress(src, dst, options: CompressOptions | None = None, force=False,
-             progress: Callable[[int], None] | None = None, tokenizer: Tokenizer | None = None) -> Result:
-    """Compress one video file to an .atok container (written atomically)."""
-    opts = (options or CompressOptions()).check()
+             progress: Callable[[int], None] | None = None, tokenizer: Tokenizer | None = None, **kw) -> Result:
+    """Compress one video file to an .atok container (written atomically).
+
+    Options come as a CompressOptions or as keywords: compress("a.mp4", "a.atok", threshold=0.2).
+    """
+    if options is not None and kw:
+        raise UsageError("give options as a CompressOptions or as keywords, not both")
+    opts = (options or CompressOptions(**kw)).check()
     t_start = time.perf_counter()
     device = pick_device(opts.device)
     tok = tokenizer or load_tokenizer(opts.tokenizer, device)
@@ -300,8 +327,11 @@ def inpainter_for(header: dict, tok: Tokenizer, path, use_lit=True, device="cpu"
 
 
 def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None, crf=18, force=False,
-               device="auto", progress: Callable[[int], None] | None = None) -> Result:
-    """Rebuild a video from an .atok container; width, height, frame count and fps are restored."""
+               device="auto", progress: Callable[[int], None] | None = None, overlay=False) -> Result:
+    """Rebuild a video from an .atok container; width, height, frame count and fps are restored.
+
+    overlay=True tints the positions that were dropped, to show what the mask did.
+    """
     t_start = time.perf_counter()
     dev = pick_device(device)
     with AtokReader(src) as r:
@@ -315,13 +345,18 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
         if dst.exists() and not force:
             raise OutputExistsError(f"{dst}: already exists (use -f to overwrite)")
         kind = output_kind(dst, codec)
-        tmp = dst.parent / f".{dst.name}.partial{dst.suffix}"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.parent / f".{dst.name}.{os.getpid()}.partial{dst.suffix}"
         writer = VideoWriter(tmp, h["width"], h["height"], Fraction(h["fps_num"], h["fps_den"]), kind, crf)
         try:
             dec = ChunkDecoder(tok, inpainter)
             for i in range(len(r.chunks)):
-                x = dec.frames(dec.dense(r.read_chunk(i)))
+                chunk = r.read_chunk(i)
+                x = dec.frames(dec.dense(chunk))
                 frames = to_frames(x[: r.frames - res.frames], h["height"], h["width"])
+                if overlay:
+                    lat = latent_index(len(frames), tok.time_factor, i == 0 or not tok.stateful)
+                    frames = tint_dropped(frames, chunk.mask, lat, tok.space_factor)
                 for f in frames:
                     writer.write(f)
                 res.frames += len(frames)
@@ -340,7 +375,6 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
 
 
 def _replace(tmp: Path, dst: Path, force: bool):
-    import os
     import shutil
     if dst.is_dir() and force:
         shutil.rmtree(dst)

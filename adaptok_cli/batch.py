@@ -1,0 +1,166 @@
+"""Many files at once: inputs from files, folders and globs, mirrored outputs, up-to-date skipping,
+and a pool of worker processes. One failing file never stops a batch.
+
+Every file is encoded with one torch thread (parallelism comes from --workers), so a container's bytes
+do not depend on the worker count or the machine's core count.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import signal
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import torch
+
+from .errors import AdaptokError, ContainerError, InputError
+
+THREADS_PER_FILE = 1
+
+
+def expand_inputs(items: Iterable[str], want: Callable[[Path], bool]) -> list[tuple[Path, Path]]:
+    """Files, folders (recursive) and globs -> [(file, path relative to what the user named)]."""
+    found = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and want(f):
+                    found.append((f, f.relative_to(p)))
+        elif not p.exists() and any(c in str(item) for c in "*?["):
+            matches = sorted(glob.glob(str(item), recursive=True))
+            if not matches:
+                raise InputError(f"{item}: no files match")
+            found += [(Path(m), Path(Path(m).name)) for m in matches if Path(m).is_file()]
+        else:
+            found.append((p, Path(p.name)))
+    if not found:
+        raise InputError("no input files found")
+    return found
+
+
+def output_paths(inputs, output: Path | None, default_name: Callable[[str], str]) -> list[Path]:
+    """One output per input: next to it by default, -o FILE for one input, -o DIR mirrors the tree."""
+    if output is None:
+        return [f.parent / default_name(f.name) for f, _ in inputs]
+    as_dir = len(inputs) > 1 or output.is_dir() or str(output).endswith("/")
+    if not as_dir:
+        return [output]
+    return [output / rel.parent / default_name(rel.name) for _, rel in inputs]
+
+
+def settings_of(header: dict) -> dict:
+    """The header fields that decide a container's content, for up-to-date checks."""
+    keys = ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk", "level", "max_side", "short_side")
+    return {"tokenizer": header["tokenizer"]["fingerprint"],
+            "lit": (header.get("lit") or {}).get("fingerprint"), **{k: header.get(k) for k in keys}}
+
+
+def is_up_to_date(src: Path, dst: Path, want_settings: dict | None = None) -> bool:
+    """dst exists, is newer than src, is a valid container (when it is one) made with the same settings."""
+    try:
+        if dst.stat().st_mtime < Path(src).stat().st_mtime:
+            return False
+    except OSError:
+        return False
+    if want_settings is None:
+        return True
+    from .container import AtokReader
+    try:
+        with AtokReader(dst) as r:
+            return settings_of(r.header) == want_settings
+    except (AdaptokError, ContainerError):
+        return False
+
+
+@dataclass
+class Outcome:
+    """What happened to one file of a batch."""
+    src: Path
+    dst: Path
+    result: object = None      # a pipeline.Result
+    error: AdaptokError | None = None
+    skipped: bool = False
+
+
+def _worker_init():
+    torch.set_num_threads(THREADS_PER_FILE)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides; it sends SIGTERM to stop us
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _call(job, src, dst):
+    try:
+        return job(src, dst, None), None
+    except AdaptokError as e:
+        return None, e
+
+
+def default_workers(n_files: int) -> int:
+    """Half the cores (each file also uses a thread for video I/O), at least 1, at most one per file."""
+    return max(1, min(n_files, (os.cpu_count() or 1) // 2))
+
+
+def run(pairs: list[tuple[Path, Path]], job, workers: int = 1,
+        skip: Callable[[Path, Path], bool] | None = None,
+        progress=None, on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """Run job(src, dst, progress) -> Result for every pair; failures are collected, not raised.
+
+    job must be picklable (a module-level function or functools.partial of one) when workers > 1.
+    progress(kind, n) is told about frames ("frames", n) in-process and finished files ("files", 1).
+    """
+    outcomes: list[Outcome] = []
+
+    def done(o: Outcome):
+        outcomes.append(o)
+        if on_done:
+            on_done(o)
+        if progress:
+            progress("files", 1)
+
+    todo = []
+    for src, dst in pairs:
+        if skip is not None and skip(src, dst):
+            done(Outcome(src, dst, skipped=True))
+        else:
+            todo.append((src, dst))
+    if workers <= 1 or len(todo) <= 1:
+        torch.set_num_threads(THREADS_PER_FILE)
+        for src, dst in todo:
+            try:
+                done(Outcome(src, dst, job(src, dst, (lambda n: progress("frames", n)) if progress else None)))
+            except AdaptokError as e:
+                done(Outcome(src, dst, error=e))
+        return outcomes
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init)
+    try:
+        futures = {pool.submit(_call, job, src, dst): (src, dst) for src, dst in todo}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                src, dst = futures[fut]
+                res, e = fut.result()
+                done(Outcome(src, dst, res, e))
+    except BaseException:
+        for p in list(getattr(pool, "_processes", {}).values()):
+            try:
+                p.terminate()      # SIGTERM: the worker aborts and removes its temporary file
+            except Exception:
+                pass
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return outcomes
+
+
+def iter_ok(outcomes: list[Outcome]) -> Iterator:
+    return (o.result for o in outcomes if o.result is not None)

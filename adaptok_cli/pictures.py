@@ -1,0 +1,79 @@
+"""Pictures of where the tokens go: a timeline and heatmap PNG, a terminal heatmap, a mask overlay."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+
+
+def keep_statistics(f) -> tuple[np.ndarray, np.ndarray]:
+    """-> (kept fraction per latent frame (T,), how often each position was kept (h, w)) of an AtokFile."""
+    per_frame, counts, n = [], None, 0
+    for i in range(len(f)):
+        mask, _ = f.sparse(i)
+        m = mask.numpy()
+        per_frame += list(m.mean(axis=(1, 2)))
+        counts = m.sum(0) if counts is None else counts + m.sum(0)
+        n += m.shape[0]
+    return np.array(per_frame), counts / max(1, n)
+
+
+def plot(f, png_path) -> None:
+    """Token-rate timeline and spatial keep heatmap of one AtokFile, as a PNG."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'adaptok[plot]'") from None
+    rate, heat = keep_statistics(f)
+    tf = f.header["tokenizer"]["time_factor"]
+    seconds = np.array([0] + [1 + tf * (i - 1) for i in range(1, len(rate))]) / f.fps
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1.6, 1]})
+    a.step(seconds, rate, where="post", color="#1f6fb4")
+    a.fill_between(seconds, rate, step="post", alpha=0.25, color="#1f6fb4")
+    a.set(xlabel="time (s)", ylabel="kept fraction", ylim=(0, 1.02),
+          title=f"token rate per latent frame (clip: {f.token_rate:.3f})")
+    im = b.imshow(heat, vmin=0, vmax=1, cmap="magma", interpolation="nearest")
+    b.set(title="how often each position was kept", xticks=[], yticks=[])
+    fig.colorbar(im, ax=b, fraction=0.046)
+    fig.suptitle(str(f.path.name))
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+SHADES = " ░▒▓█"
+
+
+def terminal_heatmap(heat: np.ndarray, width: int = 48) -> list[str]:
+    """Rows of shade characters for a (h, w) map in [0, 1], at most `width` columns wide.
+
+    Two latent rows per character row keeps the aspect ratio of terminal cells (about 1:2).
+    """
+    h, w = heat.shape
+    step = max(1, -(-w // width))
+    t = torch.from_numpy(heat.astype(np.float32))[None, None]
+    small = torch.nn.functional.avg_pool2d(t, (2 * step, step), ceil_mode=True)[0, 0].numpy()
+    idx = np.clip((small * (len(SHADES) - 1)).round().astype(int), 0, len(SHADES) - 1)
+    return ["".join(SHADES[i] for i in row) for row in idx]
+
+
+def overlay(frames: np.ndarray, mask: torch.Tensor, first_latent: np.ndarray, space_factor: int) -> np.ndarray:
+    """Tint, in each frame, the positions its latent frame dropped: (n, H, W, 3) uint8.
+
+    first_latent[j] is the index into mask (t, h, w) of the latent frame that frame j came from.
+    """
+    n, height, width = frames.shape[:3]
+    m = mask.numpy()[first_latent].repeat(space_factor, 1).repeat(space_factor, 2)[:, :height, :width]
+    out = frames.astype(np.float32)
+    tint = np.array([40, 90, 255], np.float32)
+    out[~m] = out[~m] * 0.55 + tint * 0.45
+    return out.round().astype(np.uint8)
+
+
+def latent_index(n_frames: int, time_factor: int, at_start: bool) -> np.ndarray:
+    """Latent frame of each decoded frame in a chunk (the first latent frame of a stream is one frame)."""
+    j = np.arange(n_frames)
+    return np.where(j == 0, 0, (j - 1) // time_factor + 1) if at_start else j // time_factor
