@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import __version__
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, AdaptokError, InputError, UsageError
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, AdaptokError, InputError, UsageError
 from .batch import expand_inputs, output_paths
 from .pipeline import DEFAULT_CHUNK, DEFAULT_THRESHOLD, CompressOptions, compress, decompress
 from .report import describe_size, inspect
@@ -200,7 +200,8 @@ def summary_table(outcomes, label):
 def _compress_job(opts, force, src, dst, progress):
     """One file of a compress batch (module level so worker processes can run it)."""
     from .pipeline import cached_tokenizer
-    return compress(src, dst, opts, force=force, progress=progress, tokenizer=cached_tokenizer(opts.tokenizer, opts.device))
+    return compress(src, dst, opts, force=force, progress=progress,
+                    loaded_tokenizer=cached_tokenizer(opts.tokenizer, opts.device))
 
 
 def _compress_skip(opts, src, dst):
@@ -444,6 +445,15 @@ def eval_cmd(
             print_eval(results, mean)
         if failed:
             raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@app.command("completion")
+def completion_cmd(shell: str = typer.Argument(..., metavar="SHELL", help="bash, zsh or fish.")):
+    """Print the shell completion script: eval "$(adaptok completion bash)" in ~/.bashrc."""
+    from typer.completion import get_completion_script
+    if shell not in ("bash", "zsh", "fish"):
+        fail("completion: SHELL must be bash, zsh or fish", EXIT_USAGE)
+    print(get_completion_script(prog_name="adaptok", complete_var="_ADAPTOK_COMPLETE", shell=shell))
 
 
 def print_eval(results, mean):

@@ -207,7 +207,7 @@ def find_lit(tok: Tokenizer, device="cpu"):
 
 
 def compress(src, dst, options: CompressOptions | None = None, force=False,
-             progress: Callable[[int], None] | None = None, tokenizer: Tokenizer | None = None, **kw) -> Result:
+             progress: Callable[[int], None] | None = None, loaded_tokenizer: Tokenizer | None = None, **kw) -> Result:
     """Compress one video file to an .atok container (written atomically).
 
     Options come as a CompressOptions or as keywords: compress("a.mp4", "a.atok", threshold=0.2).
@@ -217,7 +217,7 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
     opts = (options or CompressOptions(**kw)).check()
     t_start = time.perf_counter()
     device = pick_device(opts.device)
-    tok = tokenizer or load_tokenizer(opts.tokenizer, device)
+    tok = loaded_tokenizer or load_tokenizer(opts.tokenizer, device)
     lit = find_lit(tok)
     reader = VideoReader(src, short_side=opts.short_side, max_side=opts.max_side)
     info = reader.info

@@ -9,7 +9,7 @@ from typer.testing import CliRunner  # noqa: E402
 from adaptok_cli import __version__, errors  # noqa: E402
 from adaptok_cli.cli import app  # noqa: E402
 
-COMMANDS = ["compress", "decompress", "inspect", "eval"]
+COMMANDS = ["compress", "decompress", "inspect", "verify", "eval", "completion"]
 EXIT_CODES = [
     (errors.EXIT_OK, "success"),
     (errors.EXIT_SOME_FAILED, "a batch ran, but at least one file failed (each failure was reported)"),

@@ -147,3 +147,14 @@ def test_readme_documents_setup_and_exit_codes():
     for name in dir(errors):
         if name.startswith("EXIT_"):
             assert f"| {getattr(errors, name)} |" in readme, name
+
+
+def test_shell_completion_scripts_and_completions():
+    for shell, marker in (("bash", "complete "), ("zsh", "compdef"), ("fish", "complete ")):
+        p = run("completion", shell)
+        assert p.returncode == 0 and marker in p.stdout, (shell, p.stdout[:200])
+    p = subprocess.run([sys.executable, "-m", "adaptok_cli"], capture_output=True, text=True, timeout=60,
+                       env={**ENV, "_ADAPTOK_COMPLETE": "complete_bash", "COMP_WORDS": "adaptok decomp",
+                            "COMP_CWORD": "1"})
+    assert p.stdout.split() == ["decompress"]
+    assert run("completion", "tcsh").returncode == errors.EXIT_USAGE

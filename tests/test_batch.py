@@ -1,0 +1,111 @@
+"""Batches as scripts run them: failures reported not fatal, resumable, identical with --workers."""
+import csv
+import io
+import json
+import os
+import time
+
+from adaptok_cli import errors
+
+from conftest import noise_frames, static_frames, write_video
+from test_cli import run
+
+
+def make_tree(root):
+    write_video(root / "a.mp4", static_frames(9, 32, 48))
+    write_video(root / "b.mkv", noise_frames(6, 24, 40))
+    (root / "sub").mkdir(parents=True)
+    write_video(root / "sub" / "c.mp4", static_frames(13, 40, 40, seed=3))
+    (root / "sub" / "unreadable.mp4").write_bytes(os.urandom(2000))
+
+
+def test_batch_with_bad_files_then_resume(tmp_path, small_tok_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_tree(src)
+    p = run("compress", src, "-o", out, "--tokenizer", small_tok_path, "--json")
+    assert p.returncode == errors.EXIT_SOME_FAILED
+    recs = {os.path.relpath(r["input"], src): r for r in map(json.loads, p.stdout.splitlines())}
+    assert {k: r["status"] for k, r in recs.items()} == {"a.mp4": "ok", "b.mkv": "ok", "sub/c.mp4": "ok",
+                                                          "sub/unreadable.mp4": "error"}
+    assert recs["sub/unreadable.mp4"]["exit_code"] == errors.EXIT_BAD_INPUT
+    assert all(0 < recs[k]["token_rate"] <= 1 for k in ("a.mp4", "b.mkv", "sub/c.mp4"))
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "a.mp4.atok", "b.mkv.atok", "sub", "sub/c.mp4.atok"]
+
+    # a corrupt container among good ones: decompress does the rest and names the bad one
+    bad = out / "sub" / "c.mp4.atok"
+    data = bytearray(bad.read_bytes())
+    data[-40] ^= 0x10
+    bad.write_bytes(bytes(data))
+    p = run("decompress", out, "-o", tmp_path / "dec", "--tokenizer", small_tok_path, "--json", "--no-lit")
+    assert p.returncode == errors.EXIT_SOME_FAILED
+    status = {os.path.basename(r["input"]): r["status"] for r in map(json.loads, p.stdout.splitlines())}
+    assert status == {"a.mp4.atok": "ok", "b.mkv.atok": "ok", "c.mp4.atok": "error"}
+    assert "c.mp4.atok" in p.stderr and (tmp_path / "dec" / "a.mp4").exists()
+    assert not (tmp_path / "dec" / "sub" / "c.mp4").exists()
+
+    # running the same command again skips what is up to date and redoes nothing else
+    bad.unlink()
+    before = {f: f.stat().st_mtime_ns for f in out.rglob("*.atok")}
+    p = run("compress", src, "-o", out, "--tokenizer", small_tok_path, "--csv")
+    assert p.returncode == errors.EXIT_SOME_FAILED       # the unreadable file still fails
+    rows = {os.path.relpath(r["input"], src): r for r in csv.DictReader(io.StringIO(p.stdout))}
+    assert rows["a.mp4"]["status"] == "skipped" and rows["b.mkv"]["status"] == "skipped"
+    assert rows["sub/c.mp4"]["status"] == "ok" and rows["sub/unreadable.mp4"]["status"] == "error"
+    assert all(f.stat().st_mtime_ns == t for f, t in before.items())
+
+    # other settings: not up to date, and never overwritten without -f
+    p = run("compress", src / "a.mp4", "-o", out / "a.mp4.atok", "--tokenizer", small_tok_path, "-t", "0.5")
+    assert p.returncode == errors.EXIT_CANT_CREATE
+    # a newer input makes the output stale
+    time.sleep(0.01)
+    os.utime(src / "b.mkv")
+    p = run("compress", src / "b.mkv", "-o", out / "b.mkv.atok", "--tokenizer", small_tok_path)
+    assert p.returncode == errors.EXIT_CANT_CREATE
+    p = run("compress", src / "b.mkv", "-o", out / "b.mkv.atok", "--tokenizer", small_tok_path, "-f", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["status"] == "ok"
+
+
+def test_workers_give_identical_bytes(tmp_path, small_tok_path):
+    src = tmp_path / "in"
+    make_tree(src)
+    (src / "sub" / "unreadable.mp4").unlink()
+    for n in (1, 2):
+        p = run("compress", src, "-o", tmp_path / f"w{n}", "--tokenizer", small_tok_path, "--workers", n, "-q")
+        assert p.returncode == 0, p.stderr
+    files = sorted(f.relative_to(tmp_path / "w1") for f in (tmp_path / "w1").rglob("*.atok"))
+    assert len(files) == 3
+    for f in files:
+        assert (tmp_path / "w1" / f).read_bytes() == (tmp_path / "w2" / f).read_bytes(), f
+
+
+def test_inspect_many_sorted_with_distribution(tmp_path, small_tok_path):
+    src = tmp_path / "in"
+    make_tree(src)
+    run("compress", src, "-o", tmp_path / "out", "--tokenizer", small_tok_path, "-q")
+    p = run("inspect", tmp_path / "out", "--sort", "rate")
+    assert p.returncode == 0
+    lines = p.stdout.splitlines()
+    order = [l.split()[0] for l in lines[1:4]]
+    rates = [float(l.split()[3]) for l in lines[1:4]]
+    assert rates == sorted(rates) and order[-1].endswith("b.mkv.atok")      # noise keeps the most
+    assert lines[4].startswith("token rate over 3 clips: min ")
+    p = run("inspect", tmp_path / "out", "--sort", "rate", "--json")
+    js = [json.loads(l)["token_rate"] for l in p.stdout.splitlines()]
+    assert js == sorted(js) and len(js) == 3
+    assert run("inspect", tmp_path / "out", "--sort", "colour").returncode == errors.EXIT_USAGE
+
+
+def test_plot_and_overlay(tmp_path, small_tok_path):
+    src = write_video(tmp_path / "a.mp4", static_frames(9, 32, 48))
+    run("compress", src, "-o", tmp_path / "a.atok", "--tokenizer", small_tok_path, "-q")
+    p = run("inspect", tmp_path / "a.atok", "--plot", tmp_path / "a.png")
+    assert p.returncode == 0 and (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    p = run("decompress", tmp_path / "a.atok", "-o", tmp_path / "o.mkv", "--overlay", "--tokenizer", small_tok_path)
+    assert p.returncode == 0
+    from adaptok_cli.video import VideoReader
+    with VideoReader(tmp_path / "o.mkv") as r:
+        frames = list(r)
+    assert len(frames) == 9
+    # frame 0 is kept whole (untinted); later frames of a still scene are mostly dropped (tinted blue)
+    assert frames[5][..., 2].mean() > frames[0][..., 2].mean() + 20
