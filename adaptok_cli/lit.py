@@ -110,6 +110,11 @@ class LIT(nn.Module):
         return y.permute(0, 1, 4, 2, 3)
 
 
+def last_frames(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The last k frames (none for k = 0, where x[-0:] would give all)."""
+    return x[x.shape[0] - k:]
+
+
 class Inpainter:
     """Streaming LIT: fills chunk after chunk, carrying C_fill; kept positions are never touched."""
 
@@ -121,21 +126,25 @@ class Inpainter:
 
     @torch.no_grad()
     def fill(self, held: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """held: (t, C, h, w) hold-filled latents; mask: (t, h, w) kept -> (t, C, h, w)."""
-        t = held.shape[0]
+        """held: (t, C, h, w) hold-filled latents; mask: (t, h, w) kept -> (t, C, h, w).
+
+        The model always sees `context` frames before the chunk: C_fill, or at the start of a stream
+        copies of its first latent frame (which is kept whole).
+        """
+        t, k = held.shape[0], self.model.cfg.context
         x = held / self.scale
-        m = mask.float()
-        ctx = torch.zeros(t)
-        if self.c_fill is not None:
-            k = self.c_fill.shape[0]
-            x = torch.cat([self.c_fill, x])
-            m = torch.cat([torch.ones(k, *mask.shape[1:]), m])
-            ctx = torch.cat([torch.ones(k), ctx])
-        ctx = ctx[:, None, None].expand_as(m)
+        if self.c_fill is None:
+            self.c_fill = x[:1].expand(k, -1, -1, -1)
+        if bool(mask.all()):                   # nothing to fill: only the context moves on
+            self.c_fill = last_frames(torch.cat([self.c_fill, x]), k)
+            return held
+        x = torch.cat([self.c_fill, x])
+        m = torch.cat([torch.ones(k, *mask.shape[1:]), mask.float()])
+        ctx = torch.cat([torch.ones(k), torch.zeros(t)])[:, None, None].expand_as(m)
         delta = self.model(x[None].to(self.device), m[None].to(self.device), ctx[None].to(self.device))[0].cpu()
-        pred = (x + delta)[-t:] * self.scale
+        pred = (x + delta)[k:] * self.scale
         out = torch.where(mask[:, None], held, pred)
-        self.c_fill = (out / self.scale)[-self.model.cfg.context:] if self.model.cfg.context else None
+        self.c_fill = last_frames(torch.cat([self.c_fill, out / self.scale]), k)
         return out
 
 

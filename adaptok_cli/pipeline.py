@@ -293,7 +293,7 @@ class ChunkDecoder:
         z = self.hold.fill(dequantise(chunk.codes, chunk.qscale), chunk.mask)
         t1 = time.perf_counter()
         self.timing["fill"] += t1 - t0
-        if self.inpainter is not None and not bool(chunk.mask.all()):
+        if self.inpainter is not None:
             z = self.inpainter.fill(z, chunk.mask)
         self.timing["lit"] += time.perf_counter() - t1
         return z

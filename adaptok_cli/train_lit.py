@@ -1,0 +1,193 @@
+"""Train the Latent Inpainting Transformer (LIT) for a frozen tokeniser, on the CPU, resumably.
+
+    python -m adaptok_cli.train_lit --out runs/lit --steps 4000
+    python -m adaptok_cli.train_lit --out runs/lit --export adaptok_cli/weights/lit-tinytok.safetensors
+
+1. Latents of every clip in ../shared/data/train/ (dev/ is refused) are encoded once with the frozen
+   tokeniser and cached on disk (float16 .npy per clip, under --cache/<tokeniser fingerprint>/).
+2. Each sample is a window of latent frames, int8-quantised as the container stores them, masked by the
+   real rule (Selector against C_sel; a threshold drawn log-uniformly over the useful range, or a
+   keep-ratio budget), hold-filled as the decoder does. A few warm-up frames run first so the window
+   starts mid-stream; the previous chunk's frames are given as C_fill context (or none, as for a
+   stream's first chunk).
+3. The loss is the MSE on dropped positions only, in units of the tokeniser's per-channel scale.
+A checkpoint (weights, EMA, optimiser, RNG, step) is written every few minutes; re-running resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .lit import LIT, LITConfig, save_lit
+from .masking import HoldFill, Selector, dequantise, quantise
+from .tokenizer import load_tokenizer, pad_frames
+from .train_tokenizer import DEFAULT_DATA, build_cache
+
+CHUNK = 8   # target latent frames per sample (the default chunk)
+
+
+@torch.no_grad()
+def latent_cache(tok, clips, folder: Path) -> list[np.ndarray]:
+    """Encode each cached clip once, streaming chunk by chunk as compress does -> float16 (T, C, h, w)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, frames in enumerate(clips):
+        dst = folder / f"clip{i:03d}_{frames.shape[1]}x{frames.shape[2]}.npy"
+        if not dst.exists():
+            n = 1 + (len(frames) - 1) // tok.time_factor * tok.time_factor     # whole latent frames only
+            zs, state, a = [], None, 0
+            while a < n:
+                b = min(n, a + tok.frames_for(CHUNK, a == 0))
+                x = torch.from_numpy(np.asarray(frames[a:b])).permute(0, 3, 1, 2).float() / 127.5 - 1
+                z, state = tok.encode(pad_frames(x, tok.pad_multiple), state)
+                zs.append(z)
+                a = b
+            z = torch.cat(zs).half().numpy()
+            np.save(str(dst) + ".tmp.npy", z)
+            os.replace(str(dst) + ".tmp.npy", dst)
+            print(f"cached latents {dst.name} {z.shape}", flush=True)
+        out.append(np.load(dst, mmap_mode="r"))
+    return out
+
+
+def sample_one(z_all, rng, scale, crop, context):
+    """One training window -> (held, mask, context flag, target), in scale units, context + CHUNK frames."""
+    first_chunk = rng.random() < 0.2           # a stream's first chunk: its first frame is kept whole
+    warm = 0 if first_chunk else context + int(rng.integers(1, 5))
+    length = warm + CHUNK
+    t0 = int(rng.integers(0, max(1, len(z_all) - length + 1)))
+    z = torch.from_numpy(np.asarray(z_all[t0:t0 + length], np.float32))
+    if len(z) < length:                       # a short clip: a still tail
+        z = torch.cat([z, z[-1:].expand(length - len(z), -1, -1, -1)])
+    h, w = z.shape[2:]
+    y0, x0 = int(rng.integers(0, h - min(crop, h) + 1)), int(rng.integers(0, w - min(crop, w) + 1))
+    z = z[:, :, y0:y0 + crop, x0:x0 + crop]
+    if z.shape[2:] != (crop, crop):
+        z = torch.nn.functional.pad(z, (0, crop - z.shape[3], 0, crop - z.shape[2]), mode="replicate")
+    if rng.random() < 0.75:
+        sel = Selector(scale, threshold=float(math.exp(rng.uniform(math.log(0.04), math.log(0.8)))))
+    else:
+        sel = Selector(scale, keep_ratio=float(rng.uniform(0.05, 0.9)))
+    codes, qscale = quantise(z, "int8")
+    zq = dequantise(codes, qscale)
+    m = sel.select(z, zq)
+    filled = HoldFill().fill(zq.permute(1, 0, 2, 3)[:, m], m)
+    if first_chunk:
+        ctx = zq[:1].expand(context, -1, -1, -1)          # what Inpainter uses before any C_fill exists
+    else:
+        # C_fill at decompression is LIT's output for the previous chunk: between the truth and hold-fill
+        ctx = (zq if rng.random() < 0.5 else filled)[warm - context:warm]
+    held = torch.cat([ctx, filled[warm:]])
+    target = torch.cat([ctx, z[warm:]])
+    mask = torch.cat([torch.ones(context, crop, crop), m[warm:].float()])
+    flag = torch.cat([torch.ones(context, crop, crop), torch.zeros(CHUNK, crop, crop)])
+    sc = scale.view(1, -1, 1, 1)
+    return held / sc, mask, flag, target / sc
+
+
+def sample(latents, rng, scale, batch, crop, context):
+    """-> held (B, T, C, h, w), mask, context flag (B, T, h, w), target (B, T, C, h, w)."""
+    items = [sample_one(latents[rng.integers(len(latents))], rng, scale, crop, context) for _ in range(batch)]
+    return tuple(torch.stack(parts) for parts in zip(*items))
+
+
+def loss_fn(model, held, mask, ctx, target):
+    """MSE on dropped target positions (context frames excluded); also the hold-fill MSE for reference."""
+    pred = held + model(held, mask, ctx)
+    dropped = ((mask < 0.5) & (ctx < 0.5)).unsqueeze(2).expand_as(pred)
+    n = dropped.sum().clamp_min(1)
+    mse = ((pred - target) ** 2)[dropped].sum() / n
+    hold = ((held - target) ** 2)[dropped].sum() / n
+    return mse, {"mse": mse.item(), "hold_mse": hold.item(), "dropped": dropped.float().mean().item()}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--tokenizer", default="tinytok")
+    ap.add_argument("--frame-cache", type=Path, default=Path(".cache/tokenizer-frames"))
+    ap.add_argument("--cache", type=Path, default=Path(".cache/lit-latents"))
+    ap.add_argument("--out", type=Path, default=Path("runs/lit"))
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--stop-at", type=int, help="save and stop at this step (the schedule still follows --steps)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=32, help="latent positions per side of a sample")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sizes", default="256", help="short sides of the clips the latents are taken at")
+    ap.add_argument("--ckpt-every", type=float, default=180, help="seconds between checkpoints")
+    ap.add_argument("--export", type=Path, help="write the EMA weights of the last checkpoint here and exit")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    tok = load_tokenizer(args.tokenizer)
+    ckpt = args.out / "last.pt"
+    cfg = LITConfig(channels=tok.channels)
+    if args.export:
+        ck = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model = LIT(LITConfig(**ck["config"]))
+        model.load_state_dict(ck["ema"])
+        save_lit(model, args.export, tok.fingerprint, {"step": str(ck["step"]), "train": json.dumps(ck["args"])})
+        print(f"exported step {ck['step']} to {args.export} ({args.export.stat().st_size / 1e3:.0f} KB)")
+        return
+    clips = build_cache(args.data, args.frame_cache, tuple(int(s) for s in args.sizes.split(",")))
+    latents = latent_cache(tok, clips, args.cache / tok.fingerprint)
+
+    torch.manual_seed(args.seed)
+    model, ema = LIT(cfg), LIT(cfg)
+    ema.load_state_dict(model.state_dict())
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    rng = np.random.default_rng(args.seed)
+    step = 0
+    if ckpt.exists():
+        ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"]), ema.load_state_dict(ck["ema"]), opt.load_state_dict(ck["opt"])
+        rng.bit_generator.state, step = ck["rng"], ck["step"]
+        torch.set_rng_state(ck["torch_rng"])
+        print(f"resumed from step {step}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = open(args.out / "log.jsonl", "a")
+    end = min(args.steps, args.stop_at or args.steps)
+    last_ckpt, t0, acc = time.time(), time.time(), []
+    while step < end:
+        lr = args.lr * min(1.0, (step + 1) / 200) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch = sample(latents, rng, tok.scale, args.batch, args.crop, cfg.context)
+        loss, stats = loss_fn(model, *batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        acc.append(stats)
+        with torch.no_grad():
+            d = min(0.998, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+        if step % 25 == 0 or step == end:
+            rec = {"step": step, "lr": lr, "s_per_step": round((time.time() - t0) / len(acc), 3),
+                   **{k: round(float(np.mean([a[k] for a in acc])), 5) for k in acc[0]}}
+            rec["gain_vs_hold"] = round(rec["hold_mse"] / max(rec["mse"], 1e-9), 3)
+            print(json.dumps(rec), file=log, flush=True)
+            print(json.dumps(rec), flush=True)
+            t0, acc = time.time(), []
+        if time.time() - last_ckpt > args.ckpt_every or step == end:
+            tmp = args.out / "last.pt.tmp"
+            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
+                        "config": cfg.to_dict(), "args": {k: str(v) for k, v in vars(args).items()}}, tmp)
+            os.replace(tmp, ckpt)
+            last_ckpt = time.time()
+
+
+if __name__ == "__main__":
+    main()
