@@ -237,6 +237,7 @@ def compress_cmd(
     quant: str = typer.Option("int8", "--quant", help="int8 (per-channel scales) or fp16."),
     max_side: Optional[int] = typer.Option(None, "--max-side", help="Downscale so the longest side is at most N."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    drop_audio: bool = typer.Option(False, "--drop-audio", help="Compress videos with audio anyway (.atok stores no audio)."),
     keep: bool = typer.Option(True, "-k", "--keep", help="Keep inputs (always; accepted for gzip/zstd habits)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Print timings."),
@@ -248,7 +249,7 @@ def compress_cmd(
     with user_errors():
         opts = CompressOptions(threshold=threshold, keep_ratio=keep_ratio, tokenizer=tokenizer, chunk=chunk,
                                keyframe_interval=keyframe_interval, level=level, quant=quant, max_side=max_side,
-                               device=device).check()
+                               device=device, drop_audio=drop_audio).check()
         pairs = expand_inputs(inputs, want_video)
         dsts = output_paths(pairs, output, atok_name)
         code = run_batch([(s, d) for (s, _), d in zip(pairs, dsts)], partial(_compress_job, opts, force),
@@ -271,6 +272,7 @@ def decompress_cmd(
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Print timings."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
     overlay: bool = typer.Option(False, "--overlay", help="Tint the positions that were dropped (to see the mask)."),
+    recover: bool = typer.Option(False, "--partial", help="Recover the complete chunks of a truncated file."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Files processed in parallel (default: half the cores)."),
     as_csv: bool = typer.Option(False, "--csv", help="One CSV row per file on stdout (after a header row)."),
 ):
@@ -278,7 +280,8 @@ def decompress_cmd(
     with user_errors():
         pairs = expand_inputs(inputs, want_atok)
         dsts = output_paths(pairs, output, video_name)
-        kw = dict(tokenizer=tokenizer, use_lit=not no_lit, codec=codec, crf=crf, device=device, overlay=overlay)
+        kw = dict(tokenizer=tokenizer, use_lit=not no_lit, codec=codec, crf=crf, device=device, overlay=overlay,
+                  partial=recover)
         code = run_batch([(s, d) for (s, _), d in zip(pairs, dsts)], partial(_decompress_job, kw, force),
                          Reporter(quiet, as_json, verbose), "decompress", workers, force, _decompress_skip, as_csv)
     raise typer.Exit(code)

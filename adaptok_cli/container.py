@@ -182,8 +182,9 @@ def validate_header(h, path):
 class AtokReader:
     """Validated random access to a container: header, index, and chunk records one at a time."""
 
-    def __init__(self, path):
+    def __init__(self, path, partial: bool = False):
         self.path = Path(path)
+        self.partial, self.salvaged = partial, False
         try:
             self.f = open(self.path, "rb")
             self.size = os.fstat(self.f.fileno()).st_size
@@ -206,13 +207,23 @@ class AtokReader:
         if version != VERSION:
             raise ContainerError(f"{p}: .atok version {version} is not supported (this adaptok reads version {VERSION})")
         _check(flags == 0, p, "unknown flags")
-        _check(hlen <= MAX_HEADER and PRELUDE.size + hlen + TRAILER.size <= self.size, p, "header length")
+        _check(hlen <= MAX_HEADER and PRELUDE.size + hlen + (0 if self.partial else TRAILER.size) <= self.size, p,
+               "header length")
         raw = self.f.read(hlen)
         _check(len(raw) == hlen and zlib.crc32(raw) == hcrc, p, "header checksum mismatch")
         self.header = _unpack(raw, p, "header")
         validate_header(self.header, p)
         self.data_start = PRELUDE.size + hlen
+        try:
+            self._read_index()
+        except ContainerError:
+            if not self.partial:
+                raise
+            self._salvage()
 
+    def _read_index(self):
+        p = self.path
+        _check(self.size >= self.data_start + TRAILER.size, p, "truncated: end marker missing")
         self.f.seek(self.size - TRAILER.size)
         ioff, ilen, icrc, end = TRAILER.unpack(self.f.read(TRAILER.size))
         _check(end == END_MAGIC, p, "truncated: end marker missing")
@@ -242,6 +253,42 @@ class AtokReader:
         self.latent_frames = sum(c[2] for c in self.chunks)
         tf = h["tokenizer"]["time_factor"]
         _check(self.frames <= self.latent_frames * tf, p, "frame count exceeds latent frames")
+
+    def _salvage(self):
+        """--partial: the index is lost (a cut file); walk the chunk records from the start and keep
+        every complete one (its zstd frame checksum and contents must check out)."""
+        h, p = self.header, self.path
+        hw = h["latent_height"] * h["latent_width"]
+        pos, self.chunks = self.data_start, []
+        while pos + RECORD.size <= self.size:
+            self.f.seek(pos)
+            (length,) = RECORD.unpack(self.f.read(RECORD.size))
+            if length == 0 or pos + RECORD.size + length > self.size or len(self.chunks) >= MAX_FRAMES:
+                break
+            comp = self.f.read(length)
+            try:
+                raw_size = zstandard.frame_content_size(comp)
+                if not 0 < raw_size <= MAX_CHUNK_RAW:
+                    break
+                raw = zstandard.ZstdDecompressor().decompress(comp, max_output_size=raw_size)
+            except zstandard.ZstdError:
+                break
+            if len(raw) < PAYLOAD.size:
+                break
+            t, kept = PAYLOAD.unpack_from(raw)
+            if not (1 <= t <= h["chunk"] and kept <= t * hw) or \
+                    len(raw) != chunk_raw_size(t, kept, h["latent_height"], h["latent_width"], h["channels"], h["quant"]):
+                break
+            self.chunks.append([pos, length, t, kept, len(raw), zlib.crc32(comp)])
+            pos += RECORD.size + length
+        if not self.chunks:
+            raise ContainerError(f"{p}: truncated before the first complete chunk: nothing to recover")
+        self.salvaged = True
+        self.latent_frames = sum(c[2] for c in self.chunks)
+        tf = h["tokenizer"]["time_factor"]
+        stateful = h["tokenizer"].get("stateful", True)
+        self.frames = sum(1 + tf * (c[2] - 1) if (i == 0 or not stateful) else tf * c[2]
+                          for i, c in enumerate(self.chunks))
 
     @property
     def tokens_total(self):

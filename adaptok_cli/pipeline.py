@@ -42,6 +42,7 @@ class CompressOptions:
     max_side: int | None = None
     short_side: int | None = None
     device: str = "auto"
+    drop_audio: bool = False           # .atok stores no audio: refuse inputs with audio unless asked
 
     def check(self):
         if self.threshold is not None and self.keep_ratio is not None:
@@ -221,7 +222,15 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
     lit = find_lit(tok)
     reader = VideoReader(src, short_side=opts.short_side, max_side=opts.max_side)
     info = reader.info
-    out = AtomicOutput(dst, force)
+    if reader.has_audio and not opts.drop_audio:
+        reader.close()
+        raise InputError(f"{src}: has an audio track, which .atok does not store: "
+                         f"pass --drop-audio to compress the video without it")
+    try:
+        out = AtomicOutput(dst, force)
+    except BaseException:
+        reader.close()
+        raise
     res = Result(str(src), str(dst), width=info.width, height=info.height, fps=float(info.fps),
                  bytes_in=Path(src).stat().st_size)
     try:
@@ -327,20 +336,23 @@ def inpainter_for(header: dict, tok: Tokenizer, path, use_lit=True, device="cpu"
 
 
 def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None, crf=18, force=False,
-               device="auto", progress: Callable[[int], None] | None = None, overlay=False) -> Result:
+               device="auto", progress: Callable[[int], None] | None = None, overlay=False, partial=False) -> Result:
     """Rebuild a video from an .atok container; width, height, frame count and fps are restored.
 
     overlay=True tints the positions that were dropped, to show what the mask did.
+    partial=True recovers every complete chunk of a truncated container (whose index was cut off).
     """
     t_start = time.perf_counter()
     dev = pick_device(device)
-    with AtokReader(src) as r:
+    with AtokReader(src, partial=partial) as r:
         h = r.header
         tok = tokenizer_for(h, src, tokenizer, dev)
         inpainter, note = inpainter_for(h, tok, src, use_lit, dev)
         res = Result(str(src), str(dst), width=h["width"], height=h["height"],
                      fps=h["fps_num"] / h["fps_den"], tokens_kept=r.tokens_kept, tokens_total=r.tokens_total,
                      bytes_in=r.size, atok_bytes=r.size, notes=[note] if note else [])
+        if r.salvaged:
+            res.notes.append(f"{src}: truncated: recovered {len(r.chunks)} complete chunks ({r.frames} frames)")
         dst = Path(dst)
         if dst.exists() and not force:
             raise OutputExistsError(f"{dst}: already exists (use -f to overwrite)")

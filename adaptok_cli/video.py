@@ -67,16 +67,35 @@ class VideoReader:
             self._container.close()
             raise InputError(f"{path}: unsupported frame size {w}x{h}")
         fps = self._stream.average_rate or self._stream.guessed_rate or Fraction(25)
+        self.has_audio = bool(self._container.streams.audio)
+        # the first frame is decoded now: its display rotation decides the size of every frame
+        self._decoded = self._container.decode(self._stream)
+        try:
+            self._first = next(self._decoded, None)
+        except (av.error.FFmpegError, ValueError) as e:
+            self._container.close()
+            raise InputError(f"{path}: decoding failed ({_reason(e)})") from None
+        self.quarter_turns = round((self._first.rotation if self._first is not None else 0) / 90) % 4
+        if self.quarter_turns % 2:
+            w, h = h, w
         ow, oh = scaled_size(w, h, short_side, max_side)
         self.info = VideoInfo(ow, oh, Fraction(fps), self._stream.frames or None, w, h)
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        """Frames as a player shows them: display rotation applied, resized as asked."""
         w, h = self.info.width, self.info.height
+        turns = self.quarter_turns
+        sw, sh = (self.info.source_height, self.info.source_width) if turns % 2 else (self.info.source_width,
+                                                                                         self.info.source_height)
+        tw, th = (h, w) if turns % 2 else (w, h)
         try:
-            for frame in self._container.decode(self._stream):
-                if frame.width != self.info.source_width or frame.height != self.info.source_height:
+            frame, self._first = self._first, None
+            while frame is not None:
+                if frame.width != sw or frame.height != sh:
                     raise InputError(f"{self.path}: frame size changes mid-stream, which is not supported")
-                yield frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="AREA")
+                a = frame.to_ndarray(width=tw, height=th, format="rgb24", interpolation="AREA")
+                yield np.ascontiguousarray(np.rot90(a, turns)) if turns else a
+                frame = next(self._decoded, None)
         except av.error.FFmpegError as e:
             raise InputError(f"{self.path}: decoding failed ({_reason(e)})") from None
 
