@@ -193,7 +193,7 @@ def summary_table(outcomes, label):
         for r in done:
             print(f"{r.input} -> {r.output}: {r.frames} frames, token rate {r.token_rate:.3f}, "
                   f"bpp {r.bpp:.4f}, {describe_size(r.bytes_in)} -> {describe_size(r.bytes_out)}, {r.seconds:.1f}s")
-    if tail:
+    if tail and len(outcomes) > 1:
         say(", ".join(tail))
 
 

@@ -163,7 +163,7 @@ def validate_header(h, path):
                         ("latent_height", 1, MAX_SIDE), ("channels", 1, MAX_CHANNELS), ("chunk", 1, MAX_CHUNK),
                         ("fps_num", 1, 1 << 30), ("fps_den", 1, 1 << 30), ("keyframe_interval", 0, 1 << 30)]:
         _check(_is_int(h.get(key), lo, hi), path, f"header field {key} missing or out of range")
-    _check(h.get("quant") in QUANT_BYTES, path, "unknown quantisation")
+    _check(isinstance(h.get("quant"), str) and h["quant"] in QUANT_BYTES, path, "unknown quantisation")
     tok = h.get("tokenizer")
     _check(isinstance(tok, dict) and isinstance(tok.get("name"), str) and isinstance(tok.get("fingerprint"), str),
            path, "tokeniser identity missing")

@@ -7,6 +7,7 @@ Work happens in chunks of latent frames, so memory is O(chunk) whatever the vide
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, asdict, field
@@ -19,7 +20,7 @@ import torch
 
 from . import __version__
 from .container import AtokReader, AtokWriter, AtomicOutput, Chunk
-from .errors import InputError, ModelUnavailableError, OutputExistsError, UsageError
+from .errors import InputError, ModelUnavailableError, OutputExistsError, UsageError, WriteError
 from .lit import Inpainter, load_lit
 from .pictures import latent_index, overlay as tint_dropped
 from .masking import HoldFill, Selector, dequantise, gather_kept, quantise
@@ -243,7 +244,8 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
             z = enc.latents(frames)
             mask, kept, qscale, _ = enc.select(z)
             t0 = time.perf_counter()
-            writer.write_chunk(mask, kept, qscale)
+            with write_errors(dst):
+                writer.write_chunk(mask, kept, qscale)
             t_write += time.perf_counter() - t0
             res.frames += real
             res.tokens_kept += int(mask.sum())
@@ -252,8 +254,9 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
                 progress(real)
         if res.frames == 0:
             raise InputError(f"{src}: the video has no frames")
-        writer.close(res.frames)
-        out.commit()
+        with write_errors(dst):
+            writer.close(res.frames)
+            out.commit()
     except BaseException:
         out.abort()
         raise
@@ -369,13 +372,15 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
                 if overlay:
                     lat = latent_index(len(frames), tok.time_factor, i == 0 or not tok.stateful)
                     frames = tint_dropped(frames, chunk.mask, lat, tok.space_factor)
-                for f in frames:
-                    writer.write(f)
+                with write_errors(dst):
+                    for f in frames:
+                        writer.write(f)
                 res.frames += len(frames)
                 if progress:
                     progress(len(frames))
-            writer.close()
-            _replace(tmp, dst, force)
+            with write_errors(dst):
+                writer.close()
+                _replace(tmp, dst, force)
         except BaseException:
             writer.abort()
             _remove(tmp)
@@ -384,6 +389,15 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
     res.seconds = time.perf_counter() - t_start
     res.timing = dec.timing
     return res
+
+
+@contextlib.contextmanager
+def write_errors(dst):
+    """Report an OS failure while writing (disk full, permissions) as one clear WriteError line."""
+    try:
+        yield
+    except OSError as e:
+        raise WriteError(f"{dst}: write failed ({e.strerror or e})") from e
 
 
 def _replace(tmp: Path, dst: Path, force: bool):

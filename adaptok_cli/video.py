@@ -53,6 +53,8 @@ class VideoReader:
             raise InputError(f"{path}: is a folder, not a video")
         try:
             self._container = av.open(str(self.path), "r")
+        except av.error.EOFError:
+            raise InputError(f"{path}: the video has no frames (empty or cut short)") from None
         except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
             raise InputError(f"{path}: not a readable video ({_reason(e)})") from None
         streams = self._container.streams.video
@@ -72,6 +74,8 @@ class VideoReader:
         self._decoded = self._container.decode(self._stream)
         try:
             self._first = next(self._decoded, None)
+        except av.error.EOFError:
+            self._first = None
         except (av.error.FFmpegError, ValueError) as e:
             self._container.close()
             raise InputError(f"{path}: decoding failed ({_reason(e)})") from None

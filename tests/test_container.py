@@ -9,6 +9,7 @@ import torch
 
 from adaptok_cli import CompressOptions, compress, inspect
 from adaptok_cli.container import (MAGIC, PRELUDE, TRAILER, AtokReader, ContainerError, write_bytes)
+from adaptok_cli.errors import InputError
 
 
 def header(**kw):
@@ -151,5 +152,5 @@ def test_zstd_bomb_refused(tmp_path):
 def test_not_a_file(tmp_path):
     with pytest.raises(ContainerError):
         AtokReader(tmp_path)
-    with pytest.raises(ContainerError):
+    with pytest.raises(InputError, match="No such file"):  # a missing input is exit 66, like any input
         AtokReader(tmp_path / "missing.atok")

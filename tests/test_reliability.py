@@ -1,0 +1,336 @@
+"""Hostile files, cut files, signals, full disks, odd inputs, long videos, racing writers."""
+import errno
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import adaptok_cli as atk
+from adaptok_cli import errors
+from adaptok_cli.container import AtokReader, ContainerError
+from adaptok_cli.video import VideoReader
+
+from conftest import noise_frames, static_frames, write_video
+from test_cli import ENV, one_line_error, run
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("fuzz_container", ROOT / "scripts" / "fuzz_container.py")
+fuzz_container = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fuzz_container)
+BASES = fuzz_container.base_containers()
+
+
+# --- hostile and damaged containers -------------------------------------------------------------
+
+def test_fuzz_short_run_only_clean_errors():
+    """The CI slice of scripts/fuzz_container.py (docs/RELIABILITY.md has the 100,000-case run)."""
+    stats = fuzz_container.fuzz(1500, seed=0)
+    assert stats["crashes"] == [], stats["crashes"][:3]
+    assert stats["outcomes"]["clean error"] > 1000
+    assert set(stats["kinds"]) == {"bitflip", "bytes", "truncate", "append", "insert", "delete", "header", "index"}
+
+
+def original_chunks(data, tmp_path):
+    p = tmp_path / "orig.atok"
+    p.write_bytes(data)
+    with AtokReader(p) as r:
+        return r.chunks, [r.read_chunk(i) for i in range(len(r.chunks))]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_any_flipped_bit_is_detected(tmp_path, data):
+    base = data.draw(st.sampled_from(BASES))
+    pos = data.draw(st.integers(0, len(base) - 1))
+    bit = data.draw(st.integers(0, 7))
+    b = bytearray(base)
+    b[pos] ^= 1 << bit
+    p = tmp_path / "flip.atok"
+    p.write_bytes(bytes(b))
+    with pytest.raises(ContainerError):
+        fuzz_container.read_all(p)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_cut_anywhere_fails_cleanly_or_recovers_complete_chunks_exactly(tmp_path, data):
+    base = data.draw(st.sampled_from(BASES))
+    cut = data.draw(st.integers(0, len(base) - 1))
+    index, chunks = original_chunks(base, tmp_path)
+    p = tmp_path / "cut.atok"
+    p.write_bytes(base[:cut])
+    with pytest.raises(ContainerError):
+        fuzz_container.read_all(p)
+    complete = [c for c in index if c[0] + 4 + c[1] <= cut]
+    try:
+        with AtokReader(p, partial=True) as r:
+            assert len(r.chunks) == len(complete) and r.salvaged
+            for i in range(len(r.chunks)):
+                c = r.read_chunk(i)
+                assert torch.equal(c.mask, chunks[i].mask) and torch.equal(c.codes, chunks[i].codes)
+    except ContainerError:
+        assert not complete or cut < 40   # nothing complete, or the header itself is cut
+
+
+def test_flipped_bit_names_the_chunk(tmp_path, small_tok_path):
+    src = write_video(tmp_path / "a.mkv", noise_frames(17, 32, 32))
+    run("compress", src, "-o", tmp_path / "a.atok", "--chunk", "2", "--tokenizer", small_tok_path, "-q")
+    with AtokReader(tmp_path / "a.atok") as r:
+        off, length = r.chunks[1][:2]
+    data = bytearray((tmp_path / "a.atok").read_bytes())
+    data[off + 4 + length // 2] ^= 0x04
+    (tmp_path / "b.atok").write_bytes(bytes(data))
+    p = run("verify", tmp_path / "a.atok", tmp_path / "b.atok", "--json")
+    assert p.returncode == errors.EXIT_SOME_FAILED
+    recs = {Path(r["file"]).name: r for r in map(json.loads, p.stdout.splitlines())}
+    assert recs["a.atok"]["status"] == "ok" and recs["a.atok"]["chunks"] == 3
+    assert recs["b.atok"]["status"] == "error" and "chunk 1" in recs["b.atok"]["error"]
+    one_line_error(run("verify", tmp_path / "b.atok"), errors.EXIT_BAD_CONTAINER)
+
+
+def test_decompress_partial_recovers_frames_exactly(tmp_path, small_tok_path):
+    src = write_video(tmp_path / "a.mkv", static_frames(33, 32, 48))
+    tok = ["--tokenizer", small_tok_path]
+    run("compress", src, "-o", tmp_path / "a.atok", "--chunk", "2", *tok, "-q")
+    run("decompress", tmp_path / "a.atok", "-o", tmp_path / "full.mkv", *tok, "-q")
+    with AtokReader(tmp_path / "a.atok") as r:
+        third = r.chunks[2]
+    data = (tmp_path / "a.atok").read_bytes()
+    (tmp_path / "cut.atok").write_bytes(data[:third[0] + 10])      # cut inside chunk 2
+    one_line_error(run("decompress", tmp_path / "cut.atok", "-o", tmp_path / "x.mkv", *tok), errors.EXIT_BAD_CONTAINER)
+    assert not (tmp_path / "x.mkv").exists()
+    p = run("decompress", tmp_path / "cut.atok", "-o", tmp_path / "part.mkv", "--partial", *tok)
+    assert p.returncode == 0 and "recovered 2 complete chunks (13 frames)" in p.stderr
+    full = np.stack(list(VideoReader(tmp_path / "full.mkv")))
+    part = np.stack(list(VideoReader(tmp_path / "part.mkv")))
+    assert len(part) == 13 and np.array_equal(part, full[:13])     # 1 + 4 + 8 frames of 2 + 2 latent frames
+
+
+# --- interruptions and failing writes -----------------------------------------------------------
+
+def leftovers(folder):
+    return sorted(p.name for p in Path(folder).iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_compress_and_decompress_leaves_nothing(tmp_path, small_tok_path, sig):
+    src = write_video(tmp_path / "long.mkv", noise_frames(241, 192, 256))
+    out = tmp_path / "out"
+    out.mkdir()
+    tok = ["--tokenizer", str(small_tok_path)]
+    run("compress", src, "-o", tmp_path / "done.atok", "--chunk", "1", *tok, "-q")
+    for args, tmp_glob in ((["compress", src, "-o", out / "a.atok", "--chunk", "1"], ".a.atok.*"),
+                           (["decompress", tmp_path / "done.atok", "-o", out / "a.mkv"], ".a.mkv.*")):
+        p = subprocess.Popen([sys.executable, "-m", "adaptok_cli", *map(str, args), *tok], env=ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while not list(out.glob(tmp_glob)) and p.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.05)
+        assert p.poll() is None, "finished before it could be interrupted"
+        p.send_signal(sig)
+        _, stderr = p.communicate(timeout=60)
+        assert p.returncode == errors.EXIT_INTERRUPTED, stderr
+        assert stderr.strip() == "adaptok: interrupted" and "Traceback" not in stderr
+        assert list(out.iterdir()) == [], list(out.iterdir())
+
+
+class FullDisk:
+    """A file object that fails like a full disk after `room` bytes."""
+
+    def __init__(self, f, room):
+        self.f, self.room = f, room
+
+    def write(self, b):
+        if self.room < len(b):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(b)
+        return self.f.write(b)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def test_full_disk_gives_clear_error_and_removes_partial(tmp_path, small_tok_path, monkeypatch):
+    from adaptok_cli import container
+    src = write_video(tmp_path / "a.mkv", noise_frames(33, 32, 32))
+    real_init = container.AtomicOutput.__init__
+
+    def init(self, path, force=False):
+        real_init(self, path, force)
+        self.f = FullDisk(self.f, 3000)
+    monkeypatch.setattr(container.AtomicOutput, "__init__", init)
+    with pytest.raises(errors.WriteError, match="No space left"):
+        atk.compress(src, tmp_path / "a.atok", tokenizer=str(small_tok_path), chunk=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mkv"]
+
+
+# --- inputs from anywhere -----------------------------------------------------------------------
+
+def write_raw(path, frames, codec="ffv1", pix_fmt="yuv420p", rate=25, pts=None, rotation=None, audio=False):
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=rate)
+        s.height, s.width = frames[0].shape[:2] if frames else (16, 16)
+        s.pix_fmt = pix_fmt
+        if rotation is not None:
+            s.set_display_rotation(rotation)
+        if pts is not None:
+            s.time_base = Fraction(1, 1000)
+        a = c.add_stream("aac", rate=44100) if audio else None
+        c.start_encoding()  # the header is written even when no frame follows
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=pix_fmt)
+            if pts is not None:
+                vf.pts, vf.time_base = pts[i], Fraction(1, 1000)
+            for pkt in s.encode(vf):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+        if a is not None:
+            af = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            af.sample_rate = 44100
+            for pkt in list(a.encode(af)) + list(a.encode()):
+                c.mux(pkt)
+    return path
+
+
+def round_trip(tmp_path, src, small_tok_path, *extra):
+    tok = ["--tokenizer", small_tok_path]
+    p = run("compress", src, "-o", tmp_path / "x.atok", *tok, "-f", "--json", *extra)
+    assert p.returncode == 0, p.stderr
+    p = run("decompress", tmp_path / "x.atok", "-o", tmp_path / "x.mkv", *tok, "-f", "-q")
+    assert p.returncode == 0, p.stderr
+    return np.stack(list(VideoReader(tmp_path / "x.mkv")))
+
+
+def test_not_a_video_and_zero_frames(tmp_path, small_tok_path):
+    (tmp_path / "a.mp4").write_text("just text")
+    one_line_error(run("compress", tmp_path / "a.mp4", "--tokenizer", small_tok_path), errors.EXIT_BAD_INPUT)
+    empty = write_raw(tmp_path / "empty.mkv", [])
+    line = one_line_error(run("compress", empty, "--tokenizer", small_tok_path), errors.EXIT_BAD_INPUT)
+    assert "no frames" in line and not (tmp_path / "empty.mkv.atok").exists()
+
+
+@pytest.mark.parametrize("h,w,t", [(1, 1, 3), (16, 4000, 2), (33, 17, 1)])
+def test_edge_sizes_round_trip(tmp_path, small_tok_path, h, w, t):
+    frames = noise_frames(t, h, w)
+    src = write_raw(tmp_path / "in.mkv", frames, pix_fmt="bgr0")
+    out = round_trip(tmp_path, src, small_tok_path)
+    assert out.shape == (t, h, w, 3)
+
+
+def test_10bit_and_yuv444_inputs(tmp_path, small_tok_path):
+    frames = static_frames(9, 32, 48)
+    for pix_fmt in ("yuv420p10le", "yuv444p"):
+        src = write_raw(tmp_path / f"{pix_fmt}.mkv", frames, pix_fmt=pix_fmt)
+        out = round_trip(tmp_path, src, small_tok_path)
+        assert out.shape == (9, 32, 48, 3)
+
+
+def test_variable_frame_rate_keeps_every_frame(tmp_path, small_tok_path):
+    pts = [0, 40, 50, 130, 140, 300, 310, 320, 400]
+    src = write_raw(tmp_path / "vfr.mkv", static_frames(9, 32, 48), pts=pts)
+    out = round_trip(tmp_path, src, small_tok_path)
+    assert len(out) == 9
+
+
+def test_rotation_metadata_is_applied(tmp_path, small_tok_path):
+    frames = static_frames(5, 32, 48)
+    src = write_raw(tmp_path / "rot.mp4", frames, codec="libx264", rotation=90)
+    with VideoReader(src) as r:
+        shown = np.stack(list(r))
+    assert shown.shape == (5, 48, 32, 3)            # shown upright, as players show it
+    assert np.abs(shown[0].astype(int) - np.rot90(frames[0]).astype(int)).mean() < 8
+    out = round_trip(tmp_path, src, small_tok_path)
+    assert out.shape == (5, 48, 32, 3)
+
+
+def test_audio_is_never_dropped_silently(tmp_path, small_tok_path):
+    src = write_raw(tmp_path / "talk.mkv", static_frames(5, 32, 48), audio=True)
+    line = one_line_error(run("compress", src, "--tokenizer", small_tok_path), errors.EXIT_BAD_INPUT)
+    assert "audio" in line and "--drop-audio" in line and not (tmp_path / "talk.mkv.atok").exists()
+    assert round_trip(tmp_path, src, small_tok_path, "--drop-audio").shape == (5, 32, 48, 3)
+
+
+# --- weights ------------------------------------------------------------------------------------
+
+def test_pickle_weights_are_never_loaded(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    (tmp_path / "evil.safetensors").write_bytes((tmp_path / "evil.pt").read_bytes())
+    for name in ("evil.pt", "evil.safetensors"):
+        p = run("compress", ROOT / "sample_videos" / "static_ball.mp4", "-o", tmp_path / "o.atok",
+                "--tokenizer", tmp_path / name)
+        assert p.returncode == errors.EXIT_UNAVAILABLE
+    assert not marker.exists()
+
+
+# --- long videos and racing writers -------------------------------------------------------------
+
+PEAK_RSS = """
+import resource, sys
+from adaptok_cli.cli import main
+sys.argv = ["adaptok", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as e:
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+    raise
+"""
+
+
+def peak_rss_kb(*args):
+    p = subprocess.run([sys.executable, "-c", PEAK_RSS, *map(str, args)], capture_output=True, text=True, env=ENV,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr
+    return int(p.stderr.strip().splitlines()[-1])
+
+
+def test_memory_is_flat_in_video_length(tmp_path, small_tok_path):
+    """300 frames of 480p (a buffered pipeline would hold ~280 MB more) against 30 frames."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    for n in (30, 300):
+        with av.open(str(tmp_path / f"v{n}.mp4"), "w") as c:
+            s = c.add_stream("libx264", rate=30, options={"preset": "ultrafast"})
+            s.width, s.height, s.pix_fmt = 640, 480, "yuv420p"
+            for i in range(n):
+                for pkt in s.encode(av.VideoFrame.from_ndarray(np.roll(base, 3 * i, 1), format="rgb24")):
+                    c.mux(pkt)
+            for pkt in s.encode():
+                c.mux(pkt)
+    rss = {}
+    for n in (30, 300):
+        c = peak_rss_kb("compress", tmp_path / f"v{n}.mp4", "--tokenizer", small_tok_path, "-q")
+        d = peak_rss_kb("decompress", tmp_path / f"v{n}.mp4.atok", "--tokenizer", small_tok_path, "-q",
+                        "-o", tmp_path / f"o{n}.mp4")
+        rss[n] = (c, d)
+    assert rss[300][0] < 1.5 * rss[30][0] and rss[300][1] < 1.5 * rss[30][1], rss
+
+
+def test_two_writers_of_one_output_never_corrupt_it(tmp_path, small_tok_path):
+    a = write_video(tmp_path / "a.mkv", static_frames(33, 32, 48))
+    b = write_video(tmp_path / "b.mkv", noise_frames(33, 32, 48))
+    procs = [subprocess.Popen([sys.executable, "-m", "adaptok_cli", "compress", str(src), "-o",
+                               str(tmp_path / "same.atok"), "-f", "-q", "--tokenizer", str(small_tok_path)],
+                              env=ENV, stderr=subprocess.PIPE, text=True) for src in (a, b)]
+    for p in procs:
+        p.communicate(timeout=120)
+        assert p.returncode == 0
+    assert run("verify", tmp_path / "same.atok").returncode == 0
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
