@@ -24,6 +24,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+bench: $(STAMP)
+	$(PY) scripts/bench.py
+
+bench-quick: $(STAMP)
+	$(PY) scripts/bench.py --quick
+
 man: $(STAMP)
 	$(PY) scripts/make_man.py > man/adaptok.1
 

@@ -1,6 +1,7 @@
-"""Write tests/data/tinytok_reference.npz: what the shipped TinyTok weights produce for a fixed
-synthetic input. Run it (python tests/make_reference.py) only after shipping new weights on purpose;
-test_tokenizer.py then checks that the installed file still reproduces it."""
+"""Write tests/data/tinytok_reference.npz and lit_reference.npz: what the shipped TinyTok and LIT
+weights produce for a fixed synthetic input. Run it (python tests/make_reference.py) only after
+shipping new weights on purpose; test_tokenizer.py and test_lit.py then check that the installed
+files still reproduce it."""
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from adaptok_cli.tokenizer import load_tokenizer
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "tinytok_reference.npz"
+LIT_REFERENCE = REFERENCE.with_name("lit_reference.npz")
 
 
 def reference_input() -> torch.Tensor:
@@ -29,6 +31,25 @@ def run_reference(tok):
     return z.numpy(), ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
 
 
+def reference_mask(shape) -> torch.Tensor:
+    """(t, h, w): first latent frame whole, then a fixed pattern keeping about a third."""
+    t, h, w = shape
+    i = torch.arange(t * h * w).view(t, h, w)
+    mask = (i * 7919 % 13) < 4
+    mask[0] = True
+    return mask
+
+
+def run_lit_reference(tok, inpainter):
+    """Latents of the reference input, masked and hold-filled, then filled by LIT in two chunks."""
+    from adaptok_cli.masking import HoldFill, gather_kept
+    z, _ = tok.encode(reference_input())
+    mask = reference_mask((z.shape[0], *z.shape[2:]))
+    held = HoldFill().fill(gather_kept(z, mask), mask)
+    out = torch.cat([inpainter.fill(held[:2], mask[:2]), inpainter.fill(held[2:], mask[2:])])
+    return held.numpy(), mask.numpy(), out.numpy()
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     tok = load_tokenizer("tinytok")
@@ -36,3 +57,9 @@ if __name__ == "__main__":
     REFERENCE.parent.mkdir(exist_ok=True)
     np.savez_compressed(REFERENCE, latents=z, frames=frames, fingerprint=np.array(tok.fingerprint))
     print(f"wrote {REFERENCE} for tinytok {tok.fingerprint}: latents {z.shape}, frames {frames.shape}")
+    from adaptok_cli.lit import Inpainter
+    from adaptok_cli.pipeline import find_lit
+    model, fp = find_lit(tok)
+    held, mask, out = run_lit_reference(tok, Inpainter(model, tok.scale, fp))
+    np.savez_compressed(LIT_REFERENCE, held=held, mask=mask, filled=out, fingerprint=np.array(fp))
+    print(f"wrote {LIT_REFERENCE} for LIT {fp}: latents {out.shape}, kept {mask.mean():.2f}")

@@ -1,0 +1,687 @@
+"""`make bench`: adaptok side by side with its baselines and with ordinary codecs.
+
+    python scripts/bench.py                      # every clip of ../shared/data/dev at short side 256 -> docs/
+    python scripts/bench.py --quick              # smoke test on generated clips -> bench-out/ (< 1 minute)
+
+Each clip is read and encoded by the tokeniser once; every method below then only differs in which
+latent positions it keeps and how it fills the rest, so the comparisons isolate the allocator:
+
+1. rate-distortion: threshold sweep (LIT and hold-fill), --keep-ratio and uniform random dropping at
+   the same mean token rates, and the full-rate tokeniser;
+2. allocation cost: our single pass against an ElasticTok-style search allocator and an
+   InfoTok-style probe allocator, tuned to the same mean PSNR (within 0.2 dB);
+3. libx264 / libx265 / libsvtav1 at adaptok's bits per pixel;
+4. throughput of compress/decompress at 256x256 and 480p with stage shares, and peak memory for a long video.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from adaptok_cli.container import AtokWriter, Chunk
+from adaptok_cli.lit import Inpainter
+from adaptok_cli.masking import Selector, dequantise, gather_kept, quantise
+from adaptok_cli.metrics import psnr, ssim
+from adaptok_cli.pipeline import ChunkDecoder, CompressOptions, find_lit, frame_chunks, make_header, to_frames, to_tensor
+from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.video import VIDEO_EXTENSIONS, VideoReader
+
+os.environ.setdefault("SVT_LOG", "1")  # libsvtav1: errors only
+ROOT = Path(__file__).resolve().parents[1]
+DEV = ROOT / ".." / "shared" / "data" / "dev"
+CHUNK = 8
+THRESHOLDS = [0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7]
+MAX_LOSS_DB = 0.5
+
+
+# --- clips: read and encode once ------------------------------------------------------------------
+
+@dataclass
+class Clip:
+    name: str
+    width: int
+    height: int
+    fps: float
+    refs: list = field(default_factory=list)      # per chunk: (real, H, W, 3) uint8 input frames
+    z: list = field(default_factory=list)         # per chunk: raw latents (t, C, h, w)
+    codes: list = field(default_factory=list)     # per chunk: int8 codes and scales as stored
+    encode_s: float = 0.0
+
+    @property
+    def frames(self):
+        return sum(len(r) for r in self.refs)
+
+
+def load_clip(path, tok, short_side, max_frames=None) -> Clip:
+    with VideoReader(path, short_side=short_side) as r:
+        info = r.info
+        clip = Clip(Path(path).stem, info.width, info.height, float(info.fps))
+        frames = (f for i, f in enumerate(r) if max_frames is None or i < max_frames)
+        state = None
+        for chunk_frames, real in frame_chunks(frames, tok, CHUNK):
+            t0 = time.perf_counter()
+            z, state = tok.encode(to_tensor(chunk_frames, tok.pad_multiple), state)
+            clip.encode_s += time.perf_counter() - t0
+            clip.refs.append(np.stack(chunk_frames[:real]))
+            clip.z.append(z)
+            clip.codes.append(quantise(z, "int8"))
+    return clip
+
+
+# --- masks: who decides which positions are kept ---------------------------------------------------
+
+def threshold_masks(tok, clip, threshold=None, keep_ratio=None):
+    sel = Selector(tok.scale, threshold, keep_ratio)
+    return [sel.select(z, dequantise(*c)) for z, c in zip(clip.z, clip.codes)]
+
+
+def random_masks(clip, rate, seed=0):
+    """Uniform random dropping at a fixed rate per latent frame (first latent frame whole, as ours)."""
+    g = torch.Generator().manual_seed(seed)
+    masks, first = [], True
+    for z in clip.z:
+        t, _, h, w = z.shape
+        m = torch.zeros(t, h * w, dtype=torch.bool)
+        for i in range(t):
+            k = round(rate * h * w)
+            m[i, torch.randperm(h * w, generator=g)[:k]] = True
+        if first:
+            m[0] = True
+            first = False
+        masks.append(m.view(t, h, w))
+    return masks
+
+
+# --- reconstruction -------------------------------------------------------------------------------
+
+def new_inpainter(tok, lit):
+    return Inpainter(lit[0], tok.scale, lit[1]) if lit else None
+
+
+class Scores:
+    def __init__(self):
+        self.psnr, self.ssim, self.kept, self.total, self.bytes = [], [], 0, 0, 0
+        self.lat_err, self.lat_n = 0.0, 0
+        self.seams = []   # PSNR of the first latent frame of each chunk after the first
+
+    def summary(self, clip: Clip):
+        p = float(np.mean(self.psnr))
+        d = {"psnr": p, "ssim": float(np.mean(self.ssim)), "token_rate": self.kept / self.total,
+             "bpp": self.bytes * 8 / (clip.frames * clip.width * clip.height)}
+        if self.lat_n:
+            d["latent_mse_dropped"] = self.lat_err / self.lat_n
+        if self.seams:
+            d["seam_psnr_minus_mean"] = float(np.mean(self.seams)) - p
+        return d
+
+
+def reconstruct(tok, clip: Clip, masks, lit=None) -> dict:
+    """Decode a clip from its masks as decompress would (hold-fill, optional LIT, decoder); score it."""
+    header = make_header(tok, None, CompressOptions().check(), clip.width, clip.height,
+                         __import__("fractions").Fraction(clip.fps).limit_denominator(1001), clip.name)
+    buf = io.BytesIO()
+    writer = AtokWriter(buf, header)
+    dec = ChunkDecoder(tok, new_inpainter(tok, lit))
+    s = Scores()
+    scale = tok.scale.view(1, -1, 1, 1)
+    for i, (ref, (codes, qscale), mask) in enumerate(zip(clip.refs, clip.codes, masks)):
+        kept = gather_kept(codes, mask)
+        writer.write_chunk(mask, kept, qscale)
+        z = dec.dense(Chunk(i, mask, kept, qscale))
+        out = to_frames(dec.frames(z)[:len(ref)], clip.height, clip.width)
+        ps = [psnr(a, b) for a, b in zip(ref, out)]
+        if i > 0:
+            s.seams.append(float(np.mean(ps[:tok.time_factor])))
+        s.psnr += ps
+        s.ssim += list(ssim(ref, out))
+        s.kept += int(mask.sum())
+        s.total += mask.numel()
+        dropped = ~mask[:, None].expand_as(z)
+        s.lat_err += float((((z - dequantise(codes, qscale)) / scale)[dropped] ** 2).sum())
+        s.lat_n += int(dropped.sum())
+    writer.close(clip.frames)
+    s.bytes = buf.tell()
+    return s.summary(clip)
+
+
+def mean(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+# --- 1. rate-distortion ---------------------------------------------------------------------------
+
+def rate_distortion(tok, clips, lit, thresholds, log):
+    rows, per_clip = [], {}
+    full = {c.name: reconstruct(tok, c, [torch.ones(z.shape[0], *z.shape[2:], dtype=torch.bool) for z in c.z])
+            for c in clips}
+    rows.append({"method": "full rate", "param": "-", **{k: mean(list(full.values()), k)
+                                                            for k in ("token_rate", "bpp", "psnr", "ssim")}})
+    log(rows[-1])
+    for t in thresholds:
+        res_lit, res_hold = [], []
+        for c in clips:
+            masks = threshold_masks(tok, c, threshold=t)
+            h = reconstruct(tok, c, masks)
+            res_hold.append(h)
+            res_lit.append(reconstruct(tok, c, masks, lit) if lit else h)
+            per_clip[(t, c.name)] = {"lit": res_lit[-1], "hold": h, "full": full[c.name]}
+        for name, res in (("threshold + LIT", res_lit), ("threshold + hold-fill", res_hold)):
+            if name.endswith("LIT") and not lit:
+                continue
+            rows.append({"method": name, "param": t, **{k: mean(res, k) for k in
+                                                        ("token_rate", "bpp", "psnr", "ssim", "latent_mse_dropped",
+                                                         "seam_psnr_minus_mean")}})
+            log(rows[-1])
+        rate = mean(res_lit, "token_rate")
+        # the same mean rate, spent evenly (keep-ratio) or blindly (random); both filled by LIT
+        ratio = (rate * _positions(clips) - _first_frames(clips)) / max(1, _positions(clips) - _first_frames(clips))
+        ratio = min(1.0, max(0.0, ratio))
+        for name, fn in (("keep-ratio + LIT", lambda c: threshold_masks(tok, c, keep_ratio=ratio)),
+                         ("random + LIT", lambda c: random_masks(c, ratio))):
+            res = [reconstruct(tok, c, fn(c), lit) for c in clips]
+            rows.append({"method": name, "param": round(ratio, 4), **{k: mean(res, k) for k in
+                                                                      ("token_rate", "bpp", "psnr", "ssim")}})
+            log(rows[-1])
+    return rows, per_clip, full
+
+
+def _positions(clips):
+    return sum(z.shape[0] * z.shape[2] * z.shape[3] for c in clips for z in c.z)
+
+
+def _first_frames(clips):
+    return sum(c.z[0].shape[2] * c.z[0].shape[3] for c in clips)
+
+
+def choose_threshold(rows, full_psnr):
+    """The largest threshold whose mean PSNR (LIT, else hold-fill) is within MAX_LOSS_DB of full rate."""
+    main = [r for r in rows if r["method"] == "threshold + LIT"] or [r for r in rows if r["method"] == "threshold + hold-fill"]
+    ok = [r["param"] for r in main if r["psnr"] >= full_psnr - MAX_LOSS_DB]
+    return max(ok) if ok else min(r["param"] for r in main)
+
+
+# --- 2. allocation cost ---------------------------------------------------------------------------
+
+class Stream:
+    """Decoder-side state of one clip (hold-fill, LIT context, tokeniser state), copyable for probes."""
+
+    def __init__(self, tok, lit):
+        self.dec = ChunkDecoder(tok, new_inpainter(tok, lit))
+
+    def run(self, tok, clip, i, mask):
+        codes, qscale = clip.codes[i]
+        z = self.dec.dense(Chunk(i, mask, gather_kept(codes, mask), qscale))
+        return to_frames(self.dec.frames(z)[:len(clip.refs[i])], clip.height, clip.width)
+
+
+def chunk_psnr(ref, out):
+    return float(np.mean([psnr(a, b) for a, b in zip(ref, out)]))
+
+
+def single_pass(tok, clips, lit, threshold):
+    t0 = time.perf_counter()
+    ps, kept, total = [], 0, 0
+    for c in clips:
+        sel, st = Selector(tok.scale, threshold), Stream(tok, lit)
+        for i, z in enumerate(c.z):
+            m = sel.select(z, dequantise(*c.codes[i]))
+            ps += [psnr(a, b) for a, b in zip(c.refs[i], st.run(tok, c, i, m))]
+            kept, total = kept + int(m.sum()), total + m.numel()
+    return {"seconds": time.perf_counter() - t0, "psnr": float(np.mean(ps)), "token_rate": kept / total}
+
+
+def search_allocator(tok, clips, lit, target):
+    """ElasticTok-style: per chunk, binary search for the fewest kept tokens per latent frame whose
+    reconstruction (a full LIT + decode per probe) reaches the target PSNR."""
+    t0 = time.perf_counter()
+    ps, kept, total, probes = [], 0, 0, 0
+    for c in clips:
+        sel, st = Selector(tok.scale, keep_ratio=1.0), Stream(tok, lit)
+        for i, z in enumerate(c.z):
+            zq = dequantise(*c.codes[i])
+            n = z.shape[2] * z.shape[3]
+            tried = {}
+
+            def probe(k):
+                s2, st2 = copy.deepcopy(sel), copy.deepcopy(st)
+                s2.keep_ratio = k / n
+                m = s2.select(z, zq)
+                out = st2.run(tok, c, i, m)
+                tried[k] = (s2, st2, m, out)
+                return chunk_psnr(c.refs[i], out) >= target
+            lo, hi = 0, n
+            if not probe(hi):
+                lo = hi
+            while lo < hi:
+                probes += 1
+                mid = (lo + hi) // 2
+                if probe(mid):
+                    hi = mid
+                else:
+                    lo = mid + 1
+            if lo not in tried:
+                probe(lo)
+            sel, st, m, out = tried[lo]
+            ps += [psnr(a, b) for a, b in zip(c.refs[i], out)]
+            kept, total = kept + int(m.sum()), total + m.numel()
+    return {"seconds": time.perf_counter() - t0, "psnr": float(np.mean(ps)), "token_rate": kept / total,
+            "probes_per_chunk": probes / sum(len(c.z) for c in clips) + 1}
+
+
+def probe_difficulty(tok, clips):
+    """InfoTok-style probe at compress time: a full-rate decode measures each chunk's difficulty (MSE)."""
+    out = {}
+    for c in clips:
+        st = Stream(tok, None)
+        for i, z in enumerate(c.z):
+            rec = st.run(tok, c, i, torch.ones(z.shape[0], *z.shape[2:], dtype=torch.bool))
+            out[(c.name, i)] = float(np.mean((rec.astype(np.float32) - c.refs[i]) ** 2)) + 1.0
+    return out
+
+
+def probe_allocator(tok, clips, lit, base, difficulty):
+    """Each chunk gets a keep ratio proportional to the square root of its probed difficulty."""
+    med = float(np.median(list(difficulty.values())))
+    ps, kept, total = [], 0, 0
+    t0 = time.perf_counter()
+    for c in clips:
+        sel, st = Selector(tok.scale, keep_ratio=1.0), Stream(tok, lit)
+        for i, z in enumerate(c.z):
+            sel.keep_ratio = min(1.0, base * math.sqrt(difficulty[(c.name, i)] / med))
+            m = sel.select(z, dequantise(*c.codes[i]))
+            ps += [psnr(a, b) for a, b in zip(c.refs[i], st.run(tok, c, i, m))]
+            kept, total = kept + int(m.sum()), total + m.numel()
+    return {"seconds": time.perf_counter() - t0, "psnr": float(np.mean(ps)), "token_rate": kept / total}
+
+
+def allocation_cost(tok, clips, lit, threshold, log):
+    frames = sum(c.frames for c in clips)
+    enc = sum(c.encode_s for c in clips)
+    ours = single_pass(tok, clips, lit, threshold)
+    goal = ours["psnr"]
+    log({"allocator": "single pass", **ours})
+    # the search needs a per-chunk target that lands on the same mean PSNR: correct it at most 3 times
+    target = goal
+    for _ in range(4):
+        search = search_allocator(tok, clips, lit, target)
+        log({"allocator": "search", "target": target, **search})
+        if abs(search["psnr"] - goal) <= 0.2:
+            break
+        target += goal - search["psnr"]
+    t0 = time.perf_counter()
+    difficulty = probe_difficulty(tok, clips)
+    t_probe = time.perf_counter() - t0
+    lo, hi, base = 0.0, 1.0, ours["token_rate"]
+    for _ in range(8):
+        probe = probe_allocator(tok, clips, lit, base, difficulty)
+        log({"allocator": "probe", "base": base, **probe})
+        if abs(probe["psnr"] - goal) <= 0.1:
+            break
+        lo, hi = (base, hi) if probe["psnr"] < goal else (lo, base)
+        base = (lo + hi) / 2
+    probe["seconds"] += t_probe
+    rows = []
+    for name, r in (("adaptok single pass", ours), ("search (ElasticTok-style)", search),
+                    ("probe (InfoTok-style)", probe)):
+        ms = (enc + r["seconds"]) / frames * 1000
+        rows.append({"allocator": name, "ms_per_frame": ms, "psnr": r["psnr"], "token_rate": r["token_rate"],
+                     "probes_per_chunk": r.get("probes_per_chunk")})
+    for r in rows:
+        r["x_single_pass"] = r["ms_per_frame"] / rows[0]["ms_per_frame"]
+    return rows
+
+
+# --- 3. ordinary codecs ---------------------------------------------------------------------------
+
+CODECS = {"libx264": {"preset": "medium"}, "libx265": {"preset": "medium", "x265-params": "log-level=error"},
+          "libsvtav1": {"preset": "8"}}
+
+
+def codec_run(codec, clip: Clip, bpp):
+    """Encode at adaptok's bpp; rate control misses small clips' targets, so one corrected second try."""
+    r = _codec_once(codec, clip, bpp)
+    if not 0.9 <= r["bpp"] / bpp <= 1.1:
+        r = _codec_once(codec, clip, bpp * bpp / max(r["bpp"], 1e-6))
+    return r
+
+
+def _codec_once(codec, clip: Clip, bpp):
+    frames = np.concatenate(clip.refs)
+    h, w = clip.height, clip.width
+    ph, pw = h + h % 2, w + w % 2
+    if (ph, pw) != (h, w):
+        frames = np.pad(frames, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+    buf = io.BytesIO()
+    fps = __import__("fractions").Fraction(clip.fps).limit_denominator(1001)
+    t0 = time.perf_counter()
+    with av.open(buf, "w", format="matroska") as out:
+        s = out.add_stream(codec, rate=fps, options=dict(CODECS[codec]))
+        s.width, s.height, s.pix_fmt = pw, ph, "yuv420p"
+        s.bit_rate = max(1000, int(bpp * w * h * float(fps)))
+        for f in frames:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    t_enc = time.perf_counter() - t0
+    size = buf.tell()
+    buf.seek(0)
+    t0 = time.perf_counter()
+    with av.open(buf, "r") as inp:
+        dec = [f.to_ndarray(format="rgb24")[:h, :w] for f in inp.decode(video=0)]
+    t_dec = time.perf_counter() - t0
+    ref = frames[:, :h, :w]
+    n = min(len(dec), len(ref))
+    return {"psnr": float(np.mean([psnr(a, b) for a, b in zip(ref[:n], dec[:n])])),
+            "ssim": float(np.mean(ssim(ref[:n], np.stack(dec[:n])))), "bpp": size * 8 / (len(ref) * w * h),
+            "fps_encode": len(ref) / t_enc, "fps_decode": len(ref) / t_dec, "frames_out": len(dec)}
+
+
+def codecs(clips, per_clip_adaptok, log):
+    rows = []
+    for codec in CODECS:
+        res = []
+        for c in clips:
+            try:
+                res.append(codec_run(codec, c, per_clip_adaptok[c.name]["bpp"]))
+            except (av.error.FFmpegError, ValueError) as e:
+                log({"codec": codec, "clip": c.name, "error": str(e)})
+        if res:
+            rows.append({"codec": codec, **{k: mean(res, k) for k in ("bpp", "psnr", "ssim", "fps_encode", "fps_decode")}})
+            log(rows[-1])
+    return rows
+
+
+# --- 4. throughput and memory ---------------------------------------------------------------------
+
+def moving_video(path, width, height, frames, fps=25, seed=0):
+    """A textured picture panning and a square moving over it, written with x264 (fast)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([np.sin(x / (9 + 4 * rng.random()) + rng.random() * 6) * np.cos(y / (13 + 4 * rng.random()))
+                     for _ in range(3)], -1)
+    base = ((base * 0.4 + 0.5) * 255 + rng.normal(0, 6, base.shape)).clip(0, 255).astype(np.uint8)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "18"})
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            f = np.roll(base, i // 2, 1).copy()
+            y, x = (height // 3 + i) % (height - 16), (2 * i) % (width - 16)
+            f[y:y + 16, x:x + 16] = 255
+            for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+def throughput(tok, sizes, frames, tmp, log):
+    import adaptok_cli as atk
+    rows = []
+    for w, h in sizes:
+        src = moving_video(Path(tmp) / f"t{w}x{h}.mp4", w, h, frames)
+        c = atk.compress(src, Path(tmp) / f"t{w}.atok", loaded_tokenizer=tok, force=True)
+        d = atk.decompress(Path(tmp) / f"t{w}.atok", Path(tmp) / f"t{w}.mkv", force=True)
+        ct, dt = dict(c.timing), dict(d.timing)
+        ct["read + other"] = c.seconds - sum(ct.values())
+        dt["write + other"] = d.seconds - sum(dt.values())
+        rows.append({"size": f"{w}x{h}", "frames": frames, "fps_compress": frames / c.seconds,
+                     "fps_decompress": frames / d.seconds,
+                     "compress_shares": {k: v / c.seconds for k, v in ct.items()},
+                     "decompress_shares": {k: v / d.seconds for k, v in dt.items()}})
+        log(rows[-1])
+    return rows
+
+
+PEAK_RSS = """
+import sys
+from adaptok_cli.cli import main
+
+
+def peak_kb():
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (possibly big) parent
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+sys.argv = ["adaptok", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as e:
+    print(peak_kb(), file=sys.stderr)
+    raise
+"""
+
+
+def peak_rss_mb(*args):
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    p = subprocess.run([sys.executable, "-c", PEAK_RSS, *map(str, args)], capture_output=True, text=True, env=env)
+    if p.returncode:
+        raise RuntimeError(p.stderr)
+    return int(p.stderr.strip().splitlines()[-1]) / 1024
+
+
+def long_video_memory(tmp, lengths_s, fps, log, width=854, height=480):
+    rows = []
+    for secs in lengths_s:
+        src = moving_video(Path(tmp) / f"long{secs}.mp4", width, height, int(secs * fps), fps)
+        t0 = time.perf_counter()
+        c = peak_rss_mb("compress", src, "-o", Path(tmp) / f"long{secs}.atok", "-q", "-f")
+        d = peak_rss_mb("decompress", Path(tmp) / f"long{secs}.atok", "-o", Path(tmp) / f"long{secs}.mkv", "-q", "-f")
+        rows.append({"seconds_of_video": secs, "fps": fps, "frames": int(secs * fps), "size": f"{width}x{height}",
+                     "peak_rss_compress_mb": c, "peak_rss_decompress_mb": d, "wall_s": time.perf_counter() - t0})
+        log(rows[-1])
+        for p in Path(tmp).glob(f"long{secs}*"):
+            p.unlink()
+    return rows
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {platform.platform()}"
+
+
+def table(rows, cols, fmt=None):
+    fmt = fmt or {}
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cells.append("-" if v is None else (fmt.get(c, "{:.3f}").format(v) if isinstance(v, float) else str(v)))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def plots(rows, out_dir):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    files = []
+    for x, name in (("token_rate", "rd_token_rate.png"), ("bpp", "rd_bpp.png")):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, y in zip(axes, ("psnr", "ssim")):
+            for method in dict.fromkeys(r["method"] for r in rows):
+                pts = sorted((r[x], r[y]) for r in rows if r["method"] == method)
+                ax.plot(*zip(*pts), "o-" if len(pts) > 1 else "*", label=method, markersize=5 if len(pts) > 1 else 12)
+            ax.set_xlabel(x.replace("_", " ")), ax.set_ylabel(y.upper()), ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        files.append(name)
+    return files
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke test on generated clips, under a minute")
+    ap.add_argument("--data", type=Path, default=DEV)
+    ap.add_argument("--out", type=Path, help="folder for BENCHMARKS.md, results.json and plots (docs/; bench-out/ with --quick)")
+    ap.add_argument("--short-side", type=int, default=256)
+    ap.add_argument("--alloc-frames", type=int, default=64, help="frames per clip in the allocator comparison")
+    ap.add_argument("--long-seconds", default="10,300", help="video lengths for the memory figure")
+    ap.add_argument("--long-fps", type=float, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = args.out or ROOT / ("bench-out" if args.quick else "docs")
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    log_file = open(out / "bench-log.jsonl", "w")
+
+    def log(row):
+        print(json.dumps(row, default=float), flush=True)
+        log_file.write(json.dumps(row, default=float) + "\n")
+
+    tok = load_tokenizer("tinytok")
+    lit = find_lit(tok)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.quick:
+            paths = [moving_video(Path(tmp) / f"q{i}.mp4", 128, 96, 21, seed=i) for i in range(2)]
+            thresholds, short_side, max_frames = [0.1, 0.3], None, None
+        else:
+            if not args.data.is_dir():
+                sys.exit(f"bench: {args.data} not found (use --quick for generated clips)")
+            paths = sorted(p for p in args.data.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+            thresholds, short_side, max_frames = THRESHOLDS, args.short_side, None
+        clips = [load_clip(p, tok, short_side, max_frames) for p in paths]
+        log({"clips": [(c.name, c.width, c.height, c.frames) for c in clips]})
+        rd, per_clip, full = rate_distortion(tok, clips, lit, thresholds, log)
+        full_psnr = rd[0]["psnr"]
+        tau = choose_threshold(rd, full_psnr)
+        log({"chosen_threshold": tau})
+        at_tau = {c.name: per_clip[(tau, c.name)] for c in clips}
+        codec_rows = codecs(clips, {k: v["lit"] for k, v in at_tau.items()}, log)
+        alloc_clips = [load_clip(p, tok, short_side, 16 if args.quick else args.alloc_frames) for p in paths]
+        alloc = allocation_cost(tok, alloc_clips, lit, tau, log)
+        sizes = [(64, 64)] if args.quick else [(256, 256), (854, 480)]
+        thr = throughput(tok, sizes, 9 if args.quick else 97, tmp, log)
+        longs = [float(s) for s in ("1,2" if args.quick else args.long_seconds).split(",")]
+        mem = long_video_memory(tmp, longs, args.long_fps, log, *((64, 48) if args.quick else (854, 480)))
+    results = {"machine": machine(), "command": " ".join(["python scripts/bench.py", *(argv or sys.argv[1:])]),
+               "date": time.strftime("%Y-%m-%d"), "minutes": (time.time() - started) / 60,
+               "clips": [(c.name, c.width, c.height, c.frames) for c in clips], "lit": bool(lit),
+               "rd": rd, "threshold": tau, "per_clip": {k: v for k, v in at_tau.items()}, "codecs": codec_rows,
+               "allocators": alloc, "throughput": thr, "memory": mem}
+    (out / "bench-results.json").write_text(json.dumps(results, indent=1, default=float))
+    pngs = plots(rd, out)
+    write_markdown(results, pngs, out / "BENCHMARKS.md")
+    print(f"wrote {out / 'BENCHMARKS.md'} in {results['minutes']:.1f} min")
+
+
+def write_markdown(r, pngs, path):
+    tau = r["threshold"]
+    full = r["rd"][0]
+    lit_rows = [x for x in r["rd"] if x["method"] == "threshold + LIT"]
+    hold_rows = {x["param"]: x for x in r["rd"] if x["method"] == "threshold + hold-fill"}
+    sweep = []
+    for x in lit_rows or hold_rows.values():
+        h = hold_rows[x["param"]]
+        sweep.append({"threshold": x["param"], "token_rate": x["token_rate"], "bpp": x["bpp"],
+                      "PSNR LIT": x["psnr"] if lit_rows else None, "PSNR hold-fill": h["psnr"],
+                      "PSNR full rate": full["psnr"], "loss vs full (dB)": full["psnr"] - x["psnr"],
+                      "LIT gain (dB)": (x["psnr"] - h["psnr"]) if lit_rows else None,
+                      "latent MSE dropped, hold": h.get("latent_mse_dropped"),
+                      "latent MSE dropped, LIT": x.get("latent_mse_dropped") if lit_rows else None,
+                      "seam dB": x.get("seam_psnr_minus_mean")})
+    clip_rows = [{"clip": k, "token_rate": v["lit"]["token_rate"], "bpp": v["lit"]["bpp"], "PSNR LIT": v["lit"]["psnr"],
+                  "PSNR hold-fill": v["hold"]["psnr"], "PSNR full rate": v["full"]["psnr"],
+                  "SSIM": v["lit"]["ssim"], "seam dB": v["lit"].get("seam_psnr_minus_mean")}
+                 for k, v in r["per_clip"].items()]
+    thr_rows = []
+    for x in r["throughput"]:
+        thr_rows.append({"size": x["size"], "frames": x["frames"], "compress fps": x["fps_compress"],
+                         "decompress fps": x["fps_decompress"],
+                         "compress time shares": ", ".join(f"{k} {v:.0%}" for k, v in x["compress_shares"].items()),
+                         "decompress time shares": ", ".join(f"{k} {v:.0%}" for k, v in x["decompress_shares"].items())})
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (`{r['command']}`) on {r['date']}, in {r['minutes']:.0f} minutes, on: {r['machine']}.",
+        f"Clips: {len(r['clips'])} ({sum(c[3] for c in r['clips'])} frames) at short side 256: "
+        + ", ".join(f"{c[0]} {c[1]}x{c[2]} ({c[3]} f)" for c in r["clips"]) + ".",
+        "PSNR and SSIM are against the input frames at that size, averaged per clip, then over clips. "
+        "Each clip is encoded once; methods differ only in the positions they keep and how they fill the rest.",
+        "",
+        "## Threshold sweep and the default threshold",
+        "",
+        table(sweep, list(sweep[0]), {"threshold": "{:g}", "PSNR LIT": "{:.2f}", "PSNR hold-fill": "{:.2f}",
+                                      "PSNR full rate": "{:.2f}", "loss vs full (dB)": "{:.2f}", "LIT gain (dB)": "{:.2f}",
+                                      "seam dB": "{:+.2f}", "latent MSE dropped, hold": "{:.4f}",
+                                      "latent MSE dropped, LIT": "{:.4f}"}),
+        "",
+        f"Chosen threshold: **{tau:g}**, the largest of the sweep whose mean PSNR is within {MAX_LOSS_DB} dB of "
+        "full rate. Latent MSE is on dropped positions only, in units of the per-channel scale. "
+        "'seam dB' is the mean PSNR of the first latent frame of every chunk after the first, minus the clip mean.",
+        "",
+        f"Per clip at threshold {tau:g}:",
+        "",
+        table(clip_rows, list(clip_rows[0]), {"PSNR LIT": "{:.2f}", "PSNR hold-fill": "{:.2f}", "PSNR full rate": "{:.2f}",
+                                              "seam dB": "{:+.2f}"}),
+        "",
+        "## Rate-distortion: content-driven allocation against fixed and random budgets",
+        "",
+        table(r["rd"], ["method", "param", "token_rate", "bpp", "psnr", "ssim"], {"psnr": "{:.2f}", "ssim": "{:.4f}"}),
+        "",
+        "`keep-ratio` keeps the same number of positions in every latent frame (the largest changes); `random` keeps "
+        "that many uniformly at random. Both are matched to the mean token rate of the threshold row above them.",
+        "",
+        *[f"![{p}]({p})" for p in pngs],
+        "",
+        "## Allocation cost at equal quality",
+        "",
+        f"Same tokeniser and LIT; {r['allocators'] and 'frames per clip capped by --alloc-frames'}. Wall time per frame "
+        "includes the shared encode. The search allocator's per-chunk PSNR target is corrected until its mean "
+        "lands within 0.2 dB of the single pass; the probe allocator's base rate is bisected the same way.",
+        "",
+        table(r["allocators"], ["allocator", "ms_per_frame", "x_single_pass", "psnr", "token_rate", "probes_per_chunk"],
+              {"ms_per_frame": "{:.1f}", "x_single_pass": "{:.2f}x", "psnr": "{:.2f}", "probes_per_chunk": "{:.1f}"}),
+        "",
+        "## Ordinary codecs at adaptok's bits per pixel",
+        "",
+        f"Per clip, each codec's bitrate is set to adaptok's bpp at threshold {tau:g} (with LIT): "
+        f"adaptok {np.mean([v['lit']['bpp'] for v in r['per_clip'].values()]):.4f} bpp, "
+        f"PSNR {np.mean([v['lit']['psnr'] for v in r['per_clip'].values()]):.2f} dB, "
+        f"SSIM {np.mean([v['lit']['ssim'] for v in r['per_clip'].values()]):.4f}.",
+        "",
+        table(r["codecs"], ["codec", "bpp", "psnr", "ssim", "fps_encode", "fps_decode"],
+              {"psnr": "{:.2f}", "ssim": "{:.4f}", "bpp": "{:.4f}", "fps_encode": "{:.0f}", "fps_decode": "{:.0f}"}),
+        "",
+        "## Throughput (generated clip, whole compress/decompress through the Python API)",
+        "",
+        table(thr_rows, list(thr_rows[0]), {"compress fps": "{:.1f}", "decompress fps": "{:.1f}"}),
+        "",
+        "## Peak memory against video length",
+        "",
+        table(r["memory"], ["seconds_of_video", "fps", "frames", "size", "peak_rss_compress_mb", "peak_rss_decompress_mb"],
+              {"seconds_of_video": "{:g}", "fps": "{:g}", "peak_rss_compress_mb": "{:.0f}", "peak_rss_decompress_mb": "{:.0f}"}),
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

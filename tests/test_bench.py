@@ -1,0 +1,25 @@
+"""`make bench-quick`: the benchmark runs end to end on generated clips and writes its report."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_quick_writes_a_complete_report(tmp_path):
+    p = subprocess.run([sys.executable, ROOT / "scripts" / "bench.py", "--quick", "--threads", "1", "--out", tmp_path],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads((tmp_path / "bench-results.json").read_text())
+    methods = {row["method"] for row in r["rd"]}
+    assert {"full rate", "threshold + hold-fill", "keep-ratio + LIT", "random + LIT"} <= methods
+    assert [a["allocator"] for a in r["allocators"]] == ["adaptok single pass", "search (ElasticTok-style)",
+                                                          "probe (InfoTok-style)"]
+    assert {c["codec"] for c in r["codecs"]} == {"libx264", "libx265", "libsvtav1"}
+    full = r["rd"][0]
+    assert full["token_rate"] == 1.0 and 15 < full["psnr"] < 60
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    for heading in ("Threshold sweep", "Rate-distortion", "Allocation cost", "Ordinary codecs", "Throughput",
+                    "Peak memory"):
+        assert f"## {heading}" in md

@@ -1,0 +1,86 @@
+"""LIT: the shipped weights, the exactness of kept positions, chunking, and the training command."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import adaptok_cli as atk
+from adaptok_cli.lit import LIT, LITConfig, Inpainter, load_lit
+from adaptok_cli.masking import HoldFill, gather_kept
+from adaptok_cli.metrics import psnr
+from adaptok_cli.pipeline import find_lit
+from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.video import read_frames
+
+from conftest import static_frames, write_video
+from make_reference import LIT_REFERENCE, run_lit_reference
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    tok = load_tokenizer("tinytok")
+    found = find_lit(tok)
+    assert found is not None, "the package ships lit-tinytok.safetensors for the shipped tokeniser"
+    return tok, found
+
+
+def test_shipped_weights_reproduce_the_reference(shipped):
+    tok, (model, fp) = shipped
+    ref = np.load(LIT_REFERENCE)
+    assert str(ref["fingerprint"]) == fp, "LIT weights changed: rerun tests/make_reference.py on purpose"
+    held, mask, out = run_lit_reference(tok, Inpainter(model, tok.scale, fp))
+    np.testing.assert_array_equal(mask, ref["mask"])
+    np.testing.assert_allclose(held, ref["held"], atol=1e-4)
+    np.testing.assert_allclose(out, ref["filled"], atol=1e-3)
+    dropped = ~mask[:, None].repeat(out.shape[1], 1)
+    assert np.abs(out - held)[dropped].mean() > 1e-3   # LIT did change the dropped positions
+
+
+def test_kept_positions_pass_through_bit_exact():
+    torch.manual_seed(0)
+    lit = Inpainter(LIT(LITConfig(dim=32, layers=1)), torch.rand(16) + 0.5, "x")
+    hold = HoldFill()
+    for step in range(3):                        # across chunks, with C_fill carried over
+        z = torch.randn(5, 16, 9, 13)
+        mask = torch.rand(5, 9, 13) < 0.4
+        if step == 0:
+            mask[0] = True
+        held = hold.fill(gather_kept(z, mask), mask)
+        out = lit.fill(held, mask)
+        m = mask[:, None].expand_as(z)
+        assert torch.equal(out[m], z[m])
+        assert not torch.equal(out[~m], held[~m])
+
+
+def test_small_and_large_chunks_decode_alike(tmp_path, shipped):
+    frames = static_frames(61, 64, 96)
+    src = write_video(tmp_path / "a.mkv", frames)
+    ref = read_frames(src)
+    scores = {}
+    for chunk in (1, 64):
+        atk.compress(src, tmp_path / f"c{chunk}.atok", chunk=chunk, threshold=0.3)
+        atk.decompress(tmp_path / f"c{chunk}.atok", tmp_path / f"c{chunk}.mkv")
+        out = read_frames(tmp_path / f"c{chunk}.mkv")
+        assert out.shape == ref.shape
+        scores[chunk] = float(np.mean([psnr(a, b) for a, b in zip(ref, out)]))
+    assert abs(scores[1] - scores[64]) <= 0.3, scores
+
+
+def test_training_command_runs_two_steps_on_generated_latents(tmp_path, small_tok_path):
+    data = tmp_path / "clips"
+    data.mkdir()
+    write_video(data / "a.mp4", static_frames(45, 128, 160))
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "adaptok_cli.train_lit", "--data", data, "--tokenizer", small_tok_path,
+         "--frame-cache", tmp_path / "frames", "--cache", tmp_path / "latents", "--out", tmp_path / "run",
+         "--sizes", "128", "--batch", "2", "--crop", "8", "--threads", "1", *a],
+        capture_output=True, text=True, timeout=300)
+    p = run("--steps", "2")
+    assert p.returncode == 0, p.stderr
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 2
+    p = run("--export", tmp_path / "lit.safetensors")
+    assert p.returncode == 0, p.stderr
+    model, meta = load_lit(tmp_path / "lit.safetensors")
+    assert meta["tokenizer_fingerprint"] == load_tokenizer(str(small_tok_path)).fingerprint
