@@ -45,7 +45,7 @@ os.environ.setdefault("SVT_LOG", "1")  # libsvtav1: errors only
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT / ".." / "shared" / "data" / "dev"
 CHUNK = 8
-THRESHOLDS = [0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7]
+THRESHOLDS = [0.05, 0.1, 0.15, 0.25, 0.4, 0.6]
 MAX_LOSS_DB = 0.5
 
 
@@ -318,7 +318,7 @@ def allocation_cost(tok, clips, lit, threshold, log):
     log({"allocator": "single pass", **ours})
     # the search needs a per-chunk target that lands on the same mean PSNR: correct it at most 3 times
     target = goal
-    for _ in range(4):
+    for _ in range(3):
         search = search_allocator(tok, clips, lit, target)
         log({"allocator": "search", "target": target, **search})
         if abs(search["psnr"] - goal) <= 0.2:
@@ -535,22 +535,32 @@ def plots(rows, out_dir):
     return files
 
 
+SECTIONS = ("rd", "codecs", "alloc", "throughput", "memory")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke test on generated clips, under a minute")
     ap.add_argument("--data", type=Path, default=DEV)
-    ap.add_argument("--out", type=Path, help="folder for BENCHMARKS.md, results.json and plots (docs/; bench-out/ with --quick)")
+    ap.add_argument("--out", type=Path, help="folder for BENCHMARKS.md, bench-results.json and plots "
+                                             "(docs/; bench-out/ with --quick)")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help="which parts to run; the others are kept from an earlier bench-results.json")
     ap.add_argument("--short-side", type=int, default=256)
-    ap.add_argument("--alloc-frames", type=int, default=64, help="frames per clip in the allocator comparison")
-    ap.add_argument("--long-seconds", default="10,300", help="video lengths for the memory figure")
-    ap.add_argument("--long-fps", type=float, default=10)
+    ap.add_argument("--alloc-frames", type=int, default=48, help="frames per clip in the allocator comparison")
+    ap.add_argument("--long-seconds", default="10,600", help="video lengths for the memory figure")
+    ap.add_argument("--long-fps", type=float, default=5)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    sections = [x for x in args.sections.split(",") if x]
+    if not set(sections) <= set(SECTIONS):
+        sys.exit(f"bench: --sections takes {','.join(SECTIONS)}")
     out = args.out or ROOT / ("bench-out" if args.quick else "docs")
     out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    log_file = open(out / "bench-log.jsonl", "w")
+    results_path = out / "bench-results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() and set(sections) != set(SECTIONS) else {}
+    log_file = open(out / "bench-log.jsonl", "a")
 
     def log(row):
         print(json.dumps(row, default=float), flush=True)
@@ -558,43 +568,113 @@ def main(argv=None):
 
     tok = load_tokenizer("tinytok")
     lit = find_lit(tok)
+    command = " ".join(["python scripts/bench.py", *(argv if argv is not None else sys.argv[1:])])
+    results.update(machine=machine(), lit=bool(lit))
+    runs = results.setdefault("runs", {})
     with tempfile.TemporaryDirectory() as tmp:
         if args.quick:
             paths = [moving_video(Path(tmp) / f"q{i}.mp4", 128, 96, 21, seed=i) for i in range(2)]
-            thresholds, short_side, max_frames = [0.1, 0.3], None, None
+            thresholds, short_side = [0.1, 0.3], None
         else:
             if not args.data.is_dir():
                 sys.exit(f"bench: {args.data} not found (use --quick for generated clips)")
             paths = sorted(p for p in args.data.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
-            thresholds, short_side, max_frames = THRESHOLDS, args.short_side, None
-        clips = [load_clip(p, tok, short_side, max_frames) for p in paths]
-        log({"clips": [(c.name, c.width, c.height, c.frames) for c in clips]})
-        rd, per_clip, full = rate_distortion(tok, clips, lit, thresholds, log)
-        full_psnr = rd[0]["psnr"]
-        tau = choose_threshold(rd, full_psnr)
-        log({"chosen_threshold": tau})
-        at_tau = {c.name: per_clip[(tau, c.name)] for c in clips}
-        codec_rows = codecs(clips, {k: v["lit"] for k, v in at_tau.items()}, log)
-        alloc_clips = [load_clip(p, tok, short_side, 16 if args.quick else args.alloc_frames) for p in paths]
-        alloc = allocation_cost(tok, alloc_clips, lit, tau, log)
-        sizes = [(64, 64)] if args.quick else [(256, 256), (854, 480)]
-        thr = throughput(tok, sizes, 9 if args.quick else 97, tmp, log)
-        longs = [float(s) for s in ("1,2" if args.quick else args.long_seconds).split(",")]
-        mem = long_video_memory(tmp, longs, args.long_fps, log, *((64, 48) if args.quick else (854, 480)))
-    results = {"machine": machine(), "command": " ".join(["python scripts/bench.py", *(argv or sys.argv[1:])]),
-               "date": time.strftime("%Y-%m-%d"), "minutes": (time.time() - started) / 60,
-               "clips": [(c.name, c.width, c.height, c.frames) for c in clips], "lit": bool(lit),
-               "rd": rd, "threshold": tau, "per_clip": {k: v for k, v in at_tau.items()}, "codecs": codec_rows,
-               "allocators": alloc, "throughput": thr, "memory": mem}
-    (out / "bench-results.json").write_text(json.dumps(results, indent=1, default=float))
-    pngs = plots(rd, out)
+            thresholds, short_side = THRESHOLDS, args.short_side
+        clips = None
+        for section in sections:
+            started = time.time()
+            if section in ("rd", "codecs") and clips is None:
+                clips = [load_clip(p, tok, short_side) for p in paths]
+                results["clips"] = [(c.name, c.width, c.height, c.frames) for c in clips]
+                log({"clips": results["clips"]})
+            if section == "rd":
+                rd, per_clip, full = rate_distortion(tok, clips, lit, thresholds, log)
+                tau = choose_threshold(rd, rd[0]["psnr"])
+                log({"chosen_threshold": tau})
+                results.update(rd=rd, threshold=tau, per_clip={c.name: per_clip[(tau, c.name)] for c in clips})
+            elif section == "codecs":
+                results["codecs"] = codecs(clips, {k: v["lit"] for k, v in results["per_clip"].items()}, log)
+            elif section == "alloc":
+                alloc_clips = [load_clip(p, tok, short_side, 16 if args.quick else args.alloc_frames) for p in paths]
+                results["allocators"] = allocation_cost(tok, alloc_clips, lit, results["threshold"], log)
+                results["alloc_frames"] = [c.frames for c in alloc_clips]
+            elif section == "throughput":
+                sizes = [(64, 64)] if args.quick else [(256, 256), (854, 480)]
+                results["throughput"] = throughput(tok, sizes, 9 if args.quick else 97, tmp, log)
+            elif section == "memory":
+                longs = [float(x) for x in ("1,2" if args.quick else args.long_seconds).split(",")]
+                results["memory"] = long_video_memory(tmp, longs, args.long_fps, log,
+                                                      *((64, 48) if args.quick else (854, 480)))
+            runs[section] = {"command": command, "date": time.strftime("%Y-%m-%d"),
+                             "minutes": (time.time() - started) / 60}
+            results_path.write_text(json.dumps(results, indent=1, default=float))
+    pngs = plots(results["rd"], out) if "rd" in results else []
     write_markdown(results, pngs, out / "BENCHMARKS.md")
-    print(f"wrote {out / 'BENCHMARKS.md'} in {results['minutes']:.1f} min")
+    print(f"wrote {out / 'BENCHMARKS.md'}")
+
+
+def ran(r, section):
+    x = r["runs"][section]
+    return f"_`{x['command']}`, {x['date']}, {x['minutes']:.1f} min._"
 
 
 def write_markdown(r, pngs, path):
-    tau = r["threshold"]
-    full = r["rd"][0]
+    """BENCHMARKS.md from bench-results.json; each section says which command produced it and when."""
+    lines = ["# Benchmarks", "",
+             f"Written by `make bench` (`python scripts/bench.py`; sections can be rerun alone with `--sections`). "
+             f"Machine: {r['machine']}. LIT {'installed' if r['lit'] else 'not installed (hold-fill only)'}.", ""]
+    if "clips" in r:
+        lines += [f"Clips: {len(r['clips'])} ({sum(c[3] for c in r['clips'])} frames), short side 256: "
+                  + ", ".join(f"{c[0]} {c[1]}x{c[2]} ({c[3]} f)" for c in r["clips"]) + ". "
+                  "PSNR and SSIM are against the input frames at that size, averaged per clip, then over clips. "
+                  "Each clip is encoded once; methods differ only in the positions they keep and how they fill the rest.",
+                  ""]
+    if "rd" in r:
+        lines += rd_markdown(r, pngs)
+    if "allocators" in r:
+        lines += ["## Allocation cost at equal quality", "", ran(r, "alloc"), "",
+                  f"Same tokeniser and LIT, threshold {r['threshold']:g}, the first {max(r['alloc_frames'])} frames of "
+                  "each clip. Wall time per frame includes the shared encode. The search allocator's per-chunk PSNR "
+                  "target is corrected until its mean lands within 0.2 dB of the single pass; the probe allocator's "
+                  "base rate is bisected the same way (only the final run is timed).", "",
+                  table(r["allocators"], ["allocator", "ms_per_frame", "x_single_pass", "psnr", "token_rate",
+                                          "probes_per_chunk"],
+                        {"ms_per_frame": "{:.1f}", "x_single_pass": "{:.2f}x", "psnr": "{:.2f}",
+                         "probes_per_chunk": "{:.1f}"}), ""]
+    if "codecs" in r:
+        pc = r["per_clip"].values()
+        lines += ["## Ordinary codecs at adaptok's bits per pixel", "", ran(r, "codecs"), "",
+                  f"Per clip, each codec's bitrate is set to adaptok's bpp at threshold {r['threshold']:g} (with LIT), "
+                  "with one corrected retry when rate control misses by more than 10%: "
+                  f"adaptok {np.mean([v['lit']['bpp'] for v in pc]):.4f} bpp, "
+                  f"PSNR {np.mean([v['lit']['psnr'] for v in pc]):.2f} dB, "
+                  f"SSIM {np.mean([v['lit']['ssim'] for v in pc]):.4f}.", "",
+                  table(r["codecs"], ["codec", "bpp", "psnr", "ssim", "fps_encode", "fps_decode"],
+                        {"psnr": "{:.2f}", "ssim": "{:.4f}", "bpp": "{:.4f}", "fps_encode": "{:.0f}",
+                         "fps_decode": "{:.0f}"}), ""]
+    if "throughput" in r:
+        rows = [{"size": x["size"], "frames": x["frames"], "compress fps": x["fps_compress"],
+                 "decompress fps": x["fps_decompress"],
+                 "compress time shares": ", ".join(f"{k} {v:.0%}" for k, v in x["compress_shares"].items()),
+                 "decompress time shares": ", ".join(f"{k} {v:.0%}" for k, v in x["decompress_shares"].items())}
+                for x in r["throughput"]]
+        lines += ["## Throughput", "", ran(r, "throughput"), "",
+                  "A generated clip (panning texture, moving square) through `adaptok_cli.compress` and `decompress` "
+                  "at the default settings, end to end including video reading and writing.", "",
+                  table(rows, list(rows[0]), {"compress fps": "{:.1f}", "decompress fps": "{:.1f}"}), ""]
+    if "memory" in r:
+        lines += ["## Peak memory against video length", "", ran(r, "memory"), "",
+                  "Peak resident memory (VmHWM) of `adaptok compress` and `adaptok decompress` processes on generated "
+                  "videos of different lengths.", "",
+                  table(r["memory"], ["seconds_of_video", "fps", "frames", "size", "peak_rss_compress_mb",
+                                      "peak_rss_decompress_mb"],
+                        {"seconds_of_video": "{:g}", "fps": "{:g}", "peak_rss_compress_mb": "{:.0f}",
+                         "peak_rss_decompress_mb": "{:.0f}"}), ""]
+    path.write_text("\n".join(lines))
+
+
+def rd_markdown(r, pngs):
+    tau, full = r["threshold"], r["rd"][0]
     lit_rows = [x for x in r["rd"] if x["method"] == "threshold + LIT"]
     hold_rows = {x["param"]: x for x in r["rd"] if x["method"] == "threshold + hold-fill"}
     sweep = []
@@ -607,80 +687,28 @@ def write_markdown(r, pngs, path):
                       "latent MSE dropped, hold": h.get("latent_mse_dropped"),
                       "latent MSE dropped, LIT": x.get("latent_mse_dropped") if lit_rows else None,
                       "seam dB": x.get("seam_psnr_minus_mean")})
-    clip_rows = [{"clip": k, "token_rate": v["lit"]["token_rate"], "bpp": v["lit"]["bpp"], "PSNR LIT": v["lit"]["psnr"],
-                  "PSNR hold-fill": v["hold"]["psnr"], "PSNR full rate": v["full"]["psnr"],
+    clip_rows = [{"clip": k, "token_rate": v["lit"]["token_rate"], "bpp": v["lit"]["bpp"],
+                  "PSNR LIT": v["lit"]["psnr"], "PSNR hold-fill": v["hold"]["psnr"], "PSNR full rate": v["full"]["psnr"],
                   "SSIM": v["lit"]["ssim"], "seam dB": v["lit"].get("seam_psnr_minus_mean")}
                  for k, v in r["per_clip"].items()]
-    thr_rows = []
-    for x in r["throughput"]:
-        thr_rows.append({"size": x["size"], "frames": x["frames"], "compress fps": x["fps_compress"],
-                         "decompress fps": x["fps_decompress"],
-                         "compress time shares": ", ".join(f"{k} {v:.0%}" for k, v in x["compress_shares"].items()),
-                         "decompress time shares": ", ".join(f"{k} {v:.0%}" for k, v in x["decompress_shares"].items())})
-    lines = [
-        "# Benchmarks",
-        "",
-        f"Written by `make bench` (`{r['command']}`) on {r['date']}, in {r['minutes']:.0f} minutes, on: {r['machine']}.",
-        f"Clips: {len(r['clips'])} ({sum(c[3] for c in r['clips'])} frames) at short side 256: "
-        + ", ".join(f"{c[0]} {c[1]}x{c[2]} ({c[3]} f)" for c in r["clips"]) + ".",
-        "PSNR and SSIM are against the input frames at that size, averaged per clip, then over clips. "
-        "Each clip is encoded once; methods differ only in the positions they keep and how they fill the rest.",
-        "",
-        "## Threshold sweep and the default threshold",
-        "",
-        table(sweep, list(sweep[0]), {"threshold": "{:g}", "PSNR LIT": "{:.2f}", "PSNR hold-fill": "{:.2f}",
-                                      "PSNR full rate": "{:.2f}", "loss vs full (dB)": "{:.2f}", "LIT gain (dB)": "{:.2f}",
-                                      "seam dB": "{:+.2f}", "latent MSE dropped, hold": "{:.4f}",
-                                      "latent MSE dropped, LIT": "{:.4f}"}),
-        "",
+    f2 = "{:.2f}"
+    return [
+        "## Threshold sweep and the default threshold", "", ran(r, "rd"), "",
+        table(sweep, list(sweep[0]), {"threshold": "{:g}", "PSNR LIT": f2, "PSNR hold-fill": f2, "PSNR full rate": f2,
+                                      "loss vs full (dB)": f2, "LIT gain (dB)": f2, "seam dB": "{:+.2f}",
+                                      "latent MSE dropped, hold": "{:.4f}", "latent MSE dropped, LIT": "{:.4f}"}), "",
         f"Chosen threshold: **{tau:g}**, the largest of the sweep whose mean PSNR is within {MAX_LOSS_DB} dB of "
         "full rate. Latent MSE is on dropped positions only, in units of the per-channel scale. "
         "'seam dB' is the mean PSNR of the first latent frame of every chunk after the first, minus the clip mean.",
-        "",
-        f"Per clip at threshold {tau:g}:",
-        "",
-        table(clip_rows, list(clip_rows[0]), {"PSNR LIT": "{:.2f}", "PSNR hold-fill": "{:.2f}", "PSNR full rate": "{:.2f}",
-                                              "seam dB": "{:+.2f}"}),
-        "",
-        "## Rate-distortion: content-driven allocation against fixed and random budgets",
-        "",
-        table(r["rd"], ["method", "param", "token_rate", "bpp", "psnr", "ssim"], {"psnr": "{:.2f}", "ssim": "{:.4f}"}),
-        "",
+        "", f"Per clip at threshold {tau:g}:", "",
+        table(clip_rows, list(clip_rows[0]), {"PSNR LIT": f2, "PSNR hold-fill": f2, "PSNR full rate": f2,
+                                              "seam dB": "{:+.2f}"}), "",
+        "## Rate-distortion: content-driven allocation against fixed and random budgets", "",
+        table(r["rd"], ["method", "param", "token_rate", "bpp", "psnr", "ssim"], {"psnr": f2, "ssim": "{:.4f}"}), "",
         "`keep-ratio` keeps the same number of positions in every latent frame (the largest changes); `random` keeps "
-        "that many uniformly at random. Both are matched to the mean token rate of the threshold row above them.",
-        "",
-        *[f"![{p}]({p})" for p in pngs],
-        "",
-        "## Allocation cost at equal quality",
-        "",
-        f"Same tokeniser and LIT; {r['allocators'] and 'frames per clip capped by --alloc-frames'}. Wall time per frame "
-        "includes the shared encode. The search allocator's per-chunk PSNR target is corrected until its mean "
-        "lands within 0.2 dB of the single pass; the probe allocator's base rate is bisected the same way.",
-        "",
-        table(r["allocators"], ["allocator", "ms_per_frame", "x_single_pass", "psnr", "token_rate", "probes_per_chunk"],
-              {"ms_per_frame": "{:.1f}", "x_single_pass": "{:.2f}x", "psnr": "{:.2f}", "probes_per_chunk": "{:.1f}"}),
-        "",
-        "## Ordinary codecs at adaptok's bits per pixel",
-        "",
-        f"Per clip, each codec's bitrate is set to adaptok's bpp at threshold {tau:g} (with LIT): "
-        f"adaptok {np.mean([v['lit']['bpp'] for v in r['per_clip'].values()]):.4f} bpp, "
-        f"PSNR {np.mean([v['lit']['psnr'] for v in r['per_clip'].values()]):.2f} dB, "
-        f"SSIM {np.mean([v['lit']['ssim'] for v in r['per_clip'].values()]):.4f}.",
-        "",
-        table(r["codecs"], ["codec", "bpp", "psnr", "ssim", "fps_encode", "fps_decode"],
-              {"psnr": "{:.2f}", "ssim": "{:.4f}", "bpp": "{:.4f}", "fps_encode": "{:.0f}", "fps_decode": "{:.0f}"}),
-        "",
-        "## Throughput (generated clip, whole compress/decompress through the Python API)",
-        "",
-        table(thr_rows, list(thr_rows[0]), {"compress fps": "{:.1f}", "decompress fps": "{:.1f}"}),
-        "",
-        "## Peak memory against video length",
-        "",
-        table(r["memory"], ["seconds_of_video", "fps", "frames", "size", "peak_rss_compress_mb", "peak_rss_decompress_mb"],
-              {"seconds_of_video": "{:g}", "fps": "{:g}", "peak_rss_compress_mb": "{:.0f}", "peak_rss_decompress_mb": "{:.0f}"}),
-        "",
-    ]
-    path.write_text("\n".join(lines))
+        "that many uniformly at random. Both are matched to the mean token rate of the threshold row above them "
+        "and filled by LIT.", "",
+        *[f"![{p}]({p})" for p in pngs], ""]
 
 
 if __name__ == "__main__":
