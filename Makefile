@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 export PYTHONDONTWRITEBYTECODE=1
 
-.PHONY: install demo test bench bench-quick man samples clean train-tokenizer export-tokenizer
+.PHONY: install demo test bench bench-quick man samples clean train-tokenizer export-tokenizer train-lit export-lit
 
 install: $(STAMP)
 
@@ -36,11 +36,20 @@ man: $(STAMP)
 samples: $(STAMP)
 	$(PY) sample_videos/make_samples.py
 
+# the shipped weights: the schedule was extended once, hence two runs (docs/MODELS.md)
 train-tokenizer: $(STAMP)
-	$(PY) -m adaptok_cli.train_tokenizer --out runs/tinytok --steps 40000
+	$(PY) -m adaptok_cli.train_tokenizer --out runs/tinytok --steps 40000 --stop-at 29769
+	$(PY) -m adaptok_cli.train_tokenizer --out runs/tinytok --steps 32000
 
 export-tokenizer: $(STAMP)
 	$(PY) -m adaptok_cli.train_tokenizer --out runs/tinytok --export adaptok_cli/weights/tinytok.safetensors
+
+train-lit: $(STAMP)
+	$(PY) -m adaptok_cli.train_lit --out runs/lit --steps 4000 --batch 16 --crop 16 --threads 1 --stop-at 1037
+	$(PY) -m adaptok_cli.train_lit --out runs/lit --steps 3000 --batch 16 --crop 16 --threads 1
+
+export-lit: $(STAMP)
+	$(PY) -m adaptok_cli.train_lit --out runs/lit --export adaptok_cli/weights/lit-tinytok.safetensors
 
 clean:
 	rm -rf demo-out .pytest_cache build *.egg-info

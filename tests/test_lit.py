@@ -1,5 +1,6 @@
 """LIT: the shipped weights, the exactness of kept positions, chunking, and the training command."""
 import subprocess
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -84,3 +85,16 @@ def test_training_command_runs_two_steps_on_generated_latents(tmp_path, small_to
     assert p.returncode == 0, p.stderr
     model, meta = load_lit(tmp_path / "lit.safetensors")
     assert meta["tokenizer_fingerprint"] == load_tokenizer(str(small_tok_path)).fingerprint
+
+
+def test_default_threshold_on_the_samples(tmp_path):
+    """The static sample keeps <= 5% of tokens after its first latent frame; the noise sample >= 90%."""
+    root = Path(__file__).resolve().parents[1] / "sample_videos"
+    rates = {}
+    for name in ("static_ball", "noise"):
+        atk.compress(root / f"{name}.mp4", tmp_path / f"{name}.atok")
+        with atk.open(tmp_path / f"{name}.atok") as f:
+            mask = torch.cat([f.sparse(i)[0] for i in range(len(f))])
+        assert bool(mask[0].all())
+        rates[name] = mask[1:].float().mean().item()
+    assert rates["static_ball"] <= 0.05 and rates["noise"] >= 0.90, rates
