@@ -229,7 +229,7 @@ def compress_cmd(
     force: bool = typer.Option(False, "-f", "--force", help="Overwrite existing outputs."),
     threshold: Optional[float] = typer.Option(None, "--threshold", "-t",
                                               help=f"Keep positions whose change exceeds this, in units of the tokeniser's per-channel scale [default: {DEFAULT_THRESHOLD}]."),
-    keep_ratio: Optional[float] = typer.Option(None, "--keep-ratio", "-r", help="Instead of a threshold: keep this fraction of every latent frame."),
+    keep_ratio: Optional[float] = typer.Option(None, "--keep-ratio", "-r", help="Instead of a threshold: keep this fraction of each chunk's latent positions (the largest changes)."),
     tokenizer: str = typer.Option(DEFAULT_TOKENIZER, "--tokenizer", help="Built-in name, a .safetensors file, or a Cosmos-Tokenizer folder."),
     chunk: int = typer.Option(DEFAULT_CHUNK, "--chunk", help="Latent frames per chunk record."),
     keyframe_interval: int = typer.Option(0, "--keyframe-interval", help="Keep every N-th latent frame whole (0: only the first)."),

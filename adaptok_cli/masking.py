@@ -35,10 +35,11 @@ def change(z: torch.Tensor, ref: torch.Tensor, scale: torch.Tensor) -> torch.Ten
 
 
 class Selector:
-    """Encoder side: decides the mask latent frame by latent frame, keeping C_sel up to date.
+    """Encoder side: decides the mask chunk by chunk, keeping C_sel up to date.
 
     threshold: keep positions whose change exceeds it (content decides the rate);
-    keep_ratio: keep the round(r * h * w) largest changes of every latent frame (the rate is fixed).
+    keep_ratio: keep exactly round(r * n) positions of each chunk's n non-keyframe positions, those
+    with the largest changes (the rate is fixed, content decides where it goes).
     The first latent frame of a stream, and every keyframe_interval-th one, is kept whole.
     """
 
@@ -55,22 +56,56 @@ class Selector:
 
     def select(self, z: torch.Tensor, zq: torch.Tensor) -> torch.Tensor:
         """z: raw latents (t,C,h,w); zq: the same after quantise/dequantise. Returns mask (t,h,w) bool."""
+        if self.threshold is not None:
+            mask, _, self.c_sel = self._by_threshold(z, zq, self.threshold)
+        else:
+            mask = self._by_budget(z, zq)
+        self.index += z.shape[0]
+        return mask
+
+    def _keyframes(self, t):
+        return torch.tensor([self.is_keyframe(self.index + i) for i in range(t)])
+
+    def _by_threshold(self, z, zq, threshold, fixed=None):
+        """The sequential rule: each latent frame against C_sel as the decoder will hold it.
+
+        -> (mask, the change of every position when it was judged, C_sel after the chunk).
+        With `fixed`, the mask is given and only C_sel and the changes are followed.
+        """
         t, _, h, w = z.shape
+        keys = self._keyframes(t)
         mask = torch.ones(t, h, w, dtype=torch.bool)
+        d = torch.full((t, h, w), float("inf"))
+        c_sel = self.c_sel
         for i in range(t):
-            if not self.is_keyframe(self.index):
-                d = change(z[i], self.c_sel, self.scale)
-                if self.threshold is not None:
-                    mask[i] = d > self.threshold
-                else:
-                    k = round(self.keep_ratio * h * w)
-                    mask[i] = False
-                    if k:
-                        mask[i].view(-1)[d.view(-1).topk(k).indices] = True
-                self.c_sel = torch.where(mask[i][None], zq[i], self.c_sel)
+            if keys[i]:
+                c_sel = zq[i].clone()
+                continue
+            d[i] = change(z[i], c_sel, self.scale)
+            mask[i] = fixed[i] if fixed is not None else d[i] > threshold
+            c_sel = torch.where(mask[i][None], zq[i], c_sel)
+        return mask, d, c_sel
+
+    def _by_budget(self, z, zq):
+        """Bisect the chunk's threshold to the budget, then settle the last few by rank for an exact count."""
+        t, _, h, w = z.shape
+        free = ~self._keyframes(t)[:, None, None].expand(t, h, w)
+        budget = round(self.keep_ratio * int(free.sum()))
+        lo, hi = 0.0, 1.0
+        while self._by_threshold(z, zq, hi)[0][free].sum() > budget and hi < 1e6:
+            hi *= 4
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            if self._by_threshold(z, zq, mid)[0][free].sum() > budget:
+                lo = mid
             else:
-                self.c_sel = zq[i].clone()
-            self.index += 1
+                hi = mid
+        mask, d, _ = self._by_threshold(z, zq, hi)             # kept <= budget
+        extra = budget - int(mask[free].sum())
+        if extra > 0:                                          # add the largest changes among the dropped
+            cand = torch.where(free & ~mask, d, torch.tensor(-1.0)).flatten()
+            mask.view(-1)[cand.topk(extra).indices] = True
+        mask, _, self.c_sel = self._by_threshold(z, zq, 0.0, fixed=mask)
         return mask
 
 

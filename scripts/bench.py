@@ -247,7 +247,7 @@ def single_pass(tok, clips, lit, threshold):
 
 
 def search_allocator(tok, clips, lit, target):
-    """ElasticTok-style: per chunk, binary search for the fewest kept tokens per latent frame whose
+    """ElasticTok-style: per chunk, binary search for the fewest kept tokens whose
     reconstruction (a full LIT + decode per probe) reaches the target PSNR."""
     t0 = time.perf_counter()
     ps, kept, total, probes = [], 0, 0, 0
@@ -255,7 +255,7 @@ def search_allocator(tok, clips, lit, target):
         sel, st = Selector(tok.scale, keep_ratio=1.0), Stream(tok, lit)
         for i, z in enumerate(c.z):
             zq = dequantise(*c.codes[i])
-            n = z.shape[2] * z.shape[3]
+            n = z.shape[0] * z.shape[2] * z.shape[3]
             tried = {}
 
             def probe(k):
@@ -705,8 +705,8 @@ def rd_markdown(r, pngs):
                                               "seam dB": "{:+.2f}"}), "",
         "## Rate-distortion: content-driven allocation against fixed and random budgets", "",
         table(r["rd"], ["method", "param", "token_rate", "bpp", "psnr", "ssim"], {"psnr": f2, "ssim": "{:.4f}"}), "",
-        "`keep-ratio` keeps the same number of positions in every latent frame (the largest changes); `random` keeps "
-        "that many uniformly at random. Both are matched to the mean token rate of the threshold row above them "
+        "`keep-ratio` keeps the same number of positions in every chunk (the largest changes); `random` keeps "
+        "that many in every latent frame, uniformly at random. Both are matched to the mean token rate of the threshold row above them "
         "and filled by LIT.", "",
         *[f"![{p}]({p})" for p in pngs], ""]
 
