@@ -442,7 +442,8 @@ def throughput(tok, sizes, frames, tmp, log):
         ct["read + other"] = c.seconds - sum(ct.values())
         dt["write + other"] = d.seconds - sum(dt.values())
         rows.append({"size": f"{w}x{h}", "frames": frames, "fps_compress": frames / c.seconds,
-                     "fps_decompress": frames / d.seconds,
+                     "fps_decompress": frames / d.seconds, "fps_tokeniser_encode": frames / c.timing["encode"],
+                     "fps_tokeniser_decode": frames / d.timing["decode"],
                      "compress_shares": {k: v / c.seconds for k, v in ct.items()},
                      "decompress_shares": {k: v / d.seconds for k, v in dt.items()}})
         log(rows[-1])
@@ -610,6 +611,8 @@ def main(argv=None):
             results_path.write_text(json.dumps(results, indent=1, default=float))
     pngs = plots(results["rd"], out) if "rd" in results else []
     write_markdown(results, pngs, out / "BENCHMARKS.md")
+    if not args.quick and args.out is None:
+        update_readme(results)
     print(f"wrote {out / 'BENCHMARKS.md'}")
 
 
@@ -654,14 +657,17 @@ def write_markdown(r, pngs, path):
                          "fps_decode": "{:.0f}"}), ""]
     if "throughput" in r:
         rows = [{"size": x["size"], "frames": x["frames"], "compress fps": x["fps_compress"],
-                 "decompress fps": x["fps_decompress"],
+                 "decompress fps": x["fps_decompress"], "tokeniser encode fps": x.get("fps_tokeniser_encode"),
+                 "tokeniser decode fps": x.get("fps_tokeniser_decode"),
                  "compress time shares": ", ".join(f"{k} {v:.0%}" for k, v in x["compress_shares"].items()),
                  "decompress time shares": ", ".join(f"{k} {v:.0%}" for k, v in x["decompress_shares"].items())}
                 for x in r["throughput"]]
         lines += ["## Throughput", "", ran(r, "throughput"), "",
                   "A generated clip (panning texture, moving square) through `adaptok_cli.compress` and `decompress` "
                   "at the default settings, end to end including video reading and writing.", "",
-                  table(rows, list(rows[0]), {"compress fps": "{:.1f}", "decompress fps": "{:.1f}"}), ""]
+                  table(rows, list(rows[0]), {"compress fps": "{:.1f}", "decompress fps": "{:.1f}",
+                                              "tokeniser encode fps": "{:.1f}", "tokeniser decode fps": "{:.1f}"}),
+                  "", "The tokeniser columns count the network alone (frames / time inside encode or decode).", ""]
     if "memory" in r:
         lines += ["## Peak memory against video length", "", ran(r, "memory"), "",
                   "Peak resident memory (VmHWM) of `adaptok compress` and `adaptok decompress` processes on generated "
@@ -671,6 +677,38 @@ def write_markdown(r, pngs, path):
                         {"seconds_of_video": "{:g}", "fps": "{:g}", "peak_rss_compress_mb": "{:.0f}",
                          "peak_rss_decompress_mb": "{:.0f}"}), ""]
     path.write_text("\n".join(lines))
+
+
+def headline(r) -> str:
+    """The short table README.md carries (between its headline markers), from the full results."""
+    if not all(k in r for k in ("rd", "allocators", "throughput", "codecs")):
+        return ""
+    tau, full = r["threshold"], r["rd"][0]
+    main = next(x for x in r["rd"] if x["param"] == tau and x["method"] in ("threshold + LIT", "threshold + hold-fill"))
+    hold = next(x for x in r["rd"] if x["param"] == tau and x["method"] == "threshold + hold-fill")
+    t256 = next((x for x in r["throughput"] if x["size"] == "256x256"), r["throughput"][0])
+    alloc = {a["allocator"].split()[0]: a["x_single_pass"] for a in r["allocators"]}
+    x264 = next((c for c in r["codecs"] if c["codec"] == "libx264"), None)
+    rows = [
+        ("mean token rate at the default threshold " + f"{tau:g}", f"{main['token_rate']:.3f}"),
+        ("PSNR / SSIM with LIT", f"{main['psnr']:.2f} dB / {main['ssim']:.3f}"),
+        ("PSNR hold-fill / full rate", f"{hold['psnr']:.2f} dB / {full['psnr']:.2f} dB"),
+        ("bits per pixel (.atok)", f"{main['bpp']:.3f}"),
+        (f"compress / decompress, {t256['size']}, 2-core CPU", f"{t256['fps_compress']:.0f} / {t256['fps_decompress']:.0f} frames/s"),
+        ("time of a search allocator (ElasticTok-style) / probe allocator (InfoTok-style), same PSNR",
+         f"{alloc.get('search', float('nan')):.1f}x / {alloc.get('probe', float('nan')):.2f}x ours"),
+    ]
+    if x264:
+        rows.append(("libx264 at the same bpp", f"{x264['psnr']:.2f} dB / {x264['ssim']:.3f} at {x264['bpp']:.3f} bpp"))
+    return "\n".join(["| dev clips, short side 256 | |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows]])
+
+
+def update_readme(r, readme=ROOT / "README.md"):
+    start, end = "<!-- headline:start -->", "<!-- headline:end -->"
+    text, table_md = readme.read_text(), headline(r)
+    if table_md and start in text and end in text:
+        a, b = text.index(start) + len(start), text.index(end)
+        readme.write_text(text[:a] + "\n" + table_md + "\n" + text[b:])
 
 
 def rd_markdown(r, pngs):
