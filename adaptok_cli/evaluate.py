@@ -40,7 +40,7 @@ def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | N
     reader = VideoReader(path, short_side=opts.short_side, max_side=opts.max_side)
     info = reader.info
     header = make_header(tok, None, opts, info.width, info.height, info.fps, str(path))
-    inpainter, note = inpainter_for({"lit": None}, tok, path, use_lit, device)
+    inpainter, note = inpainter_for({"lit": None, "threshold": opts.threshold}, tok, path, use_lit, device)
     buf = io.BytesIO()
     writer = AtokWriter(buf, header, opts.level)
     enc = ChunkEncoder(tok, opts)

@@ -115,11 +115,31 @@ def last_frames(x: torch.Tensor, k: int) -> torch.Tensor:
     return x[x.shape[0] - k:]
 
 
-class Inpainter:
-    """Streaming LIT: fills chunk after chunk, carrying C_fill; kept positions are never touched."""
+def project_l1(delta: torch.Tensor, radius: float) -> torch.Tensor:
+    """Euclidean projection of every row of delta (..., C) onto the L1 ball of the given radius.
 
-    def __init__(self, model: LIT, scale: torch.Tensor, fingerprint: str, device="cpu"):
+    Sort-based, as in Duchi et al. (2008): rows inside the ball are returned unchanged.
+    """
+    a = delta.abs()
+    s = a.sort(-1, descending=True).values
+    excess = s.cumsum(-1) - radius
+    k = torch.arange(1, delta.shape[-1] + 1, dtype=delta.dtype)
+    rho = (s > excess / k).sum(-1, keepdim=True).clamp_min(1)
+    theta = (excess.gather(-1, rho - 1) / rho).clamp_min(0)
+    return delta.sign() * (a - theta).clamp_min(0)
+
+
+class Inpainter:
+    """Streaming LIT: fills chunk after chunk, carrying C_fill; kept positions are never touched.
+
+    With the container's threshold τ, a dropped position is known to lie within mean-channel distance
+    τ (in scale units) of its held value: that is why it was dropped. LIT's correction is projected
+    onto that L1 ball, so it can only move the fill towards where the truth must be.
+    """
+
+    def __init__(self, model: LIT, scale: torch.Tensor, fingerprint: str, device="cpu", threshold=None):
         self.model, self.fingerprint = model.eval().to(device), fingerprint
+        self.threshold = threshold
         self.scale = scale.view(1, -1, 1, 1)
         self.device = torch.device(device)
         self.c_fill = None  # (k, C, h, w) last filled frames of the previous chunk, in scale units
@@ -142,7 +162,11 @@ class Inpainter:
         m = torch.cat([torch.ones(k, *mask.shape[1:]), mask.float()])
         ctx = torch.cat([torch.ones(k), torch.zeros(t)])[:, None, None].expand_as(m)
         delta = self.model(x[None].to(self.device), m[None].to(self.device), ctx[None].to(self.device))[0].cpu()
-        pred = (x + delta)[k:] * self.scale
+        delta = delta[k:]
+        if self.threshold is not None:
+            c = delta.shape[1]
+            delta = project_l1(delta.permute(0, 2, 3, 1), self.threshold * c).permute(0, 3, 1, 2)
+        pred = (x[k:] + delta) * self.scale
         out = torch.where(mask[:, None], held, pred)
         self.c_fill = last_frames(torch.cat([self.c_fill, out / self.scale]), k)
         return out

@@ -109,8 +109,8 @@ def random_masks(clip, rate, seed=0):
 
 # --- reconstruction -------------------------------------------------------------------------------
 
-def new_inpainter(tok, lit):
-    return Inpainter(lit[0], tok.scale, lit[1]) if lit else None
+def new_inpainter(tok, lit, threshold=None):
+    return Inpainter(lit[0], tok.scale, lit[1], threshold=threshold) if lit else None
 
 
 class Scores:
@@ -130,13 +130,13 @@ class Scores:
         return d
 
 
-def reconstruct(tok, clip: Clip, masks, lit=None) -> dict:
+def reconstruct(tok, clip: Clip, masks, lit=None, threshold=None) -> dict:
     """Decode a clip from its masks as decompress would (hold-fill, optional LIT, decoder); score it."""
     header = make_header(tok, None, CompressOptions().check(), clip.width, clip.height,
                          __import__("fractions").Fraction(clip.fps).limit_denominator(1001), clip.name)
     buf = io.BytesIO()
     writer = AtokWriter(buf, header)
-    dec = ChunkDecoder(tok, new_inpainter(tok, lit))
+    dec = ChunkDecoder(tok, new_inpainter(tok, lit, threshold))
     s = Scores()
     scale = tok.scale.view(1, -1, 1, 1)
     for i, (ref, (codes, qscale), mask) in enumerate(zip(clip.refs, clip.codes, masks)):
@@ -179,7 +179,7 @@ def rate_distortion(tok, clips, lit, thresholds, log):
             masks = threshold_masks(tok, c, threshold=t)
             h = reconstruct(tok, c, masks)
             res_hold.append(h)
-            res_lit.append(reconstruct(tok, c, masks, lit) if lit else h)
+            res_lit.append(reconstruct(tok, c, masks, lit, threshold=t) if lit else h)
             per_clip[(t, c.name)] = {"lit": res_lit[-1], "hold": h, "full": full[c.name]}
         for name, res in (("threshold + LIT", res_lit), ("threshold + hold-fill", res_hold)):
             if name.endswith("LIT") and not lit:
@@ -221,8 +221,8 @@ def choose_threshold(rows, full_psnr):
 class Stream:
     """Decoder-side state of one clip (hold-fill, LIT context, tokeniser state), copyable for probes."""
 
-    def __init__(self, tok, lit):
-        self.dec = ChunkDecoder(tok, new_inpainter(tok, lit))
+    def __init__(self, tok, lit, threshold=None):
+        self.dec = ChunkDecoder(tok, new_inpainter(tok, lit, threshold))
 
     def run(self, tok, clip, i, mask):
         codes, qscale = clip.codes[i]
@@ -238,7 +238,7 @@ def single_pass(tok, clips, lit, threshold):
     t0 = time.perf_counter()
     ps, kept, total = [], 0, 0
     for c in clips:
-        sel, st = Selector(tok.scale, threshold), Stream(tok, lit)
+        sel, st = Selector(tok.scale, threshold), Stream(tok, lit, threshold)
         for i, z in enumerate(c.z):
             m = sel.select(z, dequantise(*c.codes[i]))
             ps += [psnr(a, b) for a, b in zip(c.refs[i], st.run(tok, c, i, m))]

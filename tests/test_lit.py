@@ -55,6 +55,26 @@ def test_kept_positions_pass_through_bit_exact():
         assert not torch.equal(out[~m], held[~m])
 
 
+def test_fill_stays_within_the_threshold_of_the_held_value():
+    """A dropped position changed by at most τ (mean over channels, scale units) since its held value;
+    with the container's threshold, LIT's correction is projected into that bound."""
+    torch.manual_seed(1)
+    scale = torch.rand(16) + 0.5
+    model = LIT(LITConfig(dim=32, layers=1))
+    torch.nn.init.normal_(model.out.weight, std=1.0)          # a wild correction, to be bounded
+    for tau in (0.0, 0.1, 0.5):
+        lit = Inpainter(model, scale, "x", threshold=tau)
+        z = torch.randn(4, 16, 8, 8)
+        mask = torch.rand(4, 8, 8) < 0.5
+        mask[0] = True
+        held = HoldFill().fill(gather_kept(z, mask), mask)
+        out = lit.fill(held, mask)
+        change = ((out - held).abs() / scale.view(1, -1, 1, 1)).mean(1)
+        assert change[~mask].max() <= tau + 1e-5
+        if tau > 0:
+            assert change[~mask].max() > tau - 1e-3         # the bound is reached, not just zeroed
+
+
 def test_small_and_large_chunks_decode_alike(tmp_path, shipped):
     frames = static_frames(61, 64, 96)
     src = write_video(tmp_path / "a.mkv", frames)
