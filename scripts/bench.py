@@ -316,19 +316,27 @@ def allocation_cost(tok, clips, lit, threshold, log):
     ours = single_pass(tok, clips, lit, threshold)
     goal = ours["psnr"]
     log({"allocator": "single pass", **ours})
-    # the search needs a per-chunk target that lands on the same mean PSNR: correct it at most 3 times
+    # the search needs a per-chunk target that lands on the same mean PSNR: chunks that cannot reach the
+    # target pull the mean below it, so the target is raised by secant steps (at most 6 runs)
+    tried = []
     target = goal
-    for _ in range(3):
+    for _ in range(6):
         search = search_allocator(tok, clips, lit, target)
         log({"allocator": "search", "target": target, **search})
+        tried.append((target, search["psnr"]))
         if abs(search["psnr"] - goal) <= 0.2:
             break
-        target += goal - search["psnr"]
+        if len(tried) > 1 and tried[-1][1] != tried[-2][1]:
+            (t0_, p0), (t1, p1) = tried[-2], tried[-1]
+            target = t1 + (goal - p1) * (t1 - t0_) / (p1 - p0)
+        else:
+            target += 2 * (goal - search["psnr"])
+        target = min(target, 60.0)
     t0 = time.perf_counter()
     difficulty = probe_difficulty(tok, clips)
     t_probe = time.perf_counter() - t0
-    lo, hi, base = 0.0, 1.0, ours["token_rate"]
-    for _ in range(8):
+    lo, hi, base = 0.0, 8.0, ours["token_rate"]
+    for _ in range(10):
         probe = probe_allocator(tok, clips, lit, base, difficulty)
         log({"allocator": "probe", "base": base, **probe})
         if abs(probe["psnr"] - goal) <= 0.1:
@@ -638,8 +646,9 @@ def write_markdown(r, pngs, path):
         lines += ["## Allocation cost at equal quality", "", ran(r, "alloc"), "",
                   f"Same tokeniser and LIT, threshold {r['threshold']:g}, the first {max(r['alloc_frames'])} frames of "
                   "each clip. Wall time per frame includes the shared encode. The search allocator's per-chunk PSNR "
-                  "target is corrected until its mean lands within 0.2 dB of the single pass; the probe allocator's "
-                  "base rate is bisected the same way (only the final run is timed).", "",
+                  "target is raised until its mean lands within 0.2 dB of the single pass; the probe allocator's "
+                  "base rate is bisected the same way (only the final run is timed). The psnr column shows "
+                  "whether each really reached the single pass's quality.", "",
                   table(r["allocators"], ["allocator", "ms_per_frame", "x_single_pass", "psnr", "token_rate",
                                           "probes_per_chunk"],
                         {"ms_per_frame": "{:.1f}", "x_single_pass": "{:.2f}x", "psnr": "{:.2f}",
