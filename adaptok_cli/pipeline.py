@@ -320,10 +320,16 @@ class ChunkDecoder:
         return x
 
 
+# Below this threshold the shipped LIT measured worse than hold-fill on the dev clips (docs/BENCHMARKS.md,
+# threshold sweep: -0.03 to -0.06 dB at 0.05-0.25, +0.11 dB at 0.4), so decompression holds instead.
+LIT_FROM_THRESHOLD = 0.3
+
+
 def inpainter_for(header: dict, tok: Tokenizer, path, use_lit=True, device="cpu") -> tuple[Inpainter | None, str | None]:
     """-> (inpainter or None, a note to show the user once, or None)."""
     need = header.get("lit")
-    if not use_lit:
+    threshold = header.get("threshold")
+    if not use_lit or (threshold is not None and threshold < LIT_FROM_THRESHOLD):
         return None, None
     found = find_lit(tok, device)
     if found is None:

@@ -118,3 +118,20 @@ def test_default_threshold_on_the_samples(tmp_path):
         assert bool(mask[0].all())
         rates[name] = mask[1:].float().mean().item()
     assert rates["static_ball"] <= 0.05 and rates["noise"] >= 0.90, rates
+
+
+def test_lit_runs_only_where_it_measured_better(tmp_path, shipped):
+    """Below LIT_FROM_THRESHOLD decompression hold-fills (LIT measured worse there); above, LIT fills."""
+    src = write_video(tmp_path / "a.mkv", static_frames(21, 64, 96))
+    for tau, same in ((0.15, True), (0.6, False)):
+        atk.compress(src, tmp_path / "a.atok", threshold=tau, force=True)
+        with atk.open(tmp_path / "a.atok") as f:
+            lit, hold = f.dense(lit=True), f.dense(lit=False)
+        mask = torch.cat(_masks(tmp_path / "a.atok"))
+        assert not bool(mask.all())
+        assert torch.equal(lit, hold) == same, tau
+
+
+def _masks(path):
+    with atk.open(path) as f:
+        return [f.sparse(i)[0] for i in range(len(f))]
