@@ -442,14 +442,14 @@ def moving_video(path, width, height, frames, fps=25, seed=0):
 def throughput(tok, sizes, frames, tmp, log):
     import adaptok_cli as atk
     rows = []
-    for w, h in sizes:
+    for w, h, threshold in sizes:
         src = moving_video(Path(tmp) / f"t{w}x{h}.mp4", w, h, frames)
-        c = atk.compress(src, Path(tmp) / f"t{w}.atok", loaded_tokenizer=tok, force=True)
+        c = atk.compress(src, Path(tmp) / f"t{w}.atok", loaded_tokenizer=tok, force=True, threshold=threshold)
         d = atk.decompress(Path(tmp) / f"t{w}.atok", Path(tmp) / f"t{w}.mkv", force=True)
         ct, dt = dict(c.timing), dict(d.timing)
         ct["read + other"] = c.seconds - sum(ct.values())
         dt["write + other"] = d.seconds - sum(dt.values())
-        rows.append({"size": f"{w}x{h}", "frames": frames, "fps_compress": frames / c.seconds,
+        rows.append({"size": f"{w}x{h}", "threshold": threshold, "frames": frames, "fps_compress": frames / c.seconds,
                      "fps_decompress": frames / d.seconds, "fps_tokeniser_encode": frames / c.timing["encode"],
                      "fps_tokeniser_decode": frames / d.timing["decode"],
                      "compress_shares": {k: v / c.seconds for k, v in ct.items()},
@@ -608,7 +608,9 @@ def main(argv=None):
                 results["allocators"] = allocation_cost(tok, alloc_clips, lit, results["threshold"], log)
                 results["alloc_frames"] = [c.frames for c in alloc_clips]
             elif section == "throughput":
-                sizes = [(64, 64)] if args.quick else [(256, 256), (854, 480)]
+                # the default threshold, and 0.4 where decompression runs LIT (pipeline.LIT_FROM_THRESHOLD)
+                sizes = [(64, 64, None), (64, 64, 0.4)] if args.quick else [
+                    (256, 256, None), (256, 256, 0.4), (854, 480, None), (854, 480, 0.4)]
                 results["throughput"] = throughput(tok, sizes, 9 if args.quick else 97, tmp, log)
             elif section == "memory":
                 longs = [float(x) for x in ("1,2" if args.quick else args.long_seconds).split(",")]
@@ -665,7 +667,7 @@ def write_markdown(r, pngs, path):
                         {"psnr": "{:.2f}", "ssim": "{:.4f}", "bpp": "{:.4f}", "fps_encode": "{:.0f}",
                          "fps_decode": "{:.0f}"}), ""]
     if "throughput" in r:
-        rows = [{"size": x["size"], "frames": x["frames"], "compress fps": x["fps_compress"],
+        rows = [{"size": x["size"], "threshold": x.get("threshold") or "default", "frames": x["frames"], "compress fps": x["fps_compress"],
                  "decompress fps": x["fps_decompress"], "tokeniser encode fps": x.get("fps_tokeniser_encode"),
                  "tokeniser decode fps": x.get("fps_tokeniser_decode"),
                  "compress time shares": ", ".join(f"{k} {v:.0%}" for k, v in x["compress_shares"].items()),
@@ -695,7 +697,8 @@ def headline(r) -> str:
     tau, full = r["threshold"], r["rd"][0]
     main = next(x for x in r["rd"] if x["param"] == tau and x["method"] in ("threshold + LIT", "threshold + hold-fill"))
     hold = next(x for x in r["rd"] if x["param"] == tau and x["method"] == "threshold + hold-fill")
-    t256 = next((x for x in r["throughput"] if x["size"] == "256x256"), r["throughput"][0])
+    t256 = next((x for x in r["throughput"] if x["size"] == "256x256" and not x.get("threshold")),
+                r["throughput"][0])
     alloc = {a["allocator"].split()[0]: a["x_single_pass"] for a in r["allocators"]}
     x264 = next((c for c in r["codecs"] if c["codec"] == "libx264"), None)
     rows = [
