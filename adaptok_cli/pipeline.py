@@ -341,7 +341,7 @@ def inpainter_for(header: dict, tok: Tokenizer, path, use_lit=True, device="cpu"
     if need is not None and fp != need["fingerprint"]:
         raise ModelUnavailableError(f"{path}: made with LIT fingerprint {need['fingerprint']}, installed LIT is {fp} "
                                     f"(or use --no-lit)")
-    return Inpainter(model, tok.scale, fp, device, threshold=header.get("threshold")), None
+    return Inpainter(model, tok.scale, fp, device, threshold=threshold), None
 
 
 def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None, crf=18, force=False,

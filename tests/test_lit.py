@@ -113,8 +113,7 @@ def test_default_threshold_on_the_samples(tmp_path):
     rates = {}
     for name in ("static_ball", "noise"):
         atk.compress(root / f"{name}.mp4", tmp_path / f"{name}.atok")
-        with atk.open(tmp_path / f"{name}.atok") as f:
-            mask = torch.cat([f.sparse(i)[0] for i in range(len(f))])
+        mask = torch.cat(_masks(tmp_path / f"{name}.atok"))
         assert bool(mask[0].all())
         rates[name] = mask[1:].float().mean().item()
     assert rates["static_ball"] <= 0.05 and rates["noise"] >= 0.90, rates
@@ -133,5 +132,6 @@ def test_lit_runs_only_where_it_measured_better(tmp_path, shipped):
 
 
 def _masks(path):
+    """The mask of every chunk of a container."""
     with atk.open(path) as f:
         return [f.sparse(i)[0] for i in range(len(f))]

@@ -282,26 +282,9 @@ def test_pickle_weights_are_never_loaded(tmp_path):
 
 # --- long videos and racing writers -------------------------------------------------------------
 
-PEAK_RSS = """
-import sys
-from adaptok_cli.cli import main
-
-
-def peak_kb():
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (possibly big) parent
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
-sys.argv = ["adaptok", *sys.argv[1:]]
-try:
-    main()
-except SystemExit as e:
-    print(peak_kb(), file=sys.stderr)
-    raise
-"""
-
-
 def peak_rss_kb(*args):
-    p = subprocess.run([sys.executable, "-c", PEAK_RSS, *map(str, args)], capture_output=True, text=True, env=ENV,
-                       timeout=600)
+    p = subprocess.run([sys.executable, ROOT / "scripts" / "peak_rss.py", *map(str, args)], capture_output=True,
+                       text=True, env=ENV, timeout=600)
     assert p.returncode == 0, p.stderr
     return int(p.stderr.strip().splitlines()[-1])
 
