@@ -1,0 +1,55 @@
+"""Does chunking leave a seam? Decode a clip at full rate in 8-latent-frame chunks and as one chunk,
+then score the same frames: the first latent frame of every chunk after the first, against the clip mean.
+
+    python scripts/seam_check.py ../shared/data/dev/cotracker_cat.mp4 [more clips]
+
+If the two figures agree, the frames that begin chunks are just harder or easier content; if they differ,
+the chunked decode itself shows at the boundary. docs/BENCHMARKS.md cites this for its seam columns.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402  (the benchmark's clip loader, so the frames are read exactly as it reads them)
+from adaptok_cli.container import Chunk  # noqa: E402
+from adaptok_cli.masking import gather_kept  # noqa: E402
+from adaptok_cli.metrics import psnr  # noqa: E402
+from adaptok_cli.pipeline import ChunkDecoder, to_frames  # noqa: E402
+from adaptok_cli.tokenizer import load_tokenizer  # noqa: E402
+
+
+def full_rate_psnr(tok, path, chunk, short_side):
+    """-> per-frame PSNR of a full-rate encode/decode in chunks of `chunk` latent frames, and chunk starts."""
+    bench.CHUNK = chunk
+    clip = bench.load_clip(path, tok, short_side)
+    dec, ps = ChunkDecoder(tok, None), []
+    for i, (ref, (codes, qscale)) in enumerate(zip(clip.refs, clip.codes)):
+        keep = torch.ones(codes.shape[0], *codes.shape[2:], dtype=torch.bool)
+        z = dec.dense(Chunk(i, keep, gather_kept(codes, keep), qscale))
+        ps += [psnr(a, b) for a, b in zip(ref, to_frames(dec.frames(z)[:len(ref)], clip.height, clip.width))]
+    return np.array(ps), np.cumsum([len(r) for r in clip.refs])[:-1]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("clips", nargs="+", type=Path)
+    ap.add_argument("--short-side", type=int, default=256)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    tok = load_tokenizer("tinytok")
+    for path in args.clips:
+        chunked, starts = full_rate_psnr(tok, path, 8, args.short_side)
+        whole, _ = full_rate_psnr(tok, path, 1 << 20, args.short_side)
+        seam = lambda p: float(np.mean([p[s:s + tok.time_factor].mean() for s in starts]) - p.mean())
+        print(f"{path.stem}: {len(chunked)} frames, {len(starts)} chunk starts; seam dB chunked {seam(chunked):+.2f}, "
+              f"one chunk {seam(whole):+.2f}; largest per-frame difference {np.abs(chunked - whole).max():.3f} dB")
+
+
+if __name__ == "__main__":
+    main()
