@@ -45,8 +45,7 @@ export-tokenizer: $(STAMP)
 	$(PY) -m adaptok_cli.train_tokenizer --out runs/tinytok --export adaptok_cli/weights/tinytok.safetensors
 
 train-lit: $(STAMP)
-	$(PY) -m adaptok_cli.train_lit --out runs/lit --steps 4000 --batch 16 --crop 16 --threads 1 --stop-at 1037
-	$(PY) -m adaptok_cli.train_lit --out runs/lit --steps 3000 --batch 16 --crop 16 --threads 1
+	$(PY) -m adaptok_cli.train_lit --out runs/lit
 
 export-lit: $(STAMP)
 	$(PY) -m adaptok_cli.train_lit --out runs/lit --export adaptok_cli/weights/lit-tinytok.safetensors

@@ -3,8 +3,10 @@
 Tokens are latent positions. Each layer attends spatially within windows of a latent frame, then
 temporally (causally) across frames at each position, with the previous chunk's filled frames
 (C_fill) as a prefix so chunk boundaries do not show. Input per token: the hold-filled latent, the
-mask bit and a context flag, plus sinusoidal (t, y, x) position embeddings. Output replaces dropped
-positions only: kept positions pass through bit-exact.
+mask bit and a context flag, the container's threshold τ (or a flag for keep-ratio containers: there the
+bound is unknown), plus sinusoidal (t, y, x) position embeddings. The correction of a dropped position
+is projected onto the L1 ball that τ guarantees, in training as at decompression. Output replaces
+dropped positions only: kept positions pass through bit-exact.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from .errors import ModelUnavailableError
 @dataclass
 class LITConfig:
     channels: int = 16
-    dim: int = 64
+    dim: int = 48
     layers: int = 2
     heads: int = 4
     window: int = 8     # spatial attention inside window x window tiles of a latent frame
@@ -81,21 +83,36 @@ class Layer(nn.Module):
         return x + self.mlp(self.norm_m(x))
 
 
+def rate_features(threshold: float | None) -> tuple[float, float]:
+    """What LIT is told about the rule that made the mask: (log τ relative to 0.2, 0) or (0, 1) for a budget."""
+    return (0.0, 1.0) if threshold is None else (math.log(max(threshold, 1e-3) / 0.2), 0.0)
+
+
+def bounded(delta: torch.Tensor, threshold: float | None) -> torch.Tensor:
+    """A (..., C, h, w) correction projected onto the ball of radius τ·C, where τ bounds it; else unchanged."""
+    if threshold is None:
+        return delta
+    c = delta.shape[-3]
+    return project_l1(delta.movedim(-3, -1), threshold * c).movedim(-1, -3)
+
+
 class LIT(nn.Module):
     def __init__(self, cfg: LITConfig = LITConfig()):
         super().__init__()
         self.cfg = cfg
-        self.inp = nn.Linear(cfg.channels + 2, cfg.dim)
+        self.inp = nn.Linear(cfg.channels + 4, cfg.dim)
         self.layers = nn.ModuleList(Layer(cfg.dim, cfg.heads, cfg.window) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.dim)
         self.out = nn.Linear(cfg.dim, cfg.channels)
         nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)
 
-    def forward(self, held, mask, context):
-        """held: (B, T, C, h, w) in scale units; mask, context: (B, T, h, w) float -> correction (B, T, C, h, w)."""
+    def forward(self, held, mask, context, rate):
+        """held: (B, T, C, h, w) in scale units; mask, context: (B, T, h, w) float; rate: (B, 2) from
+        rate_features -> correction (B, T, C, h, w), not yet bounded."""
         b, t, c, h, w = held.shape
         ws = self.cfg.window
-        x = torch.cat([held.permute(0, 1, 3, 4, 2), mask[..., None], context[..., None]], -1)
+        rate = rate[:, None, None, None, :].expand(b, t, h, w, 2).to(held)
+        x = torch.cat([held.permute(0, 1, 3, 4, 2), mask[..., None], context[..., None], rate], -1)
         ph, pw = -h % ws, -w % ws
         x = F.pad(x, (0, 0, 0, pw, 0, ph))
         H, W = h + ph, w + pw
@@ -115,10 +132,11 @@ def last_frames(x: torch.Tensor, k: int) -> torch.Tensor:
     return x[x.shape[0] - k:]
 
 
-def project_l1(delta: torch.Tensor, radius: float) -> torch.Tensor:
+def project_l1(delta: torch.Tensor, radius) -> torch.Tensor:
     """Euclidean projection of every row of delta (..., C) onto the L1 ball of the given radius.
 
-    Sort-based, as in Duchi et al. (2008): rows inside the ball are returned unchanged.
+    Sort-based, as in Duchi et al. (2008): rows inside the ball are returned unchanged. radius is a
+    number or a tensor broadcastable to (..., 1) (inf: no bound); the projection is differentiable.
     """
     a = delta.abs()
     s = a.sort(-1, descending=True).values
@@ -126,7 +144,9 @@ def project_l1(delta: torch.Tensor, radius: float) -> torch.Tensor:
     k = torch.arange(1, delta.shape[-1] + 1, dtype=delta.dtype)
     rho = (s > excess / k).sum(-1, keepdim=True).clamp_min(1)
     theta = (excess.gather(-1, rho - 1) / rho).clamp_min(0)
-    return delta.sign() * (a - theta).clamp_min(0)
+    # soft-thresholding by theta; rows inside the ball are passed through as they are, so that the gradient
+    # at delta = 0 (where LIT starts training) is 1, not 0
+    return torch.where(theta > 0, delta - torch.clamp(delta, -theta, theta), delta)
 
 
 class Inpainter:
@@ -161,11 +181,9 @@ class Inpainter:
         x = torch.cat([self.c_fill, x])
         m = torch.cat([torch.ones(k, *mask.shape[1:]), mask.float()])
         ctx = torch.cat([torch.ones(k), torch.zeros(t)])[:, None, None].expand_as(m)
-        delta = self.model(x[None].to(self.device), m[None].to(self.device), ctx[None].to(self.device))[0].cpu()
-        delta = delta[k:]
-        if self.threshold is not None:
-            c = delta.shape[1]
-            delta = project_l1(delta.permute(0, 2, 3, 1), self.threshold * c).permute(0, 3, 1, 2)
+        rate = torch.tensor([rate_features(self.threshold)])
+        delta = self.model(*(v[None].to(self.device) for v in (x, m, ctx)), rate.to(self.device))[0].cpu()
+        delta = bounded(delta[k:], self.threshold)
         pred = (x[k:] + delta) * self.scale
         out = torch.where(mask[:, None], held, pred)
         self.c_fill = last_frames(torch.cat([self.c_fill, out / self.scale]), k)

@@ -321,7 +321,7 @@ class ChunkDecoder:
 
 
 # Below this threshold the shipped LIT measured worse than hold-fill on the dev clips (docs/BENCHMARKS.md,
-# threshold sweep: -0.03 to -0.06 dB at 0.05-0.25, +0.11 dB at 0.4), so decompression holds instead.
+# threshold sweep: -0.01 to -0.04 dB at 0.05-0.25, +0.11 dB at 0.4), so decompression holds instead.
 LIT_FROM_THRESHOLD = 0.3
 
 

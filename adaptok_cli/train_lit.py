@@ -1,16 +1,22 @@
 """Train the Latent Inpainting Transformer (LIT) for a frozen tokeniser, on the CPU, resumably.
 
-    python -m adaptok_cli.train_lit --out runs/lit --steps 4000
+    python -m adaptok_cli.train_lit --out runs/lit
     python -m adaptok_cli.train_lit --out runs/lit --export adaptok_cli/weights/lit-tinytok.safetensors
 
 1. Latents of every clip in ../shared/data/train/ (dev/ is refused) are encoded once with the frozen
    tokeniser and cached on disk (float16 .npy per clip, under --cache/<tokeniser fingerprint>/).
 2. Each sample is a window of latent frames, int8-quantised as the container stores them, masked by the
    real rule (Selector against C_sel; a threshold drawn log-uniformly over the useful range, or a
-   keep-ratio budget), hold-filled as the decoder does. A few warm-up frames run first so the window
+   keep-ratio budget), hold-filled as the decoder does. LIT is told the threshold (or that it was a
+   budget), and its correction is bounded by the threshold's L1 ball, exactly as at decompression. A few warm-up frames run first so the window
    starts mid-stream; the previous chunk's frames are given as C_fill context (or none, as for a
    stream's first chunk).
-3. The loss is the MSE on dropped positions only, in units of the tokeniser's per-channel scale.
+3. The loss is the MSE on dropped positions only, in units of the tokeniser's per-channel scale, divided
+   by each sample's hold-fill MSE: every threshold counts alike, not just the coarse ones whose errors
+   are largest.
+4. The last --val-clips clips of train/ are held out: every --val-every steps the EMA weights are scored
+   on a fixed set of their windows, and the best so far is kept in best.pt, which --export ships
+   (training longer fits the few training clips better and held-out clips worse).
 A checkpoint (weights, EMA, optimiser, RNG, step) is written every few minutes; re-running resumes.
 """
 from __future__ import annotations
@@ -25,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .lit import LIT, LITConfig, save_lit
+from .lit import LIT, LITConfig, project_l1, rate_features, save_lit
 from .masking import HoldFill, Selector, dequantise, quantise
 from .tokenizer import load_tokenizer, pad_frames
 from .train_tokenizer import DEFAULT_DATA, build_cache
@@ -58,7 +64,8 @@ def latent_cache(tok, clips, folder: Path) -> list[np.ndarray]:
 
 
 def sample_one(z_all, rng, scale, crop, context):
-    """One training window -> (held, mask, context flag, target), in scale units, context + CHUNK frames."""
+    """One training window -> (held, mask, context flag, target, threshold or None), in scale units,
+    context + CHUNK frames."""
     first_chunk = rng.random() < 0.2           # a stream's first chunk: its first frame is kept whole
     warm = 0 if first_chunk else context + int(rng.integers(1, 5))
     length = warm + CHUNK
@@ -71,8 +78,10 @@ def sample_one(z_all, rng, scale, crop, context):
     z = z[:, :, y0:y0 + crop, x0:x0 + crop]
     if z.shape[2:] != (crop, crop):
         z = torch.nn.functional.pad(z, (0, crop - z.shape[3], 0, crop - z.shape[2]), mode="replicate")
+    tau = None
     if rng.random() < 0.75:
-        sel = Selector(scale, threshold=float(math.exp(rng.uniform(math.log(0.04), math.log(0.8)))))
+        tau = float(math.exp(rng.uniform(math.log(0.05), math.log(0.8))))
+        sel = Selector(scale, threshold=tau)
     else:
         sel = Selector(scale, keep_ratio=float(rng.uniform(0.05, 0.9)))
     codes, qscale = quantise(z, "int8")
@@ -82,30 +91,40 @@ def sample_one(z_all, rng, scale, crop, context):
     if first_chunk:
         ctx = zq[:1].expand(context, -1, -1, -1)          # what Inpainter uses before any C_fill exists
     else:
-        # C_fill at decompression is LIT's output for the previous chunk: between the truth and hold-fill
-        ctx = (zq if rng.random() < 0.5 else filled)[warm - context:warm]
+        # C_fill at decompression is LIT's output for the previous chunk, a small step from hold-fill. Never
+        # the truth: a model shown true context learns to lean on it and then fails at decompression.
+        ctx = filled[warm - context:warm]
     held = torch.cat([ctx, filled[warm:]])
     target = torch.cat([ctx, z[warm:]])
     mask = torch.cat([torch.ones(context, crop, crop), m[warm:].float()])
     flag = torch.cat([torch.ones(context, crop, crop), torch.zeros(CHUNK, crop, crop)])
     sc = scale.view(1, -1, 1, 1)
-    return held / sc, mask, flag, target / sc
+    return held / sc, mask, flag, target / sc, tau
 
 
 def sample(latents, rng, scale, batch, crop, context):
-    """-> held (B, T, C, h, w), mask, context flag (B, T, h, w), target (B, T, C, h, w)."""
+    """-> held (B, T, C, h, w), mask, context flag (B, T, h, w), target (B, T, C, h, w), rate features
+    (B, 2), L1 radius of the allowed correction (B,) (inf for budget masks)."""
     items = [sample_one(latents[rng.integers(len(latents))], rng, scale, crop, context) for _ in range(batch)]
-    return tuple(torch.stack(parts) for parts in zip(*items))
+    *parts, taus = zip(*items)
+    rate = torch.tensor([rate_features(t) for t in taus])
+    radius = torch.tensor([math.inf if t is None else t * latents[0].shape[1] for t in taus])
+    return (*(torch.stack(p) for p in parts), rate, radius)
 
 
-def loss_fn(model, held, mask, ctx, target):
-    """MSE on dropped target positions (context frames excluded); also the hold-fill MSE for reference."""
-    pred = held + model(held, mask, ctx)
-    dropped = ((mask < 0.5) & (ctx < 0.5)).unsqueeze(2).expand_as(pred)
+def loss_fn(model, held, mask, ctx, target, rate, radius):
+    """Per sample, MSE on dropped target positions (context frames excluded) over the hold-fill MSE
+    there, averaged over the batch; the plain MSEs are returned for the log."""
+    delta = model(held, mask, ctx, rate)
+    delta = project_l1(delta.movedim(2, -1), radius.view(-1, 1, 1, 1, 1)).movedim(-1, 2)
+    pred = held + delta
+    dropped = ((mask < 0.5) & (ctx < 0.5)).unsqueeze(2).expand_as(pred).float()
+    err = (((pred - target) ** 2) * dropped).sum((1, 2, 3, 4))
+    hold = (((held - target) ** 2) * dropped).sum((1, 2, 3, 4))
     n = dropped.sum().clamp_min(1)
-    mse = ((pred - target) ** 2)[dropped].sum() / n
-    hold = ((held - target) ** 2)[dropped].sum() / n
-    return mse, {"mse": mse.item(), "hold_mse": hold.item(), "dropped": dropped.float().mean().item()}
+    loss = (err / (hold + 1e-6 * dropped.sum((1, 2, 3, 4)) + 1e-9)).mean()
+    return loss, {"loss": loss.item(), "mse": (err.sum() / n).item(), "hold_mse": (hold.sum() / n).item(),
+                  "dropped": dropped.mean().item()}
 
 
 def main(argv=None):
@@ -115,16 +134,18 @@ def main(argv=None):
     ap.add_argument("--frame-cache", type=Path, default=Path(".cache/tokenizer-frames"))
     ap.add_argument("--cache", type=Path, default=Path(".cache/lit-latents"))
     ap.add_argument("--out", type=Path, default=Path("runs/lit"))
-    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--stop-at", type=int, help="save and stop at this step (the schedule still follows --steps)")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--crop", type=int, default=32, help="latent positions per side of a sample")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--crop", type=int, default=16, help="latent positions per side of a sample")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sizes", default="256", help="short sides of the clips the latents are taken at")
     ap.add_argument("--ckpt-every", type=float, default=180, help="seconds between checkpoints")
-    ap.add_argument("--export", type=Path, help="write the EMA weights of the last checkpoint here and exit")
+    ap.add_argument("--val-clips", type=int, default=2, help="clips of --data held out to pick the best step")
+    ap.add_argument("--val-every", type=int, default=100)
+    ap.add_argument("--export", type=Path, help="write the best (else the last) EMA weights here and exit")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -132,7 +153,8 @@ def main(argv=None):
     ckpt = args.out / "last.pt"
     cfg = LITConfig(channels=tok.channels)
     if args.export:
-        ck = torch.load(ckpt, map_location="cpu", weights_only=True)
+        best = args.out / "best.pt"
+        ck = torch.load(best if best.exists() else ckpt, map_location="cpu", weights_only=True)
         model = LIT(LITConfig(**ck["config"]))
         model.load_state_dict(ck["ema"])
         save_lit(model, args.export, tok.fingerprint, {"step": str(ck["step"]), "train": json.dumps(ck["args"])})
@@ -140,17 +162,22 @@ def main(argv=None):
         return
     clips = build_cache(args.data, args.frame_cache, tuple(int(s) for s in args.sizes.split(",")))
     latents = latent_cache(tok, clips, args.cache / tok.fingerprint)
+    n_val = min(args.val_clips, len(latents) - 1)
+    train, held_out = latents[:len(latents) - n_val], latents[len(latents) - n_val:]
+    val_rng = np.random.default_rng(12345)
+    val = [sample(held_out, val_rng, tok.scale, args.batch, args.crop, cfg.context) for _ in range(6)] if n_val else []
 
     torch.manual_seed(args.seed)
     model, ema = LIT(cfg), LIT(cfg)
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     rng = np.random.default_rng(args.seed)
-    step = 0
+    step, best_val = 0, math.inf
     if ckpt.exists():
         ck = torch.load(ckpt, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"]), ema.load_state_dict(ck["ema"]), opt.load_state_dict(ck["opt"])
         rng.bit_generator.state, step = ck["rng"], ck["step"]
+        best_val = ck.get("best_val", math.inf)
         torch.set_rng_state(ck["torch_rng"])
         print(f"resumed from step {step}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +188,7 @@ def main(argv=None):
         lr = args.lr * min(1.0, (step + 1) / 200) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = sample(latents, rng, tok.scale, args.batch, args.crop, cfg.context)
+        batch = sample(train, rng, tok.scale, args.batch, args.crop, cfg.context)
         loss, stats = loss_fn(model, *batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -177,13 +204,23 @@ def main(argv=None):
             rec = {"step": step, "lr": lr, "s_per_step": round((time.time() - t0) / len(acc), 3),
                    **{k: round(float(np.mean([a[k] for a in acc])), 5) for k in acc[0]}}
             rec["gain_vs_hold"] = round(rec["hold_mse"] / max(rec["mse"], 1e-9), 3)
+            if val and (step % args.val_every == 0 or step == end):
+                with torch.no_grad():
+                    vs = [loss_fn(ema, *b)[1] for b in val]
+                rec["val_loss"] = round(float(np.mean([v["loss"] for v in vs])), 5)
+                rec["val_gain_vs_hold"] = round(sum(v["hold_mse"] for v in vs) / max(sum(v["mse"] for v in vs), 1e-9), 3)
+                if rec["val_loss"] < best_val:
+                    best_val = rec["val_loss"]
+                    torch.save({"ema": ema.state_dict(), "step": step, "val_loss": best_val, "config": cfg.to_dict(),
+                                "args": {k: str(v) for k, v in vars(args).items()}}, args.out / "best.pt.tmp")
+                    os.replace(args.out / "best.pt.tmp", args.out / "best.pt")
             print(json.dumps(rec), file=log, flush=True)
             print(json.dumps(rec), flush=True)
             t0, acc = time.time(), []
         if time.time() - last_ckpt > args.ckpt_every or step == end:
             tmp = args.out / "last.pt.tmp"
             torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
+                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step, "best_val": best_val,
                         "config": cfg.to_dict(), "args": {k: str(v) for k, v in vars(args).items()}}, tmp)
             os.replace(tmp, ckpt)
             last_ckpt = time.time()

@@ -1,4 +1,5 @@
 """LIT: the shipped weights, the exactness of kept positions, chunking, and the training command."""
+import json
 import subprocess
 from pathlib import Path
 import sys
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 import adaptok_cli as atk
-from adaptok_cli.lit import LIT, LITConfig, Inpainter, load_lit
+from adaptok_cli.lit import LIT, LITConfig, Inpainter, load_lit, project_l1
 from adaptok_cli.masking import HoldFill, gather_kept
 from adaptok_cli.metrics import psnr
 from adaptok_cli.pipeline import find_lit
@@ -75,6 +76,27 @@ def test_fill_stays_within_the_threshold_of_the_held_value():
             assert change[~mask].max() > tau - 1e-3         # the bound is reached, not just zeroed
 
 
+def test_l1_projection_is_exact_and_trainable_from_zero():
+    """The projection matches a bisection on the soft-threshold level, leaves rows inside the ball alone,
+    and passes gradient at a zero correction (where LIT starts training)."""
+    torch.manual_seed(2)
+    d = torch.randn(300, 16)
+    radius = torch.rand(300, 1) * 8
+    p = project_l1(d, radius)
+    lo, hi = torch.zeros(300, 1), d.abs().amax(-1, keepdim=True)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        over = (d.abs() - mid).clamp_min(0).sum(-1, keepdim=True) > radius
+        lo, hi = torch.where(over, mid, lo), torch.where(over, hi, mid)
+    inside = d.abs().sum(-1, keepdim=True) <= radius
+    expect = torch.where(inside, d, d.sign() * (d.abs() - hi).clamp_min(0))
+    assert (p - expect).abs().max() < 1e-4
+    assert torch.equal(p[inside[:, 0]], d[inside[:, 0]])
+    zero = torch.zeros(3, 16, requires_grad=True)
+    project_l1(zero, torch.tensor([[0.5], [2.0], [float("inf")]])).sum().backward()
+    assert torch.equal(zero.grad, torch.ones(3, 16))
+
+
 def test_small_and_large_chunks_decode_alike(tmp_path, shipped):
     frames = static_frames(61, 64, 96)
     src = write_video(tmp_path / "a.mkv", frames)
@@ -93,18 +115,25 @@ def test_training_command_runs_two_steps_on_generated_latents(tmp_path, small_to
     data = tmp_path / "clips"
     data.mkdir()
     write_video(data / "a.mp4", static_frames(45, 128, 160))
+    write_video(data / "b.mp4", static_frames(29, 128, 160, seed=3))      # held out for validation
     run = lambda *a: subprocess.run(
         [sys.executable, "-m", "adaptok_cli.train_lit", "--data", data, "--tokenizer", small_tok_path,
          "--frame-cache", tmp_path / "frames", "--cache", tmp_path / "latents", "--out", tmp_path / "run",
-         "--sizes", "128", "--batch", "2", "--crop", "8", "--threads", "1", *a],
+         "--sizes", "128", "--batch", "2", "--crop", "8", "--threads", "1", "--val-clips", "1", *a],
         capture_output=True, text=True, timeout=300)
-    p = run("--steps", "2")
+    p = run("--steps", "2", "--val-every", "1")
     assert p.returncode == 0, p.stderr
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 2
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert ck["step"] == 2
+    assert ck["model"]["out.weight"].abs().sum() > 0      # LIT starts at zero correction and did move
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["step"] == 2
+    log = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
+    assert log[-1]["step"] == 2 and "val_loss" in log[-1]
     p = run("--export", tmp_path / "lit.safetensors")
     assert p.returncode == 0, p.stderr
     model, meta = load_lit(tmp_path / "lit.safetensors")
     assert meta["tokenizer_fingerprint"] == load_tokenizer(str(small_tok_path)).fingerprint
+    assert meta["step"] == "2"
 
 
 def test_default_threshold_on_the_samples(tmp_path):
