@@ -32,6 +32,12 @@ class LITConfig:
     heads: int = 4
     window: int = 8     # spatial attention inside window x window tiles of a latent frame
     context: int = 2    # C_fill: filled latent frames carried over from the previous chunk
+    # What training showed it, so that decompression never asks more: training crops are pos_period
+    # positions square and span latent frames long. Spatial positions repeat with that period (a whole
+    # number of windows), and longer chunks are filled span by span, carrying C_fill. Without them LIT
+    # met unseen position codes on full frames and did worse than hold-fill there.
+    pos_period: int = 16
+    span: int = 8
 
     def to_dict(self):
         return asdict(self)
@@ -117,8 +123,8 @@ class LIT(nn.Module):
         x = F.pad(x, (0, 0, 0, pw, 0, ph))
         H, W = h + ph, w + pw
         d = self.cfg.dim
-        ys = sinusoid(torch.arange(H), d // 2)[:, None, :].expand(H, W, d // 2)
-        xs = sinusoid(torch.arange(W), d // 2)[None, :, :].expand(H, W, d // 2)
+        ys = sinusoid(torch.arange(H) % self.cfg.pos_period, d // 2)[:, None, :].expand(H, W, d // 2)
+        xs = sinusoid(torch.arange(W) % self.cfg.pos_period, d // 2)[None, :, :].expand(H, W, d // 2)
         pos = torch.cat([ys, xs], -1)[None] + sinusoid(torch.arange(t), d)[:, None, None, :]
         x = self.inp(x) + pos.to(x.device)
         for layer in self.layers:
@@ -171,6 +177,9 @@ class Inpainter:
         The model always sees `context` frames before the chunk: C_fill, or at the start of a stream
         copies of its first latent frame (which is kept whole).
         """
+        span = self.model.cfg.span
+        if len(held) > span:        # as trained: span frames at a time, each with the last one's C_fill
+            return torch.cat([self.fill(held[a:a + span], mask[a:a + span]) for a in range(0, len(held), span)])
         t, k = held.shape[0], self.model.cfg.context
         x = held / self.scale
         if self.c_fill is None:

@@ -63,9 +63,9 @@ def latent_cache(tok, clips, folder: Path) -> list[np.ndarray]:
     return out
 
 
-def sample_one(z_all, rng, scale, crop, context):
+def sample_one(z_all, rng, scale, crop, context, threshold="draw"):
     """One training window -> (held, mask, context flag, target, threshold or None), in scale units,
-    context + CHUNK frames."""
+    context + CHUNK frames. threshold: a τ, None for a keep-ratio budget, or "draw" to pick either."""
     first_chunk = rng.random() < 0.2           # a stream's first chunk: its first frame is kept whole
     warm = 0 if first_chunk else context + int(rng.integers(1, 5))
     length = warm + CHUNK
@@ -78,9 +78,10 @@ def sample_one(z_all, rng, scale, crop, context):
     z = z[:, :, y0:y0 + crop, x0:x0 + crop]
     if z.shape[2:] != (crop, crop):
         z = torch.nn.functional.pad(z, (0, crop - z.shape[3], 0, crop - z.shape[2]), mode="replicate")
-    tau = None
-    if rng.random() < 0.75:
-        tau = float(math.exp(rng.uniform(math.log(0.05), math.log(0.8))))
+    tau = threshold
+    if tau == "draw":
+        tau = float(math.exp(rng.uniform(math.log(0.05), math.log(0.8)))) if rng.random() < 0.75 else None
+    if tau is not None:
         sel = Selector(scale, threshold=tau)
     else:
         sel = Selector(scale, keep_ratio=float(rng.uniform(0.05, 0.9)))
@@ -102,10 +103,11 @@ def sample_one(z_all, rng, scale, crop, context):
     return held / sc, mask, flag, target / sc, tau
 
 
-def sample(latents, rng, scale, batch, crop, context):
+def sample(latents, rng, scale, batch, crop, context, threshold="draw"):
     """-> held (B, T, C, h, w), mask, context flag (B, T, h, w), target (B, T, C, h, w), rate features
     (B, 2), L1 radius of the allowed correction (B,) (inf for budget masks)."""
-    items = [sample_one(latents[rng.integers(len(latents))], rng, scale, crop, context) for _ in range(batch)]
+    items = [sample_one(latents[rng.integers(len(latents))], rng, scale, crop, context, threshold)
+             for _ in range(batch)]
     *parts, taus = zip(*items)
     rate = torch.tensor([rate_features(t) for t in taus])
     radius = torch.tensor([math.inf if t is None else t * latents[0].shape[1] for t in taus])
@@ -151,7 +153,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     tok = load_tokenizer(args.tokenizer)
     ckpt = args.out / "last.pt"
-    cfg = LITConfig(channels=tok.channels)
+    cfg = LITConfig(channels=tok.channels, pos_period=args.crop, span=CHUNK)
     if args.export:
         best = args.out / "best.pt"
         ck = torch.load(best if best.exists() else ckpt, map_location="cpu", weights_only=True)

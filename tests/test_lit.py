@@ -56,6 +56,42 @@ def test_kept_positions_pass_through_bit_exact():
         assert not torch.equal(out[~m], held[~m])
 
 
+def random_lit(seed=0, **cfg):
+    torch.manual_seed(seed)
+    model = LIT(LITConfig(dim=32, layers=1, **cfg))
+    torch.nn.init.normal_(model.out.weight, std=0.5)            # a model that does something
+    return model
+
+
+def test_full_frames_meet_only_position_codes_seen_in_training():
+    """Training crops are pos_period positions square. On a wider frame positions repeat with that period,
+    so a frame made of two identical halves gets two identical fills (no unseen position codes)."""
+    model = random_lit(pos_period=16)
+    z = torch.randn(6, 16, 8, 16)
+    mask = torch.rand(6, 8, 16) < 0.5
+    mask[0] = True
+    z, mask = torch.cat([z, z], -1), torch.cat([mask, mask], -1)
+    held = HoldFill().fill(gather_kept(z, mask), mask)
+    out = Inpainter(model, torch.ones(16), "x", threshold=0.5).fill(held, mask)
+    assert torch.equal(out[..., :16], out[..., 16:])
+    assert not torch.equal(out, held)
+
+
+def test_long_chunks_are_filled_span_by_span_as_trained():
+    """A chunk longer than the training window is filled exactly as the same latents sent in spans."""
+    model = random_lit(span=4)
+    z = torch.randn(10, 16, 8, 8)
+    mask = torch.rand(10, 8, 8) < 0.5
+    mask[0] = True
+    held = HoldFill().fill(gather_kept(z, mask), mask)
+    whole = Inpainter(model, torch.ones(16), "x", threshold=0.5).fill(held, mask)
+    spans = Inpainter(model, torch.ones(16), "x", threshold=0.5)
+    parts = torch.cat([spans.fill(held[a:a + 4], mask[a:a + 4]) for a in (0, 4, 8)])
+    assert torch.equal(whole, parts)
+    one_pass = Inpainter(random_lit(span=10), torch.ones(16), "x", threshold=0.5).fill(held, mask)
+    assert not torch.equal(whole, one_pass)      # the span does matter: LIT attends across it
+
+
 def test_fill_stays_within_the_threshold_of_the_held_value():
     """A dropped position changed by at most τ (mean over channels, scale units) since its held value;
     with the container's threshold, LIT's correction is projected into that bound."""

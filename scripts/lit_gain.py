@@ -1,0 +1,84 @@
+"""How much LIT improves on hold-fill, in latent MSE on dropped positions, threshold by threshold.
+
+    python scripts/lit_gain.py                       # shipped LIT; held-out train/ clips and dev/ clips
+    python scripts/lit_gain.py --lit runs/lit/best.pt
+
+Windows are drawn exactly as train_lit draws them (streams' first chunks included), but at each fixed
+threshold, from the clips train_lit holds out of training and from ../shared/data/dev/ (evaluation only:
+nothing here trains). Telling these apart says whether LIT's weakness is the model or the data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from adaptok_cli.lit import LIT, LITConfig, load_lit  # noqa: E402
+from adaptok_cli.tokenizer import load_tokenizer  # noqa: E402
+from adaptok_cli.train_lit import latent_cache, loss_fn, sample  # noqa: E402
+from adaptok_cli.train_tokenizer import DEFAULT_DATA, build_cache  # noqa: E402
+from adaptok_cli.video import VIDEO_EXTENSIONS, VideoReader  # noqa: E402
+
+DEV = DEFAULT_DATA.parent / "dev"
+
+
+def dev_frames(short_side: int) -> list[np.ndarray]:
+    files = sorted(p for p in DEV.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+    out = []
+    for path in files:
+        with VideoReader(path, short_side=short_side) as r:
+            out.append(np.stack(list(r)))
+    return out
+
+
+def gains(model, latents, scale, thresholds, windows, crop, seed=0) -> dict:
+    """threshold -> (hold MSE / LIT MSE over all dropped positions, share of positions dropped)."""
+    res = {}
+    for tau in thresholds:
+        rng = np.random.default_rng(seed)
+        err = hold = dropped = 0.0
+        with torch.no_grad():
+            for _ in range(windows // 16):
+                s = loss_fn(model, *sample(latents, rng, scale, 16, crop, model.cfg.context, tau))[1]
+                err, hold, dropped = err + s["mse"] * s["dropped"], hold + s["hold_mse"] * s["dropped"], dropped + s["dropped"]
+        res[tau] = (round(hold / max(err, 1e-12), 3), round(dropped / (windows // 16), 3))
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lit", help="a best.pt/last.pt checkpoint (EMA weights); default: the shipped LIT")
+    ap.add_argument("--thresholds", default="0.05,0.1,0.15,0.25,0.4,0.6")
+    ap.add_argument("--windows", type=int, default=192)
+    ap.add_argument("--crop", type=int, default=16)
+    ap.add_argument("--val-clips", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    tok = load_tokenizer("tinytok")
+    if args.lit:
+        ck = torch.load(args.lit, map_location="cpu", weights_only=True)
+        model = LIT(LITConfig(**ck["config"]))
+        model.load_state_dict(ck["ema"])
+    else:
+        model = load_lit(Path(__file__).resolve().parents[1] / "adaptok_cli/weights/lit-tinytok.safetensors")[0]
+    model.eval()
+    taus = [float(t) for t in args.thresholds.split(",")]
+    train = latent_cache(tok, build_cache(DEFAULT_DATA, Path(".cache/tokenizer-frames"), (256,)),
+                         Path(".cache/lit-latents") / tok.fingerprint)
+    held_out = train[len(train) - args.val_clips:]
+    dev = latent_cache(tok, dev_frames(256), Path(".cache/lit-gain-dev") / tok.fingerprint)
+    rows = {"held-out train": gains(model, held_out, tok.scale, taus, args.windows, args.crop),
+            "dev": gains(model, dev, tok.scale, taus, args.windows, args.crop)}
+    print("threshold  " + "  ".join(f"{k:>22}" for k in rows))
+    for tau in taus:
+        print(f"{tau:9.2f}  " + "  ".join(f"gain {rows[k][tau][0]:5.3f} dropped {rows[k][tau][1]:4.2f}" for k in rows))
+    print(json.dumps({k: {str(t): v for t, v in r.items()} for k, r in rows.items()}))
+
+
+if __name__ == "__main__":
+    main()
