@@ -157,8 +157,10 @@ def test_training_command_runs_two_steps_on_generated_latents(tmp_path, small_to
          "--frame-cache", tmp_path / "frames", "--cache", tmp_path / "latents", "--out", tmp_path / "run",
          "--sizes", "128", "--batch", "2", "--crop", "8", "--threads", "1", "--val-clips", "1", *a],
         capture_output=True, text=True, timeout=300)
-    p = run("--steps", "2", "--val-every", "1")
+    p = run("--steps", "2", "--val-every", "1", "--channel-weights", "decoder")
     assert p.returncode == 0, p.stderr
+    weights = [float(w) for w in p.stdout.split("decoder channel weights ")[1].splitlines()[0].split()]
+    assert len(weights) == 16 and min(weights) >= 0 and abs(sum(weights) / 16 - 1) < 0.01
     ck = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert ck["step"] == 2
     assert ck["model"]["out.weight"].abs().sum() > 0      # LIT starts at zero correction and did move
