@@ -11,7 +11,8 @@
    budget), and its correction is bounded by the threshold's L1 ball, exactly as at decompression. A few warm-up frames run first so the window
    starts mid-stream; the previous chunk's frames are given as C_fill context (or none, as for a
    stream's first chunk).
-3. The loss is the MSE on dropped positions only, in units of the tokeniser's per-channel scale, divided
+3. The loss is the MSE on dropped positions only, in units of the tokeniser's per-channel scale, each
+   channel weighted by how much it moves the frozen decoder's pixels (decoder_channel_weights), divided
    by each sample's hold-fill MSE: every threshold counts alike, not just the coarse ones whose errors
    are largest.
 4. The last --val-clips clips of train/ are held out: every --val-every steps the EMA weights are scored
@@ -168,7 +169,7 @@ def main(argv=None):
     ap.add_argument("--ckpt-every", type=float, default=180, help="seconds between checkpoints")
     ap.add_argument("--val-clips", type=int, default=2, help="clips of --data held out to pick the best step")
     ap.add_argument("--val-every", type=int, default=100)
-    ap.add_argument("--channel-weights", choices=("flat", "decoder"), default="flat",
+    ap.add_argument("--channel-weights", choices=("flat", "decoder"), default="decoder",
                     help="weigh each latent channel's error alike, or by how much it moves the decoded pixels")
     ap.add_argument("--export", type=Path, help="write the best (else the last) EMA weights here and exit")
     args = ap.parse_args(argv)
