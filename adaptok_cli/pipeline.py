@@ -320,9 +320,10 @@ class ChunkDecoder:
         return x
 
 
-# Below this threshold the shipped LIT measured worse than hold-fill on the dev clips (docs/BENCHMARKS.md,
-# threshold sweep: -0.01 to -0.04 dB at 0.05-0.25, +0.11 dB at 0.4), so decompression holds instead.
-LIT_FROM_THRESHOLD = 0.3
+# Below this threshold the shipped LIT earned nothing over hold-fill on the dev clips (docs/BENCHMARKS.md,
+# threshold sweep: -0.00 dB at 0.05 and 0.1, +0.02 at the default 0.15, +0.35 at 0.4), so decompression
+# holds instead and saves LIT's time.
+LIT_FROM_THRESHOLD = 0.15
 
 
 def inpainter_for(header: dict, tok: Tokenizer, path, use_lit=True, device="cpu") -> tuple[Inpainter | None, str | None]:

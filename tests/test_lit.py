@@ -12,7 +12,7 @@ import adaptok_cli as atk
 from adaptok_cli.lit import LIT, LITConfig, Inpainter, load_lit, project_l1
 from adaptok_cli.masking import HoldFill, gather_kept
 from adaptok_cli.metrics import psnr
-from adaptok_cli.pipeline import find_lit
+from adaptok_cli.pipeline import LIT_FROM_THRESHOLD, find_lit
 from adaptok_cli.tokenizer import load_tokenizer
 from adaptok_cli.video import read_frames
 
@@ -187,9 +187,9 @@ def test_default_threshold_on_the_samples(tmp_path):
 
 
 def test_lit_runs_only_where_it_measured_better(tmp_path, shipped):
-    """Below LIT_FROM_THRESHOLD decompression hold-fills (LIT measured worse there); above, LIT fills."""
+    """Below LIT_FROM_THRESHOLD decompression hold-fills (LIT earned nothing there); from it up, LIT fills."""
     src = write_video(tmp_path / "a.mkv", static_frames(21, 64, 96))
-    for tau, same in ((0.15, True), (0.6, False)):
+    for tau, same in ((LIT_FROM_THRESHOLD * 0.7, True), (LIT_FROM_THRESHOLD, False), (0.6, False)):
         atk.compress(src, tmp_path / "a.atok", threshold=tau, force=True)
         with atk.open(tmp_path / "a.atok") as f:
             lit, hold = f.dense(lit=True), f.dense(lit=False)
