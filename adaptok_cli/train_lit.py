@@ -35,9 +35,10 @@ import torch
 from .lit import LIT, LITConfig, project_l1, rate_features, save_lit
 from .masking import HoldFill, Selector, dequantise, quantise
 from .tokenizer import load_tokenizer, pad_frames
-from .train_tokenizer import DEFAULT_DATA, build_cache
+from .train_tokenizer import DEFAULT_DATA, FRAME_CACHE, build_cache
 
 CHUNK = 8   # target latent frames per sample (the default chunk)
+LATENT_CACHE = Path(".cache/lit-latents")
 
 
 @torch.no_grad()
@@ -62,6 +63,19 @@ def latent_cache(tok, clips, folder: Path) -> list[np.ndarray]:
             print(f"cached latents {dst.name} {z.shape}", flush=True)
         out.append(np.load(dst, mmap_mode="r"))
     return out
+
+
+def train_latents(tok, data=DEFAULT_DATA, frame_cache=FRAME_CACHE, cache=LATENT_CACHE, sizes=(256,)):
+    """Latents of every clip of data at each short side, cached under cache/<tokeniser fingerprint>."""
+    return latent_cache(tok, build_cache(data, frame_cache, sizes), cache / tok.fingerprint)
+
+
+def load_ema(path) -> tuple[LIT, dict]:
+    """A training checkpoint (best.pt or last.pt) -> (LIT with its EMA weights, the checkpoint)."""
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    model = LIT(LITConfig(**ck["config"]))
+    model.load_state_dict(ck["ema"])
+    return model, ck
 
 
 def sample_one(z_all, rng, scale, crop, context, threshold="draw"):
@@ -155,8 +169,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--tokenizer", default="tinytok")
-    ap.add_argument("--frame-cache", type=Path, default=Path(".cache/tokenizer-frames"))
-    ap.add_argument("--cache", type=Path, default=Path(".cache/lit-latents"))
+    ap.add_argument("--frame-cache", type=Path, default=FRAME_CACHE)
+    ap.add_argument("--cache", type=Path, default=LATENT_CACHE)
     ap.add_argument("--out", type=Path, default=Path("runs/lit"))
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--stop-at", type=int, help="save and stop at this step (the schedule still follows --steps)")
@@ -180,14 +194,11 @@ def main(argv=None):
     cfg = LITConfig(channels=tok.channels, pos_period=args.crop, span=CHUNK)
     if args.export:
         best = args.out / "best.pt"
-        ck = torch.load(best if best.exists() else ckpt, map_location="cpu", weights_only=True)
-        model = LIT(LITConfig(**ck["config"]))
-        model.load_state_dict(ck["ema"])
+        model, ck = load_ema(best if best.exists() else ckpt)
         save_lit(model, args.export, tok.fingerprint, {"step": str(ck["step"]), "train": json.dumps(ck["args"])})
         print(f"exported step {ck['step']} to {args.export} ({args.export.stat().st_size / 1e3:.0f} KB)")
         return
-    clips = build_cache(args.data, args.frame_cache, tuple(int(s) for s in args.sizes.split(",")))
-    latents = latent_cache(tok, clips, args.cache / tok.fingerprint)
+    latents = train_latents(tok, args.data, args.frame_cache, args.cache, tuple(int(s) for s in args.sizes.split(",")))
     n_val = min(args.val_clips, len(latents) - 1)
     train, held_out = latents[:len(latents) - n_val], latents[len(latents) - n_val:]
     weights = decoder_channel_weights(tok, latents) if args.channel_weights == "decoder" else None

@@ -43,6 +43,9 @@ def read_i420(path, width=320, height=240):
     return np.stack(out)
 
 
+FRAME_CACHE = Path(".cache/tokenizer-frames")   # decoded training clips, shared with train_lit
+
+
 def build_cache(data: Path, cache: Path, sizes=(256, 400)):
     """Decode every clip in data at each short side once; returns memory-mapped arrays."""
     if "dev" in data.resolve().parts:
@@ -138,7 +141,7 @@ def export(ckpt_path: Path, dst: Path, clips):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--cache", type=Path, default=Path(".cache/tokenizer-frames"))
+    ap.add_argument("--cache", type=Path, default=FRAME_CACHE)
     ap.add_argument("--out", type=Path, default=Path("runs/tinytok"))
     ap.add_argument("--steps", type=int, default=40000)
     ap.add_argument("--batch", type=int, default=4)

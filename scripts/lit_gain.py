@@ -18,17 +18,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from adaptok_cli.lit import LIT, LITConfig, load_lit  # noqa: E402
+from adaptok_cli.pipeline import find_lit  # noqa: E402
 from adaptok_cli.tokenizer import load_tokenizer  # noqa: E402
-from adaptok_cli.train_lit import latent_cache, loss_fn, sample  # noqa: E402
-from adaptok_cli.train_tokenizer import DEFAULT_DATA, build_cache  # noqa: E402
-from adaptok_cli.video import VIDEO_EXTENSIONS, VideoReader  # noqa: E402
+from adaptok_cli.train_lit import latent_cache, load_ema, loss_fn, sample, train_latents  # noqa: E402
+from adaptok_cli.train_tokenizer import DEFAULT_DATA  # noqa: E402
+from adaptok_cli.video import VideoReader, is_video_path  # noqa: E402
 
 DEV = DEFAULT_DATA.parent / "dev"
 
 
 def dev_frames(short_side: int) -> list[np.ndarray]:
-    files = sorted(p for p in DEV.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+    files = sorted(p for p in DEV.iterdir() if is_video_path(p))
     out = []
     for path in files:
         with VideoReader(path, short_side=short_side) as r:
@@ -38,15 +38,15 @@ def dev_frames(short_side: int) -> list[np.ndarray]:
 
 def gains(model, latents, scale, thresholds, windows, crop, seed=0) -> dict:
     """threshold -> (hold MSE / LIT MSE over all dropped positions, share of positions dropped)."""
-    res = {}
+    res, batches = {}, windows // 16
     for tau in thresholds:
         rng = np.random.default_rng(seed)
         err = hold = dropped = 0.0
         with torch.no_grad():
-            for _ in range(windows // 16):
+            for _ in range(batches):
                 s = loss_fn(model, *sample(latents, rng, scale, 16, crop, model.cfg.context, tau))[1]
                 err, hold, dropped = err + s["mse"] * s["dropped"], hold + s["hold_mse"] * s["dropped"], dropped + s["dropped"]
-        res[tau] = (round(hold / max(err, 1e-12), 3), round(dropped / (windows // 16), 3))
+        res[tau] = (round(hold / max(err, 1e-12), 3), round(dropped / batches, 3))
     return res
 
 
@@ -60,16 +60,9 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(2)
     tok = load_tokenizer("tinytok")
-    if args.lit:
-        ck = torch.load(args.lit, map_location="cpu", weights_only=True)
-        model = LIT(LITConfig(**ck["config"]))
-        model.load_state_dict(ck["ema"])
-    else:
-        model = load_lit(Path(__file__).resolve().parents[1] / "adaptok_cli/weights/lit-tinytok.safetensors")[0]
-    model.eval()
+    model = (load_ema(args.lit) if args.lit else find_lit(tok))[0].eval()
     taus = [float(t) for t in args.thresholds.split(",")]
-    train = latent_cache(tok, build_cache(DEFAULT_DATA, Path(".cache/tokenizer-frames"), (256,)),
-                         Path(".cache/lit-latents") / tok.fingerprint)
+    train = train_latents(tok)
     held_out = train[len(train) - args.val_clips:]
     dev = latent_cache(tok, dev_frames(256), Path(".cache/lit-gain-dev") / tok.fingerprint)
     rows = {"held-out train": gains(model, held_out, tok.scale, taus, args.windows, args.crop),

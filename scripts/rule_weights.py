@@ -17,16 +17,15 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adaptok_cli.evaluate import evaluate, mean_of  # noqa: E402
 from adaptok_cli.pipeline import CompressOptions  # noqa: E402
 from adaptok_cli.tokenizer import load_tokenizer  # noqa: E402
-from adaptok_cli.train_lit import decoder_channel_weights, latent_cache  # noqa: E402
-from adaptok_cli.train_tokenizer import DEFAULT_DATA, build_cache  # noqa: E402
-from adaptok_cli.video import VIDEO_EXTENSIONS  # noqa: E402
+from adaptok_cli.train_lit import decoder_channel_weights, train_latents  # noqa: E402
+from adaptok_cli.train_tokenizer import DEFAULT_DATA  # noqa: E402
+from adaptok_cli.video import is_video_path  # noqa: E402
 
 DEV = DEFAULT_DATA.parent / "dev"
 
@@ -39,14 +38,12 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(2)
     tok = load_tokenizer("tinytok")
-    train = latent_cache(tok, build_cache(DEFAULT_DATA, Path(".cache/tokenizer-frames"), (256,)),
-                         Path(".cache/lit-latents") / tok.fingerprint)
-    w = decoder_channel_weights(tok, train)
+    w = decoder_channel_weights(tok, train_latents(tok))
     weighted = copy.copy(tok)
     s = tok.scale / w.sqrt()
     weighted.scale = s * (tok.scale.log().mean() - s.log().mean()).exp()   # same geometric mean
     print("decoder channel weights " + " ".join(f"{x:.2f}" for x in w), flush=True)
-    clips = sorted(p for p in DEV.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+    clips = sorted(p for p in DEV.iterdir() if is_video_path(p))
     rows = []
     rules = {"shipped": ("scale (shipped)", tok), "weighted": ("decoder-weighted", weighted)}
     for name, t in (rules[r] for r in args.rules.split(",")):

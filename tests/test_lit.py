@@ -56,10 +56,11 @@ def test_kept_positions_pass_through_bit_exact():
         assert not torch.equal(out[~m], held[~m])
 
 
-def random_lit(seed=0, **cfg):
+def random_lit(seed=0, std=0.5, **cfg):
+    """A small LIT with random output weights: a model whose corrections are not zero."""
     torch.manual_seed(seed)
     model = LIT(LITConfig(dim=32, layers=1, **cfg))
-    torch.nn.init.normal_(model.out.weight, std=0.5)            # a model that does something
+    torch.nn.init.normal_(model.out.weight, std=std)
     return model
 
 
@@ -97,8 +98,7 @@ def test_fill_stays_within_the_threshold_of_the_held_value():
     with the container's threshold, LIT's correction is projected into that bound."""
     torch.manual_seed(1)
     scale = torch.rand(16) + 0.5
-    model = LIT(LITConfig(dim=32, layers=1))
-    torch.nn.init.normal_(model.out.weight, std=1.0)          # a wild correction, to be bounded
+    model = random_lit(seed=1, std=1.0)                       # a wild correction, to be bounded
     for tau in (0.0, 0.1, 0.5):
         lit = Inpainter(model, scale, "x", threshold=tau)
         z = torch.randn(4, 16, 8, 8)
