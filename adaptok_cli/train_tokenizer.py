@@ -7,6 +7,10 @@ Clips are decoded once into a frame cache (uint8 .npy, memory-mapped); each step
 crops of random time windows. A checkpoint (weights, EMA weights, optimiser, RNG state, step) is
 written every few minutes, so killing and re-running the same command resumes where it stopped.
 Only ../shared/data/train/ may train shipped weights: dev/ is refused.
+
+A fine-tune starts from existing weights (--init) and can add two rate terms: --temporal-l1 pulls
+small frame-to-frame latent changes to zero (fewer positions cross the masking threshold), and
+--hold-weight also decodes latents dropped by the real rule and hold-filled (what decompression sees).
 """
 from __future__ import annotations
 
@@ -105,15 +109,55 @@ def gradient_l1(a, b):
     return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
 
 
-def loss_fn(model, x):
+def channel_spread(z):
+    """Per-channel std of (B, G, C, h, w) latents over the batch: the unit of the masking rule."""
+    return z.transpose(1, 2).reshape(z.shape[0], z.shape[2], -1).std(dim=(0, 2)).clamp_min(1e-4)
+
+
+def temporal_change(z, cap):
+    """The masking rule's change between consecutive latent frames, capped: a rate proxy.
+
+    Change is the mean over channels of |z_t - z_t-1| in units of each channel's spread in the batch
+    (so shrinking the latents cannot lower it). Capped at `cap`: positions that change more are kept
+    at any useful threshold, and pulling them down would only cost quality.
+    """
+    d = ((z[:, 1:] - z[:, :-1]).abs() / channel_spread(z)[:, None, None]).mean(2)
+    return d.clamp(max=cap).mean()
+
+
+def hold_filled(z, thresholds):
+    """The real dropping rule against C_sel, then hold-fill: what the decoder sees at those thresholds.
+
+    thresholds: (B,) one per sample. The mask is not differentiable; the held values are.
+    """
+    unit = channel_spread(z).detach()[None, :, None, None]
+    c_sel, out = z[:, 0], [z[:, 0]]
+    for t in range(1, z.shape[1]):
+        with torch.no_grad():
+            keep = ((z[:, t] - c_sel).abs() / unit).mean(1, keepdim=True) > thresholds[:, None, None, None]
+        c_sel = torch.where(keep, z[:, t], c_sel)
+        out.append(c_sel)
+    return torch.stack(out, 1)
+
+
+def pixel_loss(y, x):
+    return (y - x).abs().mean() + (y - x).pow(2).mean() + 0.5 * gradient_l1(y, x)
+
+
+def loss_fn(model, x, temporal_l1=0.0, cap=0.4, hold_weight=0.0, hold_range=(0.1, 0.4)):
+    """Reconstruction, plus optional rate terms: the capped latent change, and decoding hold-filled latents."""
     z, _ = model.encode(x)
     y, _ = model.decode(z)
-    rec = (y - x).abs().mean() + (y - x).pow(2).mean()
-    grad = gradient_l1(y, x)
-    reg = z.pow(2).mean()
-    return rec + 0.5 * grad + 1e-3 * reg, {"l1": (y - x).abs().mean().item(),
-                                           "psnr": (10 * math.log10(4 / max((y - x).pow(2).mean().item(), 1e-10))),
-                                           "z_std": z.std().item()}
+    loss = pixel_loss(y, x) + 1e-3 * z.pow(2).mean()
+    change = temporal_change(z, cap)
+    loss = loss + temporal_l1 * change
+    if hold_weight:
+        tau = torch.empty(z.shape[0]).uniform_(*hold_range)
+        y_hold, _ = model.decode(hold_filled(z, tau))
+        loss = loss + hold_weight * pixel_loss(y_hold, x)
+    return loss, {"l1": (y - x).abs().mean().item(),
+                  "psnr": (10 * math.log10(4 / max((y - x).pow(2).mean().item(), 1e-10))),
+                  "z_std": z.std().item(), "change": change.item()}
 
 
 @torch.no_grad()
@@ -154,6 +198,12 @@ def main(argv=None):
     ap.add_argument("--stop-at", type=int, help="save and stop at this step (the schedule still follows --steps)")
     ap.add_argument("--ckpt-every", type=float, default=300, help="seconds between checkpoints")
     ap.add_argument("--export", type=Path, help="write the EMA weights of the last checkpoint here and exit")
+    ap.add_argument("--init", type=Path, help="start from these tinytok weights (a fine-tune) instead of random ones")
+    ap.add_argument("--temporal-l1", type=float, default=0.0,
+                    help="weight of the capped frame-to-frame latent change (a rate term: 0 = off)")
+    ap.add_argument("--temporal-cap", type=float, default=0.4, help="cap of that change, in latent spreads")
+    ap.add_argument("--hold-weight", type=float, default=0.0,
+                    help="weight of a second reconstruction from latents dropped at a random threshold and hold-filled")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -165,6 +215,10 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     cfg = TinyTokConfig()
     model = TinyTok(cfg)
+    if args.init:
+        from .tokenizer import TinyTokTokenizer
+        model = TinyTokTokenizer(args.init).model.train()
+        cfg = model.cfg
     ema = TinyTok(cfg)
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -185,7 +239,7 @@ def main(argv=None):
         for g in opt.param_groups:
             g["lr"] = lr
         x = sample_batch(clips, rng, args.batch, args.crop, args.frames)
-        loss, stats = loss_fn(model, x)
+        loss, stats = loss_fn(model, x, args.temporal_l1, args.temporal_cap, args.hold_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

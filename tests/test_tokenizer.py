@@ -10,7 +10,7 @@ import torch
 
 from adaptok_cli.metrics import psnr
 from adaptok_cli.pipeline import CompressOptions, compress, decompress
-from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.tokenizer import builtin_path, load_tokenizer
 from adaptok_cli.video import VideoReader, VideoWriter
 
 from conftest import SHARED_DATA, static_frames, write_video
@@ -90,3 +90,38 @@ def test_training_refuses_dev(tmp_path):
     p = subprocess.run([sys.executable, "-m", "adaptok_cli.train_tokenizer", "--data", dev, "--out", tmp_path / "r",
                         "--steps", "1"], capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "dev/" in p.stderr
+
+
+def test_hold_filled_follows_the_dropping_rule_and_passes_gradients():
+    from adaptok_cli.train_tokenizer import channel_spread, hold_filled
+    torch.manual_seed(0)
+    z = torch.randn(3, 6, 16, 4, 5).cumsum(1).mul(0.3).requires_grad_()
+    tau = torch.tensor([0.0, 0.5, 1e9])
+    h = hold_filled(z, tau)
+    unit = channel_spread(z).detach()[:, None, None]
+    for b in range(3):
+        assert torch.equal(h[b, 0], z[b, 0])
+        for t in range(1, 6):
+            change = ((z[b, t] - h[b, t - 1]).abs() / unit).mean(0)
+            keep = change > tau[b]
+            assert torch.equal(h[b, t][:, keep], z[b, t][:, keep])
+            assert torch.equal(h[b, t][:, ~keep], h[b, t - 1][:, ~keep])
+    assert torch.equal(h[0], z[0]) and torch.equal(h[2], z[2, :1].expand(6, -1, -1, -1))
+    assert 0 < (h[1] == z[1]).float().mean() < 1
+    h.sum().backward()                      # held values pass gradients to the frame they were kept from
+    assert z.grad[2, 0].eq(6).all() and z.grad[2, 1:].eq(0).all()
+
+
+def test_fine_tune_starts_from_the_given_weights(tmp_path):
+    data = tmp_path / "clips"
+    data.mkdir()
+    write_video(data / "a.mp4", static_frames(12, 72, 96))
+    shipped = builtin_path("tinytok")
+    p = subprocess.run([sys.executable, "-m", "adaptok_cli.train_tokenizer", "--data", data, "--cache", tmp_path / "cache",
+                        "--out", tmp_path / "run", "--batch", "1", "--crop", "64", "--frames", "5", "--sizes", "64",
+                        "--threads", "1", "--steps", "2", "--lr", "1e-9", "--init", shipped,
+                        "--temporal-l1", "0.1", "--hold-weight", "1"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    ema = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["ema"]
+    start = load_tokenizer("tinytok").model.state_dict()
+    assert max((ema[k] - start[k]).abs().max().item() for k in start) < 1e-4
