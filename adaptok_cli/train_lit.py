@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .lit import LIT, LITConfig, project_l1, rate_features, save_lit
+from .lit import LIT, LITConfig, load_lit, project_l1, rate_features, save_lit
 from .masking import HoldFill, Selector, dequantise, quantise
 from .tokenizer import load_tokenizer, pad_frames
 from .train_tokenizer import DEFAULT_DATA, FRAME_CACHE, build_cache
@@ -186,6 +186,8 @@ def main(argv=None):
     ap.add_argument("--channel-weights", choices=("flat", "decoder"), default="decoder",
                     help="weigh each latent channel's error alike, or by how much it moves the decoded pixels")
     ap.add_argument("--export", type=Path, help="write the best (else the last) EMA weights here and exit")
+    ap.add_argument("--init", type=Path,
+                    help="start from these LIT weights (a fine-tune, e.g. after the tokeniser was fine-tuned)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -209,6 +211,8 @@ def main(argv=None):
 
     torch.manual_seed(args.seed)
     model, ema = LIT(cfg), LIT(cfg)
+    if args.init:
+        model.load_state_dict(load_lit(args.init)[0].state_dict())
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     rng = np.random.default_rng(args.seed)

@@ -172,6 +172,10 @@ def test_training_command_runs_two_steps_on_generated_latents(tmp_path, small_to
     model, meta = load_lit(tmp_path / "lit.safetensors")
     assert meta["tokenizer_fingerprint"] == load_tokenizer(str(small_tok_path)).fingerprint
     assert meta["step"] == "2"
+    p = run("--steps", "1", "--lr", "1e-12", "--init", tmp_path / "lit.safetensors", "--out", tmp_path / "tuned")
+    assert p.returncode == 0, p.stderr                     # a fine-tune starts from the given weights
+    tuned = torch.load(tmp_path / "tuned" / "last.pt", weights_only=False)["ema"]
+    assert all(torch.allclose(tuned[k], v, atol=1e-6) for k, v in model.state_dict().items())
 
 
 def test_default_threshold_on_the_samples(tmp_path):
