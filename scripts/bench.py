@@ -46,7 +46,7 @@ os.environ.setdefault("SVT_LOG", "1")  # libsvtav1: errors only
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT / ".." / "shared" / "data" / "dev"
 CHUNK = 8
-THRESHOLDS = [0.05, 0.1, 0.15, 0.25, 0.4, 0.6]
+THRESHOLDS = [0.05, 0.1, 0.15, 0.2, 0.25, 0.4, 0.6]
 MAX_LOSS_DB = 0.5
 
 
