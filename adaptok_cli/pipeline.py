@@ -321,7 +321,7 @@ class ChunkDecoder:
 
 
 # Below this threshold the shipped LIT earned nothing over hold-fill on the dev clips (docs/BENCHMARKS.md,
-# threshold sweep: -0.00 dB at 0.05 and 0.1, +0.02 at the default 0.15, +0.35 at 0.4), so decompression
+# threshold sweep: -0.00 and +0.00 dB at 0.05 and 0.1, +0.04 at the default 0.15, +0.32 at 0.4), so decompression
 # holds instead and saves LIT's time.
 LIT_FROM_THRESHOLD = 0.15
 
