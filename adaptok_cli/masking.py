@@ -30,8 +30,8 @@ def dequantise(codes: torch.Tensor, qscale: torch.Tensor | None) -> torch.Tensor
 
 
 def change(z: torch.Tensor, ref: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Mean over channels of |z - ref| in units of the tokeniser's per-channel scale: (C,h,w) -> (h,w)."""
-    return ((z - ref).abs() / scale[:, None, None]).mean(0)
+    """Mean over channels of |z - ref| in units of the tokeniser's per-channel scale: (..., C,h,w) -> (..., h,w)."""
+    return ((z - ref).abs() / scale[:, None, None]).mean(-3)
 
 
 class Selector:

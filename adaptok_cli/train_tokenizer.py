@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .masking import change
 from .tinytok import TinyTok, TinyTokConfig
 from .video import VideoReader, VIDEO_EXTENSIONS
 
@@ -121,8 +122,7 @@ def temporal_change(z, cap):
     (so shrinking the latents cannot lower it). Capped at `cap`: positions that change more are kept
     at any useful threshold, and pulling them down would only cost quality.
     """
-    d = ((z[:, 1:] - z[:, :-1]).abs() / channel_spread(z)[:, None, None]).mean(2)
-    return d.clamp(max=cap).mean()
+    return change(z[:, 1:], z[:, :-1], channel_spread(z)).clamp(max=cap).mean()
 
 
 def hold_filled(z, thresholds):
@@ -130,12 +130,12 @@ def hold_filled(z, thresholds):
 
     thresholds: (B,) one per sample. The mask is not differentiable; the held values are.
     """
-    unit = channel_spread(z).detach()[None, :, None, None]
+    unit = channel_spread(z).detach()
     c_sel, out = z[:, 0], [z[:, 0]]
     for t in range(1, z.shape[1]):
         with torch.no_grad():
-            keep = ((z[:, t] - c_sel).abs() / unit).mean(1, keepdim=True) > thresholds[:, None, None, None]
-        c_sel = torch.where(keep, z[:, t], c_sel)
+            keep = change(z[:, t], c_sel, unit) > thresholds[:, None, None]
+        c_sel = torch.where(keep[:, None], z[:, t], c_sel)
         out.append(c_sel)
     return torch.stack(out, 1)
 
@@ -149,15 +149,15 @@ def loss_fn(model, x, temporal_l1=0.0, cap=0.4, hold_weight=0.0, hold_range=(0.1
     z, _ = model.encode(x)
     y, _ = model.decode(z)
     loss = pixel_loss(y, x) + 1e-3 * z.pow(2).mean()
-    change = temporal_change(z, cap)
-    loss = loss + temporal_l1 * change
+    moved = temporal_change(z, cap)
+    loss = loss + temporal_l1 * moved
     if hold_weight:
         tau = torch.empty(z.shape[0]).uniform_(*hold_range)
         y_hold, _ = model.decode(hold_filled(z, tau))
         loss = loss + hold_weight * pixel_loss(y_hold, x)
     return loss, {"l1": (y - x).abs().mean().item(),
                   "psnr": (10 * math.log10(4 / max((y - x).pow(2).mean().item(), 1e-10))),
-                  "z_std": z.std().item(), "change": change.item()}
+                  "z_std": z.std().item(), "change": moved.item()}
 
 
 @torch.no_grad()

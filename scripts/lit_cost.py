@@ -36,7 +36,7 @@ def main():
             tok.decode(z, None)
             t_dec.append(time.perf_counter() - t0)
         a, b = sorted(t_lit)[1:-1], sorted(t_dec)[1:-1]
-        print(f"{w * 8}x{h * 8}: LIT {1000 * sum(a) / 5:.1f} ms, decoder {1000 * sum(b) / 5:.1f} ms per chunk, "
+        print(f"{w * 8}x{h * 8}: LIT {1000 * sum(a) / len(a):.1f} ms, decoder {1000 * sum(b) / len(b):.1f} ms per chunk, "
               f"LIT = {100 * sum(a) / sum(b):.1f}% of the decoder")
 
 
