@@ -67,25 +67,19 @@ class Attention(nn.Module):
 class Layer(nn.Module):
     """Windowed spatial attention, causal temporal attention, MLP; all pre-norm residual."""
 
-    def __init__(self, dim, heads, window):
+    def __init__(self, dim, heads):
         super().__init__()
-        self.window = window
         self.norm_s, self.norm_t, self.norm_m = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.spatial, self.temporal = Attention(dim, heads), Attention(dim, heads)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
     def forward(self, x):
-        b, t, h, w, d = x.shape
-        ws = self.window
-        # spatial: tiles of ws x ws tokens (h, w are padded to multiples of ws by the caller)
-        tiles = self.norm_s(x).view(b, t, h // ws, ws, w // ws, ws, d).permute(0, 1, 2, 4, 3, 5, 6)
-        y = self.spatial(tiles.reshape(-1, ws * ws, d))
-        y = y.view(b, t, h // ws, w // ws, ws, ws, d).permute(0, 1, 2, 4, 3, 5, 6).reshape(b, t, h, w, d)
-        x = x + y
+        """x: (tiles, t, window², dim), tokens grouped tile by tile (so spatial attention needs no copy)."""
+        g, t, s, d = x.shape
+        x = x + self.spatial(self.norm_s(x).view(g * t, s, d)).view(g, t, s, d)
         # temporal: every position attends to itself in earlier frames
-        seq = self.norm_t(x).permute(0, 2, 3, 1, 4).reshape(b * h * w, t, d)
-        y = self.temporal(seq, causal=True).view(b, h, w, t, d).permute(0, 3, 1, 2, 4)
-        x = x + y
+        y = self.temporal(self.norm_t(x).transpose(1, 2).reshape(g * s, t, d), causal=True)
+        x = x + y.view(g, s, t, d).transpose(1, 2)
         return x + self.mlp(self.norm_m(x))
 
 
@@ -107,14 +101,19 @@ class LIT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.inp = nn.Linear(cfg.channels + 4, cfg.dim)
-        self.layers = nn.ModuleList(Layer(cfg.dim, cfg.heads, cfg.window) for _ in range(cfg.layers))
+        self.layers = nn.ModuleList(Layer(cfg.dim, cfg.heads) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.dim)
         self.out = nn.Linear(cfg.dim, cfg.channels)
         nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)
 
-    def forward(self, held, mask, context, rate):
+    def forward(self, held, mask, context, rate, tiles=None):
         """held: (B, T, C, h, w) in scale units; mask, context: (B, T, h, w) float; rate: (B, 2) from
-        rate_features -> correction (B, T, C, h, w), not yet bounded."""
+        rate_features -> correction (B, T, C, h, w), not yet bounded.
+
+        Tiles of window x window positions never see each other (attention is spatial within a tile,
+        temporal per position), so `tiles`, a (B, h/ws, w/ws) bool (rounded up), may pick the ones to
+        run: the others get a zero correction, and the picked ones exactly what a full pass gives them.
+        """
         b, t, c, h, w = held.shape
         ws = self.cfg.window
         rate = rate[:, None, None, None, :].expand(b, t, h, w, 2).to(held)
@@ -127,15 +126,30 @@ class LIT(nn.Module):
         xs = sinusoid(torch.arange(W) % self.cfg.pos_period, d // 2)[None, :, :].expand(H, W, d // 2)
         pos = torch.cat([ys, xs], -1)[None] + sinusoid(torch.arange(t), d)[:, None, None, :]
         x = self.inp(x) + pos.to(x.device)
+        nh, nw = H // ws, W // ws
+        x = x.view(b, t, nh, ws, nw, ws, d).permute(0, 2, 4, 1, 3, 5, 6).reshape(b * nh * nw, t, ws * ws, d)
+        pick = None if tiles is None else tiles.reshape(-1).to(x.device)
+        if pick is not None:
+            x = x[pick]
         for layer in self.layers:
             x = layer(x)
-        y = self.out(self.norm(x))[:, :, :h, :w]
-        return y.permute(0, 1, 4, 2, 3)
+        y = self.out(self.norm(x))
+        if pick is not None:
+            y = y.new_zeros(b * nh * nw, *y.shape[1:]).index_copy_(0, pick.nonzero()[:, 0], y)
+        y = y.view(b, nh, nw, t, ws, ws, c).permute(0, 3, 6, 1, 4, 2, 5).reshape(b, t, c, H, W)
+        return y[..., :h, :w]
 
 
 def last_frames(x: torch.Tensor, k: int) -> torch.Tensor:
     """The last k frames (none for k = 0, where x[-0:] would give all)."""
     return x[x.shape[0] - k:]
+
+
+def dropped_tiles(mask: torch.Tensor, ws: int) -> torch.Tensor:
+    """(t, h, w) kept mask -> (h/ws, w/ws) bool, rounded up: tiles with a dropped position (the ones LIT must run)."""
+    t, h, w = mask.shape
+    dropped = F.pad((~mask).any(0), (0, -w % ws, 0, -h % ws))
+    return dropped.view((h + ws - 1) // ws, ws, (w + ws - 1) // ws, ws).any(3).any(1)
 
 
 def project_l1(delta: torch.Tensor, radius) -> torch.Tensor:
@@ -191,7 +205,9 @@ class Inpainter:
         m = torch.cat([torch.ones(k, *mask.shape[1:]), mask.float()])
         ctx = torch.cat([torch.ones(k), torch.zeros(t)])[:, None, None].expand_as(m)
         rate = torch.tensor([rate_features(self.threshold)])
-        delta = self.model(*(v[None].to(self.device) for v in (x, m, ctx)), rate.to(self.device))[0].cpu()
+        tiles = dropped_tiles(mask, self.model.cfg.window)
+        delta = self.model(*(v[None].to(self.device) for v in (x, m, ctx)), rate.to(self.device),
+                           None if bool(tiles.all()) else tiles[None])[0].cpu()
         delta = bounded(delta[k:], self.threshold)
         pred = (x[k:] + delta) * self.scale
         out = torch.where(mask[:, None], held, pred)

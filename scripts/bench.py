@@ -119,6 +119,7 @@ class Scores:
         self.psnr, self.ssim, self.kept, self.total, self.bytes = [], [], 0, 0, 0
         self.lat_err, self.lat_n = 0.0, 0
         self.seams = []   # PSNR of the first latent frame of each chunk after the first
+        self.timing = {}
 
     def summary(self, clip: Clip):
         p = float(np.mean(self.psnr))
@@ -128,6 +129,7 @@ class Scores:
             d["latent_mse_dropped"] = self.lat_err / self.lat_n
         if self.seams:
             d["seam_psnr_minus_mean"] = float(np.mean(self.seams)) - p
+        d.update(self.timing)
         return d
 
 
@@ -157,6 +159,7 @@ def reconstruct(tok, clip: Clip, masks, lit=None, threshold=None) -> dict:
         s.lat_n += int(dropped.sum())
     writer.close(clip.frames)
     s.bytes = buf.tell()
+    s.timing = {"seconds_lit": dec.timing["lit"], "seconds_decode": dec.timing["decode"]}
     return s.summary(clip)
 
 
@@ -188,6 +191,8 @@ def rate_distortion(tok, clips, lit, thresholds, log):
             rows.append({"method": name, "param": t, **{k: mean(res, k) for k in
                                                         ("token_rate", "bpp", "psnr", "ssim", "latent_mse_dropped",
                                                          "seam_psnr_minus_mean")}})
+            if name.endswith("LIT"):   # LIT's time against the decoder's, summed over the clips
+                rows[-1]["lit_decoder_time"] = sum(r["seconds_lit"] for r in res) / sum(r["seconds_decode"] for r in res)
             log(rows[-1])
         rate = mean(res_lit, "token_rate")
         # the same mean rate, spent evenly (keep-ratio) or blindly (random); both filled by LIT
@@ -728,7 +733,8 @@ def rd_markdown(r, pngs):
                       "LIT gain (dB)": (x["psnr"] - h["psnr"]) if lit_rows else None,
                       "latent MSE dropped, hold": h.get("latent_mse_dropped"),
                       "latent MSE dropped, LIT": x.get("latent_mse_dropped") if lit_rows else None,
-                      "seam dB": x.get("seam_psnr_minus_mean")})
+                      "seam dB": x.get("seam_psnr_minus_mean"),
+                      "LIT time / decoder": x.get("lit_decoder_time") if lit_rows else None})
     clip_rows = [{"clip": k, "token_rate": v["lit"]["token_rate"], "bpp": v["lit"]["bpp"],
                   "PSNR LIT": v["lit"]["psnr"], "PSNR hold-fill": v["hold"]["psnr"], "PSNR full rate": v["full"]["psnr"],
                   "SSIM": v["lit"]["ssim"], "seam dB": v["lit"].get("seam_psnr_minus_mean"),
@@ -740,10 +746,13 @@ def rd_markdown(r, pngs):
         "## Threshold sweep and the default threshold", "", ran(r, "rd"), "",
         table(sweep, list(sweep[0]), {"threshold": "{:g}", "PSNR LIT": f2, "PSNR hold-fill": f2, "PSNR full rate": f2,
                                       "loss vs full (dB)": f2, "LIT gain (dB)": f2, "seam dB": "{:+.2f}",
-                                      "latent MSE dropped, hold": "{:.4f}", "latent MSE dropped, LIT": "{:.4f}"}), "",
+                                      "latent MSE dropped, hold": "{:.4f}", "latent MSE dropped, LIT": "{:.4f}",
+                                      "LIT time / decoder": "{:.1%}"}), "",
         f"Chosen threshold: **{tau:g}**, the largest of the sweep whose mean PSNR is within {MAX_LOSS_DB} dB of "
         "full rate. Latent MSE is on dropped positions only, in units of the per-channel scale. "
         "'seam dB' is the mean PSNR of the first latent frame of every chunk after the first, minus the clip mean. "
+        "'LIT time / decoder' is LIT's time over the decoder's, summed over the clips' chunks: LIT runs only on the "
+        "8x8 tiles of a chunk where something was dropped. "
         f"The LIT rows always run LIT; `adaptok decompress` runs it only for thresholds of {LIT_FROM_THRESHOLD:g} "
         "and above (`pipeline.LIT_FROM_THRESHOLD`), where it measured better than hold-fill.",
         "", f"Per clip at threshold {tau:g}:", "",

@@ -93,6 +93,28 @@ def test_long_chunks_are_filled_span_by_span_as_trained():
     assert not torch.equal(whole, one_pass)      # the span does matter: LIT attends across it
 
 
+def test_tiles_with_nothing_dropped_are_skipped_without_changing_the_fill(monkeypatch):
+    """LIT runs only on the window x window tiles that hold a dropped position; tiles never see each
+    other, so the fill is bit-identical to a pass over every tile, odd frame sizes included."""
+    import adaptok_cli.lit as lit_module
+    model = random_lit(seed=2)
+    z = torch.randn(12, 16, 13, 21)                 # 2 x 3 tiles of 8, the last row and column padded
+    mask = torch.ones(12, 13, 21, dtype=torch.bool)
+    mask[2:5, 9:13, 17:21] = torch.rand(3, 4, 4) < 0.5   # the bottom-right (padded) tile
+    mask[10, 0, 0] = False                                # and, in the second span, the top-left one
+    held = HoldFill().fill(gather_kept(z, mask), mask)
+    assert lit_module.dropped_tiles(mask[:8], 8).tolist() == [[False, False, False], [False, False, True]]
+    ran = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a: ran.append(a[4]) or forward(*a))
+    skipped = Inpainter(model, torch.ones(16), "x", threshold=0.5).fill(held, mask)
+    assert [int(t.sum()) for t in ran] == [1, 1]      # one tile of six in each span
+    monkeypatch.setattr(lit_module, "dropped_tiles", lambda m, ws: torch.ones(2, 3, dtype=torch.bool))
+    every_tile = Inpainter(model, torch.ones(16), "x", threshold=0.5).fill(held, mask)
+    assert torch.equal(skipped, every_tile)
+    assert not torch.equal(skipped, held)
+
+
 def test_fill_stays_within_the_threshold_of_the_held_value():
     """A dropped position changed by at most τ (mean over channels, scale units) since its held value;
     with the container's threshold, LIT's correction is projected into that bound."""
