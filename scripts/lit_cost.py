@@ -2,10 +2,10 @@
 
     python scripts/lit_cost.py
 
-The throughput benchmark reports wall-time shares of `adaptok decompress`, where LIT skips chunks
-in which nothing was dropped, so its share depends on the clip. This times the two networks alone on
-the same chunk (half its positions dropped), the mean of the middle 5 of 7 runs, at 256x256 and
-856x480.
+In `adaptok decompress` LIT runs only on the 8x8 tiles of a chunk where something was dropped, so its
+share there depends on the clip (the rd benchmark reports it over the dev clips). This times the worst
+case: the two networks alone on the same chunk with half its positions dropped at random (every tile
+runs), the mean of the middle 5 of 7 runs, at 256x256 and 856x480.
 """
 import sys
 import time
