@@ -73,13 +73,19 @@ class Layer(nn.Module):
         self.spatial, self.temporal = Attention(dim, heads), Attention(dim, heads)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
-    def forward(self, x):
-        """x: (tiles, t, window², dim), tokens grouped tile by tile (so spatial attention needs no copy)."""
+    def forward(self, x, rows=None):
+        """x: (tiles, t, window², dim), tokens grouped tile by tile (so spatial attention needs no copy).
+
+        rows, a (tiles, t, window²) bool, keeps only those tokens for the MLP and returns them (N, dim):
+        in the last layer, the MLP of a token feeds nothing but that token's output.
+        """
         g, t, s, d = x.shape
         x = x + self.spatial(self.norm_s(x).view(g * t, s, d)).view(g, t, s, d)
         # temporal: every position attends to itself in earlier frames
         y = self.temporal(self.norm_t(x).transpose(1, 2).reshape(g * s, t, d), causal=True)
         x = x + y.view(g, s, t, d).transpose(1, 2)
+        if rows is not None:
+            x = x[rows]
         return x + self.mlp(self.norm_m(x))
 
 
@@ -106,13 +112,15 @@ class LIT(nn.Module):
         self.out = nn.Linear(cfg.dim, cfg.channels)
         nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)
 
-    def forward(self, held, mask, context, rate, tiles=None):
+    def forward(self, held, mask, context, rate, tiles=None, wanted=None):
         """held: (B, T, C, h, w) in scale units; mask, context: (B, T, h, w) float; rate: (B, 2) from
         rate_features -> correction (B, T, C, h, w), not yet bounded.
 
         Tiles of window x window positions never see each other (attention is spatial within a tile,
         temporal per position), so `tiles`, a (B, h/ws, w/ws) bool (rounded up), may pick the ones to
-        run: the others get a zero correction, and the picked ones exactly what a full pass gives them.
+        run: the others get a zero correction, the picked ones what a full pass gives them (up to float rounding).
+        `wanted`, a (B, T, h, w) bool, says which outputs will be used (dropped positions): the last
+        layer's MLP and the output head run only there, the rest of the correction is zero.
         """
         b, t, c, h, w = held.shape
         ws = self.cfg.window
@@ -127,17 +135,27 @@ class LIT(nn.Module):
         pos = torch.cat([ys, xs], -1)[None] + sinusoid(torch.arange(t), d)[:, None, None, :]
         x = self.inp(x) + pos.to(x.device)
         nh, nw = H // ws, W // ws
-        x = x.view(b, t, nh, ws, nw, ws, d).permute(0, 2, 4, 1, 3, 5, 6).reshape(b * nh * nw, t, ws * ws, d)
+        x = to_tiles(x, ws)
+        rows = None if wanted is None else to_tiles(F.pad(wanted[..., None], (0, 0, 0, pw, 0, ph)), ws)[..., 0]
         pick = None if tiles is None else tiles.reshape(-1).to(x.device)
         if pick is not None:
             x = x[pick]
-        for layer in self.layers:
-            x = layer(x)
+            rows = None if rows is None else rows[pick]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, rows if i == len(self.layers) - 1 else None)
         y = self.out(self.norm(x))
+        if rows is not None:
+            y = y.new_zeros(*rows.shape, c).index_put_((rows,), y)
         if pick is not None:
             y = y.new_zeros(b * nh * nw, *y.shape[1:]).index_copy_(0, pick.nonzero()[:, 0], y)
         y = y.view(b, nh, nw, t, ws, ws, c).permute(0, 3, 6, 1, 4, 2, 5).reshape(b, t, c, H, W)
         return y[..., :h, :w]
+
+
+def to_tiles(x: torch.Tensor, ws: int) -> torch.Tensor:
+    """(B, T, H, W, d) with H, W multiples of ws -> (B * H/ws * W/ws, T, ws², d): tokens grouped tile by tile."""
+    b, t, H, W, d = x.shape
+    return x.view(b, t, H // ws, ws, W // ws, ws, d).permute(0, 2, 4, 1, 3, 5, 6).reshape(-1, t, ws * ws, d)
 
 
 def last_frames(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -207,7 +225,7 @@ class Inpainter:
         rate = torch.tensor([rate_features(self.threshold)])
         tiles = dropped_tiles(mask, self.model.cfg.window)
         delta = self.model(*(v[None].to(self.device) for v in (x, m, ctx)), rate.to(self.device),
-                           None if bool(tiles.all()) else tiles[None])[0].cpu()
+                           None if bool(tiles.all()) else tiles[None], (m == 0)[None].to(self.device))[0].cpu()
         delta = bounded(delta[k:], self.threshold)
         pred = (x[k:] + delta) * self.scale
         out = torch.where(mask[:, None], held, pred)
