@@ -112,15 +112,15 @@ class LIT(nn.Module):
         self.out = nn.Linear(cfg.dim, cfg.channels)
         nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)
 
-    def forward(self, held, mask, context, rate, tiles=None, wanted=None):
+    def forward(self, held, mask, context, rate, wanted=None):
         """held: (B, T, C, h, w) in scale units; mask, context: (B, T, h, w) float; rate: (B, 2) from
         rate_features -> correction (B, T, C, h, w), not yet bounded.
 
-        Tiles of window x window positions never see each other (attention is spatial within a tile,
-        temporal per position), so `tiles`, a (B, h/ws, w/ws) bool (rounded up), may pick the ones to
-        run: the others get a zero correction, the picked ones what a full pass gives them (up to float rounding).
-        `wanted`, a (B, T, h, w) bool, says which outputs will be used (dropped positions): the last
-        layer's MLP and the output head run only there, the rest of the correction is zero.
+        `wanted`, a (B, T, h, w) bool, says which outputs will be used (dropped positions). Tiles of
+        window x window positions never see each other (attention is spatial within a tile, temporal
+        per position), so only tiles holding a wanted position run, and the last layer's MLP and the
+        output head only at those positions: they get what a full pass gives them (up to float
+        rounding), the rest a zero correction.
         """
         b, t, c, h, w = held.shape
         ws = self.cfg.window
@@ -136,11 +136,14 @@ class LIT(nn.Module):
         x = self.inp(x) + pos.to(x.device)
         nh, nw = H // ws, W // ws
         x = to_tiles(x, ws)
-        rows = None if wanted is None else to_tiles(F.pad(wanted[..., None], (0, 0, 0, pw, 0, ph)), ws)[..., 0]
-        pick = None if tiles is None else tiles.reshape(-1).to(x.device)
-        if pick is not None:
-            x = x[pick]
-            rows = None if rows is None else rows[pick]
+        rows = pick = None
+        if wanted is not None:
+            rows = to_tiles(F.pad(wanted[..., None], (0, 0, 0, pw, 0, ph)), ws)[..., 0]
+            pick = rows.flatten(1).any(1)           # tiles holding a wanted position
+            if bool(pick.all()):
+                pick = None
+            else:
+                x, rows = x[pick], rows[pick]
         for i, layer in enumerate(self.layers):
             x = layer(x, rows if i == len(self.layers) - 1 else None)
         y = self.out(self.norm(x))
@@ -161,13 +164,6 @@ def to_tiles(x: torch.Tensor, ws: int) -> torch.Tensor:
 def last_frames(x: torch.Tensor, k: int) -> torch.Tensor:
     """The last k frames (none for k = 0, where x[-0:] would give all)."""
     return x[x.shape[0] - k:]
-
-
-def dropped_tiles(mask: torch.Tensor, ws: int) -> torch.Tensor:
-    """(t, h, w) kept mask -> (h/ws, w/ws) bool, rounded up: tiles with a dropped position (the ones LIT must run)."""
-    t, h, w = mask.shape
-    dropped = F.pad((~mask).any(0), (0, -w % ws, 0, -h % ws))
-    return dropped.view((h + ws - 1) // ws, ws, (w + ws - 1) // ws, ws).any(3).any(1)
 
 
 def project_l1(delta: torch.Tensor, radius) -> torch.Tensor:
@@ -223,9 +219,8 @@ class Inpainter:
         m = torch.cat([torch.ones(k, *mask.shape[1:]), mask.float()])
         ctx = torch.cat([torch.ones(k), torch.zeros(t)])[:, None, None].expand_as(m)
         rate = torch.tensor([rate_features(self.threshold)])
-        tiles = dropped_tiles(mask, self.model.cfg.window)
         delta = self.model(*(v[None].to(self.device) for v in (x, m, ctx)), rate.to(self.device),
-                           None if bool(tiles.all()) else tiles[None], (m == 0)[None].to(self.device))[0].cpu()
+                           (m == 0)[None].to(self.device))[0].cpu()
         delta = bounded(delta[k:], self.threshold)
         pred = (x[k:] + delta) * self.scale
         out = torch.where(mask[:, None], held, pred)
