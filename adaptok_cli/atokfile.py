@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .container import AtokReader
+from .container import DEFAULT_LIMITS, AtokReader, Limits
 from .masking import dequantise
 from .pipeline import ChunkDecoder, inpainter_for, to_frames, tokenizer_for
 from .report import describe
@@ -26,9 +26,10 @@ from .report import describe
 class AtokFile:
     """An open .atok container. Models (tokeniser, LIT) are loaded only when first needed."""
 
-    def __init__(self, path, tokenizer: str | None = None, use_lit: bool = True, device: str = "cpu"):
+    def __init__(self, path, tokenizer: str | None = None, use_lit: bool = True, device: str = "cpu",
+                 limits: Limits = DEFAULT_LIMITS):
         self.path = Path(path)
-        self._reader = AtokReader(path)
+        self._reader = AtokReader(path, limits=limits)
         self.header = self._reader.header
         self.info = describe(self._reader, path)
         self._tokenizer_spec, self.use_lit, self.device = tokenizer, use_lit, torch.device(device)
@@ -112,9 +113,10 @@ class AtokFile:
                 f"{len(self)} chunks, token rate {self.token_rate:.3f})")
 
 
-def open(path, tokenizer: str | None = None, use_lit: bool = True, device: str = "cpu") -> AtokFile:  # noqa: A001
-    """Open an .atok file for reading (see AtokFile)."""
-    return AtokFile(path, tokenizer, use_lit, device)
+def open(path, tokenizer: str | None = None, use_lit: bool = True, device: str = "cpu",  # noqa: A001
+         limits: Limits = DEFAULT_LIMITS) -> AtokFile:
+    """Open an .atok file for reading (see AtokFile); limits is the resource budget (container.Limits)."""
+    return AtokFile(path, tokenizer, use_lit, device, limits)
 
 
 class AtokDataset(torch.utils.data.Dataset):

@@ -17,14 +17,15 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import msgpack
 import numpy as np
-import torch
 import zstandard
 
-from .errors import ContainerError, InputError, OutputExistsError, WriteError
+from .defaults import MAX_THRESHOLD
+from .errors import ContainerError, InputError
 
 MAGIC = b"ATOK\r\n\x1a\n"
 END_MAGIC = b"ATOKEND\n"
@@ -40,8 +41,32 @@ MAX_SIDE = 16384
 MAX_FRAMES = 1 << 31
 MAX_CHANNELS = 1024
 MAX_CHUNK = 1024
-MAX_CHUNK_RAW = 1 << 30      # a chunk never decompresses to more than 1 GiB
+MIN_FPS, MAX_FPS = Fraction(1, 3600), Fraction(1000)
 QUANT_BYTES = {"int8": 1, "fp16": 2}
+# index entry columns: [offset, length, latent frames, kept positions, payload size, crc32 of the zstd frame]
+OFFSET, LENGTH, LATENT_FRAMES, KEPT, RAW_SIZE, CRC = range(6)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The resource budget: what a container may make adaptok allocate, checked before any allocation.
+
+    A container that implies more is refused (exit 65) whatever its own size; a user who trusts a file
+    raises the budget with --max-pixels (limits_for). Defaults fit 4K video with the default chunking.
+    """
+    max_pixels: int = 4096 * 4096          # width x height of a frame
+    max_chunk_values: int = 1 << 25        # latent values (t x h x w x C) of one chunk: 128 MiB as float32
+    max_chunks: int = 1 << 20              # index entries: 48 bytes each once read
+
+    @classmethod
+    def for_pixels(cls, max_pixels: int) -> "Limits":
+        """A budget for frames up to max_pixels, chunks scaled with it (never below the defaults)."""
+        base = cls()
+        factor = max(1, -(-max_pixels // base.max_pixels))
+        return cls(max_pixels, base.max_chunk_values * factor, base.max_chunks)
+
+
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass
@@ -100,74 +125,43 @@ class AtokWriter:
         self.offset += len(index) + TRAILER.size
 
 
-class AtomicOutput:
-    """A temporary file beside `path`, renamed into place on success and removed on failure.
-
-    Two writers of one path each rename a complete file, so the result is always one whole file.
-    """
-
-    def __init__(self, path, force=False):
-        self.path = Path(path)
-        if self.path.exists() and not force:
-            raise OutputExistsError(f"{self.path}: already exists (use -f to overwrite)")
-        if self.path.is_dir():
-            raise OutputExistsError(f"{self.path}: is a folder")
-        self.tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.{id(self):x}.tmp"
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.f = open(self.tmp, "xb")
-        except OSError as e:
-            raise WriteError(f"{self.path}: cannot write ({e.strerror})") from None
-
-    def commit(self):
-        try:
-            self.f.flush()
-            os.fsync(self.f.fileno())
-            self.f.close()
-            os.replace(self.tmp, self.path)
-        except OSError as e:
-            self.abort()
-            raise WriteError(f"{self.path}: write failed ({e.strerror})") from None
-
-    def abort(self):
-        try:
-            self.f.close()
-        except OSError:
-            pass
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
-
-
 def _check(cond, path, what):
     if not cond:
         raise ContainerError(f"{path}: corrupt container ({what})")
 
 
 def _unpack(raw, path, what):
+    """msgpack with every length bounded, so a small header cannot unfold into a huge object tree."""
     try:
-        return msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        return msgpack.unpackb(raw, raw=False, strict_map_key=True, max_str_len=4096, max_bin_len=0,
+                               max_array_len=64, max_map_len=64, max_ext_len=0)
     except Exception:
         raise ContainerError(f"{path}: corrupt container ({what} is not valid msgpack)") from None
+
+
+def _is_number(v, lo, hi):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
 
 
 def _is_int(v, lo, hi):
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
-def validate_header(h, path):
+def validate_header(h, path, limits: Limits = DEFAULT_LIMITS):
     """Every field the reader relies on, type and range, before anything is allocated from it."""
     _check(isinstance(h, dict), path, "header is not a map")
     for key, lo, hi in [("width", 1, MAX_SIDE), ("height", 1, MAX_SIDE), ("latent_width", 1, MAX_SIDE),
                         ("latent_height", 1, MAX_SIDE), ("channels", 1, MAX_CHANNELS), ("chunk", 1, MAX_CHUNK),
                         ("fps_num", 1, 1 << 30), ("fps_den", 1, 1 << 30), ("keyframe_interval", 0, 1 << 30)]:
         _check(_is_int(h.get(key), lo, hi), path, f"header field {key} missing or out of range")
+    _check(MIN_FPS <= Fraction(h["fps_num"], h["fps_den"]) <= MAX_FPS, path,
+           f"frame rate {h['fps_num']}/{h['fps_den']} outside {MIN_FPS}..{MAX_FPS}")
     _check(isinstance(h.get("quant"), str) and h["quant"] in QUANT_BYTES, path, "unknown quantisation")
     tok = h.get("tokenizer")
-    _check(isinstance(tok, dict) and isinstance(tok.get("name"), str) and isinstance(tok.get("fingerprint"), str),
-           path, "tokeniser identity missing")
+    _check(isinstance(tok, dict) and isinstance(tok.get("name"), str) and isinstance(tok.get("fingerprint"), str)
+           and len(tok["name"]) <= 256 and len(tok["fingerprint"]) <= 64, path, "tokeniser identity missing")
     _check(_is_int(tok.get("space_factor"), 1, 64) and _is_int(tok.get("time_factor"), 1, 64), path, "tokeniser factors")
+    _check(isinstance(tok.get("stateful", True), bool), path, "tokeniser stateful flag")
     _check(tok.get("channels") == h["channels"], path, "channel count disagrees with tokeniser")
     sf = tok["space_factor"]
     _check(h["latent_width"] * sf >= h["width"] and h["latent_height"] * sf >= h["height"], path, "latent size too small")
@@ -175,16 +169,47 @@ def validate_header(h, path):
     lit = h.get("lit")
     _check(lit is None or (isinstance(lit, dict) and isinstance(lit.get("fingerprint"), str)), path, "LIT identity")
     thr, kr = h.get("threshold"), h.get("keep_ratio")
-    _check(thr is None or isinstance(thr, (int, float)), path, "threshold")
-    _check(kr is None or (isinstance(kr, (int, float)) and 0 <= kr <= 1), path, "keep ratio")
+    _check(thr is None or _is_number(thr, 0, MAX_THRESHOLD), path, "threshold")
+    _check(kr is None or _is_number(kr, 0, 1), path, "keep ratio")
+    _check((thr is None) != (kr is None), path, "exactly one of threshold and keep ratio must be set")
+    pixels = h["width"] * h["height"]
+    if pixels > limits.max_pixels:
+        raise ContainerError(f"{path}: frames of {h['width']}x{h['height']} exceed the budget of {limits.max_pixels} "
+                             f"pixels (raise it with --max-pixels if you trust this file)")
+    frame_values = h["latent_width"] * h["latent_height"] * h["channels"]
+    _check(frame_values <= limits.max_chunk_values, path,
+           f"a latent frame of {frame_values} values exceeds the budget of {limits.max_chunk_values}")
+
+
+def frame_spans(latent_counts, time_factor: int, stateful: bool, frames: int | None = None) -> list[tuple[int, int]]:
+    """(first frame, frame count) of each chunk.
+
+    The first latent frame of a stream covers one frame and every other one `time_factor` frames; a
+    stateless tokeniser starts a new stream in every chunk. With `frames`, the last spans are cut to it.
+    """
+    spans, start = [], 0
+    for i, t in enumerate(latent_counts):
+        n = 1 + time_factor * (int(t) - 1) if (i == 0 or not stateful) else time_factor * int(t)
+        if frames is not None:
+            n = max(0, min(n, frames - start))
+        spans.append((start, n))
+        start += n
+    return spans
+
+
+_UINT_MARKERS = frozenset(range(0x80)) | {0xcc, 0xcd, 0xce, 0xcf}   # msgpack positive fixint, uint8..uint64
 
 
 class AtokReader:
-    """Validated random access to a container: header, index, and chunk records one at a time."""
+    """Validated random access to a container: header, index, and chunk records one at a time.
 
-    def __init__(self, path, partial: bool = False):
+    `chunks` is the index as an (N, 6) int64 array (columns OFFSET .. CRC); `limits` is the resource
+    budget the file must fit before anything it declares is allocated.
+    """
+
+    def __init__(self, path, partial: bool = False, limits: Limits = DEFAULT_LIMITS):
         self.path = Path(path)
-        self.partial, self.salvaged = partial, False
+        self.partial, self.salvaged, self.limits = partial, False, limits
         try:
             self.f = open(self.path, "rb")
             self.size = os.fstat(self.f.fileno()).st_size
@@ -212,7 +237,7 @@ class AtokReader:
         raw = self.f.read(hlen)
         _check(len(raw) == hlen and zlib.crc32(raw) == hcrc, p, "header checksum mismatch")
         self.header = _unpack(raw, p, "header")
-        validate_header(self.header, p)
+        validate_header(self.header, p, self.limits)
         self.data_start = PRELUDE.size + hlen
         try:
             self._read_index()
@@ -220,6 +245,7 @@ class AtokReader:
             if not self.partial:
                 raise
             self._salvage()
+        self._finish_index()
 
     def _read_index(self):
         p = self.path
@@ -231,64 +257,117 @@ class AtokReader:
         self.f.seek(ioff)
         raw = self.f.read(ilen)
         _check(zlib.crc32(raw) == icrc, p, "index checksum mismatch")
-        index = _unpack(raw, p, "index")
-        _check(isinstance(index, dict) and isinstance(index.get("chunks"), list), p, "index layout")
-        self.frames = index.get("frames")
-        _check(_is_int(self.frames, 1, MAX_FRAMES), p, "frame count")
-        h = self.header
-        hw = h["latent_height"] * h["latent_width"]
+        frames, entries = self._parse_index(raw)
+        _check(_is_int(frames, 1, MAX_FRAMES), p, "frame count")
+        _check(entries is not None and len(entries) >= 1, p, "no chunks")
         pos = self.data_start
-        self.chunks = []
-        for i, c in enumerate(index["chunks"]):
-            _check(isinstance(c, list) and len(c) == 6 and all(_is_int(v, 0, 1 << 62) for v in c), p, f"index entry {i}")
-            off, length, t, kept, raw_size, _ = c
+        for i, (off, length, t, kept, raw_size, _) in enumerate(entries.tolist()):
             _check(off == pos and length > 0 and off + RECORD.size + length <= ioff, p, f"chunk {i} position")
-            _check(1 <= t <= h["chunk"] and kept <= t * hw, p, f"chunk {i} shape")
-            _check(raw_size == chunk_raw_size(t, kept, h["latent_height"], h["latent_width"], h["channels"], h["quant"])
-                   and raw_size <= MAX_CHUNK_RAW, p, f"chunk {i} size")
+            self._check_entry(i, t, kept, raw_size)
             pos = off + RECORD.size + length
-            self.chunks.append(c)
         _check(pos == ioff, p, "chunk records do not fill the file")
-        _check(len(self.chunks) >= 1, p, "no chunks")
-        self.latent_frames = sum(c[2] for c in self.chunks)
-        tf = h["tokenizer"]["time_factor"]
-        _check(self.frames <= self.latent_frames * tf, p, "frame count exceeds latent frames")
+        self.frames, self.chunks = frames, entries
+
+    def _parse_index(self, raw: bytes):
+        """The index map read piece by piece: every value must be a non-negative integer where one is
+        expected (checked from its type byte before it is unpacked), so no index can unfold into a big
+        object tree; entries go straight into an int64 array."""
+        p = self.path
+        u = msgpack.Unpacker(raw=False, max_str_len=16, max_bin_len=0, max_array_len=0, max_map_len=0, max_ext_len=0)
+        u.feed(raw)
+
+        def uint(what):
+            at = u.tell()
+            _check(at < len(raw) and raw[at] in _UINT_MARKERS, p, what)
+            v = u.unpack()
+            _check(v <= 1 << 62, p, what)
+            return v
+
+        frames = entries = None
+        try:
+            _check(u.read_map_header() == 2, p, "index layout")
+            for _ in range(2):
+                key = u.unpack()
+                if key == "frames" and frames is None:
+                    frames = uint("frame count")
+                elif key == "chunks" and entries is None:
+                    n = u.read_array_header()
+                    _check(n <= self.limits.max_chunks, p, f"{n} chunks exceed the budget of {self.limits.max_chunks}")
+                    _check(n * 7 <= len(raw), p, "index layout")
+                    entries = np.empty((n, 6), np.int64)
+                    for i in range(n):
+                        _check(u.read_array_header() == 6, p, f"index entry {i}")
+                        for j in range(6):
+                            entries[i, j] = uint(f"index entry {i}")
+                else:
+                    _check(False, p, "index layout")
+            _check(u.tell() == len(raw), p, "index layout")
+        except (ValueError, msgpack.ExtraData, msgpack.OutOfData, msgpack.FormatError, msgpack.StackError):
+            raise ContainerError(f"{p}: corrupt container (index is not valid msgpack)") from None
+        return frames, entries
+
+    def _check_entry(self, i, t, kept, raw_size):
+        """A chunk's shape against the header and the budget, before its record is read."""
+        h, p = self.header, self.path
+        hw = h["latent_height"] * h["latent_width"]
+        _check(1 <= t <= h["chunk"] and kept <= t * hw, p, f"chunk {i} shape")
+        values = t * hw * h["channels"]
+        if values > self.limits.max_chunk_values:
+            raise ContainerError(f"{p}: chunk {i} holds {values} latent values, over the budget of "
+                                 f"{self.limits.max_chunk_values} (raise it with --max-pixels if you trust this file)")
+        _check(raw_size == chunk_raw_size(t, kept, h["latent_height"], h["latent_width"], h["channels"], h["quant"]),
+               p, f"chunk {i} size")
 
     def _salvage(self):
         """--partial: the index is lost (a cut file); walk the chunk records from the start and keep
         every complete one (its zstd frame checksum and contents must check out)."""
         h, p = self.header, self.path
-        hw = h["latent_height"] * h["latent_width"]
-        pos, self.chunks = self.data_start, []
-        while pos + RECORD.size <= self.size:
+        pos, found, first_latent = self.data_start, [], 0
+        while pos + RECORD.size <= self.size and len(found) < self.limits.max_chunks:
             self.f.seek(pos)
             (length,) = RECORD.unpack(self.f.read(RECORD.size))
-            if length == 0 or pos + RECORD.size + length > self.size or len(self.chunks) >= MAX_FRAMES:
+            if length == 0 or pos + RECORD.size + length > self.size:
                 break
             comp = self.f.read(length)
             try:
                 raw_size = zstandard.frame_content_size(comp)
-                if not 0 < raw_size <= MAX_CHUNK_RAW:
+                if not PAYLOAD.size <= raw_size <= 3 * self.limits.max_chunk_values + 4 * MAX_CHANNELS + 64:
                     break
                 raw = zstandard.ZstdDecompressor().decompress(comp, max_output_size=raw_size)
             except zstandard.ZstdError:
                 break
-            if len(raw) < PAYLOAD.size:
+            if len(raw) != raw_size:
                 break
             t, kept = PAYLOAD.unpack_from(raw)
-            if not (1 <= t <= h["chunk"] and kept <= t * hw) or \
-                    len(raw) != chunk_raw_size(t, kept, h["latent_height"], h["latent_width"], h["channels"], h["quant"]):
+            try:
+                self._check_entry(len(found), t, kept, raw_size)
+            except ContainerError:
                 break
-            self.chunks.append([pos, length, t, kept, len(raw), zlib.crc32(comp)])
+            entry = [pos, length, t, kept, raw_size, zlib.crc32(comp)]
+            try:
+                self._checked_payload(len(found), entry, first_latent)
+            except ContainerError:
+                break
+            found.append(entry)
+            first_latent += t
             pos += RECORD.size + length
-        if not self.chunks:
+        if not found:
             raise ContainerError(f"{p}: truncated before the first complete chunk: nothing to recover")
         self.salvaged = True
-        self.latent_frames = sum(c[2] for c in self.chunks)
-        tf = h["tokenizer"]["time_factor"]
-        stateful = h["tokenizer"].get("stateful", True)
-        self.frames = sum(1 + tf * (c[2] - 1) if (i == 0 or not stateful) else tf * c[2]
-                          for i, c in enumerate(self.chunks))
+        self.chunks = np.array(found, np.int64).reshape(-1, 6)
+        tok = h["tokenizer"]
+        self.frames = sum(n for _, n in frame_spans(self.chunks[:, LATENT_FRAMES], tok["time_factor"],
+                                                     tok.get("stateful", True)))
+
+    def _finish_index(self):
+        """Totals, and the frame count against what the latent frames can hold."""
+        tok = self.header["tokenizer"]
+        self.latent_starts = np.concatenate([[0], np.cumsum(self.chunks[:, LATENT_FRAMES])])
+        self.latent_frames = int(self.latent_starts[-1])
+        spans = frame_spans(self.chunks[:, LATENT_FRAMES], tok["time_factor"], tok.get("stateful", True))
+        implied = spans[-1][0] + spans[-1][1]
+        _check(implied - tok["time_factor"] < self.frames <= implied, self.path,
+               f"frame count {self.frames} does not match the latent frames (which hold {implied})")
 
     @property
     def tokens_total(self):
@@ -296,12 +375,17 @@ class AtokReader:
 
     @property
     def tokens_kept(self):
-        return sum(c[3] for c in self.chunks)
+        return int(self.chunks[:, KEPT].sum())
 
-    def read_chunk(self, i: int) -> Chunk:
-        """Decompress and check chunk i; any mismatch names the chunk."""
-        h, p = self.header, self.path
-        off, length, t, kept, raw_size, crc = self.chunks[i]
+    def keyframes(self, first: int, t: int) -> list[int]:
+        """Latent frames of a chunk (counted within it) that must be kept whole; first: its first latent frame."""
+        every = self.header["keyframe_interval"]
+        return [j for j in range(t) if first + j == 0 or (every > 0 and (first + j) % every == 0)]
+
+    def _payload(self, i: int, entry) -> bytes:
+        """Chunk i's payload, decompressed and checked against its index entry: length, CRC, zstd frame, t, kept."""
+        p = self.path
+        off, length, t, kept, raw_size, crc = entry
         self.f.seek(off)
         rec = self.f.read(RECORD.size + length)
         _check(len(rec) == RECORD.size + length and RECORD.unpack(rec[:4])[0] == length, p, f"chunk {i} record length")
@@ -317,22 +401,59 @@ class AtokReader:
         except zstandard.ZstdError as e:
             raise ContainerError(f"{p}: corrupt container (chunk {i}: {e})") from None
         _check(len(raw) == raw_size, p, f"chunk {i} size")
-        rt, rkept = PAYLOAD.unpack_from(raw)
-        _check((rt, rkept) == (t, kept), p, f"chunk {i} disagrees with the index")
+        _check(PAYLOAD.unpack_from(raw) == (t, kept), p, f"chunk {i} disagrees with the index")
+        return raw
+
+    def _layout(self, t: int):
+        """Byte offsets of the parts of a chunk of t latent frames: (scales, mask, values)."""
+        h = self.header
+        o_mask = PAYLOAD.size + (4 * h["channels"] if h["quant"] == "int8" else 0)
+        return PAYLOAD.size, o_mask, o_mask + math.ceil(t * h["latent_height"] * h["latent_width"] / 8)
+
+    def check_chunk(self, i: int) -> bytes:
+        """Everything read_chunk checks, without building the mask or the values (verify uses this)."""
+        if not 0 <= i < len(self.chunks):
+            raise IndexError(f"chunk {i} out of range: {self.path} has {len(self.chunks)} chunks")
+        return self._checked_payload(i, self.chunks[i].tolist(), int(self.latent_starts[i]))
+
+    def _checked_payload(self, i: int, entry, first_latent: int) -> bytes:
+        """The payload of chunk i, every part checked; the mask is counted on its packed bytes and
+        only the rows that must be whole are unpacked."""
+        h, p = self.header, self.path
+        raw = self._payload(i, entry)
+        t, kept = entry[LATENT_FRAMES], entry[KEPT]
+        o_scale, o_mask, o_codes = self._layout(t)
+        if h["quant"] == "int8":
+            _check(bool(np.isfinite(np.frombuffer(raw, "<f4", h["channels"], o_scale)).all()), p, f"chunk {i} scales")
+        hw = h["latent_height"] * h["latent_width"]
+        packed = np.frombuffer(raw, np.uint8, o_codes - o_mask, o_mask)
+        _check(int(_POPCOUNT[packed].sum(dtype=np.int64)) == kept, p, f"chunk {i} mask count")
+        if t * hw % 8:
+            _check(int(packed[-1]) >> (t * hw % 8) == 0, p, f"chunk {i} mask padding")
+        for j in self.keyframes(first_latent, t):
+            row = np.unpackbits(packed[j * hw // 8: -(-(j + 1) * hw // 8)], bitorder="little")
+            start = j * hw % 8
+            _check(bool(row[start:start + hw].all()), p, f"chunk {i}: latent frame {j} must be kept whole")
+        if h["quant"] == "fp16":
+            _check(bool(np.isfinite(np.frombuffer(raw, "<f2", h["channels"] * kept, o_codes)).all()), p,
+                   f"chunk {i} values")
+        return raw
+
+    def read_chunk(self, i: int) -> Chunk:
+        """Decompress and check chunk i; any mismatch names the chunk."""
+        import torch   # here, not at the top: inspect and verify never need it
+        h = self.header
+        raw = self.check_chunk(i)
+        t, kept = int(self.chunks[i, LATENT_FRAMES]), int(self.chunks[i, KEPT])
         c, lh, lw = h["channels"], h["latent_height"], h["latent_width"]
-        o = PAYLOAD.size
+        o_scale, o_mask, o_codes = self._layout(t)
         qscale = None
         if h["quant"] == "int8":
-            qscale = torch.from_numpy(np.frombuffer(raw, "<f4", c, o).astype(np.float32))
-            o += 4 * c
-            _check(bool(torch.isfinite(qscale).all()), p, f"chunk {i} scales")
-        nbits = t * lh * lw
-        bits = np.unpackbits(np.frombuffer(raw, np.uint8, math.ceil(nbits / 8), o), count=nbits, bitorder="little")
-        o += math.ceil(nbits / 8)
-        mask = torch.from_numpy(bits.astype(bool).reshape(t, lh, lw))
-        _check(int(mask.sum()) == kept, p, f"chunk {i} mask count")
+            qscale = torch.from_numpy(np.frombuffer(raw, "<f4", c, o_scale).astype(np.float32))
+        bits = np.unpackbits(np.frombuffer(raw, np.uint8, o_codes - o_mask, o_mask), count=t * lh * lw, bitorder="little")
+        mask = torch.from_numpy(bits.view(bool).reshape(t, lh, lw))
         dtype = np.int8 if h["quant"] == "int8" else np.dtype("<f2")
-        codes = torch.from_numpy(np.frombuffer(raw, dtype, c * kept, o).reshape(c, kept).copy())
+        codes = torch.from_numpy(np.frombuffer(raw, dtype, c * kept, o_codes).reshape(c, kept).copy())
         return Chunk(i, mask, codes, qscale)
 
     def close(self):
@@ -343,6 +464,9 @@ class AtokReader:
 
     def __exit__(self, *exc):
         self.close()
+
+
+_POPCOUNT = np.array([bin(b).count("1") for b in range(256)], np.uint8)
 
 
 def write_bytes(header, chunks, frames, level=10) -> bytes:

@@ -3,24 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .container import AtokReader
+from .container import DEFAULT_LIMITS, KEPT, LATENT_FRAMES, LENGTH, AtokReader, Limits, frame_spans
 
 
-def chunk_frame_spans(tok: dict, latent_counts: list[int], frames: int) -> list[tuple[int, int]]:
-    """(first frame, frame count) of each chunk: the first latent frame of a stream covers one frame."""
-    spans, start = [], 0
-    tf = tok["time_factor"]
-    for i, t in enumerate(latent_counts):
-        n = 1 + tf * (t - 1) if (i == 0 or not tok.get("stateful", True)) else tf * t
-        n = max(0, min(n, frames - start))
-        spans.append((start, n))
-        start += n
-    return spans
-
-
-def inspect(path) -> dict:
+def inspect(path, limits: Limits = DEFAULT_LIMITS) -> dict:
     """Per-clip and per-chunk token rates, sizes and identities of one .atok file."""
-    with AtokReader(path) as r:
+    with AtokReader(path, limits=limits) as r:
         return describe(r, path)
 
 
@@ -30,9 +18,10 @@ def describe(r: AtokReader, path) -> dict:
     hw = h["latent_height"] * h["latent_width"]
     fps = h["fps_num"] / h["fps_den"]
     pixels = h["width"] * h["height"]
-    spans = chunk_frame_spans(h["tokenizer"], [c[2] for c in r.chunks], r.frames)
+    tok = h["tokenizer"]
+    spans = frame_spans(r.chunks[:, LATENT_FRAMES], tok["time_factor"], tok.get("stateful", True), r.frames)
     chunks = []
-    for i, ((off, length, t, kept, _, _), (first, n)) in enumerate(zip(r.chunks, spans)):
+    for i, ((length, t, kept), (first, n)) in enumerate(zip(r.chunks[:, [LENGTH, LATENT_FRAMES, KEPT]].tolist(), spans)):
         chunks.append({"index": i, "first_frame": first, "frames": n, "latent_frames": t,
                        "tokens_kept": kept, "tokens_total": t * hw, "token_rate": kept / (t * hw),
                        "bytes": length + 4, "bpp": (length + 4) * 8 / max(1, n * pixels)})

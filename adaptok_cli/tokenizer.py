@@ -10,6 +10,9 @@ Two kinds exist:
   or any file a user points to: safetensors never runs code).
 - `CosmosTokenizer`: a user's local Cosmos-Tokenizer CV folder with encoder.jit / decoder.jit.
   TorchScript is code, so it is only ever loaded from a folder the user names explicitly.
+
+Which files are loaded is decided only by the user (`spec`) or by the fixed table of built-ins
+(`BUILTIN_TOKENIZERS`); a container names a model by identity (name + fingerprint), never by path.
 """
 from __future__ import annotations
 
@@ -23,19 +26,24 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import ModelUnavailableError
+from .defaults import BUILTIN_TOKENIZERS, DEFAULT_TOKENIZER
+from .errors import ModelUnavailableError, UsageError
 from .tinytok import TinyTok, TinyTokConfig
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_TOKENIZER = "tinytok"
 
 
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+    if str(device).split(":")[0] not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ModelUnavailableError("--device cuda asked for, but no CUDA device is available")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r}: use auto, cpu or cuda") from None
 
 
 def file_fingerprint(*paths) -> str:
@@ -51,7 +59,7 @@ class Tokenizer:
     """The protocol. Subclasses set the attributes and implement encode/decode."""
 
     name: str                 # what the container records, e.g. "tinytok" or "cosmos:CV4x8x8"
-    source: str               # "builtin" or the path it was loaded from
+    source: str               # "builtin" (shipped, by name) or "file" (a file or folder the user named)
     fingerprint: str          # hash of the weights
     time_factor: int
     space_factor: int
@@ -101,8 +109,8 @@ class TinyTokTokenizer(Tokenizer):
             raise ModelUnavailableError(f"{path}: weights do not match their config ({str(e)[:200]})") from None
         self.device = torch.device(device)
         self.model.eval().to(self.device)
-        self.name = name or meta.get("name", path.stem)
-        self.source = "builtin" if name else str(path)
+        self.name = name or str(meta.get("name", path.stem))[:64]   # informative only: never a path
+        self.source = "builtin" if name else "file"
         self.fingerprint = file_fingerprint(path)
         self.time_factor, self.space_factor, self.pad_multiple = cfg.group, cfg.patch, cfg.patch
         self.channels = cfg.latent_channels
@@ -159,7 +167,7 @@ class CosmosTokenizer(Tokenizer):
         except (RuntimeError, ValueError) as e:
             raise ModelUnavailableError(f"{folder}: cannot load TorchScript ({str(e).splitlines()[0]})") from None
         self.name = f"cosmos:{folder.name}"
-        self.source = str(folder)
+        self.source = "file"
         self.fingerprint = file_fingerprint(enc, dec)
         # Probe the factors on a tiny clip rather than trusting the folder name.
         with torch.no_grad():
@@ -188,23 +196,54 @@ class CosmosTokenizer(Tokenizer):
 
 
 def builtin_path(name: str) -> Path:
+    if name not in BUILTIN_TOKENIZERS:
+        raise ModelUnavailableError(f"unknown built-in tokeniser {name!r}: the built-ins are {', '.join(BUILTIN_TOKENIZERS)}")
     return WEIGHTS_DIR / f"{name}.safetensors"
+
+
+def load_builtin(name: str, device="cpu") -> Tokenizer:
+    """A tokeniser shipped with adaptok, by name from the fixed table (a container may ask for these)."""
+    path = builtin_path(name)
+    if not path.is_file():
+        raise ModelUnavailableError(f"the built-in tokeniser's weights are missing ({path}): reinstall adaptok")
+    return TinyTokTokenizer(path, device, name=name)
+
+
+def spec_files(spec: str) -> list[Path]:
+    """The files a user's tokeniser spec names (what its fingerprint is computed over), or [] for a built-in."""
+    p = Path(spec)
+    if p.is_dir():
+        return [p / "encoder.jit", p / "decoder.jit"]
+    if p.suffix == ".safetensors" and p.is_file():
+        return [p]
+    if spec in BUILTIN_TOKENIZERS:
+        return []
+    if "/" not in spec and "." not in spec:
+        raise ModelUnavailableError(f"unknown tokeniser {spec!r}: use 'tinytok', a .safetensors file, or a Cosmos folder")
+    raise ModelUnavailableError(f"tokeniser {spec!r} not found: give 'tinytok', a .safetensors file, or a Cosmos folder")
+
+
+def spec_fingerprint(spec: str) -> str:
+    """The fingerprint load_tokenizer(spec) would have, computed from the files alone (nothing is run)."""
+    files = spec_files(spec)
+    paths = files or [builtin_path(spec)]
+    for f in paths:
+        if not f.is_file():
+            raise ModelUnavailableError(f"{spec}: {f.name} is missing")
+    try:
+        return file_fingerprint(*paths)
+    except OSError as e:
+        raise ModelUnavailableError(f"{spec}: cannot read ({e.strerror})") from None
 
 
 def load_tokenizer(spec: str = DEFAULT_TOKENIZER, device="cpu") -> Tokenizer:
     """A built-in name ('tinytok'), a .safetensors file of our architecture, or a Cosmos folder."""
-    p = Path(spec)
-    if p.is_dir():
-        return CosmosTokenizer(p, device)
-    if p.suffix == ".safetensors" and p.is_file():
-        return TinyTokTokenizer(p, device)
-    if "/" not in spec and "." not in spec:
-        if builtin_path(spec).is_file():
-            return TinyTokTokenizer(builtin_path(spec), device, name=spec)
-        if spec == DEFAULT_TOKENIZER:
-            raise ModelUnavailableError(f"the built-in tokeniser's weights are missing ({builtin_path(spec)}): reinstall adaptok")
-        raise ModelUnavailableError(f"unknown tokeniser {spec!r}: use 'tinytok', a .safetensors file, or a Cosmos folder")
-    raise ModelUnavailableError(f"tokeniser {spec!r} not found: give 'tinytok', a .safetensors file, or a Cosmos folder")
+    files = spec_files(spec)
+    if not files:
+        return load_builtin(spec, device)
+    if Path(spec).is_dir():
+        return CosmosTokenizer(Path(spec), device)
+    return TinyTokTokenizer(Path(spec), device)
 
 
 def pad_frames(frames: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -1,0 +1,9 @@
+"""Default settings and fixed names, in a module that imports nothing heavy.
+
+The CLI reads these for its help text, so `adaptok --help`, `inspect` and `verify` start without torch.
+"""
+DEFAULT_THRESHOLD = 0.15    # τ, in units of the tokeniser's per-channel scale (docs/BENCHMARKS.md chose it)
+MAX_THRESHOLD = 100.0       # far past "drop everything" (about 5), so larger values are typos
+DEFAULT_CHUNK = 8           # latent frames per chunk record
+DEFAULT_TOKENIZER = "tinytok"
+BUILTIN_TOKENIZERS = ("tinytok",)   # names a container may ask for without the user naming a file
