@@ -1,12 +1,20 @@
 """adaptok: adaptive video tokenisation (temporal redundancy masking + latent inpainting).
 
-The command line (`adaptok`) is a thin layer over these functions.
+The command line (`adaptok`) is a thin layer over these functions. They are imported on first use,
+so `import adaptok_cli` (and `adaptok --help`) does not pay for torch until something needs it.
 """
+import importlib
+
 __version__ = "0.1.0"
 
-from .pipeline import CompressOptions, Result, compress, decompress  # noqa: E402
-from .report import inspect  # noqa: E402
-from .atokfile import AtokDataset, AtokFile, open  # noqa: E402,A004
+_API = {"CompressOptions": "pipeline", "Result": "pipeline", "compress": "pipeline", "decompress": "pipeline",
+        "inspect": "report", "AtokDataset": "atokfile", "AtokFile": "atokfile", "open": "atokfile",
+        "Limits": "container"}
 
-__all__ = ["AtokDataset", "AtokFile", "CompressOptions", "Result", "compress", "decompress", "inspect", "open",
-           "__version__"]
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _API:
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module 'adaptok_cli' has no attribute {name!r}")

@@ -15,9 +15,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import torch
-
-from .errors import AdaptokError, ContainerError, InputError
+from .errors import EXIT_INTERRUPTED, AdaptokError, ContainerError, InputError
+from .outputs import is_temporary
 
 THREADS_PER_FILE = 1
 
@@ -29,13 +28,13 @@ def expand_inputs(items: Iterable[str], want: Callable[[Path], bool]) -> list[tu
         p = Path(item)
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if f.is_file() and want(f):
+                if f.is_file() and want(f) and not any(is_temporary(part) for part in f.relative_to(p).parts):
                     found.append((f, f.relative_to(p)))
         elif not p.exists() and any(c in str(item) for c in "*?["):
             matches = sorted(glob.glob(str(item), recursive=True))
             if not matches:
                 raise InputError(f"{item}: no files match")
-            found += [(Path(m), Path(Path(m).name)) for m in matches if Path(m).is_file()]
+            found += [(Path(m), Path(Path(m).name)) for m in matches if Path(m).is_file() and not is_temporary(m)]
         else:
             found.append((p, Path(p.name)))
     if not found:
@@ -87,21 +86,46 @@ class Outcome:
     skipped: bool = False
 
 
-def _worker_init():
+_IN_JOB = False
+
+
+def _worker_init(parent: int):
+    """A worker ignores Ctrl-C (the parent decides), stops on SIGTERM, and dies with its parent."""
+    import torch
     torch.set_num_threads(THREADS_PER_FILE)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides; it sends SIGTERM to stop us
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    _die_with_parent(parent)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+def _die_with_parent(parent: int):
+    """Ask Linux for SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG); elsewhere, best effort."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)   # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:      # the parent died before the request took effect
+        os._exit(EXIT_INTERRUPTED)
+
+
+def _on_sigterm(signum, frame):
+    if _IN_JOB:
+        raise KeyboardInterrupt     # the job's own handlers remove its temporary output
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _call(job, src, dst):
+    global _IN_JOB
+    _IN_JOB = True
     try:
         return job(src, dst, None), None
     except AdaptokError as e:
         return None, e
+    except KeyboardInterrupt:
+        os._exit(EXIT_INTERRUPTED)  # never go on to another queued file
+    finally:
+        _IN_JOB = False
 
 
 def default_workers(n_files: int) -> int:
@@ -133,6 +157,7 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int = 1,
         else:
             todo.append((src, dst))
     if workers <= 1 or len(todo) <= 1:
+        import torch
         torch.set_num_threads(THREADS_PER_FILE)
         for src, dst in todo:
             try:
@@ -140,14 +165,17 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int = 1,
             except AdaptokError as e:
                 done(Outcome(src, dst, error=e))
         return outcomes
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init,
+                               initargs=(os.getpid(),))
     try:
-        futures = {pool.submit(_call, job, src, dst): (src, dst) for src, dst in todo}
-        pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+        queue, futures = list(reversed(todo)), {}
+        while queue or futures:
+            while queue and len(futures) < workers:   # files start only as workers free up
+                src, dst = queue.pop()
+                futures[pool.submit(_call, job, src, dst)] = (src, dst)
+            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
             for fut in finished:
-                src, dst = futures[fut]
+                src, dst = futures.pop(fut)
                 res, e = fut.result()
                 done(Outcome(src, dst, res, e))
     except BaseException:

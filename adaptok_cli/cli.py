@@ -18,11 +18,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import __version__
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, AdaptokError, InputError, UsageError
+from .errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PIPE, EXIT_SOME_FAILED, EXIT_USAGE, AdaptokError,
+                     InputError, UsageError)
+from .main import quiet_stdout
+from .outputs import plan
 from .batch import expand_inputs, output_paths
-from .pipeline import DEFAULT_CHUNK, DEFAULT_THRESHOLD, CompressOptions, compress, decompress
+from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER
 from .report import describe_size, inspect
-from .tokenizer import DEFAULT_TOKENIZER
 from .video import VIDEO_EXTENSIONS
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -66,6 +68,9 @@ def user_errors():
         fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        quiet_stdout()
+        raise typer.Exit(EXIT_PIPE)
     except (typer.Exit, SystemExit):
         raise
     except Exception as e:  # a bug, not a user error: still one line, and the detail on request
@@ -79,8 +84,11 @@ def atok_name(name: str) -> str:
 
 
 def video_name(name: str) -> str:
-    stem = name[:-5] if name.endswith(".atok") else name
-    return stem if Path(stem).suffix.lower() in (".mp4", ".mkv", ".y4m", ".mov") else Path(stem).stem + ".mp4"
+    """clip.mp4.atok -> clip.decoded.mp4 (never the source video's own name); clip.atok -> clip.decoded.mp4."""
+    stem = Path(name[:-5] if name.endswith(".atok") else name)
+    ext = stem.suffix.lower() if stem.suffix.lower() in (".mp4", ".mkv", ".y4m", ".mov") else ".mp4"
+    base = stem.stem if stem.suffix.lower() in VIDEO_EXTENSIONS else stem.name
+    return f"{base}.decoded{ext}"
 
 
 def want_video(f: Path) -> bool:
@@ -119,11 +127,14 @@ class Reporter:
 def run_batch(pairs, job, reporter: Reporter, label: str, workers: Optional[int], force: bool, skip, as_csv: bool):
     """Run a batch through batch.run with progress, streaming --json/--csv, and the summary; -> exit code."""
     from .batch import default_workers, run
-    workers = default_workers(len(pairs)) if workers is None else max(1, workers)
+    plan(pairs)
+    workers = default_workers(len(pairs)) if workers is None else workers
     if as_csv:
         print(",".join(CSV_FIELDS), flush=True)
 
     def on_done(o):
+        if o.skipped and not reporter.quiet:
+            say(f"{o.dst}: skipped (up to date)")
         if o.error is not None:
             say(str(o.error))
         else:
@@ -199,7 +210,7 @@ def summary_table(outcomes, label):
 
 def _compress_job(opts, force, src, dst, progress):
     """One file of a compress batch (module level so worker processes can run it)."""
-    from .pipeline import cached_tokenizer
+    from .pipeline import cached_tokenizer, compress
     return compress(src, dst, opts, force=force, progress=progress,
                     loaded_tokenizer=cached_tokenizer(opts.tokenizer, opts.device))
 
@@ -211,12 +222,32 @@ def _compress_skip(opts, src, dst):
 
 
 def _decompress_job(kw, force, src, dst, progress):
+    from .pipeline import decompress
     return decompress(src, dst, force=force, progress=progress, **kw)
 
 
-def _decompress_skip(src, dst):
-    from .batch import is_up_to_date
-    return dst.exists() and is_up_to_date(src, dst)
+def _decompress_skip(kw, src, dst):
+    from .pipeline import decoded_up_to_date
+    return dst.exists() and decoded_up_to_date(src, dst, **kw)
+
+
+MAX_PIXELS_OPTION = typer.Option(None, "--max-pixels", metavar="N",
+                                 help="Resource budget: refuse containers with frames over N pixels "
+                                      "[default: 4096x4096]; raise it only for files you trust.")
+
+
+def limits_for(max_pixels: Optional[int]):
+    from .container import DEFAULT_LIMITS, Limits
+    if max_pixels is None:
+        return DEFAULT_LIMITS
+    if max_pixels < 1:
+        raise UsageError("--max-pixels must be at least 1")
+    return Limits.for_pixels(max_pixels)
+
+
+def check_workers(workers: Optional[int]):
+    if workers is not None and workers < 1:
+        raise UsageError("--workers must be at least 1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,10 +277,12 @@ def compress_cmd(
     as_csv: bool = typer.Option(False, "--csv", help="One CSV row per file on stdout (after a header row)."),
 ):
     """Encode videos into .atok containers (INPUT -> INPUT.atok)."""
+    from .pipeline import CompressOptions
     with user_errors():
         opts = CompressOptions(threshold=threshold, keep_ratio=keep_ratio, tokenizer=tokenizer, chunk=chunk,
                                keyframe_interval=keyframe_interval, level=level, quant=quant, max_side=max_side,
                                device=device, drop_audio=drop_audio).check()
+        check_workers(workers)
         pairs = expand_inputs(inputs, want_video)
         dsts = output_paths(pairs, output, atok_name)
         code = run_batch([(s, d) for (s, _), d in zip(pairs, dsts)], partial(_compress_job, opts, force),
@@ -273,17 +306,20 @@ def decompress_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
     overlay: bool = typer.Option(False, "--overlay", help="Tint the positions that were dropped (to see the mask)."),
     recover: bool = typer.Option(False, "--partial", help="Recover the complete chunks of a truncated file."),
+    max_pixels: Optional[int] = MAX_PIXELS_OPTION,
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Files processed in parallel (default: half the cores)."),
     as_csv: bool = typer.Option(False, "--csv", help="One CSV row per file on stdout (after a header row)."),
 ):
     """Rebuild videos from .atok containers (size, frame count and fps restored)."""
     with user_errors():
+        check_workers(workers)
         pairs = expand_inputs(inputs, want_atok)
         dsts = output_paths(pairs, output, video_name)
         kw = dict(tokenizer=tokenizer, use_lit=not no_lit, codec=codec, crf=crf, device=device, overlay=overlay,
-                  partial=recover)
+                  partial=recover, limits=limits_for(max_pixels))
         code = run_batch([(s, d) for (s, _), d in zip(pairs, dsts)], partial(_decompress_job, kw, force),
-                         Reporter(quiet, as_json, verbose), "decompress", workers, force, _decompress_skip, as_csv)
+                         Reporter(quiet, as_json, verbose), "decompress", workers, force, partial(_decompress_skip, kw),
+                         as_csv)
     raise typer.Exit(code)
 
 
@@ -297,6 +333,7 @@ def inspect_cmd(
     chunks: Optional[bool] = typer.Option(None, "--chunks/--no-chunks", help="Per-chunk tables (default: for one file)."),
     sort: str = typer.Option("name", "--sort", help="Order of files: name, rate, bpp, size or frames."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG (timeline + heatmap); a folder for many files."),
+    max_pixels: Optional[int] = MAX_PIXELS_OPTION,
 ):
     """Token rates per clip and per chunk, sizes and model identities (reads only header and index)."""
     with user_errors():
@@ -306,7 +343,7 @@ def inspect_cmd(
         infos, failed = [], None
         for f in files:
             try:
-                infos.append(inspect(f))
+                infos.append(inspect(f, limits_for(max_pixels)))
                 if plot is not None:
                     from .atokfile import AtokFile
                     from .pictures import plot as make_plot
@@ -381,17 +418,19 @@ def verify_cmd(
     inputs: List[str] = typer.Argument(..., metavar="FILE.atok...", help=".atok files, folders or globs."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only failures."),
+    max_pixels: Optional[int] = MAX_PIXELS_OPTION,
 ):
     """Check containers (structure, every chunk's checksum and contents) without decoding frames."""
     from .container import AtokReader
     with user_errors():
+        limits = limits_for(max_pixels)
         files = [f for f, _ in expand_inputs(inputs, want_atok)]
         failed = []
         for f in files:
             try:
-                with AtokReader(f) as r:
+                with AtokReader(f, limits=limits) as r:
                     for c in range(len(r.chunks)):
-                        r.read_chunk(c)
+                        r.check_chunk(c)
                     n = len(r.chunks)
                 if as_json:
                     print(json.dumps({"status": "ok", "file": str(f), "chunks": n}), flush=True)
@@ -422,6 +461,7 @@ def eval_cmd(
 ):
     """Compress + decompress in memory; PSNR/SSIM against the decoded input at full rate, hold-fill and LIT."""
     from .evaluate import evaluate, mean_of
+    from .pipeline import CompressOptions
     from .tokenizer import load_tokenizer, pick_device
     with user_errors():
         opts = CompressOptions(threshold=threshold, keep_ratio=keep_ratio, tokenizer=tokenizer, chunk=chunk,

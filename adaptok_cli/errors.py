@@ -13,6 +13,7 @@ EXIT_CANT_CREATE = 73     # EX_CANTCREAT: output exists (use -f) or cannot be wr
 EXIT_IO = 74              # EX_IOERR: write failed (disk full, ...)
 EXIT_INTERNAL = 70        # EX_SOFTWARE: a bug in adaptok (please report it)
 EXIT_INTERRUPTED = 130    # Ctrl-C / SIGTERM; partial outputs are removed
+EXIT_PIPE = 141           # stdout was closed by its reader (`... | head -1`): stopped quietly
 
 
 class AdaptokError(Exception):

@@ -8,7 +8,8 @@ Work happens in chunks of latent frames, so memory is O(chunk) whatever the vide
 from __future__ import annotations
 
 import contextlib
-import os
+import hashlib
+import json
 import time
 from dataclasses import dataclass, asdict, field
 from fractions import Fraction
@@ -19,16 +20,17 @@ import numpy as np
 import torch
 
 from . import __version__
-from .container import AtokReader, AtokWriter, AtomicOutput, Chunk
-from .errors import InputError, ModelUnavailableError, OutputExistsError, UsageError, WriteError
+from .defaults import BUILTIN_TOKENIZERS, DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, MAX_THRESHOLD
+from .container import DEFAULT_LIMITS, LATENT_FRAMES, MAX_FPS, MIN_FPS, AtokReader, AtokWriter, Chunk, Limits, frame_spans
+from .outputs import AtomicOutput, plan
+from .errors import ContainerError, InputError, ModelUnavailableError, UsageError, WriteError
 from .lit import Inpainter, load_lit
 from .pictures import latent_index, overlay as tint_dropped
 from .masking import HoldFill, Selector, dequantise, gather_kept, quantise
-from .tokenizer import DEFAULT_TOKENIZER, WEIGHTS_DIR, Tokenizer, load_tokenizer, pad_frames, pick_device
+from .tokenizer import (WEIGHTS_DIR, Tokenizer, _safetensors_metadata,
+                        file_fingerprint, load_builtin, load_tokenizer, pad_frames, pick_device, spec_fingerprint)
 from .video import VideoReader, VideoWriter, output_kind
 
-DEFAULT_THRESHOLD = 0.15
-DEFAULT_CHUNK = 8
 
 
 @dataclass
@@ -48,8 +50,10 @@ class CompressOptions:
     def check(self):
         if self.threshold is not None and self.keep_ratio is not None:
             raise UsageError("give --threshold or --keep-ratio, not both")
-        if self.keep_ratio is not None and not 0 <= self.keep_ratio <= 1:
+        if self.keep_ratio is not None and not 0 <= self.keep_ratio <= 1:   # also refuses nan
             raise UsageError("--keep-ratio must be between 0 and 1")
+        if self.threshold is not None and not 0 <= self.threshold <= MAX_THRESHOLD:
+            raise UsageError(f"--threshold must be between 0 and {MAX_THRESHOLD:g}")
         if self.threshold is None and self.keep_ratio is None:
             self.threshold = DEFAULT_THRESHOLD
         if not 1 <= self.chunk <= 1024:
@@ -177,35 +181,55 @@ class Result:
         return d
 
 
-_TOKENIZERS: dict = {}
+_MODELS: dict = {}
 
 
 def cached_tokenizer(spec: str, device: str = "auto") -> Tokenizer:
-    """load_tokenizer, once per process (a batch loads its tokeniser once, not per file)."""
+    """load_tokenizer, once per process and file content (a batch loads its tokeniser once, not per file)."""
     dev = pick_device(device)
-    if (spec, str(dev)) not in _TOKENIZERS:
-        _TOKENIZERS[(spec, str(dev))] = load_tokenizer(spec, dev)
-    return _TOKENIZERS[(spec, str(dev))]
+    key = ("tokenizer", spec, str(dev), spec_fingerprint(spec))
+    if key not in _MODELS:
+        _MODELS[key] = load_tokenizer(spec, dev)
+    return _MODELS[key]
 
 
 def expected_settings(opts: CompressOptions, tok: Tokenizer) -> dict:
     """What batch.settings_of() reads back from a container compress() would write with these options."""
-    lit = find_lit(tok)
-    return {"tokenizer": tok.fingerprint, "lit": lit[1] if lit else None,
+    return {"tokenizer": tok.fingerprint, "lit": lit_fingerprint(tok),
             **{k: getattr(opts, k) for k in ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk",
                                             "level", "max_side", "short_side")}}
 
 
-def find_lit(tok: Tokenizer, device="cpu"):
-    """The shipped LIT trained for this tokeniser, or None when none exists yet."""
+def shipped_lit_path(tok: Tokenizer) -> Path | None:
+    """The LIT shipped for a built-in tokeniser (a fixed name per built-in), or None."""
+    if tok.source != "builtin" or tok.name not in BUILTIN_TOKENIZERS:
+        return None
     path = WEIGHTS_DIR / f"lit-{tok.name}.safetensors"
-    if tok.source != "builtin" or not path.is_file():
+    return path if path.is_file() else None
+
+
+def lit_fingerprint(tok: Tokenizer) -> str | None:
+    """Fingerprint of the shipped LIT trained for this tokeniser (read without loading the model), or None."""
+    path = shipped_lit_path(tok)
+    if path is None:
         return None
-    model, meta = load_lit(path, device)
-    if meta.get("tokenizer_fingerprint") != tok.fingerprint:
+    key = ("lit-fingerprint", str(path), tok.fingerprint)
+    if key not in _MODELS:
+        with open(path, "rb") as f:
+            trained_for = _safetensors_metadata(f).get("tokenizer_fingerprint")
+        _MODELS[key] = file_fingerprint(path) if trained_for == tok.fingerprint else None
+    return _MODELS[key]
+
+
+def find_lit(tok: Tokenizer, device="cpu"):
+    """(the shipped LIT trained for this tokeniser, its fingerprint), or None when none exists yet."""
+    fp = lit_fingerprint(tok)
+    if fp is None:
         return None
-    from .tokenizer import file_fingerprint
-    return model, file_fingerprint(path)
+    key = ("lit", fp, str(device))
+    if key not in _MODELS:
+        _MODELS[key] = load_lit(shipped_lit_path(tok), device)[0]
+    return _MODELS[key], fp
 
 
 def compress(src, dst, options: CompressOptions | None = None, force=False,
@@ -217,12 +241,16 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
     if options is not None and kw:
         raise UsageError("give options as a CompressOptions or as keywords, not both")
     opts = (options or CompressOptions(**kw)).check()
+    plan([(Path(src), Path(dst))])
     t_start = time.perf_counter()
     device = pick_device(opts.device)
     tok = loaded_tokenizer or load_tokenizer(opts.tokenizer, device)
-    lit = find_lit(tok)
+    lit_fp = lit_fingerprint(tok)
     reader = VideoReader(src, short_side=opts.short_side, max_side=opts.max_side)
     info = reader.info
+    if not MIN_FPS <= info.fps <= MAX_FPS:
+        reader.close()
+        raise InputError(f"{src}: frame rate {float(info.fps):.6g} is outside {MIN_FPS}..{MAX_FPS} frames/s")
     if reader.has_audio and not opts.drop_audio:
         reader.close()
         raise InputError(f"{src}: has an audio track, which .atok does not store: "
@@ -235,7 +263,7 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
     res = Result(str(src), str(dst), width=info.width, height=info.height, fps=float(info.fps),
                  bytes_in=Path(src).stat().st_size)
     try:
-        header = make_header(tok, {"fingerprint": lit[1], "name": f"lit-{tok.name}"} if lit else None,
+        header = make_header(tok, {"fingerprint": lit_fp, "name": f"lit-{tok.name}"} if lit_fp else None,
                              opts, info.width, info.height, info.fps, Path(src).name)
         writer = AtokWriter(out.f, header, opts.level)
         enc = ChunkEncoder(tok, opts)
@@ -272,23 +300,47 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
 # decoding side
 
 def tokenizer_for(header: dict, path, spec: str | None = None, device="cpu") -> Tokenizer:
-    """The tokeniser a container needs: the built-in one by name, or the one the user points to."""
+    """The tokeniser a container needs: a built-in one by name, or the one the user names with `spec`.
+
+    Nothing in the header is used as a path: a name that is not built in needs the user's `spec`, and
+    the fingerprint of what the user named is checked before any of it is loaded.
+    """
     need = header["tokenizer"]
+    wanted = f"tokeniser {need['name']!r} (fingerprint {need['fingerprint']})"
     if spec is None:
-        if need.get("source") != "builtin":
-            raise ModelUnavailableError(
-                f"{path}: made with tokeniser {need['name']} (fingerprint {need['fingerprint']}): "
-                f"pass --tokenizer with its path")
+        if need["name"] not in BUILTIN_TOKENIZERS:
+            raise ModelUnavailableError(f"{path}: made with {wanted}, which is not built in: "
+                                        f"pass --tokenizer with its file or folder")
         spec = need["name"]
     try:
-        tok = load_tokenizer(spec, device)
+        fp = spec_fingerprint(spec)
     except ModelUnavailableError as e:
-        raise ModelUnavailableError(f"{path}: needs tokeniser {need['name']} (fingerprint {need['fingerprint']}): {e}") from None
-    if tok.fingerprint != need["fingerprint"]:
-        raise ModelUnavailableError(
-            f"{path}: made with tokeniser {need['name']} fingerprint {need['fingerprint']}, "
-            f"but {spec} has fingerprint {tok.fingerprint}")
+        raise ModelUnavailableError(f"{path}: needs {wanted}: {e}") from None
+    if fp != need["fingerprint"]:
+        raise ModelUnavailableError(f"{path}: made with {wanted}, but {spec} has fingerprint {fp}: "
+                                    f"pass --tokenizer with the file or folder it was made with")
+    tok = cached_tokenizer(spec, str(device))
+    check_tokenizer_fit(header, tok, path)
     return tok
+
+
+def check_tokenizer_fit(header: dict, tok: Tokenizer, path):
+    """The header's layout fields must be the ones this tokeniser produces; say which one is not."""
+    from .errors import ContainerError
+    m = tok.pad_multiple
+    expect = {"channels": tok.channels, "tokenizer.channels": tok.channels,
+              "tokenizer.time_factor": tok.time_factor, "tokenizer.space_factor": tok.space_factor,
+              "latent_width": -(-header["width"] // m) * m // tok.space_factor,
+              "latent_height": -(-header["height"] // m) * m // tok.space_factor}
+    for key, want in expect.items():
+        got = header["tokenizer"][key.split(".")[1]] if "." in key else header[key]
+        if got != want:
+            raise ContainerError(f"{path}: corrupt container (header {key} is {got}, "
+                                 f"but tokeniser {tok.name} gives {want})")
+    stateful = header["tokenizer"].get("stateful", tok.stateful)
+    if stateful != tok.stateful:
+        raise ContainerError(f"{path}: corrupt container (header tokenizer.stateful is {stateful}, "
+                             f"but tokeniser {tok.name} is {'' if tok.stateful else 'not '}stateful)")
 
 
 class ChunkDecoder:
@@ -309,6 +361,18 @@ class ChunkDecoder:
             z = self.inpainter.fill(z, chunk.mask)
         self.timing["lit"] += time.perf_counter() - t1
         return z
+
+    def frame_groups(self, z: torch.Tensor, at_start: bool, pixels: int):
+        """Decode z in groups of latent frames small enough for DECODE_PIXELS -> (latent slice, frames).
+
+        A stateful tokeniser carries its state from group to group, so this equals one call on z;
+        a stateless one codes each chunk as one clip, so it gets z whole."""
+        n = len(z)
+        if self.tok.stateful:
+            n = max(1, DECODE_PIXELS // max(1, pixels * self.tok.time_factor))
+        for a in range(0, len(z), n):
+            lat = slice(a, min(a + n, len(z)))
+            yield lat, self.frames(z[lat])
 
     def frames(self, z: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
@@ -345,16 +409,36 @@ def inpainter_for(header: dict, tok: Tokenizer, path, use_lit=True, device="cpu"
     return Inpainter(model, tok.scale, fp, device, threshold=threshold), None
 
 
+def decode_tag(src, use_lit, codec, crf, overlay, tokenizer_fp) -> str:
+    """What decompress writes into an mp4/mkv's comment: which .atok (by content) and settings made it,
+    so a rerun can tell its own up-to-date output from a video that merely has the same name."""
+    settings = json.dumps({"atok": file_fingerprint(src), "lit": use_lit, "codec": codec, "crf": crf,
+                           "overlay": overlay, "tokenizer": tokenizer_fp}, sort_keys=True)
+    return "adaptok " + hashlib.sha256(settings.encode()).hexdigest()[:16]
+
+
+# Decoding runs a stateful tokeniser over at most this many pixels at once, so memory follows the frame
+# size, not the chunk length (a chunk of 1024 latent frames decodes group by group).
+DECODE_PIXELS = 1 << 23
+
+
 def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None, crf=18, force=False,
-               device="auto", progress: Callable[[int], None] | None = None, overlay=False, partial=False) -> Result:
+               device="auto", progress: Callable[[int], None] | None = None, overlay=False, partial=False,
+               limits: Limits = DEFAULT_LIMITS) -> Result:
     """Rebuild a video from an .atok container; width, height, frame count and fps are restored.
 
     overlay=True tints the positions that were dropped, to show what the mask did.
     partial=True recovers every complete chunk of a truncated container (whose index was cut off).
+    limits: the resource budget the container must fit (container.Limits).
     """
     t_start = time.perf_counter()
     dev = pick_device(device)
-    with AtokReader(src, partial=partial) as r:
+    if not 0 <= crf <= 51:
+        raise UsageError("--crf must be between 0 and 51")
+    dst = Path(dst)
+    plan([(Path(src), dst)])
+    kind = output_kind(dst, codec)
+    with AtokReader(src, partial=partial, limits=limits) as r:
         h = r.header
         tok = tokenizer_for(h, src, tokenizer, dev)
         inpainter, note = inpainter_for(h, tok, src, use_lit, dev)
@@ -363,39 +447,59 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
                      bytes_in=r.size, atok_bytes=r.size, notes=[note] if note else [])
         if r.salvaged:
             res.notes.append(f"{src}: truncated: recovered {len(r.chunks)} complete chunks ({r.frames} frames)")
-        dst = Path(dst)
-        if dst.exists() and not force:
-            raise OutputExistsError(f"{dst}: already exists (use -f to overwrite)")
-        kind = output_kind(dst, codec)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.parent / f".{dst.name}.{os.getpid()}.partial{dst.suffix}"
-        writer = VideoWriter(tmp, h["width"], h["height"], Fraction(h["fps_num"], h["fps_den"]), kind, crf)
+        out = AtomicOutput(dst, force, folder=kind == "png")
         try:
+            tag = decode_tag(src, inpainter is not None, kind, crf, overlay, tok.fingerprint)
+            with write_errors(dst):
+                writer = VideoWriter(out.tmp, h["width"], h["height"], Fraction(h["fps_num"], h["fps_den"]), kind,
+                                     crf, comment=tag)
             dec = ChunkDecoder(tok, inpainter)
-            for i in range(len(r.chunks)):
+            spans = frame_spans([c[LATENT_FRAMES] for c in r.chunks], tok.time_factor, tok.stateful, r.frames)
+            for i, (_, n) in enumerate(spans):
                 chunk = r.read_chunk(i)
-                x = dec.frames(dec.dense(chunk))
-                frames = to_frames(x[: r.frames - res.frames], h["height"], h["width"])
-                if overlay:
-                    lat = latent_index(len(frames), tok.time_factor, i == 0 or not tok.stateful)
-                    frames = tint_dropped(frames, chunk.mask, lat, tok.space_factor)
-                with write_errors(dst):
-                    for f in frames:
-                        writer.write(f)
-                res.frames += len(frames)
-                if progress:
-                    progress(len(frames))
+                for lat, x in dec.frame_groups(dec.dense(chunk), at_start=i == 0 or not tok.stateful,
+                                               pixels=h["width"] * h["height"]):
+                    frames = to_frames(x[: n], h["height"], h["width"])
+                    n -= len(frames)
+                    if overlay:
+                        frames = tint_dropped(frames, chunk.mask[lat], latent_index(len(frames), tok.time_factor,
+                                              lat.start == 0 and (i == 0 or not tok.stateful)) , tok.space_factor)
+                    with write_errors(dst):
+                        for f in frames:
+                            writer.write(f)
+                    res.frames += len(frames)
+                    if progress:
+                        progress(len(frames))
+            if res.frames != r.frames:   # the reader's checks make this impossible; never write a short video
+                raise ContainerError(f"{src}: corrupt container (decoded {res.frames} frames, header says {r.frames})")
             with write_errors(dst):
                 writer.close()
-                _replace(tmp, dst, force)
+            out.commit()
         except BaseException:
-            writer.abort()
-            _remove(tmp)
+            with contextlib.suppress(Exception):
+                writer.abort()
+            out.abort()
             raise
     res.bytes_out = _size(dst)
     res.seconds = time.perf_counter() - t_start
     res.timing = dec.timing
     return res
+
+
+def decoded_up_to_date(src, dst, use_lit=True, codec=None, crf=18, overlay=False, tokenizer=None, **_) -> bool:
+    """dst is a video this adaptok decoded from exactly this .atok with these settings (its comment tag)."""
+    import av
+    try:
+        with AtokReader(src) as r:
+            h = r.header
+        kind = output_kind(Path(dst), codec)
+        tok = tokenizer_for(h, src, tokenizer, "cpu")
+        lit = use_lit and inpainter_for(h, tok, src, True, "cpu")[0] is not None
+        want = decode_tag(src, lit, kind, crf, overlay, tok.fingerprint)
+        with av.open(str(dst)) as c:
+            return {k.lower(): v for k, v in c.metadata.items()}.get("comment") == want
+    except Exception:
+        return False
 
 
 @contextlib.contextmanager
@@ -405,21 +509,6 @@ def write_errors(dst):
         yield
     except OSError as e:
         raise WriteError(f"{dst}: write failed ({e.strerror or e})") from e
-
-
-def _replace(tmp: Path, dst: Path, force: bool):
-    import shutil
-    if dst.is_dir() and force:
-        shutil.rmtree(dst)
-    os.replace(tmp, dst)
-
-
-def _remove(p: Path):
-    import shutil
-    if p.is_dir():
-        shutil.rmtree(p, ignore_errors=True)
-    elif p.exists():
-        p.unlink()
 
 
 def _size(p: Path):

@@ -139,7 +139,7 @@ def output_kind(path: Path, codec: str | None) -> str:
 class VideoWriter:
     """Writes RGB frames at an exact frame rate: H.264 (.mp4), FFV1 lossless (.mkv), .y4m, or PNGs."""
 
-    def __init__(self, path, width, height, fps: Fraction, codec=None, crf=18):
+    def __init__(self, path, width, height, fps: Fraction, codec=None, crf=18, comment: str | None = None):
         self.path = Path(path)
         self.kind = output_kind(self.path, codec)
         self.width, self.height, self.count = width, height, 0
@@ -150,6 +150,8 @@ class VideoWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._container = av.open(str(self.path), "w", format=fmt)
+            if comment and self.kind in ("x264", "ffv1"):
+                self._container.metadata["comment"] = comment
             codec_name, pix_fmt, options = {
                 # yuv444p keeps odd sizes and full colour; the High 4:4:4 profile plays in ffmpeg/VLC/mpv
                 "x264": ("libx264", "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p",
