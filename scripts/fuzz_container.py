@@ -1,11 +1,18 @@
-"""Fuzz the .atok reader: mutated, truncated and forged containers must give a clean ContainerError
-(or read back, when a mutation happens to leave the file valid) — never another exception, a hang,
-or a memory blow-up.
+"""Fuzz the .atok reader and decoder: mutated, truncated and forged containers must give a clean
+AdaptokError (or decode, when a mutation happens to leave the file valid) — never another exception,
+a hang, or a memory blow-up.
 
-    python scripts/fuzz_container.py --iterations 100000 --seed 1
+    python scripts/fuzz_container.py --iterations 100000 --seed 1            # the reader alone
+    python scripts/fuzz_container.py --decode --iterations 100000 --seed 1   # full decompress
+
+--decode starts from real containers of the built-in tokeniser (tiny generated clips) and runs every
+mutant through pipeline.decompress with the built-in tokeniser and LIT; its mutations know the
+format (header fields set to plausible wrong values, chunk payloads rewritten with bad masks, scales
+or values and their checksums fixed). Each case runs under an alarm (a hang) and the process under
+an address-space limit (a memory blow-up becomes a MemoryError, counted as a crash).
 
 Prints one JSON line: counts per outcome and mutation kind, the slowest case, peak RSS.
-The test suite runs a short version of the same loop (tests/test_reliability.py).
+The test suite runs short versions of both loops (tests/test_reliability.py).
 """
 from __future__ import annotations
 
@@ -20,10 +27,13 @@ import zlib
 from pathlib import Path
 
 import msgpack
+import numpy as np
+import signal
 import torch
+import zstandard
 
-from adaptok_cli.container import PRELUDE, TRAILER, AtokReader, ContainerError, write_bytes
-from adaptok_cli.errors import InputError
+from adaptok_cli.container import PAYLOAD, PRELUDE, RECORD, TRAILER, AtokReader, ContainerError, write_bytes
+from adaptok_cli.errors import AdaptokError, InputError
 
 HOSTILE = [0, -1, 1 << 31, 1 << 40, 10 ** 12, 100000, 2 ** 64 - 1, "x", None, [], 1.5, {"a": 1}]
 
@@ -36,6 +46,8 @@ def base_containers(seed=0) -> list[bytes]:
         chunks = []
         for t in ts:
             mask = torch.rand(t, 2, 3, generator=g) > 0.5
+            if not chunks:
+                mask[0] = True      # the stream's first latent frame is kept whole
             n = int(mask.sum())
             codes = (torch.randint(-127, 128, (4, n), generator=g, dtype=torch.int8) if quant == "int8"
                      else torch.randn(4, n, generator=g).half())
@@ -50,15 +62,28 @@ def base_containers(seed=0) -> list[bytes]:
     return out
 
 
+def with_header(data: bytes, h: dict) -> bytes:
+    """data with its header replaced by h: header CRC, chunk offsets in the index, index CRC and
+    trailer all moved along, so the file is valid apart from what h itself says."""
+    _, version, flags, hlen, _ = PRELUDE.unpack_from(data)
+    raw = msgpack.packb(h, use_bin_type=True)
+    delta = len(raw) - hlen
+    ioff, ilen, _, end = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    index = msgpack.unpackb(data[ioff:ioff + ilen], raw=False)
+    for e in index["chunks"]:
+        e[0] += delta
+    iraw = msgpack.packb(index, use_bin_type=True)
+    return (PRELUDE.pack(data[:8], version, flags, len(raw), zlib.crc32(raw)) + raw + data[PRELUDE.size + hlen:ioff]
+            + iraw + TRAILER.pack(ioff + delta, len(iraw), zlib.crc32(iraw), end))
+
+
 def forge_header(data: bytes, rng: random.Random) -> bytes:
     """Replace one header field (or one tokeniser field) with a hostile value; checksums made valid."""
     _, version, flags, hlen, _ = PRELUDE.unpack_from(data)
     h = msgpack.unpackb(data[PRELUDE.size:PRELUDE.size + hlen], raw=False)
     target = h["tokenizer"] if rng.random() < 0.3 else h
     target[rng.choice(sorted(target))] = rng.choice(HOSTILE)
-    raw = msgpack.packb(h, use_bin_type=True)
-    body = data[PRELUDE.size + hlen:]
-    return PRELUDE.pack(data[:8], version, flags, len(raw), zlib.crc32(raw)) + raw + body
+    return with_header(data, h)
 
 
 def forge_index(data: bytes, rng: random.Random) -> bytes:
@@ -144,12 +169,173 @@ def fuzz(iterations: int, seed: int = 0, folder: Path | None = None) -> dict:
     return stats
 
 
+# --- through decompress -------------------------------------------------------------------------
+
+def decode_bases(folder: Path) -> list[bytes]:
+    """Real containers of the built-in tokeniser: odd sizes, one frame, several chunks, both modes."""
+    from adaptok_cli.pipeline import CompressOptions, compress
+    from adaptok_cli.video import VideoWriter
+    rng = np.random.default_rng(0)
+    out = []
+    for i, (w, h, t, opts) in enumerate([(24, 16, 9, dict(threshold=0.2, chunk=2)),
+                                         (21, 13, 6, dict(keep_ratio=0.5, chunk=1, quant="fp16")),
+                                         (16, 16, 1, dict(threshold=0.15)),
+                                         (40, 24, 17, dict(threshold=0.3, chunk=2, keyframe_interval=3))]):
+        video = folder / f"base{i}.mkv"
+        writer = VideoWriter(video, w, h, 25)
+        base = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for k in range(t):
+            frame = base.copy()
+            frame[:, k % w] = 255
+            writer.write(frame)
+        writer.close()
+        compress(video, folder / f"base{i}.atok", CompressOptions(device="cpu", **opts), force=True)
+        out.append((folder / f"base{i}.atok").read_bytes())
+    return out
+
+
+PLAUSIBLE = {"width": [1, 7, 16, 25, 64, 4097, 16384], "height": [1, 9, 16, 17, 4097, 16384],
+             "latent_width": [1, 2, 3, 4, 8, 2048], "latent_height": [1, 2, 3, 4, 2048], "channels": [1, 8, 15, 17, 64],
+             "fps_num": [1, 30000, 1 << 30], "fps_den": [1, 1001, 1 << 30], "chunk": [1, 2, 1024],
+             "keyframe_interval": [0, 1, 2, 3], "quant": ["int8", "fp16"], "threshold": [None, 0.0, 0.15, 0.5, 100.0,
+             float("nan"), float("inf"), -1.0, 1e9], "keep_ratio": [None, 0.0, 0.5, 1.0, 1.5],
+             "lit": [None, {"name": "lit-tinytok", "fingerprint": "0" * 16}, {"fingerprint": 5}]}
+PLAUSIBLE_TOKENIZER = {"name": ["tinytok", "/tmp", ".", "..", "x/y", "/etc/passwd", "a.safetensors", "cosmos:CV4x8x8"],
+                       "fingerprint": ["0" * 16, ""], "time_factor": [1, 2, 3, 4, 8], "space_factor": [1, 4, 8, 16],
+                       "channels": [1, 16, 17], "stateful": [True, False], "source": ["builtin", "file", "/tmp"]}
+
+
+def forge_plausible(data: bytes, rng: random.Random) -> bytes:
+    """Set one to three header fields to well-typed values that disagree with the rest; checksums valid."""
+    _, version, flags, hlen, _ = PRELUDE.unpack_from(data)
+    h = msgpack.unpackb(data[PRELUDE.size:PRELUDE.size + hlen], raw=False)
+    for _ in range(rng.randint(1, 3)):
+        if rng.random() < 0.35:
+            key = rng.choice(sorted(PLAUSIBLE_TOKENIZER))
+            h["tokenizer"][key] = rng.choice(PLAUSIBLE_TOKENIZER[key])
+        else:
+            key = rng.choice(sorted(PLAUSIBLE))
+            h[key] = rng.choice(PLAUSIBLE[key])
+    return with_header(data, h)
+
+
+def forge_payload(data: bytes, rng: random.Random) -> bytes:
+    """Rewrite one chunk's payload (mask bits, scales, values, t or kept) and make every checksum,
+    size and offset agree again, so only the decoder's own checks stand in the way."""
+    _, _, _, hlen, _ = PRELUDE.unpack_from(data)
+    h = msgpack.unpackb(data[PRELUDE.size:PRELUDE.size + hlen], raw=False)
+    ioff, ilen, _, end = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    index = msgpack.unpackb(data[ioff:ioff + ilen], raw=False)
+    i = rng.randrange(len(index["chunks"]))
+    off, length = index["chunks"][i][:2]
+    raw = bytearray(zstandard.ZstdDecompressor().decompress(data[off + RECORD.size:off + RECORD.size + length]))
+    c = h["channels"]
+    o_mask = PAYLOAD.size + (4 * c if h["quant"] == "int8" else 0)
+    what = rng.choice(["mask", "scale", "values", "t", "kept"])
+    if what == "mask":
+        j = rng.randrange(o_mask, o_mask + max(1, (len(raw) - o_mask) // 4))
+        raw[j] ^= 1 << rng.randrange(8)
+    elif what == "scale" and h["quant"] == "int8":
+        struct.pack_into("<f", raw, PAYLOAD.size + 4 * rng.randrange(c), rng.choice([float("nan"), float("inf"), 0.0, -1.0, 1e30]))
+    elif what == "values" and len(raw) > o_mask + 2:
+        j = rng.randrange(o_mask, len(raw) - 1)
+        raw[j:j + 2] = rng.choice([b"\x00\x7c", b"\x00\x7e", b"\xff\xff", b"\x80\x80"])   # inf, nan (fp16), extremes
+    elif what == "t":
+        struct.pack_into("<I", raw, 0, rng.choice([0, 1, 2, 9, 1 << 20]))
+    else:
+        struct.pack_into("<I", raw, 4, rng.choice([0, 1, 10 ** 6]))
+    comp = zstandard.ZstdCompressor(level=1, write_checksum=True, write_content_size=True).compress(bytes(raw))
+    t, kept = PAYLOAD.unpack_from(raw)
+    delta = len(comp) - length
+    body = bytearray(data[:ioff])
+    body[off:off + RECORD.size + length] = RECORD.pack(len(comp)) + comp
+    for k, e in enumerate(index["chunks"]):
+        if k == i:
+            e[1:6] = [len(comp), t, kept, len(raw), zlib.crc32(comp)]
+        elif k > i:
+            e[0] += delta
+    iraw = msgpack.packb(index, use_bin_type=True)
+    return bytes(body) + iraw + TRAILER.pack(ioff + delta, len(iraw), zlib.crc32(iraw), end)
+
+
+def mutate_for_decode(data: bytes, rng: random.Random) -> tuple[str, bytes]:
+    kind = rng.choice(["plausible", "plausible", "payload", "payload", "header", "index", "bitflip", "truncate"])
+    if kind == "plausible":
+        return kind, forge_plausible(data, rng)
+    if kind == "payload":
+        return kind, forge_payload(data, rng)
+    return _one(kind, data, rng)
+
+
+def _one(kind, data, rng):
+    """One of the reader's mutations, by name."""
+    while True:
+        k, out = mutate(data, rng)
+        if k == kind:
+            return k, out
+
+
+class Hang(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise Hang
+
+
+def fuzz_decode(iterations: int, seed: int = 0, case_seconds: int = 20) -> dict:
+    """Mutants of real containers through pipeline.decompress (built-in tokeniser and LIT)."""
+    from adaptok_cli.pipeline import decompress
+    rng = random.Random(seed)
+    stats = {"iterations": iterations, "seed": seed, "mode": "decode", "outcomes": {}, "kinds": {}, "crashes": [],
+             "hangs": 0, "slowest_s": 0.0}
+    old = signal.signal(signal.SIGALRM, _alarm)
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        bases = decode_bases(d)
+        path, out = d / "fuzz.atok", d / "out.y4m"
+        for it in range(iterations):
+            kind, data = mutate_for_decode(rng.choice(bases), rng)
+            path.write_bytes(data)
+            stats["kinds"][kind] = stats["kinds"].get(kind, 0) + 1
+            for partial in (False, True) if kind == "truncate" else (False,):
+                t0 = time.perf_counter()
+                signal.alarm(case_seconds)
+                try:
+                    decompress(path, out, force=True, device="cpu", partial=partial)
+                    outcome = "decoded"
+                except AdaptokError:
+                    outcome = "clean error"
+                except Hang:
+                    outcome = "hang"
+                    stats["hangs"] += 1
+                except Exception as e:  # anything else is a bug
+                    outcome = "crash"
+                    stats["crashes"].append({"iteration": it, "kind": kind, "error": f"{type(e).__name__}: {e}"[:300]})
+                finally:
+                    signal.alarm(0)
+                stats["slowest_s"] = max(stats["slowest_s"], time.perf_counter() - t0)
+                key = outcome + (" (partial)" if partial else "")
+                stats["outcomes"][key] = stats["outcomes"].get(key, 0) + 1
+    signal.signal(signal.SIGALRM, old)
+    stats["seconds"] = round(time.perf_counter() - t_start, 1)
+    stats["slowest_s"] = round(stats["slowest_s"], 4)
+    stats["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return stats
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iterations", type=int, default=100000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--decode", action="store_true", help="run mutants through decompress, not only the reader")
+    ap.add_argument("--memory-limit-mb", type=int, default=6000,
+                    help="address-space limit of this process (--decode): a blow-up becomes a MemoryError")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    s = fuzz(a.iterations, a.seed)
+    if a.decode:
+        resource.setrlimit(resource.RLIMIT_AS, (a.memory_limit_mb << 20, resource.RLIM_INFINITY))
+    s = fuzz_decode(a.iterations, a.seed) if a.decode else fuzz(a.iterations, a.seed)
     print(json.dumps(s))
-    raise SystemExit(1 if s["crashes"] else 0)
+    raise SystemExit(1 if s["crashes"] or s.get("hangs") else 0)

@@ -7,7 +7,7 @@ Linux carries ru_maxrss over exec from the (possibly big) parent process.
 """
 import sys
 
-from adaptok_cli.cli import main
+from adaptok_cli.main import main
 
 
 def peak_kb() -> int:

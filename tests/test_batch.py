@@ -41,8 +41,8 @@ def test_batch_with_bad_files_then_resume(tmp_path, small_tok_path):
     assert p.returncode == errors.EXIT_SOME_FAILED
     status = {os.path.basename(r["input"]): r["status"] for r in map(json.loads, p.stdout.splitlines())}
     assert status == {"a.mp4.atok": "ok", "b.mkv.atok": "ok", "c.mp4.atok": "error"}
-    assert "c.mp4.atok" in p.stderr and (tmp_path / "dec" / "a.mp4").exists()
-    assert not (tmp_path / "dec" / "sub" / "c.mp4").exists()
+    assert "c.mp4.atok" in p.stderr and (tmp_path / "dec" / "a.decoded.mp4").exists()
+    assert not (tmp_path / "dec" / "sub" / "c.decoded.mp4").exists()
 
     # running the same command again skips what is up to date and redoes nothing else
     bad.unlink()

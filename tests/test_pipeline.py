@@ -147,9 +147,9 @@ def test_keyframe_interval_keeps_whole_frames(tmp_path, small_tok_path, videos):
 
 
 def test_decompress_matches_full_rate_when_nothing_dropped(tmp_path, small_tok_path, videos):
-    """threshold < 0 keeps everything: output equals a direct decode of the quantised latents."""
+    """keep ratio 1 keeps everything: output equals a direct decode of the quantised latents."""
     dst = tmp_path / "all.atok"
-    res = compress(videos["static"], dst, opts(small_tok_path, threshold=-1.0))
+    res = compress(videos["static"], dst, opts(small_tok_path, keep_ratio=1.0))
     assert res.token_rate == 1.0
     a = tmp_path / "a.mkv"
     decompress(dst, a, tokenizer=str(small_tok_path), device="cpu")

@@ -41,6 +41,15 @@ def test_fuzz_short_run_only_clean_errors():
     assert set(stats["kinds"]) == {"bitflip", "bytes", "truncate", "append", "insert", "delete", "header", "index"}
 
 
+def test_fuzz_through_decompress_short_run():
+    """The CI slice of `scripts/fuzz_container.py --decode`: mutants of real containers through the
+    whole decompress (built-in tokeniser and LIT); docs/RELIABILITY.md has the 100,000-case run."""
+    stats = fuzz_container.fuzz_decode(300, seed=0)
+    assert stats["crashes"] == [] and stats["hangs"] == 0, stats["crashes"][:3]
+    assert stats["outcomes"]["clean error"] > 150 and stats["outcomes"].get("decoded", 0) > 10
+    assert set(stats["kinds"]) == {"plausible", "payload", "header", "index", "bitflip", "truncate"}
+
+
 def original_chunks(data, tmp_path):
     p = tmp_path / "orig.atok"
     p.write_bytes(data)
@@ -166,14 +175,14 @@ class FullDisk:
 
 
 def test_full_disk_gives_clear_error_and_removes_partial(tmp_path, small_tok_path, monkeypatch):
-    from adaptok_cli import container
+    from adaptok_cli import outputs
     src = write_video(tmp_path / "a.mkv", noise_frames(33, 32, 32))
-    real_init = container.AtomicOutput.__init__
+    real_init = outputs.AtomicOutput.__init__
 
-    def init(self, path, force=False):
-        real_init(self, path, force)
+    def init(self, path, force=False, folder=False):
+        real_init(self, path, force, folder)
         self.f = FullDisk(self.f, 3000)
-    monkeypatch.setattr(container.AtomicOutput, "__init__", init)
+    monkeypatch.setattr(outputs.AtomicOutput, "__init__", init)
     with pytest.raises(errors.WriteError, match="No space left"):
         atk.compress(src, tmp_path / "a.atok", tokenizer=str(small_tok_path), chunk=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mkv"]
