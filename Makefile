@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 export PYTHONDONTWRITEBYTECODE=1
 
-.PHONY: install demo test bench bench-quick man samples clean train-tokenizer export-tokenizer train-lit export-lit
+.PHONY: install demo test lint bench bench-quick man samples clean train-tokenizer export-tokenizer train-lit export-lit
 
 install: $(STAMP)
 
@@ -23,6 +23,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+lint: $(STAMP)
+	.venv/bin/ruff check .
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PIPE, EXIT_SOME_FAILED, EXIT_USAGE, AdaptokError,
-                     InputError, UsageError)
+                     UsageError)
 from .main import quiet_stdout
 from .outputs import plan
 from .batch import expand_inputs, output_paths

@@ -19,6 +19,7 @@ import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgpack
 import numpy as np
@@ -26,6 +27,9 @@ import zstandard
 
 from .defaults import MAX_THRESHOLD
 from .errors import ContainerError, InputError
+
+if TYPE_CHECKING:
+    import torch
 
 MAGIC = b"ATOK\r\n\x1a\n"
 END_MAGIC = b"ATOKEND\n"

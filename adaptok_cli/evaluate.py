@@ -10,7 +10,6 @@ import io
 import time
 
 import numpy as np
-import torch
 
 from .container import AtokWriter, Chunk
 from .metrics import psnr, ssim

@@ -240,11 +240,11 @@ def save_lit(model: LIT, path, tokenizer_fingerprint: str, extra: dict | None = 
 
 def load_lit(path, device="cpu"):
     """-> (LIT model, metadata). Safetensors only: nothing in a weights file can run code."""
-    from .tokenizer import _safetensors_metadata
+    from .tokenizer import safetensors_metadata
     try:
         tensors = load_file(str(path))
         with open(path, "rb") as f:
-            meta = _safetensors_metadata(f)
+            meta = safetensors_metadata(f)
         model = LIT(LITConfig(**json.loads(meta["config"])))
         model.load_state_dict({k: v.float() for k, v in tensors.items()})
     except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError) as e:

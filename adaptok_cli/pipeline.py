@@ -27,8 +27,8 @@ from .errors import ContainerError, InputError, ModelUnavailableError, UsageErro
 from .lit import Inpainter, load_lit
 from .pictures import latent_index, overlay as tint_dropped
 from .masking import HoldFill, Selector, dequantise, gather_kept, quantise
-from .tokenizer import (WEIGHTS_DIR, Tokenizer, _safetensors_metadata,
-                        file_fingerprint, load_builtin, load_tokenizer, pad_frames, pick_device, spec_fingerprint)
+from .tokenizer import (WEIGHTS_DIR, Tokenizer, safetensors_metadata,
+                        file_fingerprint, load_tokenizer, pad_frames, pick_device, spec_fingerprint)
 from .video import VideoReader, VideoWriter, output_kind
 
 
@@ -216,7 +216,7 @@ def lit_fingerprint(tok: Tokenizer) -> str | None:
     key = ("lit-fingerprint", str(path), tok.fingerprint)
     if key not in _MODELS:
         with open(path, "rb") as f:
-            trained_for = _safetensors_metadata(f).get("tokenizer_fingerprint")
+            trained_for = safetensors_metadata(f).get("tokenizer_fingerprint")
         _MODELS[key] = file_fingerprint(path) if trained_for == tok.fingerprint else None
     return _MODELS[key]
 

@@ -97,7 +97,7 @@ class TinyTokTokenizer(Tokenizer):
         try:
             tensors = load_file(str(path))
             with open(path, "rb") as f:
-                meta = _safetensors_metadata(f)
+                meta = safetensors_metadata(f)
             cfg = TinyTokConfig(**json.loads(meta["config"]))
         except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
             raise ModelUnavailableError(f"{path}: not a tinytok weights file ({e})") from None
@@ -126,7 +126,7 @@ class TinyTokTokenizer(Tokenizer):
         return x[0].cpu(), state
 
 
-def _safetensors_metadata(f) -> dict:
+def safetensors_metadata(f) -> dict:
     import struct
     n = struct.unpack("<Q", f.read(8))[0]
     if n > 100_000_000:

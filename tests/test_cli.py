@@ -114,7 +114,7 @@ def test_error_paths(tmp_path, small_tok_path, atok):
 
 
 def test_batch_continues_past_failures(tmp_path, small_tok_path, videos):
-    good = write_video(tmp_path / "in" / "good.mkv", noise_frames(5, 16, 16))
+    write_video(tmp_path / "in" / "good.mkv", noise_frames(5, 16, 16))
     (tmp_path / "in" / "sub").mkdir()
     write_video(tmp_path / "in" / "sub" / "also.mkv", noise_frames(5, 16, 16))
     (tmp_path / "in" / "broken.mp4").write_bytes(b"\0" * 100)

@@ -3,11 +3,10 @@ import struct
 import zlib
 
 import msgpack
-import numpy as np
 import pytest
 import torch
 
-from adaptok_cli import CompressOptions, compress, inspect
+from adaptok_cli import inspect
 from adaptok_cli.container import (MAGIC, PRELUDE, TRAILER, AtokReader, ContainerError, write_bytes)
 from adaptok_cli.errors import InputError
 

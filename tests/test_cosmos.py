@@ -1,5 +1,4 @@
 """The Cosmos-Tokenizer CV adapter, with small TorchScript modules the test scripts and saves."""
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

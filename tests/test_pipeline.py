@@ -1,5 +1,4 @@
 """Round trips through compress/decompress and the masking rules users rely on."""
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -57,7 +56,7 @@ def test_chunked_encoding_equals_whole_clip(small_tok_path, videos):
     results = []
     for chunk in (1, 3, 100):
         enc = ChunkEncoder(tok, opts(small_tok_path, chunk=chunk).check())
-        zs, masks = [], []
+        zs = []
         for fr, _ in frame_chunks(iter(frames), tok, chunk):
             z = enc.latents(fr)
             zs.append(z)
@@ -128,7 +127,6 @@ def test_keep_ratio_hits_its_ratio(tmp_path, small_tok_path, videos, ratio):
     compress(videos["noise"], dst, opts(small_tok_path, keep_ratio=ratio, chunk=2))
     with AtokReader(dst) as r:
         m = torch.cat([r.read_chunk(i).mask for i in range(len(r.chunks))])
-    hw = m.shape[1] * m.shape[2]
     assert m[0].all()
     # chunks of 2 latent frames; the first chunk's first latent frame is whole, outside the budget
     chunks = [m[1:2]] + [m[i:i + 2] for i in range(2, len(m), 2)]

@@ -329,8 +329,12 @@ def test_two_writers_of_one_output_never_corrupt_it(tmp_path, small_tok_path):
     procs = [subprocess.Popen([sys.executable, "-m", "adaptok_cli", "compress", str(src), "-o",
                                str(tmp_path / "same.atok"), "-f", "-q", "--tokenizer", str(small_tok_path)],
                               env=ENV, stderr=subprocess.PIPE, text=True) for src in (a, b)]
+    codes = []
     for p in procs:
-        p.communicate(timeout=120)
-        assert p.returncode == 0
+        _, stderr = p.communicate(timeout=120)
+        codes.append(p.returncode)
+        # the later writer is refused while the first holds the output (or both run, one after the other)
+        assert p.returncode == 0 or (p.returncode == errors.EXIT_CANT_CREATE and "another adaptok process" in stderr)
+    assert 0 in codes
     assert run("verify", tmp_path / "same.atok").returncode == 0
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -20,7 +20,7 @@ import torch
 
 import adaptok_cli as atk
 from adaptok_cli import errors, outputs
-from adaptok_cli.container import PRELUDE, RECORD, TRAILER, AtokReader, ContainerError, chunk_raw_size
+from adaptok_cli.container import PRELUDE, RECORD, TRAILER, AtokReader, chunk_raw_size
 
 from conftest import noise_frames, static_frames, write_video
 from test_cli import ENV, one_line_error, run

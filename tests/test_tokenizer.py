@@ -1,8 +1,6 @@
 """The built-in tokeniser: the shipped file is intact, real footage survives, training runs."""
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
