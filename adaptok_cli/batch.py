@@ -89,10 +89,15 @@ class Outcome:
 _IN_JOB = False
 
 
-def _worker_init(parent: int):
-    """A worker ignores Ctrl-C (the parent decides), stops on SIGTERM, and dies with its parent."""
+def one_torch_thread():
+    """Jobs call this before their first torch work (late, so a refused file never loads torch)."""
     import torch
     torch.set_num_threads(THREADS_PER_FILE)
+
+
+def _worker_init(parent: int):
+    """A worker ignores Ctrl-C (the parent decides), stops on SIGTERM, and dies with its parent."""
+    one_torch_thread()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
     _die_with_parent(parent)
@@ -157,8 +162,6 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int = 1,
         else:
             todo.append((src, dst))
     if workers <= 1 or len(todo) <= 1:
-        import torch
-        torch.set_num_threads(THREADS_PER_FILE)
         for src, dst in todo:
             try:
                 done(Outcome(src, dst, job(src, dst, (lambda n: progress("frames", n)) if progress else None)))

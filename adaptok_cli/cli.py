@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import sys
 from contextlib import contextmanager
@@ -20,7 +19,6 @@ from rich.table import Table
 from . import __version__
 from .errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PIPE, EXIT_SOME_FAILED, EXIT_USAGE, AdaptokError,
                      UsageError)
-from .main import quiet_stdout
 from .outputs import plan
 from .batch import expand_inputs, output_paths
 from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER
@@ -54,6 +52,11 @@ def say(msg: str):
     print(f"adaptok: {msg}", file=sys.stderr, flush=True)
 
 
+def quiet_stdout():
+    """Point stdout at /dev/null, so the interpreter's final flush cannot fail on a closed pipe."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def fail(msg: str, code: int):
     say(msg)
     raise typer.Exit(code)
@@ -67,7 +70,7 @@ def user_errors():
     except AdaptokError as e:
         fail(str(e), e.exit_code)
     except KeyboardInterrupt:
-        fail("interrupted", EXIT_INTERRUPTED)
+        raise           # main() says "interrupted" once, for this and for Ctrl-C anywhere else
     except BrokenPipeError:
         quiet_stdout()
         raise typer.Exit(EXIT_PIPE)
@@ -210,25 +213,36 @@ def summary_table(outcomes, label):
 
 def _compress_job(opts, force, src, dst, progress):
     """One file of a compress batch (module level so worker processes can run it)."""
+    from .batch import one_torch_thread
     from .pipeline import cached_tokenizer, compress
+    one_torch_thread()
     return compress(src, dst, opts, force=force, progress=progress,
                     loaded_tokenizer=cached_tokenizer(opts.tokenizer, opts.device))
 
 
 def _compress_skip(opts, src, dst):
+    if not dst.exists():
+        return False
     from .batch import is_up_to_date
     from .pipeline import cached_tokenizer, expected_settings
-    return dst.exists() and is_up_to_date(src, dst, expected_settings(opts, cached_tokenizer(opts.tokenizer, opts.device)))
+    return is_up_to_date(src, dst, expected_settings(opts, cached_tokenizer(opts.tokenizer, opts.device)))
 
 
 def _decompress_job(kw, force, src, dst, progress):
+    from .container import AtokReader
+    with AtokReader(src, partial=kw["partial"], limits=kw["limits"]):
+        pass    # a corrupt or hostile file is refused here, before torch and the models are loaded
+    from .batch import one_torch_thread
     from .pipeline import decompress
+    one_torch_thread()
     return decompress(src, dst, force=force, progress=progress, **kw)
 
 
 def _decompress_skip(kw, src, dst):
+    if not dst.exists():
+        return False
     from .pipeline import decoded_up_to_date
-    return dst.exists() and decoded_up_to_date(src, dst, **kw)
+    return decoded_up_to_date(src, dst, **kw)
 
 
 MAX_PIXELS_OPTION = typer.Option(None, "--max-pixels", metavar="N",
@@ -515,13 +529,21 @@ def print_eval(results, mean):
         say("no trained LIT for this tokeniser yet: PSNR is hold-fill")
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main():
-    signal.signal(signal.SIGTERM, _sigterm)
-    app(prog_name="adaptok")
+    """Run the app; every interruption, wherever it lands, reaches adaptok_cli.main as KeyboardInterrupt.
+
+    standalone_mode=False so that click hands back exit codes (it turns Ctrl-C into a silent 130)."""
+    from typer.exceptions import TyperException
+    try:
+        code = app(prog_name="adaptok", standalone_mode=False)
+    except TyperException as e:          # usage errors: click's own message and code (2)
+        e.show()
+        code = e.exit_code
+    except typer.Abort:                 # end of input at a prompt
+        code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED:
+        raise KeyboardInterrupt     # adaptok_cli.main says so and exits 130
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -1,33 +1,34 @@
-"""The `adaptok` entry point: signals are handled before anything heavy is imported.
+"""The `adaptok` entry point: signals are handled before anything else is imported.
 
-Ctrl-C or SIGTERM at any moment, start-up included, ends with one line and exit 130, and a closed
-pipe (`adaptok inspect --json | head -1`) ends quietly, as other Unix tools do.
+Ctrl-C or SIGTERM at any moment from here on, start-up included, ends with one line and exit 130,
+and a closed pipe (`adaptok inspect --json | head -1`) ends quietly with 141. Only the entry points
+(`adaptok`, `python -m adaptok_cli`) import this module, so the handlers are theirs alone.
 """
 import os
 import signal
 import sys
-
-EXIT_INTERRUPTED = 130   # errors.EXIT_INTERRUPTED, repeated here so nothing else is imported first
-EXIT_PIPE = 141          # errors.EXIT_PIPE: 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
-
-
-def quiet_stdout():
-    """Point stdout at /dev/null, so the interpreter's final flush cannot fail on a closed pipe."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+signal.signal(signal.SIGTERM, _interrupt)   # the first thing the process does after the interpreter starts
+
+EXIT_INTERRUPTED = 130   # errors.EXIT_INTERRUPTED, repeated so that nothing is imported before the handlers
+EXIT_PIPE = 141          # errors.EXIT_PIPE
+
+
 def main():
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        from .cli import main as cli_main
+        from .cli import main as cli_main, quiet_stdout
         cli_main()
     except KeyboardInterrupt:
         print("adaptok: interrupted", file=sys.stderr, flush=True)
-        sys.exit(EXIT_INTERRUPTED)
+        # os._exit, not sys.exit: CPython kills itself with SIGINT at exit when a KeyboardInterrupt once
+        # escaped code it ran for an extension's import, even though we caught it (seen as exit -2)
+        sys.stdout.flush()
+        os._exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
         quiet_stdout()
         sys.exit(EXIT_PIPE)

@@ -153,8 +153,8 @@ def test_tiny_hostile_files_are_refused_fast_and_small(tmp_path, clip):
         for cmd in (["verify", f], ["decompress", f, "-o", tmp_path / "x.y4m"], ["inspect", f]):
             p, wall, peak = peak_run(*cmd)
             one_line_error(p, errors.EXIT_BAD_CONTAINER)
-            # decompress imports torch and the models (about 450 MB here); verify and inspect do not
-            assert peak < (600 if cmd[0] == "decompress" else 300), (what, cmd[0], peak)
+            # the container is refused before torch or a model is loaded (measured: about 0.6 s, 85 MB)
+            assert peak < 300, (what, cmd[0], peak)
             assert wall < 10, (what, cmd[0], wall)
     p, _, _ = peak_run("verify", cases["huge frame"])
     assert "--max-pixels" in p.stderr
@@ -390,15 +390,21 @@ def test_workers_die_with_their_parent(tmp_path, small_tok_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_during_start_up_is_a_clean_130(tmp_path, sig):
-    p = subprocess.Popen([sys.executable, "-m", "adaptok_cli", "compress", "nothing.mp4"], env=ENV, cwd=tmp_path,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(0.3)           # inside the imports
-    p.send_signal(sig)
-    _, stderr = p.communicate(timeout=60)
-    assert p.returncode == errors.EXIT_INTERRUPTED, stderr
-    assert stderr.strip() == "adaptok: interrupted"
+def test_signal_during_start_up_is_a_clean_130(tmp_path, small_tok_path, sig):
+    """At several moments of start-up (imports, models loading, first frames) a signal gives 130 and
+    one line, never a traceback or a death by signal."""
+    src = write_video(tmp_path / "v.mkv", noise_frames(60, 96, 128))
+    for delay in (0.15, 0.3, 0.7, 1.2):   # from the entry point's first line (the interpreter takes ~0.05 s)
+        p = subprocess.Popen([sys.executable, "-m", "adaptok_cli", "compress", str(src), "-o", str(tmp_path / "o.atok"),
+                              "-f", "--chunk", "1", "--tokenizer", str(small_tok_path)], env=ENV, cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        time.sleep(delay)
+        p.send_signal(sig)
+        _, stderr = p.communicate(timeout=60)
+        assert p.returncode == errors.EXIT_INTERRUPTED, (delay, p.returncode, stderr)
+        assert stderr.strip() == "adaptok: interrupted", (delay, stderr)
+        assert sorted(f.name for f in tmp_path.iterdir()) == ["v.mkv"]
 
 
 def test_no_new_file_starts_after_an_interrupt(tmp_path, small_tok_path):
