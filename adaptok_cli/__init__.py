@@ -17,4 +17,6 @@ __all__ = sorted(_API) + ["__version__"]
 def __getattr__(name):
     if name in _API:
         return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    if name in ("errors", "container", "pipeline", "batch", "outputs"):   # submodules, as attributes
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'adaptok_cli' has no attribute {name!r}")

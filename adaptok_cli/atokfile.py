@@ -5,9 +5,13 @@
         mask, tokens = f.sparse(0)               # chunk 0: (t, h, w) bool and (kept, C) float32
         z = f.dense(0, 2)                        # chunks 0-1 filled in: (T, C, h, w)
         for frames in f.iter_frames(): ...       # uint8 (n, H, W, 3) per chunk
+        clip = f.read_frames(10, 20)             # frames 10..19
 
-Filling is sequential by nature (a dropped position holds its last kept value, and LIT looks at the
-previous chunk's filled frames), so `dense(a, b)` runs the cheap fill from chunk 0 and returns a..b.
+One default fill for the whole API: fill="hold" (each dropped position holds its last kept value:
+exact, cheap, and needs no model). fill="lit" runs LIT as `adaptok decompress` does.
+
+Errors are AdaptokError subclasses (adaptok_cli.errors), plus IndexError / ValueError for chunk or
+frame ranges out of bounds, as Python sequences raise them.
 """
 from __future__ import annotations
 
@@ -17,30 +21,44 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .container import DEFAULT_LIMITS, AtokReader, Limits
-from .masking import dequantise
+from .container import DEFAULT_LIMITS, LATENT_FRAMES, AtokReader, Limits, frame_spans
+from .errors import InputError
+from .masking import HoldFill, dequantise
 from .pipeline import ChunkDecoder, inpainter_for, to_frames, tokenizer_for
 from .report import describe
+from .tokenizer import pick_device
+
+FILLS = ("hold", "lit")
+
+
+def _check_fill(fill):
+    if fill not in FILLS:
+        raise ValueError(f"fill must be 'hold' or 'lit', not {fill!r}")
+    return fill
 
 
 class AtokFile:
-    """An open .atok container. Models (tokeniser, LIT) are loaded only when first needed."""
+    """An open .atok container. Models (tokeniser, LIT) are loaded only when first needed.
 
-    def __init__(self, path, tokenizer: str | None = None, use_lit: bool = True, device: str = "cpu",
+    len(f) is the number of video frames; f.num_chunks the number of chunk records."""
+
+    def __init__(self, path, tokenizer: str | None = None, fill: str = "hold", device: str = "cpu",
                  limits: Limits = DEFAULT_LIMITS):
         self.path = Path(path)
+        self.fill = _check_fill(fill)
+        self.device = pick_device(device)
         self._reader = AtokReader(path, limits=limits)
         self.header = self._reader.header
         self.info = describe(self._reader, path)
-        self._tokenizer_spec, self.use_lit, self.device = tokenizer, use_lit, torch.device(device)
+        self._tokenizer_spec = tokenizer
         self._tok = None
-        self._inpainter = None
 
     # metadata -----------------------------------------------------------------------------
     width = property(lambda self: self.header["width"])
     height = property(lambda self: self.header["height"])
     frames = property(lambda self: self._reader.frames)
     fps = property(lambda self: self.header["fps_num"] / self.header["fps_den"])
+    num_chunks = property(lambda self: len(self._reader.chunks))
     token_rate = property(lambda self: self.info["token_rate"])
     chunk_token_rates = property(lambda self: [c["token_rate"] for c in self.info["chunks"]])
 
@@ -49,54 +67,96 @@ class AtokFile:
         """(T, C, h, w) of the dense latents of the whole clip."""
         return tuple(self.info["latent_shape"])
 
+    @property
+    def chunk_frames(self) -> list[tuple[int, int]]:
+        """(first frame, frame count) of each chunk."""
+        return [(c["first_frame"], c["frames"]) for c in self.info["chunks"]]
+
+    def metadata(self) -> dict:
+        """What a training loop wants beside the tokens: path, size, fps, frames, token rate."""
+        return {"path": str(self.path), "width": self.width, "height": self.height, "fps": self.fps,
+                "frames": self.frames, "token_rate": self.token_rate}
+
     def __len__(self):
-        """Number of chunks."""
-        return len(self._reader.chunks)
+        return self.frames
 
     # tokens ---------------------------------------------------------------------------------
     def sparse(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Chunk i as stored: mask (t, h, w) bool and kept tokens (kept, C) float32, dequantised,
-        in the order of mask.nonzero() (time, then row, then column)."""
-        c = self._reader.read_chunk(i)
+        in the order of mask.nonzero() (time, then row, then column). IndexError outside 0..num_chunks-1."""
+        c = self._reader.read_chunk(self._chunk_index(i))
         return c.mask, dequantise(c.codes, c.qscale).T.contiguous()
 
-    def iter_dense(self, lit: bool | None = None) -> Iterator[torch.Tensor]:
-        """Dense latents (t, C, h, w) per chunk, dropped positions filled (LIT, or hold-fill)."""
-        dec = self._decoder(lit, need_tokenizer=bool(self.use_lit if lit is None else lit))
-        for i in range(len(self)):
-            yield dec.dense(self._reader.read_chunk(i))
+    def iter_dense(self, fill: str | None = None, start: int = 0, stop: int | None = None) -> Iterator[torch.Tensor]:
+        """Dense latents (t, C, h, w) of chunks start..stop-1, dropped positions filled.
 
-    def dense(self, start: int = 0, stop: int | None = None, lit: bool | None = None) -> torch.Tensor:
-        """Dense latents of chunks start..stop-1 joined in time: (T, C, h, w)."""
-        stop = len(self) if stop is None else stop
-        out = []
-        for i, z in enumerate(self.iter_dense(lit)):
-            if i >= stop:
-                break
+        Chunks before `start` only update the hold state (their values are scattered, nothing else
+        runs); with fill="lit", LIT also runs on chunk start-1 to give chunk `start` its context."""
+        fill = _check_fill(fill or self.fill)
+        stop = self.num_chunks if stop is None else stop
+        hold = HoldFill()
+        dec = self._decoder(fill) if fill == "lit" else None
+        for i in range(stop):
+            chunk = self._reader.read_chunk(i)
+            values = dequantise(chunk.codes, chunk.qscale)
+            if i < (start if dec is None else start - 1):
+                (hold if dec is None else dec.hold).update(values, chunk.mask)
+                continue
+            z = hold.fill(values, chunk.mask) if dec is None else dec.dense(chunk)
             if i >= start:
-                out.append(z)
-        return torch.cat(out) if out else torch.zeros(0, *self.latent_shape[1:])
+                yield z
 
-    def iter_frames(self, lit: bool | None = None) -> Iterator[np.ndarray]:
+    def dense(self, start: int = 0, stop: int | None = None, fill: str | None = None) -> torch.Tensor:
+        """Dense latents of chunks start..stop-1 joined in time: (T, C, h, w)."""
+        stop = self.num_chunks if stop is None else stop
+        if not 0 <= start < stop <= self.num_chunks:
+            raise IndexError(f"chunks {start}..{stop - 1} out of range: {self.path} has {self.num_chunks} chunks "
+                             f"(0..{self.num_chunks - 1}), and start must be below stop")
+        return torch.cat(list(self.iter_dense(fill, start, stop)))
+
+    def iter_frames(self, fill: str | None = None) -> Iterator[np.ndarray]:
         """Decoded frames per chunk: uint8 (n, H, W, 3); the clip's frame count is restored exactly."""
-        dec = self._decoder(lit, need_tokenizer=True)
-        done = 0
-        for i in range(len(self)):
-            x = dec.frames(dec.dense(self._reader.read_chunk(i)))
-            frames = to_frames(x[: self.frames - done], self.height, self.width)
+        yield from self._frames(fill, self.num_chunks)
+
+    def read_frames(self, start: int, stop: int, fill: str | None = None) -> np.ndarray:
+        """Frames start..stop-1 as uint8 (stop - start, H, W, 3).
+
+        The built-in tokeniser decodes causally (each group carries the previous one's features), so
+        exact frames need every chunk from the first up to the one holding stop-1 decoded: the cost
+        is that of decoding frames 0..stop-1, never more."""
+        if not 0 <= start < stop <= self.frames:
+            raise IndexError(f"frames {start}..{stop - 1} out of range: {self.path} has {self.frames} frames")
+        last = next(i for i, (first, n) in enumerate(self.chunk_frames) if first + n >= stop)
+        out, done = [], 0
+        for frames in self._frames(fill, last + 1):
+            lo, hi = max(start - done, 0), min(stop - done, len(frames))
+            if lo < hi:
+                out.append(frames[lo:hi])
             done += len(frames)
-            yield frames
+        return np.concatenate(out)
 
     # plumbing -------------------------------------------------------------------------------
-    def _decoder(self, lit, need_tokenizer) -> ChunkDecoder:
-        lit = self.use_lit if lit is None else lit
-        if need_tokenizer and self._tok is None:
+    def _chunk_index(self, i: int) -> int:
+        if not 0 <= i < self.num_chunks:
+            raise IndexError(f"chunk {i} out of range: {self.path} has {self.num_chunks} chunks (0..{self.num_chunks - 1})")
+        return i
+
+    def _frames(self, fill, n_chunks) -> Iterator[np.ndarray]:
+        dec = self._decoder(_check_fill(fill or self.fill), need_tokenizer=True)
+        tok = self._tok
+        spans = frame_spans(self._reader.chunks[:, LATENT_FRAMES], tok.time_factor, tok.stateful, self.frames)
+        for i in range(n_chunks):
+            chunk = self._reader.read_chunk(i)
+            z = dec.dense(chunk)
+            x = torch.cat([x for _, x in dec.frame_groups(z, i == 0 or not tok.stateful, self.width * self.height)])
+            yield to_frames(x[: spans[i][1]], self.height, self.width)
+
+    def _decoder(self, fill, need_tokenizer=None) -> ChunkDecoder:
+        if (need_tokenizer or fill == "lit") and self._tok is None:
             self._tok = tokenizer_for(self.header, self.path, self._tokenizer_spec, self.device)
         inpainter = None
-        if lit:
-            if self._inpainter is None:
-                self._inpainter, _ = inpainter_for(self.header, self._tok, self.path, True, self.device)
-            inpainter = self._inpainter
+        if fill == "lit":   # a new one each pass: LIT carries the previous chunk's frames as state
+            inpainter, _ = inpainter_for(self.header, self._tok, self.path, True, self.device)
         return ChunkDecoder(self._tok, inpainter)
 
     def close(self):
@@ -110,34 +170,45 @@ class AtokFile:
 
     def __repr__(self):
         return (f"AtokFile({str(self.path)!r}, {self.width}x{self.height}, {self.frames} frames, "
-                f"{len(self)} chunks, token rate {self.token_rate:.3f})")
+                f"{self.num_chunks} chunks, token rate {self.token_rate:.3f})")
 
 
-def open(path, tokenizer: str | None = None, use_lit: bool = True, device: str = "cpu",  # noqa: A001
+def open(path, tokenizer: str | None = None, fill: str = "hold", device: str = "cpu",  # noqa: A001
          limits: Limits = DEFAULT_LIMITS) -> AtokFile:
     """Open an .atok file for reading (see AtokFile); limits is the resource budget (container.Limits)."""
-    return AtokFile(path, tokenizer, use_lit, device, limits)
+    return AtokFile(path, tokenizer, fill, device, limits)
 
 
 class AtokDataset(torch.utils.data.Dataset):
     """The .atok files under a folder, one item per clip, read as latents (no pixels decoded).
 
-    mode="dense": a (T, C, h, w) float32 tensor, dropped positions filled (fill="hold" or "lit").
-    mode="sparse": a dict with "mask" (T, h, w) bool and "tokens" (kept, C) float32 in mask order.
+    Each item is a dict with the clip's metadata ("path", "width", "height", "fps", "frames",
+    "token_rate") and, for mode="dense", "latents": (T, C, h, w) float32 with dropped positions
+    filled (fill="hold" or "lit"); for mode="sparse", "mask": (T, h, w) bool and "tokens": (kept, C)
+    float32 in mask order.
     """
 
     def __init__(self, folder, mode: str = "dense", fill: str = "hold", tokenizer: str | None = None):
-        if mode not in ("dense", "sparse") or fill not in ("hold", "lit"):
-            raise ValueError("mode is 'dense' or 'sparse'; fill is 'hold' or 'lit'")
-        self.files = sorted(Path(folder).rglob("*.atok"))
-        self.mode, self.fill, self.tokenizer = mode, fill, tokenizer
+        if mode not in ("dense", "sparse"):
+            raise ValueError(f"mode must be 'dense' or 'sparse', not {mode!r}")
+        self.mode, self.fill, self.tokenizer = mode, _check_fill(fill), tokenizer
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such folder")
+        self.files = sorted(folder.rglob("*.atok"))
+        if not self.files:
+            raise InputError(f"{folder}: no .atok files in it")
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, i):
-        with AtokFile(self.files[i], self.tokenizer, use_lit=self.fill == "lit") as f:
+        with AtokFile(self.files[i], self.tokenizer, fill=self.fill) as f:
+            item = f.metadata()
             if self.mode == "dense":
-                return f.dense()
-            parts = [f.sparse(c) for c in range(len(f))]
-            return {"mask": torch.cat([m for m, _ in parts]), "tokens": torch.cat([t for _, t in parts])}
+                item["latents"] = f.dense()
+            else:
+                parts = [f.sparse(c) for c in range(f.num_chunks)]
+                item["mask"] = torch.cat([m for m, _ in parts])
+                item["tokens"] = torch.cat([t for _, t in parts])
+            return item

@@ -42,14 +42,19 @@ def expand_inputs(items: Iterable[str], want: Callable[[Path], bool]) -> list[tu
     return found
 
 
-def output_paths(inputs, output: Path | None, default_name: Callable[[str], str]) -> list[Path]:
-    """One output per input: next to it by default, -o FILE for one input, -o DIR mirrors the tree."""
+def is_folder_target(output: str, n_inputs: int) -> bool:
+    """The one -o rule: a folder if it ends with '/', already is a folder, or there are several inputs."""
+    return output.endswith(("/", os.sep)) or Path(output).is_dir() or n_inputs > 1
+
+
+def output_paths(inputs, output: str | None, default_name: Callable[[str], str]) -> list[Path]:
+    """One output per input: next to it by default, inside -o when it is a folder (the tree
+    mirrored), else -o itself."""
     if output is None:
         return [f.parent / default_name(f.name) for f, _ in inputs]
-    as_dir = len(inputs) > 1 or output.is_dir() or str(output).endswith("/")
-    if not as_dir:
-        return [output]
-    return [output / rel.parent / default_name(rel.name) for _, rel in inputs]
+    if not is_folder_target(str(output), len(inputs)):
+        return [Path(output)]
+    return [Path(output) / rel.parent / default_name(rel.name) for _, rel in inputs]
 
 
 def settings_of(header: dict) -> dict:
@@ -144,7 +149,8 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int = 1,
     """Run job(src, dst, progress) -> Result for every pair; failures are collected, not raised.
 
     job must be picklable (a module-level function or functools.partial of one) when workers > 1.
-    progress(kind, n) is told about frames ("frames", n) in-process and finished files ("files", 1).
+    progress(kind, n, total=None, name=None) is told when a file starts ("file", name=src), about its
+    frames in-process ("frames", n, total) and when it ends ("files", 1).
     """
     outcomes: list[Outcome] = []
 
@@ -164,7 +170,10 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int = 1,
     if workers <= 1 or len(todo) <= 1:
         for src, dst in todo:
             try:
-                done(Outcome(src, dst, job(src, dst, (lambda n: progress("frames", n)) if progress else None)))
+                if progress:
+                    progress("file", name=src)
+                tick = (lambda n, total=None: progress("frames", n, total)) if progress else None
+                done(Outcome(src, dst, job(src, dst, tick)))
             except AdaptokError as e:
                 done(Outcome(src, dst, error=e))
         return outcomes
@@ -176,6 +185,8 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int = 1,
             while queue and len(futures) < workers:   # files start only as workers free up
                 src, dst = queue.pop()
                 futures[pool.submit(_call, job, src, dst)] = (src, dst)
+                if progress:
+                    progress("file", name=src)
             finished, _ = wait(futures, return_when=FIRST_COMPLETED)
             for fut in finished:
                 src, dst = futures.pop(fut)

@@ -6,6 +6,7 @@ import os
 import statistics
 import sys
 from contextlib import contextmanager
+from enum import Enum
 from functools import partial
 from pathlib import Path
 from typing import List, Optional
@@ -23,7 +24,7 @@ from .outputs import plan
 from .batch import expand_inputs, output_paths
 from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER
 from .report import describe_size, inspect
-from .video import VIDEO_EXTENSIONS
+from .video import VIDEO_EXTENSIONS, output_kind
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
@@ -82,16 +83,36 @@ def user_errors():
         fail(f"internal error: {type(e).__name__}: {e} (set ADAPTOK_DEBUG=1 for the traceback)", EXIT_INTERNAL)
 
 
+class Codec(str, Enum):
+    """Output formats of decompress (choices show in --help and shell completion)."""
+    x264 = "x264"
+    ffv1 = "ffv1"
+    y4m = "y4m"
+    png = "png"
+
+
+class SortKey(str, Enum):
+    name = "name"
+    rate = "rate"
+    bpp = "bpp"
+    bytes = "bytes"
+    frames = "frames"
+
+
 def atok_name(name: str) -> str:
     return name + ".atok"
 
 
-def video_name(name: str) -> str:
-    """clip.mp4.atok -> clip.decoded.mp4 (never the source video's own name); clip.atok -> clip.decoded.mp4."""
+CODEC_EXTENSION = {"x264": ".mp4", "ffv1": ".mkv", "y4m": ".y4m", "png": ""}
+
+
+def video_name(name: str, codec: Optional[str] = None) -> str:
+    """clip.mp4.atok -> clip.decoded.mp4 (never the source video's own name); clip.atok -> clip.decoded.mp4;
+    with --codec the codec's extension (png: a folder clip.decoded/)."""
     stem = Path(name[:-5] if name.endswith(".atok") else name)
     ext = stem.suffix.lower() if stem.suffix.lower() in (".mp4", ".mkv", ".y4m", ".mov") else ".mp4"
     base = stem.stem if stem.suffix.lower() in VIDEO_EXTENSIONS else stem.name
-    return f"{base}.decoded{ext}"
+    return f"{base}.decoded{CODEC_EXTENSION[codec] if codec else ext}"
 
 
 def want_video(f: Path) -> bool:
@@ -111,20 +132,44 @@ class Reporter:
         self.seen = set()
 
     @contextmanager
-    def progress(self, label: str, total: Optional[int] = None, unit: str = "frames"):
-        """Yields tick(kind, n): the bar advances on ticks of its unit ("frames" or "files")."""
+    def progress(self, label: str, n_files: int = 1):
+        """Yields tick(kind, n, total=None, name=None), told of ("file", name=...) when a file starts,
+        ("frames", n, total) as frames are done and ("files", 1) when a file ends. One file: a bar of
+        frames done / total; several: a bar of files, with the current file and its frames beside it."""
         if not self.show_progress:
-            yield lambda kind, n=1: None
+            yield lambda kind, n=1, total=None, name=None: None
             return
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} " + unit),
-                      TimeRemainingColumn(), console=err, transient=True) as bar:
-            task = bar.add_task(label, total=total)
-            yield lambda kind, n=1: bar.advance(task, n) if kind == unit else None
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
+                      TimeRemainingColumn(), TextColumn("{task.fields[detail]}"), console=err, transient=True) as bar:
+            task = bar.add_task(label, total=None if n_files == 1 else n_files, count="", detail="")
+            state = {"files": 0, "frames": 0, "total": None, "name": ""}
+
+            def tick(kind, n=1, total=None, name=None):
+                if kind == "file":
+                    state.update(frames=0, total=None, name=short_name(name))
+                elif kind == "frames":
+                    state["frames"] += n
+                    state["total"] = total if total is not None else state["total"]
+                elif kind == "files":
+                    state["files"] += n
+                frames = f"{state['frames']}/{state['total'] or '?'} frames"
+                if n_files == 1:
+                    bar.update(task, completed=state["frames"], total=state["total"], count=frames, detail=state["name"])
+                else:
+                    bar.update(task, completed=state["files"], count=f"{state['files']}/{n_files} files",
+                               detail=f"{state['name']} {frames}" if state["name"] else "")
+            yield tick
 
     def note_once(self, msg: str):
         if not self.quiet and msg not in self.seen:
             self.seen.add(msg)
             say(msg)
+
+
+def short_name(path, width: int = 40) -> str:
+    """The end of a long path, which is the part that tells files apart."""
+    s = str(path)
+    return s if len(s) <= width else "…" + s[-(width - 1):]
 
 
 def run_batch(pairs, job, reporter: Reporter, label: str, workers: Optional[int], force: bool, skip, as_csv: bool):
@@ -150,7 +195,7 @@ def run_batch(pairs, job, reporter: Reporter, label: str, workers: Optional[int]
         if as_csv:
             print(",".join(csv_cell(outcome_dict(o).get(k)) for k in CSV_FIELDS), flush=True)
 
-    with reporter.progress(label, len(pairs), unit="files" if len(pairs) > 1 else "frames") as progress:
+    with reporter.progress(label, len(pairs)) as progress:
         outcomes = run(pairs, job, workers, None if force else skip, progress, on_done)
     if not reporter.quiet and not reporter.as_json and not as_csv:
         summary_table(outcomes, label)
@@ -185,13 +230,16 @@ def summary_table(outcomes, label):
     failed = sum(o.error is not None for o in outcomes)
     tail = []
     if skipped:
-        tail.append(f"{skipped} up to date (skipped; -f redoes them)")
+        tail.append(f"all {skipped} up to date (-f redoes them)" if skipped == len(outcomes)
+                    else f"{skipped} up to date (skipped; -f redoes them)")
     if failed:
         tail.append(f"{failed} failed")
-    if out.is_terminal and len(outcomes) > 1:
+    if out.is_terminal and len(outcomes) > 1 and done:
         t = Table(title=f"{label}ed")
         for c in ("input", "output", "frames", "token rate", "bpp", "in", "out", "time"):
-            t.add_column(c, justify="right" if c not in ("input", "output") else "left")
+            # long paths wrap instead of being cut, so rows stay distinguishable at 80 columns
+            t.add_column(c, justify="right" if c not in ("input", "output") else "left",
+                         overflow="fold" if c in ("input", "output") else "ellipsis")
         for r in done:
             t.add_row(r.input, r.output, str(r.frames), f"{r.token_rate:.3f}", f"{r.bpp:.4f}",
                       describe_size(r.bytes_in), describe_size(r.bytes_out), f"{r.seconds:.1f}s")
@@ -207,7 +255,7 @@ def summary_table(outcomes, label):
         for r in done:
             print(f"{r.input} -> {r.output}: {r.frames} frames, token rate {r.token_rate:.3f}, "
                   f"bpp {r.bpp:.4f}, {describe_size(r.bytes_in)} -> {describe_size(r.bytes_out)}, {r.seconds:.1f}s")
-    if tail and len(outcomes) > 1:
+    if tail and (len(outcomes) > 1 or skipped):
         say(", ".join(tail))
 
 
@@ -259,18 +307,27 @@ def limits_for(max_pixels: Optional[int]):
     return Limits.for_pixels(max_pixels)
 
 
-def check_workers(workers: Optional[int]):
+OUTPUT_HELP = ("Output: a folder if it ends with '/', already is one, or there are several inputs "
+               "(the input tree is mirrored inside); otherwise the one output file.")
+
+
+def check_common(workers: Optional[int], device: str, as_json: bool, as_csv: bool):
+    """Options every batch command shares, checked before any work (bad values are usage errors, 2)."""
     if workers is not None and workers < 1:
         raise UsageError("--workers must be at least 1")
+    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise UsageError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if as_json and as_csv:
+        raise UsageError("give --json or --csv, not both")
 
 
 # ---------------------------------------------------------------------------------------------
 # commands
 
-@app.command("compress")
+@app.command("compress", short_help="Encode videos into .atok containers.")
 def compress_cmd(
-    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Videos, folders (recursive) or globs."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder."),
+    inputs: List[str] = typer.Argument(..., metavar="INPUT", help="Videos, folders (recursive) or globs."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help=OUTPUT_HELP),
     force: bool = typer.Option(False, "-f", "--force", help="Overwrite existing outputs."),
     threshold: Optional[float] = typer.Option(None, "--threshold", "-t",
                                               help=f"Keep positions whose change exceeds this, in units of the tokeniser's per-channel scale [default: {DEFAULT_THRESHOLD}]."),
@@ -280,10 +337,10 @@ def compress_cmd(
     keyframe_interval: int = typer.Option(0, "--keyframe-interval", help="Keep every N-th latent frame whole (0: only the first)."),
     level: int = typer.Option(10, "--level", "-l", help="zstd level, 1-22."),
     quant: str = typer.Option("int8", "--quant", help="int8 (per-channel scales) or fp16."),
-    max_side: Optional[int] = typer.Option(None, "--max-side", help="Downscale so the longest side is at most N."),
+    max_side: Optional[int] = typer.Option(None, "--max-side", help="Downscale so the longest side is at most N (16 or more)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     drop_audio: bool = typer.Option(False, "--drop-audio", help="Compress videos with audio anyway (.atok stores no audio)."),
-    keep: bool = typer.Option(True, "-k", "--keep", help="Keep inputs (always; accepted for gzip/zstd habits)."),
+    keep: bool = typer.Option(False, "-k", "--keep", hidden=True, help="Accepted for gzip/zstd habits: inputs are always kept."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Print timings."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
@@ -296,7 +353,7 @@ def compress_cmd(
         opts = CompressOptions(threshold=threshold, keep_ratio=keep_ratio, tokenizer=tokenizer, chunk=chunk,
                                keyframe_interval=keyframe_interval, level=level, quant=quant, max_side=max_side,
                                device=device, drop_audio=drop_audio).check()
-        check_workers(workers)
+        check_common(workers, device, as_json, as_csv)
         pairs = expand_inputs(inputs, want_video)
         dsts = output_paths(pairs, output, atok_name)
         code = run_batch([(s, d) for (s, _), d in zip(pairs, dsts)], partial(_compress_job, opts, force),
@@ -305,13 +362,13 @@ def compress_cmd(
     raise typer.Exit(code)
 
 
-@app.command("decompress")
+@app.command("decompress", short_help="Rebuild videos from .atok containers.")
 def decompress_cmd(
-    inputs: List[str] = typer.Argument(..., metavar="FILE.atok...", help=".atok files, folders or globs."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video (.mp4, .mkv, .y4m), PNG folder, or folder for many."),
+    inputs: List[str] = typer.Argument(..., metavar="FILE.atok", help=".atok files, folders or globs."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help=OUTPUT_HELP),
     force: bool = typer.Option(False, "-f", "--force", help="Overwrite existing outputs."),
-    codec: Optional[str] = typer.Option(None, "--codec", help="x264, ffv1 or png (default: from the extension)."),
-    crf: int = typer.Option(18, "--crf", help="x264 quality (lower is better)."),
+    codec: Optional[Codec] = typer.Option(None, "--codec", help="Output format (default: from the extension; .mp4 x264, .mkv ffv1, .y4m, png: a folder of frames)."),
+    crf: int = typer.Option(18, "--crf", help="x264 quality, 0-51 (lower is better)."),
     no_lit: bool = typer.Option(False, "--no-lit", help="Hold-fill dropped positions instead of running LIT."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Path of the tokeniser, if it is not built in."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -326,9 +383,14 @@ def decompress_cmd(
 ):
     """Rebuild videos from .atok containers (size, frame count and fps restored)."""
     with user_errors():
-        check_workers(workers)
+        check_common(workers, device, as_json, as_csv)
+        if not 0 <= crf <= 51:
+            raise UsageError("--crf must be between 0 and 51")
+        codec = codec.value if codec else None
         pairs = expand_inputs(inputs, want_atok)
-        dsts = output_paths(pairs, output, video_name)
+        dsts = output_paths(pairs, output, partial(video_name, codec=codec))
+        for d in dsts:
+            output_kind(d, codec)       # an extension that disagrees with --codec is a usage error, up front
         kw = dict(tokenizer=tokenizer, use_lit=not no_lit, codec=codec, crf=crf, device=device, overlay=overlay,
                   partial=recover, limits=limits_for(max_pixels))
         code = run_batch([(s, d) for (s, _), d in zip(pairs, dsts)], partial(_decompress_job, kw, force),
@@ -337,23 +399,26 @@ def decompress_cmd(
     raise typer.Exit(code)
 
 
-SORT_KEYS = {"name": "file", "rate": "token_rate", "bpp": "bpp", "size": "bytes", "frames": "frames"}
+SORT_KEYS = {"name": "file", "rate": "token_rate", "bpp": "bpp", "bytes": "bytes", "frames": "frames"}
 
 
-@app.command("inspect")
+@app.command("inspect", short_help="Token rates, sizes and models of containers.")
 def inspect_cmd(
-    inputs: List[str] = typer.Argument(..., metavar="FILE.atok...", help=".atok files, folders or globs."),
+    inputs: List[str] = typer.Argument(..., metavar="FILE.atok", help=".atok files, folders or globs."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file."),
     chunks: Optional[bool] = typer.Option(None, "--chunks/--no-chunks", help="Per-chunk tables (default: for one file)."),
-    sort: str = typer.Option("name", "--sort", help="Order of files: name, rate, bpp, size or frames."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG (timeline + heatmap); a folder for many files."),
+    sort: SortKey = typer.Option(SortKey.name, "--sort", help="Order of files (bytes: file size)."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write a PNG (timeline + heatmap); for several files a folder (one PNG each)."),
     max_pixels: Optional[int] = MAX_PIXELS_OPTION,
 ):
     """Token rates per clip and per chunk, sizes and model identities (reads only header and index)."""
     with user_errors():
-        if sort not in SORT_KEYS:
-            raise UsageError(f"--sort must be one of {', '.join(SORT_KEYS)}")
         files = [f for f, _ in expand_inputs(inputs, want_atok)]
+        plot_dir = plot is not None and (plot.endswith(("/", os.sep)) or Path(plot).is_dir()
+                                         or len(files) > 1 and not Path(plot).suffix)
+        if plot is not None and not plot_dir and (len(files) > 1 or Path(plot).suffix.lower() != ".png"):
+            raise UsageError(f"--plot {plot}: give a .png file for one container, or a folder (ending in /) "
+                             f"for one PNG each")
         infos, failed = [], None
         for f in files:
             try:
@@ -361,14 +426,15 @@ def inspect_cmd(
                 if plot is not None:
                     from .atokfile import AtokFile
                     from .pictures import plot as make_plot
-                    png = plot / (f.name + ".png") if len(files) > 1 or plot.is_dir() else plot
+                    png = Path(plot) / (f.name + ".png") if plot_dir else Path(plot)
                     png.parent.mkdir(parents=True, exist_ok=True)
                     with AtokFile(f) as af:
                         make_plot(af, png)
+                    say(f"{f}: wrote {png}")
             except AdaptokError as e:
                 say(str(e))
                 failed = e
-        key = SORT_KEYS[sort]
+        key = SORT_KEYS[sort.value]
         infos.sort(key=lambda i: (i[key], i["file"]))
         for info in infos:
             if as_json:
@@ -384,8 +450,8 @@ def inspect_cmd(
 
 def print_inspect_many(infos: list, chunks: bool):
     t = Table(box=None if not out.is_terminal else rich_box.SIMPLE, pad_edge=False)
-    for c in ("file", "size", "frames", "token rate", "tokens/s", "bpp", "bytes"):
-        t.add_column(c, justify="left" if c == "file" else "right")
+    for c in ("file", "WxH", "frames", "token rate", "tokens/s", "bpp", "bytes"):
+        t.add_column(c, justify="left" if c == "file" else "right", overflow="fold")
     for i in infos:
         t.add_row(i["file"], f"{i['width']}x{i['height']}", str(i["frames"]), f"{i['token_rate']:.4f}",
                   f"{i['tokens_per_second']:.0f}", f"{i['bpp']:.4f}", str(i["bytes"]))
@@ -393,6 +459,11 @@ def print_inspect_many(infos: list, chunks: bool):
     rates = sorted(i["token_rate"] for i in infos)
     out.print(f"token rate over {len(rates)} clips: min {rates[0]:.4f}, median {statistics.median(rates):.4f}, "
               f"max {rates[-1]:.4f}", markup=False)
+    kept, total = sum(i["tokens_kept"] for i in infos), sum(i["tokens_total"] for i in infos)
+    seconds = sum(i["duration"] for i in infos)
+    out.print(f"total: {kept} of {total} latent positions kept ({kept / total:.4f}), {describe_size(sum(i['bytes'] for i in infos))}, "
+              f"{sum(i['frames'] for i in infos)} frames, {seconds:.1f} s of video ({kept / max(seconds, 1e-9):.0f} tokens/s)",
+              markup=False)
     if chunks:
         for i in infos:
             print_inspect(i, True)
@@ -427,9 +498,9 @@ def print_inspect(i: dict, chunks: bool):
             out.print("  " + row, markup=False)
 
 
-@app.command("verify")
+@app.command("verify", short_help="Check containers without decoding frames.")
 def verify_cmd(
-    inputs: List[str] = typer.Argument(..., metavar="FILE.atok...", help=".atok files, folders or globs."),
+    inputs: List[str] = typer.Argument(..., metavar="FILE.atok", help=".atok files, folders or globs."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only failures."),
     max_pixels: Optional[int] = MAX_PIXELS_OPTION,
@@ -460,17 +531,17 @@ def verify_cmd(
             raise typer.Exit(failed[0].exit_code if len(files) == 1 else EXIT_SOME_FAILED)
 
 
-@app.command("eval")
+@app.command("eval", short_help="Quality and rate of videos, in memory.")
 def eval_cmd(
-    inputs: List[str] = typer.Argument(..., metavar="VIDEO...", help="Videos, folders or globs."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", "-t"),
-    keep_ratio: Optional[float] = typer.Option(None, "--keep-ratio", "-r"),
-    short_side: Optional[int] = typer.Option(256, "--short-side", help="Resize so the short side is N (0: native)."),
-    tokenizer: str = typer.Option(DEFAULT_TOKENIZER, "--tokenizer"),
-    chunk: int = typer.Option(DEFAULT_CHUNK, "--chunk"),
+    inputs: List[str] = typer.Argument(..., metavar="VIDEO", help="Videos, folders or globs."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help=f"As for compress [default: {DEFAULT_THRESHOLD}]."),
+    keep_ratio: Optional[float] = typer.Option(None, "--keep-ratio", "-r", help="As for compress."),
+    short_side: Optional[int] = typer.Option(None, "--short-side", help="Shrink clips whose short side is over N to N (smaller clips are scored at their own size; 0: native) [default: native size]."),
+    tokenizer: str = typer.Option(DEFAULT_TOKENIZER, "--tokenizer", help="Built-in name, a .safetensors file, or a Cosmos-Tokenizer folder."),
+    chunk: int = typer.Option(DEFAULT_CHUNK, "--chunk", help="Latent frames per chunk."),
     no_lit: bool = typer.Option(False, "--no-lit", help="Report hold-fill as the main figure."),
-    device: str = typer.Option("auto", "--device"),
-    quiet: bool = typer.Option(False, "-q", "--quiet"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per clip, then one with the mean."),
 ):
     """Compress + decompress in memory; PSNR/SSIM against the decoded input at full rate, hold-fill and LIT."""
@@ -478,19 +549,20 @@ def eval_cmd(
     from .pipeline import CompressOptions
     from .tokenizer import load_tokenizer, pick_device
     with user_errors():
+        check_common(None, device, as_json, False)
         opts = CompressOptions(threshold=threshold, keep_ratio=keep_ratio, tokenizer=tokenizer, chunk=chunk,
-                               short_side=short_side or None, device=device).check()
+                               short_side=short_side or None, device=device).check()   # 0: native, as before
         tok = load_tokenizer(opts.tokenizer, pick_device(device))
         files = [f for f, _ in expand_inputs(inputs, want_video)]
         reporter = Reporter(quiet, as_json)
-        results, failed = [], False
+        results, failed = [], None
         for f in files:
             try:
                 with reporter.progress(f"eval {f.name}") as tick:
-                    r = evaluate(f, opts, use_lit=not no_lit, tokenizer=tok, progress=lambda n: tick("frames", n))
+                    r = evaluate(f, opts, use_lit=not no_lit, tokenizer=tok, progress=lambda n, total=None: tick("frames", n, total))
             except AdaptokError as e:
                 say(str(e))
-                failed = True
+                failed = e
                 continue
             results.append(r)
             if as_json:
@@ -499,12 +571,12 @@ def eval_cmd(
         if as_json:
             print(json.dumps({"mean": mean, "clips": len(results)}))
         elif not quiet and results:
-            print_eval(results, mean)
+            print_eval(results, mean, no_lit)
         if failed:
-            raise typer.Exit(EXIT_SOME_FAILED)
+            raise typer.Exit(failed.exit_code if len(files) == 1 else EXIT_SOME_FAILED)
 
 
-@app.command("completion")
+@app.command("completion", short_help="Print the shell completion script.")
 def completion_cmd(shell: str = typer.Argument(..., metavar="SHELL", help="bash, zsh or fish.")):
     """Print the shell completion script: eval "$(adaptok completion bash)" in ~/.bashrc."""
     from typer.completion import get_completion_script
@@ -513,20 +585,28 @@ def completion_cmd(shell: str = typer.Argument(..., metavar="SHELL", help="bash,
     print(get_completion_script(prog_name="adaptok", complete_var="_ADAPTOK_COMPLETE", shell=shell))
 
 
-def print_eval(results, mean):
+def print_eval(results, mean, no_lit: bool):
     t = Table()
-    cols = [("clip", "file"), ("rate", "token_rate"), ("bpp", "bpp"), ("PSNR", "psnr"), ("SSIM", "ssim"),
+    for r in results:
+        r["size"] = f"{r['width']}x{r['height']}"
+    mean["size"] = ""
+    cols = [("clip", "file"), ("size", "size"), ("rate", "token_rate"), ("bpp", "bpp"), ("PSNR", "psnr"), ("SSIM", "ssim"),
             ("PSNR full", "psnr_full_rate"), ("PSNR hold", "psnr_hold_fill"), ("enc fps", "fps_compress"),
             ("dec fps", "fps_decompress")]
     for name, _ in cols:
         t.add_column(name, justify="left" if name == "clip" else "right")
-    fmt = lambda k, v: Path(v).name if k == "file" else (f"{v:.4f}" if k in ("token_rate", "bpp", "ssim") else f"{v:.2f}")
+    fmt = lambda k, v: Path(v).name if k == "file" else v if k == "size" else (f"{v:.4f}" if k in ("token_rate", "bpp", "ssim") else f"{v:.2f}")
     for r in results:
         t.add_row(*[fmt(k, r[k]) for _, k in cols])
     t.add_row("mean", *[fmt(k, mean[k]) for _, k in cols[1:]])
     out.print(t)
-    if not results[0]["lit"]:
-        say("no trained LIT for this tokeniser yet: PSNR is hold-fill")
+    if no_lit:
+        say("LIT off (--no-lit): PSNR is hold-fill")
+    elif not results[0]["lit"]:
+        from .pipeline import LIT_FROM_THRESHOLD
+        thr = results[0]["threshold"]
+        say(results[0].get("note") or (f"below threshold {LIT_FROM_THRESHOLD} decompress holds instead of running LIT: PSNR is hold-fill"
+                                       if thr is not None and thr < LIT_FROM_THRESHOLD else "PSNR is hold-fill"))
 
 
 def main():

@@ -32,11 +32,16 @@ class _Scores:
 
 
 def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | None = None,
-             progress=None, chunk_psnr=False) -> dict:
+             progress=None, chunk_psnr=False, upscale=False) -> dict:
+    """Scores of one clip (see the module docstring). opts.short_side only ever shrinks a clip
+    unless upscale=True: a clip smaller than that is scored at its own size."""
     opts.check()
     device = pick_device(opts.device)
     tok = tokenizer or load_tokenizer(opts.tokenizer, device)
     reader = VideoReader(path, short_side=opts.short_side, max_side=opts.max_side)
+    if opts.short_side and not upscale and min(reader.info.source_width, reader.info.source_height) <= opts.short_side:
+        reader.close()
+        reader = VideoReader(path, max_side=opts.max_side)
     info = reader.info
     header = make_header(tok, None, opts, info.width, info.height, info.fps, str(path))
     inpainter, note = inpainter_for({"lit": None, "threshold": opts.threshold}, tok, path, use_lit, device)

@@ -115,6 +115,18 @@ class HoldFill:
     def __init__(self):
         self.c_sel = None
 
+    def update(self, values: torch.Tensor, mask: torch.Tensor):
+        """What fill() does to C_sel, without building the dense output (to skip ahead cheaply)."""
+        t, h, w = mask.shape
+        if self.c_sel is None:
+            self.c_sel = torch.zeros(values.shape[0], h, w)
+        start = 0
+        for i in range(t):
+            m = mask[i]
+            n = int(m.sum())
+            self.c_sel[:, m] = values[:, start:start + n]
+            start += n
+
     def fill(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """values: (C, kept) dequantised kept latents in (t, h, w) order; mask: (t, h, w) -> (t, C, h, w)."""
         t, h, w = mask.shape

@@ -10,7 +10,7 @@ from .errors import UsageError
 def keep_statistics(f) -> tuple[np.ndarray, np.ndarray]:
     """-> (kept fraction per latent frame (T,), how often each position was kept (h, w)) of an AtokFile."""
     per_frame, counts, n = [], None, 0
-    for i in range(len(f)):
+    for i in range(f.num_chunks):
         mask, _ = f.sparse(i)
         m = mask.numpy()
         per_frame += list(m.mean(axis=(1, 2)))

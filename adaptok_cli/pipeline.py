@@ -56,6 +56,9 @@ class CompressOptions:
             raise UsageError(f"--threshold must be between 0 and {MAX_THRESHOLD:g}")
         if self.threshold is None and self.keep_ratio is None:
             self.threshold = DEFAULT_THRESHOLD
+        for name, side in (("--max-side", self.max_side), ("--short-side", self.short_side)):
+            if side is not None and not 16 <= side <= 16384:
+                raise UsageError(f"{name} must be between 16 and 16384")
         if not 1 <= self.chunk <= 1024:
             raise UsageError("--chunk must be between 1 and 1024 latent frames")
         if self.keyframe_interval < 0:
@@ -237,6 +240,7 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
     """Compress one video file to an .atok container (written atomically).
 
     Options come as a CompressOptions or as keywords: compress("a.mp4", "a.atok", threshold=0.2).
+    progress(n, total=None) is called with the frames done (first with n=0 and the clip's estimated total).
     """
     if options is not None and kw:
         raise UsageError("give options as a CompressOptions or as keywords, not both")
@@ -262,6 +266,8 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
         raise
     res = Result(str(src), str(dst), width=info.width, height=info.height, fps=float(info.fps),
                  bytes_in=Path(src).stat().st_size)
+    if progress:
+        progress(0, total=info.frames)          # the container's estimate, or None
     try:
         header = make_header(tok, {"fingerprint": lit_fp, "name": f"lit-{tok.name}"} if lit_fp else None,
                              opts, info.width, info.height, info.fps, Path(src).name)
@@ -430,6 +436,7 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
     overlay=True tints the positions that were dropped, to show what the mask did.
     partial=True recovers every complete chunk of a truncated container (whose index was cut off).
     limits: the resource budget the container must fit (container.Limits).
+    progress(n, total=None) is called with the frames written (first with n=0 and the total).
     """
     t_start = time.perf_counter()
     dev = pick_device(device)
@@ -448,6 +455,8 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
         if r.salvaged:
             res.notes.append(f"{src}: truncated: recovered {len(r.chunks)} complete chunks ({r.frames} frames)")
         out = AtomicOutput(dst, force, folder=kind == "png")
+        if progress:
+            progress(0, total=r.frames)
         try:
             tag = decode_tag(src, inpainter is not None, kind, crf, overlay, tok.fingerprint)
             with write_errors(dst):

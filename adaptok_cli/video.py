@@ -125,12 +125,15 @@ def _reason(e):
 
 def output_kind(path: Path, codec: str | None) -> str:
     """Which writer a path asks for: 'x264', 'ffv1', 'y4m' or 'png' (a folder of frames)."""
+    ext = Path(path).suffix.lower()
+    kinds = {".mp4": "x264", ".mov": "x264", ".m4v": "x264", ".mkv": "ffv1", ".y4m": "y4m", "": "png"}
     if codec:
         if codec not in ("x264", "ffv1", "png", "y4m"):
             raise UsageError(f"unknown codec {codec!r}: use x264, ffv1, y4m or png")
+        if ext in kinds and kinds[ext] != codec or ext not in kinds and codec != "png":
+            want = {"x264": ".mp4 or .mov", "ffv1": ".mkv", "y4m": ".y4m", "png": "a name without a video extension"}[codec]
+            raise UsageError(f"{path}: --codec {codec} writes {want}, not '{ext}'")
         return codec
-    ext = path.suffix.lower()
-    kinds = {".mp4": "x264", ".mov": "x264", ".m4v": "x264", ".mkv": "ffv1", ".y4m": "y4m", "": "png"}
     if ext not in kinds:
         raise UsageError(f"{path}: cannot tell the output format from '{ext}': use .mp4, .mkv, .y4m or a folder")
     return kinds[ext]
@@ -141,7 +144,7 @@ class VideoWriter:
 
     def __init__(self, path, width, height, fps: Fraction, codec=None, crf=18, comment: str | None = None):
         self.path = Path(path)
-        self.kind = output_kind(self.path, codec)
+        self.kind = codec or output_kind(self.path, None)   # callers check --codec against the name (output_kind)
         self.width, self.height, self.count = width, height, 0
         if self.kind == "png":
             self.path.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from adaptok_cli import __version__, errors  # noqa: E402
 from adaptok_cli.cli import app  # noqa: E402
 
 COMMANDS = ["compress", "decompress", "inspect", "verify", "eval", "completion"]
-EXIT_CODES = [
+EXIT_CODES = sorted([
     (errors.EXIT_OK, "success"),
     (errors.EXIT_SOME_FAILED, "a batch ran, but at least one file failed (each failure was reported)"),
     (errors.EXIT_USAGE, "usage error: bad flags or arguments"),
@@ -20,7 +20,25 @@ EXIT_CODES = [
     (errors.EXIT_UNAVAILABLE, "unknown tokeniser, or the tokeniser or LIT a container needs is not available"),
     (errors.EXIT_CANT_CREATE, "output exists (use -f) or cannot be created"),
     (errors.EXIT_IO, "write failed (disk full, ...); the partial output was removed"),
-    (errors.EXIT_INTERRUPTED, "interrupted (Ctrl-C or SIGTERM); partial outputs were removed"),
+    (errors.EXIT_INTERRUPTED, "interrupted (Ctrl-C or SIGTERM); partial outputs were removed, no new file started"),
+    (errors.EXIT_PIPE, "standard output was closed by its reader (e.g. piped into head); stopped quietly"),
+])
+EXAMPLES = [
+    ("Compress one video (writes clip.mp4.atok):", "adaptok compress clip.mp4"),
+    ("Compress a folder into another, two files at a time, one CSV row per file:",
+     "adaptok compress clips/ \\-o latents/ \\-j 2 \\-\\-csv"),
+    ("Keep a fixed share of positions instead of a threshold:", "adaptok compress clip.mp4 \\-r 0.3"),
+    ("Rebuild the video (writes clip.decoded.mp4, never clip.mp4):", "adaptok decompress clip.mp4.atok"),
+    ("Lossless output, or a folder of PNG frames:",
+     "adaptok decompress clip.mp4.atok \\-o out.mkv\nadaptok decompress clip.mp4.atok \\-\\-codec png \\-o frames"),
+    ("Token rates of many files, as JSON lines:", "adaptok inspect latents/ \\-\\-json"),
+    ("Check files without decoding frames:", "adaptok verify latents/"),
+    ("Quality against full rate and hold-fill:", "adaptok eval clip.mp4 \\-t 0.25"),
+]
+ENVIRONMENT = [
+    ("ADAPTOK_DEBUG", "when set, an internal error (exit 70) prints its Python traceback"),
+    ("COLUMNS", "width of tables and progress bars on a terminal"),
+    ("CUDA_VISIBLE_DEVICES", "which GPUs \\-\\-device auto and cuda may use"),
 ]
 
 
@@ -40,11 +58,19 @@ def man_page() -> str:
              ".SH DESCRIPTION", ".nf", esc(help_text()), ".fi", ".SH COMMANDS"]
     for name in COMMANDS:
         lines += [f".SS {name}", ".nf", esc(help_text(name)), ".fi"]
+    lines += [".SH EXAMPLES"]
+    for what, cmd in EXAMPLES:
+        lines += [".PP", esc(what), ".nf", ".RS", cmd, ".RE", ".fi"]
+    lines += [".SH ENVIRONMENT"]
+    for name, what in ENVIRONMENT:
+        lines += [".TP", f"\\fB{name}\\fR", what]
     lines += [".SH EXIT STATUS"]
     for code, what in EXIT_CODES:
         lines += [".TP", f"\\fB{code}\\fR", esc(what)]
     lines += [".SH SECURITY", "Weights are read from safetensors files only\\&. A Cosmos tokeniser folder holds "
-              "TorchScript, which is code: it is loaded only from a folder given with \\-\\-tokenizer\\&.",
+              "TorchScript, which is code: it is loaded only from a folder given with \\-\\-tokenizer\\&. "
+              "Nothing in a container is used as a path; what a container may make adaptok allocate is "
+              "bounded (\\-\\-max\\-pixels raises the budget)\\&.",
               ".SH SEE ALSO", "docs/FORMAT\\&.md (the \\&.atok format), docs/API\\&.md, docs/BENCHMARKS\\&.md"]
     return "\n".join(lines) + "\n"
 

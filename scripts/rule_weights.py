@@ -49,7 +49,7 @@ def main():
     for name, t in (rules[r] for r in args.rules.split(",")):
         for tau in (float(x) for x in args.thresholds.split(",")):
             opts = CompressOptions(threshold=tau, short_side=args.short_side)
-            m = mean_of([evaluate(c, opts, use_lit=False, tokenizer=t) for c in clips])
+            m = mean_of([evaluate(c, opts, use_lit=False, tokenizer=t, upscale=True) for c in clips])
             rows.append({"rule": name, "threshold": tau, "token_rate": round(m["token_rate"], 4),
                          "psnr_hold_fill": round(m["psnr_hold_fill"], 3), "psnr_full_rate": round(m["psnr_full_rate"], 3)})
             print(json.dumps(rows[-1]), flush=True)

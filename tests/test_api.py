@@ -41,13 +41,13 @@ def test_reader_matches_decompress(tmp_path, clip_atok, small_tok_path):
     with VideoReader(tmp_path / "out.mkv") as r:
         written = np.stack(list(r))
     with atk.open(clip_atok, tokenizer=str(small_tok_path)) as f:
-        assert len(f) == 4 and f.frames == 23 and (f.width, f.height) == (56, 40)   # 7 latent frames: 2+2+2+1
+        assert f.num_chunks == 4 and len(f) == f.frames == 23 and (f.width, f.height) == (56, 40)   # 7 latent frames: 2+2+2+1
         frames = np.concatenate(list(f.iter_frames()))
         dense_all = f.dense()
         assert dense_all.shape == f.latent_shape == (7, 16, 5, 7)
         assert torch.equal(f.dense(1, 3), dense_all[2:6])
         assert np.allclose(f.chunk_token_rates, [c["token_rate"] for c in atk.inspect(clip_atok)["chunks"]])
-        for i in range(len(f)):
+        for i in range(f.num_chunks):
             mask, tokens = f.sparse(i)
             z = dense_all[2 * i: 2 * i + 2]
             assert torch.equal(z.permute(0, 2, 3, 1)[mask], tokens)
@@ -62,13 +62,51 @@ def test_dataset_shapes(tmp_path, small_tok_path):
         atk.compress(src, sub / f"v{i}.atok", tokenizer=str(small_tok_path))
     dense = atk.AtokDataset(tmp_path, mode="dense")
     assert len(dense) == 2
-    assert dense[0].shape == (3, 16, 4, 6) and dense[1].shape == (4, 16, 4, 6) and dense[0].dtype == torch.float32
+    z0, z1 = dense[0]["latents"], dense[1]["latents"]
+    assert z0.shape == (3, 16, 4, 6) and z1.shape == (4, 16, 4, 6) and z0.dtype == torch.float32
+    assert {k: dense[1][k] for k in ("width", "height", "frames", "fps")} == {"width": 48, "height": 32, "frames": 13, "fps": 25}
+    assert dense[1]["path"].endswith("v1.atok")
     sparse = atk.AtokDataset(tmp_path, mode="sparse")
     item = sparse[1]
     assert item["mask"].shape == (4, 4, 6) and item["mask"][0].all()
     assert item["tokens"].shape == (int(item["mask"].sum()), 16)
     with pytest.raises(ValueError):
         atk.AtokDataset(tmp_path, mode="pixels")
+    with pytest.raises(atk.errors.InputError, match="no such folder"):
+        atk.AtokDataset(tmp_path / "nonexistent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(atk.errors.InputError, match="no .atok files"):
+        atk.AtokDataset(tmp_path / "empty")
+
+
+def test_one_default_fill_slices_and_ranges(tmp_path, clip_atok, small_tok_path, monkeypatch):
+    """open() and AtokDataset agree by default (hold-fill); slices cost what they cover and check their
+    bounds; frame ranges equal the same frames of a full decode; errors have documented types."""
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "c.atok").write_bytes(clip_atok.read_bytes())
+    with atk.open(folder / "c.atok", tokenizer=str(small_tok_path)) as f:
+        assert torch.equal(f.dense(), atk.AtokDataset(folder)[0]["latents"])
+        whole = np.concatenate(list(f.iter_frames()))
+        assert np.array_equal(f.read_frames(5, 17), whole[5:17]) and np.array_equal(f.read_frames(22, 23), whole[22:23])
+        # dense(3, 4) builds only chunk 3's dense tensor (earlier chunks update the hold state only)
+        from adaptok_cli import masking
+        expected, built = f.dense()[6:7], []
+        real_fill = masking.HoldFill.fill
+        monkeypatch.setattr(masking.HoldFill, "fill", lambda self, v, m: built.append(len(m)) or real_fill(self, v, m))
+        assert torch.equal(f.dense(3, 4), expected) and built == [1]
+        for bad in ((5, 2), (2, 2), (0, 99), (-1, 2)):
+            with pytest.raises(IndexError, match="out of range"):
+                f.dense(*bad)
+        with pytest.raises(IndexError, match="out of range"):
+            f.sparse(99)
+        with pytest.raises(IndexError, match="out of range"):
+            f.read_frames(20, 24)
+        with pytest.raises(ValueError):
+            f.dense(fill="magic")
+    if not torch.cuda.is_available():
+        with pytest.raises(atk.errors.ModelUnavailableError, match="CUDA"):
+            atk.open(clip_atok, device="cuda")
 
 
 def test_compress_keyword_options(tmp_path, small_tok_path):

@@ -219,7 +219,7 @@ def test_lit_runs_only_where_it_measured_better(tmp_path, shipped):
     for tau, same in ((LIT_FROM_THRESHOLD * 0.7, True), (LIT_FROM_THRESHOLD, False), (0.6, False)):
         atk.compress(src, tmp_path / "a.atok", threshold=tau, force=True)
         with atk.open(tmp_path / "a.atok") as f:
-            lit, hold = f.dense(lit=True), f.dense(lit=False)
+            lit, hold = f.dense(fill="lit"), f.dense(fill="hold")
         mask = torch.cat(_masks(tmp_path / "a.atok"))
         assert not bool(mask.all())
         assert torch.equal(lit, hold) == same, tau
@@ -228,4 +228,4 @@ def test_lit_runs_only_where_it_measured_better(tmp_path, shipped):
 def _masks(path):
     """The mask of every chunk of a container."""
     with atk.open(path) as f:
-        return [f.sparse(i)[0] for i in range(len(f))]
+        return [f.sparse(i)[0] for i in range(f.num_chunks)]

@@ -103,7 +103,7 @@ def test_header_naming_a_path_is_refused_by_every_api_entry_point(tmp_path, clip
             with pytest.raises(errors.ModelUnavailableError):
                 next(f.iter_frames())
             with pytest.raises(errors.ModelUnavailableError):
-                f.dense(lit=True)
+                f.dense(fill="lit")
         with pytest.raises(errors.ModelUnavailableError):
             atk.AtokDataset(folder, fill="lit")[0]
 
