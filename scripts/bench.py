@@ -511,7 +511,10 @@ def table(rows, cols, fmt=None):
     return "\n".join(out)
 
 
-def plots(rows, out_dir):
+def plots(rows, out_dir, codecs=None, default=None):
+    """The rate-distortion figures: PSNR (dB) and SSIM against token rate and against bits per pixel,
+    every method of the sweep, the default threshold marked, and the video codecs as baselines where
+    the x axis is bits per pixel."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -519,14 +522,23 @@ def plots(rows, out_dir):
     except ImportError:
         return []
     files = []
-    for x, name in (("token_rate", "rd_token_rate.png"), ("bpp", "rd_bpp.png")):
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for ax, y in zip(axes, ("psnr", "ssim")):
+    for x, name, xlabel in (("token_rate", "rd_token_rate.png", "token rate (kept / all latent positions)"),
+                            ("bpp", "rd_bpp.png", "bits per pixel of the .atok file")):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, y, ylabel in zip(axes, ("psnr", "ssim"), ("PSNR (dB)", "SSIM")):
             for method in dict.fromkeys(r["method"] for r in rows):
                 pts = sorted((r[x], r[y]) for r in rows if r["method"] == method)
                 ax.plot(*zip(*pts), "o-" if len(pts) > 1 else "*", label=method, markersize=5 if len(pts) > 1 else 12)
-            ax.set_xlabel(x.replace("_", " ")), ax.set_ylabel(y.upper()), ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
+            for r in rows:
+                if default is not None and r["method"] == "threshold + LIT" and r["param"] == default:
+                    ax.plot(r[x], r[y], "s", mfc="none", mec="black", markersize=13, label=f"default threshold {default}")
+            if x == "bpp":
+                for c in codecs or []:
+                    ax.plot(c["bpp"], c[y], "^", markersize=9, label=f"{c['codec']} (same bpp)")
+            ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="lower right")
+        fig.suptitle(f"Quality against {'token rate' if x == 'token_rate' else 'bits per pixel'}: dev clips, "
+                     f"against the decoded input")
         fig.tight_layout()
         fig.savefig(out_dir / name, dpi=110)
         plt.close(fig)
@@ -550,6 +562,8 @@ def main(argv=None):
     ap.add_argument("--long-seconds", default="10,600", help="video lengths for the memory figure")
     ap.add_argument("--long-fps", type=float, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--plots-only", action="store_true",
+                    help="redraw the figures from the saved bench-results.json (no measuring)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     sections = [x for x in args.sections.split(",") if x]
@@ -558,6 +572,10 @@ def main(argv=None):
     out = args.out or ROOT / ("bench-out" if args.quick else "docs")
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "bench-results.json"
+    if args.plots_only:
+        saved = json.loads(results_path.read_text())
+        print("wrote", plots(saved["rd"], out, saved.get("codecs"), saved.get("threshold")))
+        return
     results = json.loads(results_path.read_text()) if results_path.exists() and set(sections) != set(SECTIONS) else {}
     log_file = open(out / "bench-log.jsonl", "a")
 
@@ -609,7 +627,7 @@ def main(argv=None):
             runs[section] = {"command": command, "date": time.strftime("%Y-%m-%d"),
                              "minutes": (time.time() - started) / 60}
             results_path.write_text(json.dumps(results, indent=1, default=float))
-    pngs = plots(results["rd"], out) if "rd" in results else []
+    pngs = plots(results["rd"], out, results.get("codecs"), results.get("threshold")) if "rd" in results else []
     write_markdown(results, pngs, out / "BENCHMARKS.md")
     if not args.quick and args.out is None:
         update_readme(results)
