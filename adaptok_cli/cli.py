@@ -480,6 +480,9 @@ def print_inspect(i: dict, chunks: bool):
     out.print(f"  {describe_size(i['bytes'])}, {i['bpp']:.4f} bits/pixel, {i['compression_ratio']:.0f}x smaller than raw RGB",
               markup=False)
     out.print(f"  {mode}, {i['quant']}, tokeniser {tok['name']} ({tok['fingerprint']}), LIT {lit}", markup=False)
+    a = i.get("audio")
+    out.print(f"  audio: {a['codec']}, {a['sample_rate']} Hz {a['layout']}, {describe_size(a['bytes'])} (copied as is)"
+              if a else "  audio: none", markup=False)
     if chunks:
         t = Table(box=None, pad_edge=False)
         for c in ("chunk", "frames", "latent", "kept", "total", "rate", "bytes"):
@@ -516,6 +519,8 @@ def verify_cmd(
                 with AtokReader(f, limits=limits) as r:
                     for c in range(len(r.chunks)):
                         r.check_chunk(c)
+                    for c in range(len(r.audio)):
+                        r.read_audio(c)
                     n = len(r.chunks)
                 if as_json:
                     print(json.dumps({"status": "ok", "file": str(f), "chunks": n}), flush=True)

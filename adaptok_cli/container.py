@@ -1,4 +1,4 @@
-"""The .atok container (format v1, documented byte by byte in docs/FORMAT.md).
+"""The .atok container (format v1, and v2 = v1 + an audio track; documented byte by byte in docs/FORMAT.md).
 
     magic(8) version(u16) flags(u16) header_len(u32) header_crc32(u32) header(msgpack)
     chunk records: length(u32) zstd_frame(length bytes, with zstd's own content checksum)
@@ -25,7 +25,7 @@ import msgpack
 import numpy as np
 import zstandard
 
-from .defaults import MAX_THRESHOLD
+from .defaults import AUDIO_CODECS, MAX_THRESHOLD
 from .errors import ContainerError, InputError
 
 if TYPE_CHECKING:
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 MAGIC = b"ATOK\r\n\x1a\n"
 END_MAGIC = b"ATOKEND\n"
-VERSION = 1
+VERSION = 1                 # files without audio (byte for byte what earlier versions wrote)
+VERSION_AUDIO = 2           # files that carry an audio track: header "audio", audio records, index "audio"
 PRELUDE = struct.Struct("<8sHHII")      # magic, version, flags, header_len, header_crc32
 TRAILER = struct.Struct("<QII8s")       # index_offset, index_len, index_crc32, end_magic
 RECORD = struct.Struct("<I")            # chunk record length
@@ -47,6 +48,8 @@ MAX_CHANNELS = 1024
 MAX_CHUNK = 1024
 MIN_FPS, MAX_FPS = Fraction(1, 3600), Fraction(1000)
 QUANT_BYTES = {"int8": 1, "fp16": 2}
+MAX_AUDIO_RECORD = 1 << 20  # an audio record never decompresses to more than 1 MiB
+MAX_EXTRADATA = 1 << 16
 # index entry columns: [offset, length, latent frames, kept positions, payload size, crc32 of the zstd frame]
 OFFSET, LENGTH, LATENT_FRAMES, KEPT, RAW_SIZE, CRC = range(6)
 
@@ -111,9 +114,11 @@ class AtokWriter:
         raw = msgpack.packb(header, use_bin_type=True)
         if len(raw) > MAX_HEADER:
             raise ValueError("header too large")
-        self.f.write(PRELUDE.pack(MAGIC, VERSION, 0, len(raw), zlib.crc32(raw)) + raw)
+        version = VERSION_AUDIO if header.get("audio") else VERSION
+        self.f.write(PRELUDE.pack(MAGIC, version, 0, len(raw), zlib.crc32(raw)) + raw)
         self.offset = PRELUDE.size + len(raw)
         self.chunks = []   # [offset, length, latent_frames, kept, raw_size, crc32 of the zstd frame]
+        self.audio = [] if header.get("audio") else None   # [offset, length, raw_size, crc32]
 
     def write_chunk(self, mask, codes, qscale) -> int:
         raw = encode_chunk(mask, codes, qscale, self.header["quant"])
@@ -123,8 +128,22 @@ class AtokWriter:
         self.offset += RECORD.size + len(comp)
         return RECORD.size + len(comp)
 
+    def write_audio(self, packets: list) -> int:
+        """One audio record: packets [pts, dts, duration, keyframe, data] as stored, after all chunks."""
+        raw = msgpack.packb([list(p) for p in packets], use_bin_type=True)
+        if len(raw) > MAX_AUDIO_RECORD:
+            raise ValueError("audio record too large")
+        comp = self._zstd.compress(raw)
+        self.f.write(RECORD.pack(len(comp)) + comp)
+        self.audio.append([self.offset, len(comp), len(raw), zlib.crc32(comp)])
+        self.offset += RECORD.size + len(comp)
+        return RECORD.size + len(comp)
+
     def close(self, frames: int):
-        index = msgpack.packb({"frames": frames, "chunks": self.chunks}, use_bin_type=True)
+        index = {"frames": frames, "chunks": self.chunks}
+        if self.audio is not None:
+            index["audio"] = self.audio
+        index = msgpack.packb(index, use_bin_type=True)
         self.f.write(index + TRAILER.pack(self.offset, len(index), zlib.crc32(index), END_MAGIC))
         self.offset += len(index) + TRAILER.size
 
@@ -137,7 +156,7 @@ def _check(cond, path, what):
 def _unpack(raw, path, what):
     """msgpack with every length bounded, so a small header cannot unfold into a huge object tree."""
     try:
-        return msgpack.unpackb(raw, raw=False, strict_map_key=True, max_str_len=4096, max_bin_len=0,
+        return msgpack.unpackb(raw, raw=False, strict_map_key=True, max_str_len=4096, max_bin_len=MAX_EXTRADATA,
                                max_array_len=64, max_map_len=64, max_ext_len=0)
     except Exception:
         raise ContainerError(f"{path}: corrupt container ({what} is not valid msgpack)") from None
@@ -180,6 +199,12 @@ def validate_header(h, path, limits: Limits = DEFAULT_LIMITS):
     if pixels > limits.max_pixels:
         raise ContainerError(f"{path}: frames of {h['width']}x{h['height']} exceed the budget of {limits.max_pixels} "
                              f"pixels (raise it with --max-pixels if you trust this file)")
+    audio = h.get("audio")
+    _check(audio is None or isinstance(audio, dict) and audio.get("codec") in AUDIO_CODECS
+           and _is_int(audio.get("sample_rate"), 1, 768000) and isinstance(audio.get("layout"), str)
+           and len(audio["layout"]) <= 64 and _is_int(audio.get("time_base_num"), 1, 1 << 30)
+           and _is_int(audio.get("time_base_den"), 1, 1 << 30) and isinstance(audio.get("extradata"), bytes),
+           path, "audio track description")
     frame_values = h["latent_width"] * h["latent_height"] * h["channels"]
     _check(frame_values <= limits.max_chunk_values, path,
            f"a latent frame of {frame_values} values exceeds the budget of {limits.max_chunk_values}")
@@ -233,8 +258,10 @@ class AtokReader:
         if len(head) < PRELUDE.size or head[:8] != MAGIC:
             raise ContainerError(f"{p}: not an .atok file (wrong magic)")
         _, version, flags, hlen, hcrc = PRELUDE.unpack(head)
-        if version != VERSION:
-            raise ContainerError(f"{p}: .atok version {version} is not supported (this adaptok reads version {VERSION})")
+        if version not in (VERSION, VERSION_AUDIO):
+            raise ContainerError(f"{p}: .atok version {version} is not supported (this adaptok reads versions "
+                                 f"{VERSION} and {VERSION_AUDIO})")
+        self.version = version
         _check(flags == 0, p, "unknown flags")
         _check(hlen <= MAX_HEADER and PRELUDE.size + hlen + (0 if self.partial else TRAILER.size) <= self.size, p,
                "header length")
@@ -242,6 +269,8 @@ class AtokReader:
         _check(len(raw) == hlen and zlib.crc32(raw) == hcrc, p, "header checksum mismatch")
         self.header = _unpack(raw, p, "header")
         validate_header(self.header, p, self.limits)
+        _check((version == VERSION_AUDIO) == bool(self.header.get("audio")), p, "version and audio track disagree")
+        self.audio = np.zeros((0, 4), np.int64)
         self.data_start = PRELUDE.size + hlen
         try:
             self._read_index()
@@ -261,16 +290,23 @@ class AtokReader:
         self.f.seek(ioff)
         raw = self.f.read(ilen)
         _check(zlib.crc32(raw) == icrc, p, "index checksum mismatch")
-        frames, entries = self._parse_index(raw)
+        frames, entries, audio = self._parse_index(raw)
         _check(_is_int(frames, 1, MAX_FRAMES), p, "frame count")
         _check(entries is not None and len(entries) >= 1, p, "no chunks")
+        _check((audio is not None) == (self.version == VERSION_AUDIO), p, "index audio entries")
         pos = self.data_start
         for i, (off, length, t, kept, raw_size, _) in enumerate(entries.tolist()):
             _check(off == pos and length > 0 and off + RECORD.size + length <= ioff, p, f"chunk {i} position")
             self._check_entry(i, t, kept, raw_size)
             pos = off + RECORD.size + length
-        _check(pos == ioff, p, "chunk records do not fill the file")
+        for i, (off, length, raw_size, _) in enumerate([] if audio is None else audio.tolist()):
+            _check(off == pos and length > 0 and off + RECORD.size + length <= ioff, p, f"audio record {i} position")
+            _check(0 < raw_size <= MAX_AUDIO_RECORD, p, f"audio record {i} size")
+            pos = off + RECORD.size + length
+        _check(pos == ioff, p, "records do not fill the file")
         self.frames, self.chunks = frames, entries
+        if audio is not None:
+            self.audio = audio
 
     def _parse_index(self, raw: bytes):
         """The index map read piece by piece: every value must be a non-negative integer where one is
@@ -287,13 +323,22 @@ class AtokReader:
             _check(v <= 1 << 62, p, what)
             return v
 
-        frames = entries = None
+        frames = entries = audio = None
         try:
-            _check(u.read_map_header() == 2, p, "index layout")
-            for _ in range(2):
+            n_keys = u.read_map_header()
+            _check(n_keys == (3 if self.version == VERSION_AUDIO else 2), p, "index layout")
+            for _ in range(n_keys):
                 key = u.unpack()
                 if key == "frames" and frames is None:
                     frames = uint("frame count")
+                elif key == "audio" and audio is None and self.version == VERSION_AUDIO:
+                    n = u.read_array_header()
+                    _check(n <= self.limits.max_chunks and n * 5 <= len(raw), p, "audio entries")
+                    audio = np.empty((n, 4), np.int64)
+                    for i in range(n):
+                        _check(u.read_array_header() == 4, p, f"audio entry {i}")
+                        for j in range(4):
+                            audio[i, j] = uint(f"audio entry {i}")
                 elif key == "chunks" and entries is None:
                     n = u.read_array_header()
                     _check(n <= self.limits.max_chunks, p, f"{n} chunks exceed the budget of {self.limits.max_chunks}")
@@ -308,7 +353,7 @@ class AtokReader:
             _check(u.tell() == len(raw), p, "index layout")
         except (ValueError, msgpack.ExtraData, msgpack.OutOfData, msgpack.FormatError, msgpack.StackError):
             raise ContainerError(f"{p}: corrupt container (index is not valid msgpack)") from None
-        return frames, entries
+        return frames, entries, audio
 
     def _check_entry(self, i, t, kept, raw_size):
         """A chunk's shape against the header and the budget, before its record is read."""
@@ -459,6 +504,32 @@ class AtokReader:
         dtype = np.int8 if h["quant"] == "int8" else np.dtype("<f2")
         codes = torch.from_numpy(np.frombuffer(raw, dtype, c * kept, o_codes).reshape(c, kept).copy())
         return Chunk(i, mask, codes, qscale)
+
+    def audio_bytes(self) -> int:
+        return int(self.audio[:, 1].sum()) if len(self.audio) else 0
+
+    def read_audio(self, i: int) -> list:
+        """Audio record i: packets [pts, dts, duration, keyframe, data] exactly as they were read."""
+        p = self.path
+        off, length, raw_size, crc = self.audio[i].tolist()
+        self.f.seek(off)
+        rec = self.f.read(RECORD.size + length)
+        _check(len(rec) == RECORD.size + length and zlib.crc32(rec[4:]) == crc, p, f"audio record {i} checksum mismatch")
+        try:
+            _check(zstandard.frame_content_size(rec[4:]) == raw_size, p, f"audio record {i} frame header")
+            raw = zstandard.ZstdDecompressor().decompress(rec[4:], max_output_size=raw_size)
+            packets = msgpack.unpackb(raw, raw=False, max_str_len=0, max_bin_len=MAX_AUDIO_RECORD,
+                                      max_array_len=1 << 16, max_map_len=0, max_ext_len=0)
+        except (zstandard.ZstdError, ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            raise ContainerError(f"{p}: corrupt container (audio record {i})") from None
+        _check(isinstance(packets, list) and all(
+            isinstance(k, list) and len(k) == 5 and all(_is_int(v, -(1 << 62), 1 << 62) for v in k[:3])
+            and isinstance(k[3], bool) and isinstance(k[4], bytes) for k in packets), p, f"audio record {i} packets")
+        return packets
+
+    def iter_audio(self):
+        for i in range(len(self.audio)):
+            yield from self.read_audio(i)
 
     def close(self):
         self.f.close()

@@ -7,3 +7,7 @@ MAX_THRESHOLD = 100.0       # far past "drop everything" (about 5), so larger va
 DEFAULT_CHUNK = 8           # latent frames per chunk record
 DEFAULT_TOKENIZER = "tinytok"
 BUILTIN_TOKENIZERS = ("tinytok",)   # names a container may ask for without the user naming a file
+# Audio codecs whose packets an .atok may carry and decompress may write back (copied, never re-encoded).
+# A fixed list, so a container's header can only pick among these FFmpeg code paths.
+AUDIO_CODECS = ("aac", "mp3", "mp2", "opus", "vorbis", "flac", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s24le",
+                "pcm_f32le")

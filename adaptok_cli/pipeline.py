@@ -29,7 +29,7 @@ from .pictures import latent_index, overlay as tint_dropped
 from .masking import HoldFill, Selector, dequantise, gather_kept, quantise
 from .tokenizer import (WEIGHTS_DIR, Tokenizer, safetensors_metadata,
                         file_fingerprint, load_tokenizer, pad_frames, pick_device, spec_fingerprint)
-from .video import VideoReader, VideoWriter, output_kind
+from .video import AudioTrack, VideoReader, VideoWriter, audio_packets, audio_track, output_kind
 
 
 
@@ -136,6 +136,27 @@ class ChunkEncoder:
         return mask, kept, qscale, zq
 
 
+AUDIO_RECORD_BYTES = 1 << 19     # packets are grouped into records of about this size
+
+
+def write_audio_records(writer: AtokWriter, packets) -> int:
+    """Audio packets into records of about AUDIO_RECORD_BYTES each; -> bytes written."""
+    batch, size, total = [], 0, 0
+    for p in packets:
+        if batch and size + len(p[4]) + 64 > AUDIO_RECORD_BYTES:
+            total += writer.write_audio(batch)
+            batch, size = [], 0
+        batch.append(p)
+        size += len(p[4]) + 64
+    if batch:
+        total += writer.write_audio(batch)
+    return total
+
+
+# codecs the mp4 muxer takes as they are; .mkv takes every one of defaults.AUDIO_CODECS
+MP4_AUDIO = ("aac", "mp3", "mp2", "opus", "flac", "ac3", "eac3", "alac")
+
+
 def make_header(tok: Tokenizer, lit_identity, opts: CompressOptions, width, height, fps: Fraction, source: str):
     m = tok.pad_multiple
     return {
@@ -165,6 +186,7 @@ class Result:
     bytes_in: int = 0
     bytes_out: int = 0
     atok_bytes: int = 0                # size of the .atok side (output of compress, input of decompress)
+    audio_bytes: int = 0               # of the .atok, the audio track's records
     seconds: float = 0.0
     timing: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
@@ -255,10 +277,13 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
     if not MIN_FPS <= info.fps <= MAX_FPS:
         reader.close()
         raise InputError(f"{src}: frame rate {float(info.fps):.6g} is outside {MIN_FPS}..{MAX_FPS} frames/s")
+    audio = None
     if reader.has_audio and not opts.drop_audio:
-        reader.close()
-        raise InputError(f"{src}: has an audio track, which .atok does not store: "
-                         f"pass --drop-audio to compress the video without it")
+        try:
+            audio = audio_track(src)
+        except BaseException:
+            reader.close()
+            raise
     try:
         out = AtomicOutput(dst, force)
     except BaseException:
@@ -271,6 +296,8 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
     try:
         header = make_header(tok, {"fingerprint": lit_fp, "name": f"lit-{tok.name}"} if lit_fp else None,
                              opts, info.width, info.height, info.fps, Path(src).name)
+        if audio is not None:
+            header["audio"] = audio.to_header()
         writer = AtokWriter(out.f, header, opts.level)
         enc = ChunkEncoder(tok, opts)
         t_write = 0.0
@@ -288,6 +315,9 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
                 progress(real)
         if res.frames == 0:
             raise InputError(f"{src}: the video has no frames")
+        if audio is not None:
+            with write_errors(dst):
+                res.audio_bytes = write_audio_records(writer, audio_packets(src))
         with write_errors(dst):
             writer.close(res.frames)
             out.commit()
@@ -454,6 +484,15 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
                      bytes_in=r.size, atok_bytes=r.size, notes=[note] if note else [])
         if r.salvaged:
             res.notes.append(f"{src}: truncated: recovered {len(r.chunks)} complete chunks ({r.frames} frames)")
+        track = AudioTrack.from_header(h["audio"]) if h.get("audio") else None
+        if track is not None and kind == "x264" and track.codec not in MP4_AUDIO:
+            raise UsageError(f"{src}: its {track.codec} audio does not go in .mp4: write .mkv instead")
+        if track is not None and kind in ("y4m", "png"):
+            res.notes.append(f"{src}: its {track.codec} audio is not written: {kind} outputs hold no sound "
+                             f"(write .mp4 or .mkv to keep it)")
+        elif track is not None and r.salvaged:
+            res.notes.append(f"{src}: the audio track was lost with the index (--partial recovers video only)")
+        res.audio_bytes = r.audio_bytes()
         out = AtomicOutput(dst, force, folder=kind == "png")
         if progress:
             progress(0, total=r.frames)
@@ -461,7 +500,10 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
             tag = decode_tag(src, inpainter is not None, kind, crf, overlay, tok.fingerprint)
             with write_errors(dst):
                 writer = VideoWriter(out.tmp, h["width"], h["height"], Fraction(h["fps_num"], h["fps_den"]), kind,
-                                     crf, comment=tag)
+                                     crf, comment=tag, audio=track if not r.salvaged else None)
+            fps = Fraction(h["fps_num"], h["fps_den"])
+            audio = r.iter_audio() if writer.writes_audio else iter(())
+            pending = next(audio, None)
             dec = ChunkDecoder(tok, inpainter)
             spans = frame_spans([c[LATENT_FRAMES] for c in r.chunks], tok.time_factor, tok.stateful, r.frames)
             for i, (_, n) in enumerate(spans):
@@ -476,12 +518,19 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
                     with write_errors(dst):
                         for f in frames:
                             writer.write(f)
+                        # audio up to the video written so far, so the muxer interleaves as it goes
+                        while pending is not None and pending[1] * track.time_base <= res.frames / fps:
+                            writer.write_audio(*pending)
+                            pending = next(audio, None)
                     res.frames += len(frames)
                     if progress:
                         progress(len(frames))
             if res.frames != r.frames:   # the reader's checks make this impossible; never write a short video
                 raise ContainerError(f"{src}: corrupt container (decoded {res.frames} frames, header says {r.frames})")
             with write_errors(dst):
+                while pending is not None:
+                    writer.write_audio(*pending)
+                    pending = next(audio, None)
                 writer.close()
             out.commit()
         except BaseException:

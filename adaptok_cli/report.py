@@ -39,6 +39,8 @@ def describe(r: AtokReader, path) -> dict:
         "chunk": h["chunk"], "keyframe_interval": h["keyframe_interval"],
         "tokenizer": {k: h["tokenizer"].get(k) for k in ("name", "fingerprint", "source")},
         "lit": h.get("lit"), "source": h.get("source"), "created_by": h.get("created_by"),
+        "audio": ({"codec": h["audio"]["codec"], "sample_rate": h["audio"]["sample_rate"], "layout": h["audio"]["layout"],
+                   "bytes": r.audio_bytes()} if h.get("audio") else None),
         "chunks": chunks,
     }
 

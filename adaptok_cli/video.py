@@ -13,6 +13,7 @@ from typing import Iterator
 import av
 import numpy as np
 
+from .defaults import AUDIO_CODECS
 from .errors import InputError, UsageError, WriteError
 
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".264", ".h264",
@@ -113,6 +114,54 @@ class VideoReader:
         self.close()
 
 
+@dataclass
+class AudioTrack:
+    """An audio stream as .atok keeps it: its packets are copied, never re-encoded, so the samples
+    that come back are the input's own."""
+    codec: str
+    sample_rate: int
+    layout: str
+    time_base: Fraction
+    extradata: bytes
+
+    def to_header(self) -> dict:
+        return {"codec": self.codec, "sample_rate": self.sample_rate, "layout": self.layout,
+                "time_base_num": self.time_base.numerator, "time_base_den": self.time_base.denominator,
+                "extradata": self.extradata}
+
+    @classmethod
+    def from_header(cls, h: dict) -> "AudioTrack":
+        return cls(h["codec"], h["sample_rate"], h["layout"], Fraction(h["time_base_num"], h["time_base_den"]),
+                   h["extradata"])
+
+
+def audio_track(path) -> AudioTrack | None:
+    """The first audio stream of a video file, or None; InputError for a codec adaptok does not carry."""
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return None
+        s = c.streams.audio[0]
+        cc = s.codec_context
+        if cc.name not in AUDIO_CODECS:
+            raise InputError(f"{path}: its audio codec {cc.name} cannot be stored (adaptok copies {', '.join(AUDIO_CODECS)}): "
+                             f"pass --drop-audio (drop_audio=True in Python) to compress the video without it")
+        return AudioTrack(cc.name, cc.sample_rate, cc.layout.name, Fraction(s.time_base), bytes(cc.extradata or b""))
+
+
+def audio_packets(path) -> Iterator[tuple]:
+    """The first audio stream's packets, in file order: (pts, dts, duration, keyframe, data)."""
+    with av.open(str(path)) as c:
+        s = c.streams.audio[0]
+        try:
+            for p in c.demux(s):
+                if p.size:
+                    pts = p.pts if p.pts is not None else p.dts
+                    dts = p.dts if p.dts is not None else pts
+                    yield (pts or 0, dts or 0, p.duration or 0, bool(p.is_keyframe), bytes(p))
+        except av.error.FFmpegError as e:
+            raise InputError(f"{path}: reading its audio failed ({_reason(e)})") from None
+
+
 def read_frames(path, short_side=None, max_side=None) -> np.ndarray:
     """Whole clip as a (T, H, W, 3) array: for tests and evaluation of short clips only."""
     with VideoReader(path, short_side, max_side) as r:
@@ -142,7 +191,8 @@ def output_kind(path: Path, codec: str | None) -> str:
 class VideoWriter:
     """Writes RGB frames at an exact frame rate: H.264 (.mp4), FFV1 lossless (.mkv), .y4m, or PNGs."""
 
-    def __init__(self, path, width, height, fps: Fraction, codec=None, crf=18, comment: str | None = None):
+    def __init__(self, path, width, height, fps: Fraction, codec=None, crf=18, comment: str | None = None,
+                 audio: AudioTrack | None = None):
         self.path = Path(path)
         self.kind = codec or output_kind(self.path, None)   # callers check --codec against the name (output_kind)
         self.width, self.height, self.count = width, height, 0
@@ -165,6 +215,11 @@ class VideoWriter:
             self._stream = self._container.add_stream(codec_name, rate=fps, options=options)
             self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, pix_fmt
             self._stream.time_base = 1 / Fraction(fps)
+            self._audio = None
+            if audio is not None and self.kind in ("x264", "ffv1"):
+                self._audio = self._container.add_stream(audio.codec, rate=audio.sample_rate, layout=audio.layout)
+                self._audio.codec_context.extradata = audio.extradata or None
+                self._audio.time_base = audio.time_base
         except (av.error.FFmpegError, OSError) as e:
             raise WriteError(f"{path}: cannot open for writing ({_reason(e)})") from None
 
@@ -176,6 +231,17 @@ class VideoWriter:
             frame.pts = self.count
             self._mux(self._stream.encode(frame))
         self.count += 1
+
+    @property
+    def writes_audio(self) -> bool:
+        return getattr(self, "_audio", None) is not None
+
+    def write_audio(self, pts, dts, duration, keyframe, data):
+        """One audio packet, copied as it was read (the muxer interleaves it with the video by time)."""
+        p = av.Packet(data)
+        p.pts, p.dts, p.duration, p.is_keyframe = pts, dts, duration, keyframe
+        p.time_base, p.stream = self._audio.time_base, self._audio
+        self._mux(p)
 
     def _mux(self, packets):
         try:

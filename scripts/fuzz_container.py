@@ -70,7 +70,7 @@ def with_header(data: bytes, h: dict) -> bytes:
     delta = len(raw) - hlen
     ioff, ilen, _, end = TRAILER.unpack_from(data, len(data) - TRAILER.size)
     index = msgpack.unpackb(data[ioff:ioff + ilen], raw=False)
-    for e in index["chunks"]:
+    for e in index["chunks"] + index.get("audio", []):
         e[0] += delta
     iraw = msgpack.packb(index, use_bin_type=True)
     return (PRELUDE.pack(data[:8], version, flags, len(raw), zlib.crc32(raw)) + raw + data[PRELUDE.size + hlen:ioff]
@@ -171,8 +171,10 @@ def fuzz(iterations: int, seed: int = 0, folder: Path | None = None) -> dict:
 
 # --- through decompress -------------------------------------------------------------------------
 
-def decode_bases(folder: Path) -> list[bytes]:
-    """Real containers of the built-in tokeniser: odd sizes, one frame, several chunks, both modes."""
+def decode_bases(folder: Path) -> list[tuple[bytes, str]]:
+    """Real containers of the built-in tokeniser: odd sizes, one frame, several chunks, both modes, and
+    one with an audio track (decoded to .mkv, so its packets are muxed back) -> [(bytes, output suffix)]."""
+    import av
     from adaptok_cli.pipeline import CompressOptions, compress
     from adaptok_cli.video import VideoWriter
     rng = np.random.default_rng(0)
@@ -190,7 +192,24 @@ def decode_bases(folder: Path) -> list[bytes]:
             writer.write(frame)
         writer.close()
         compress(video, folder / f"base{i}.atok", CompressOptions(device="cpu", **opts), force=True)
-        out.append((folder / f"base{i}.atok").read_bytes())
+        out.append(((folder / f"base{i}.atok").read_bytes(), ".y4m"))
+    with av.open(str(folder / "talk.mkv"), "w") as c:          # 0.5 s of video with a PCM tone
+        v, a = c.add_stream("ffv1", rate=25), c.add_stream("pcm_s16le", rate=8000, layout="mono")
+        v.width, v.height, v.pix_fmt = 24, 16, "yuv420p"
+        for k in range(12):
+            f = av.VideoFrame.from_ndarray(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8), format="rgb24")
+            f = f.reformat(format="yuv420p")
+            f.pts = k
+            c.mux(v.encode(f))
+        tone = (3000 * np.sin(np.arange(4000) / 3)).astype(np.int16)[None]
+        for k in range(0, 4000, 500):
+            af = av.AudioFrame.from_ndarray(tone[:, k:k + 500], format="s16", layout="mono")
+            af.sample_rate, af.pts = 8000, k
+            c.mux(a.encode(af))
+        c.mux(v.encode(None))
+        c.mux(a.encode(None))
+    compress(folder / "talk.mkv", folder / "talk.atok", CompressOptions(device="cpu", threshold=0.2, chunk=1), force=True)
+    out.append(((folder / "talk.atok").read_bytes(), ".mkv"))
     return out
 
 
@@ -254,12 +273,47 @@ def forge_payload(data: bytes, rng: random.Random) -> bytes:
             e[1:6] = [len(comp), t, kept, len(raw), zlib.crc32(comp)]
         elif k > i:
             e[0] += delta
+    for e in index.get("audio", []):      # audio records follow the chunks
+        e[0] += delta
     iraw = msgpack.packb(index, use_bin_type=True)
     return bytes(body) + iraw + TRAILER.pack(ioff + delta, len(iraw), zlib.crc32(iraw), end)
 
 
+def forge_audio(data: bytes, rng: random.Random) -> bytes:
+    """Rewrite one audio record's packets (timestamps, flags, data, shape) with every checksum valid."""
+    ioff, ilen, _, end = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    index = msgpack.unpackb(data[ioff:ioff + ilen], raw=False)
+    if not index.get("audio"):
+        return data
+    i = rng.randrange(len(index["audio"]))
+    off, length = index["audio"][i][:2]
+    packets = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(data[off + RECORD.size:off + RECORD.size + length]),
+                              raw=False)
+    k = rng.randrange(len(packets))
+    field = rng.randrange(6)
+    if field < 3:
+        packets[k][field] = rng.choice([-1, 0, 1 << 40, -(1 << 40), (1 << 62)])
+    elif field == 3:
+        packets[k][3] = rng.choice([True, False, 1, "x"])
+    elif field == 4:
+        packets[k][4] = rng.choice([b"", b"\xff" * 7, bytes(rng.randrange(256) for _ in range(50))])
+    else:
+        packets[k] = rng.choice([[], [1, 2], "x", None, packets[k] * 2])
+    raw = msgpack.packb(packets, use_bin_type=True)
+    comp = zstandard.ZstdCompressor(level=1, write_checksum=True, write_content_size=True).compress(raw)
+    delta = len(comp) - length
+    index["audio"][i][1:4] = [len(comp), len(raw), zlib.crc32(comp)]
+    for e in index["audio"][i + 1:]:
+        e[0] += delta
+    body = data[:off] + RECORD.pack(len(comp)) + comp + data[off + RECORD.size + length:ioff]
+    iraw = msgpack.packb(index, use_bin_type=True)
+    return body + iraw + TRAILER.pack(ioff + delta, len(iraw), zlib.crc32(iraw), end)
+
+
 def mutate_for_decode(data: bytes, rng: random.Random) -> tuple[str, bytes]:
-    kind = rng.choice(["plausible", "plausible", "payload", "payload", "header", "index", "bitflip", "truncate"])
+    kind = rng.choice(["plausible", "plausible", "payload", "payload", "audio", "header", "index", "bitflip", "truncate"])
+    if kind == "audio":
+        return kind, forge_audio(data, rng)
     if kind == "plausible":
         return kind, forge_plausible(data, rng)
     if kind == "payload":
@@ -294,9 +348,11 @@ def fuzz_decode(iterations: int, seed: int = 0, case_seconds: int = 20) -> dict:
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         bases = decode_bases(d)
-        path, out = d / "fuzz.atok", d / "out.y4m"
+        path = d / "fuzz.atok"
         for it in range(iterations):
-            kind, data = mutate_for_decode(rng.choice(bases), rng)
+            base, suffix = rng.choice(bases)
+            out = d / f"out{suffix}"
+            kind, data = mutate_for_decode(base, rng)
             path.write_bytes(data)
             stats["kinds"][kind] = stats["kinds"].get(kind, 0) + 1
             for partial in (False, True) if kind == "truncate" else (False,):

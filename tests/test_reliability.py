@@ -47,7 +47,7 @@ def test_fuzz_through_decompress_short_run():
     stats = fuzz_container.fuzz_decode(300, seed=0)
     assert stats["crashes"] == [] and stats["hangs"] == 0, stats["crashes"][:3]
     assert stats["outcomes"]["clean error"] > 150 and stats["outcomes"].get("decoded", 0) > 10
-    assert set(stats["kinds"]) == {"plausible", "payload", "header", "index", "bitflip", "truncate"}
+    assert set(stats["kinds"]) == {"plausible", "payload", "audio", "header", "index", "bitflip", "truncate"}
 
 
 def original_chunks(data, tmp_path):
@@ -268,11 +268,73 @@ def test_rotation_metadata_is_applied(tmp_path, small_tok_path):
     assert out.shape == (5, 48, 32, 3)
 
 
-def test_audio_is_never_dropped_silently(tmp_path, small_tok_path):
-    src = write_raw(tmp_path / "talk.mkv", static_frames(5, 32, 48), audio=True)
-    line = one_line_error(run("compress", src, "--tokenizer", small_tok_path), errors.EXIT_BAD_INPUT)
-    assert "audio" in line and "--drop-audio" in line and not (tmp_path / "talk.mkv.atok").exists()
-    assert round_trip(tmp_path, src, small_tok_path, "--drop-audio").shape == (5, 32, 48, 3)
+def tone_video(path, seconds=2.0, codec="aac", rate=44100, fps=25, size=(48, 32)):
+    """A generated clip with sound: a moving square and a 440 Hz tone in `codec`."""
+    w, h = size
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("ffv1", rate=fps)
+        v.width, v.height, v.pix_fmt = w, h, "yuv420p"
+        a = c.add_stream(codec, rate=rate, layout="mono")
+        n = int(seconds * fps)
+        for i, f in enumerate(static_frames(n, h, w)):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p")
+            vf.pts = i
+            c.mux(v.encode(vf))
+        t = np.arange(int(seconds * rate)) / rate
+        samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+        fmt = a.codec_context.format.name
+        step = a.codec_context.frame_size or 1024
+        for k in range(0, samples.shape[1] - step + 1, step):
+            chunk = samples[:, k:k + step]
+            if fmt == "s16":
+                chunk = (chunk * 32767).astype(np.int16)
+            af = av.AudioFrame.from_ndarray(chunk, format=fmt, layout="mono")
+            af.sample_rate, af.pts = rate, k
+            c.mux(a.encode(af))
+        c.mux(v.encode(None))
+        c.mux(a.encode(None))
+    return path
+
+
+def audio_samples(path):
+    with av.open(str(path)) as c:
+        return np.concatenate([f.to_ndarray() for f in c.decode(c.streams.audio[0])], axis=1)
+
+
+@pytest.mark.parametrize("codec,ext", [("aac", ".mkv"), ("aac", ".mp4"), ("pcm_s16le", ".mkv")])
+def test_audio_comes_back_sample_for_sample(tmp_path, small_tok_path, codec, ext):
+    """The audio stream's packets are stored as they are and muxed back: decoded samples are equal."""
+    src = tone_video(tmp_path / "talk.mkv", codec=codec)
+    tok = ["--tokenizer", str(small_tok_path)]
+    assert run("compress", src, "-o", tmp_path / "t.atok", *tok, "-q").returncode == 0
+    info = json.loads(run("inspect", tmp_path / "t.atok", "--json").stdout)
+    assert info["audio"]["codec"] == codec and info["audio"]["bytes"] > 0
+    assert run("verify", tmp_path / "t.atok").returncode == 0
+    out = tmp_path / f"back{ext}"
+    p = run("decompress", tmp_path / "t.atok", "-o", out, *tok, "-q")
+    assert p.returncode == 0, p.stderr
+    assert np.array_equal(audio_samples(out), audio_samples(src))
+    assert len(list(VideoReader(out))) == 50
+
+
+def test_audio_where_it_cannot_go_is_said(tmp_path, small_tok_path):
+    src = tone_video(tmp_path / "talk.mkv", codec="pcm_s16le", seconds=0.4)
+    tok = ["--tokenizer", str(small_tok_path)]
+    assert run("compress", src, "-o", tmp_path / "t.atok", *tok, "-q").returncode == 0
+    p = run("decompress", tmp_path / "t.atok", "-o", tmp_path / "v.y4m", *tok)
+    assert p.returncode == 0 and "audio is not written" in p.stderr
+    line = one_line_error(run("decompress", tmp_path / "t.atok", "-o", tmp_path / "v.mp4", *tok), errors.EXIT_USAGE)
+    assert "write .mkv" in line and not (tmp_path / "v.mp4").exists()
+
+
+def test_drop_audio_writes_a_version_1_file(tmp_path, small_tok_path):
+    """--drop-audio leaves the sound out; a file without audio is the same version-1 format as before."""
+    src = tone_video(tmp_path / "talk.mkv", seconds=0.4)
+    tok = ["--tokenizer", str(small_tok_path)]
+    assert run("compress", src, "-o", tmp_path / "t.atok", "--drop-audio", *tok, "-q").returncode == 0
+    assert (tmp_path / "t.atok").read_bytes()[8:10] == b"\x01\x00"
+    assert json.loads(run("inspect", tmp_path / "t.atok", "--json").stdout)["audio"] is None
+    assert round_trip(tmp_path, src, small_tok_path, "--drop-audio").shape == (10, 32, 48, 3)
 
 
 # --- weights ------------------------------------------------------------------------------------
