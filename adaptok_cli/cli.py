@@ -339,7 +339,7 @@ def compress_cmd(
     quant: str = typer.Option("int8", "--quant", help="int8 (per-channel scales) or fp16."),
     max_side: Optional[int] = typer.Option(None, "--max-side", help="Downscale so the longest side is at most N (16 or more)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    drop_audio: bool = typer.Option(False, "--drop-audio", help="Compress videos with audio anyway (.atok stores no audio)."),
+    drop_audio: bool = typer.Option(False, "--drop-audio", help="Leave the sound out (by default the first audio stream is kept, copied as it is)."),
     keep: bool = typer.Option(False, "-k", "--keep", hidden=True, help="Accepted for gzip/zstd habits: inputs are always kept."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Print timings."),

@@ -45,7 +45,7 @@ class CompressOptions:
     max_side: int | None = None
     short_side: int | None = None
     device: str = "auto"
-    drop_audio: bool = False           # .atok stores no audio: refuse inputs with audio unless asked
+    drop_audio: bool = False           # leave the audio track out (by default its packets are kept)
 
     def check(self):
         if self.threshold is not None and self.keep_ratio is not None:

@@ -155,3 +155,61 @@ def test_all_skipped_says_so(tmp_path, work, small_tok_path):
     assert run("compress", src, "--tokenizer", small_tok_path, "-q").returncode == 0
     p = run("compress", src, "--tokenizer", small_tok_path)
     assert p.returncode == 0 and "all 2 up to date" in p.stderr and p.stdout == ""
+
+
+def test_progress_shows_frames_of_total_and_the_current_file(monkeypatch):
+    import io
+    import time as clock
+
+    from rich.console import Console
+
+    from adaptok_cli import cli
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=120))
+    rep = cli.Reporter(quiet=False, as_json=False)
+    with rep.progress("compress", 1) as tick:
+        tick("file", name="clips/a-rather-long-folder-name/with/more/levels/one.mp4")
+        tick("frames", 0, total=45)
+        tick("frames", 29)
+        clock.sleep(0.3)                                  # the bar redraws ten times a second
+    text = screen.getvalue()
+    assert "29/45 frames" in text and "one.mp4" in text
+    screen.seek(0), screen.truncate()
+    with rep.progress("compress", 3) as tick:
+        tick("file", name="b.mp4")
+        tick("frames", 0, total=10)
+        tick("frames", 4)
+        tick("files", 1)
+        clock.sleep(0.3)
+    text = screen.getvalue()
+    assert "1/3 files" in text and "b.mp4 4/10 frames" in text
+
+
+def test_summary_at_80_columns_keeps_paths_apart(monkeypatch, capsys):
+    import io
+
+    from rich.console import Console
+
+    from adaptok_cli import batch, cli, pipeline
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "out", Console(file=screen, force_terminal=True, width=80, color_system=None))
+    names = [f"/data/some/very/long/folder/name/for/clips/camera-{i}/clip.mp4" for i in range(2)]
+    outcomes = [batch.Outcome(Path(n), Path(n + ".atok"), pipeline.Result(n, n + ".atok", frames=9, width=48, height=32,
+                                                                        tokens_kept=5, tokens_total=10))
+                for n in names]
+    cli.summary_table(outcomes, "compress")
+    rows = [line.split("│") for line in screen.getvalue().splitlines() if line.startswith("│")]
+    first_column = "".join(r[1].strip() for r in rows)
+    assert all(n in first_column for n in names), screen.getvalue()   # folded onto more lines, never cut
+    assert "…" not in screen.getvalue()
+
+
+def test_docs_make_sense_without_the_workspace():
+    root = Path(__file__).resolve().parents[1]
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "man" / "adaptok.1"]:
+        assert "../shared" not in doc.read_text(), doc
+    man = (root / "man" / "adaptok.1").read_text()
+    assert all(f".SH {s}" in man for s in ("EXAMPLES", "ENVIRONMENT", "EXIT STATUS"))
+    codes = [int(line[3:-3]) for line in man.split(".SH EXIT STATUS")[1].split(".SH")[0].splitlines()
+             if line.startswith("\\fB")]
+    assert codes == sorted(codes) and 141 in codes
