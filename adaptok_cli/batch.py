@@ -60,7 +60,7 @@ def output_paths(inputs, output: str | None, default_name: Callable[[str], str])
 def settings_of(header: dict) -> dict:
     """The header fields that decide a container's content, for up-to-date checks."""
     keys = ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk", "level", "max_side", "short_side")
-    return {"tokenizer": header["tokenizer"]["fingerprint"],
+    return {"tokenizer": header["tokenizer"]["fingerprint"], "audio": bool(header.get("audio")),
             "lit": (header.get("lit") or {}).get("fingerprint"), **{k: header.get(k) for k in keys}}
 
 

@@ -273,7 +273,7 @@ def _compress_skip(opts, src, dst):
         return False
     from .batch import is_up_to_date
     from .pipeline import cached_tokenizer, expected_settings
-    return is_up_to_date(src, dst, expected_settings(opts, cached_tokenizer(opts.tokenizer, opts.device)))
+    return is_up_to_date(src, dst, expected_settings(opts, cached_tokenizer(opts.tokenizer, opts.device), src))
 
 
 def _decompress_job(kw, force, src, dst, progress):

@@ -29,7 +29,7 @@ from .pictures import latent_index, overlay as tint_dropped
 from .masking import HoldFill, Selector, dequantise, gather_kept, quantise
 from .tokenizer import (WEIGHTS_DIR, Tokenizer, safetensors_metadata,
                         file_fingerprint, load_tokenizer, pad_frames, pick_device, spec_fingerprint)
-from .video import AudioTrack, VideoReader, VideoWriter, audio_packets, audio_track, output_kind
+from .video import AudioTrack, VideoReader, VideoWriter, audio_packets, audio_track, has_audio, output_kind
 
 
 
@@ -218,9 +218,9 @@ def cached_tokenizer(spec: str, device: str = "auto") -> Tokenizer:
     return _MODELS[key]
 
 
-def expected_settings(opts: CompressOptions, tok: Tokenizer) -> dict:
-    """What batch.settings_of() reads back from a container compress() would write with these options."""
-    return {"tokenizer": tok.fingerprint, "lit": lit_fingerprint(tok),
+def expected_settings(opts: CompressOptions, tok: Tokenizer, src) -> dict:
+    """What batch.settings_of() reads back from the container compress(src) would write with these options."""
+    return {"tokenizer": tok.fingerprint, "lit": lit_fingerprint(tok), "audio": not opts.drop_audio and has_audio(src),
             **{k: getattr(opts, k) for k in ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk",
                                             "level", "max_side", "short_side")}}
 

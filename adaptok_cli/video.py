@@ -135,6 +135,15 @@ class AudioTrack:
                    h["extradata"])
 
 
+def has_audio(path) -> bool:
+    """Whether a video file has an audio stream (False when it cannot be read: compress will say why)."""
+    try:
+        with av.open(str(path)) as c:
+            return bool(c.streams.audio)
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError):
+        return False
+
+
 def audio_track(path) -> AudioTrack | None:
     """The first audio stream of a video file, or None; InputError for a codec adaptok does not carry."""
     with av.open(str(path)) as c:

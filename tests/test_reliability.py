@@ -334,6 +334,12 @@ def test_drop_audio_writes_a_version_1_file(tmp_path, small_tok_path):
     assert run("compress", src, "-o", tmp_path / "t.atok", "--drop-audio", *tok, "-q").returncode == 0
     assert (tmp_path / "t.atok").read_bytes()[8:10] == b"\x01\x00"
     assert json.loads(run("inspect", tmp_path / "t.atok", "--json").stdout)["audio"] is None
+    # without --drop-audio the same output is not up to date: never replaced without -f, redone with it
+    one_line_error(run("compress", src, "-o", tmp_path / "t.atok", *tok), errors.EXIT_CANT_CREATE)
+    assert run("compress", src, "-o", tmp_path / "t.atok", *tok, "-f", "-q").returncode == 0
+    assert json.loads(run("inspect", tmp_path / "t.atok", "--json").stdout)["audio"]["codec"] == "aac"
+    p = run("compress", src, "-o", tmp_path / "t.atok", *tok)
+    assert p.returncode == 0 and "skipped (up to date)" in p.stderr
     assert round_trip(tmp_path, src, small_tok_path, "--drop-audio").shape == (10, 32, 48, 3)
 
 
