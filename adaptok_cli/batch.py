@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from .errors import EXIT_INTERRUPTED, AdaptokError, ContainerError, InputError
 from .outputs import is_temporary
@@ -202,7 +202,3 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int = 1,
         raise
     pool.shutdown(wait=True)
     return outcomes
-
-
-def iter_ok(outcomes: list[Outcome]) -> Iterator:
-    return (o.result for o in outcomes if o.result is not None)

@@ -84,10 +84,6 @@ class Chunk:
     codes: torch.Tensor
     qscale: torch.Tensor | None
 
-    @property
-    def latent_frames(self):
-        return self.mask.shape[0]
-
 
 def chunk_raw_size(t, kept, h, w, c, quant):
     return PAYLOAD.size + (4 * c if quant == "int8" else 0) + math.ceil(t * h * w / 8) + kept * c * QUANT_BYTES[quant]

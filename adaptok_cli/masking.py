@@ -6,7 +6,6 @@ same C_sel from the container, the error of a held position can never drift past
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -147,7 +146,3 @@ class HoldFill:
 def gather_kept(zq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(t, C, h, w) and (t, h, w) -> (C, kept), positions in (t, h, w) order."""
     return zq.permute(1, 0, 2, 3)[:, mask]
-
-
-def packed_mask_bytes(n_positions: int) -> int:
-    return math.ceil(n_positions / 8)

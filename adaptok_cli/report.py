@@ -1,7 +1,6 @@
 """What a container holds, from its header and index alone (no latent payload is decompressed)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from .container import DEFAULT_LIMITS, KEPT, LATENT_FRAMES, LENGTH, AtokReader, Limits, frame_spans
 
@@ -51,7 +50,3 @@ def describe_size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return str(n)
-
-
-def is_atok(path) -> bool:
-    return Path(path).suffix == ".atok"
