@@ -154,10 +154,11 @@ class Reporter:
                     state["files"] += n
                 frames = f"{state['frames']}/{state['total'] or '?'} frames"
                 if n_files == 1:
-                    bar.update(task, completed=state["frames"], total=state["total"], count=frames, detail=state["name"])
+                    bar.update(task, completed=state["frames"], total=state["total"], count=frames, detail=state["name"],
+                               refresh=True)
                 else:
                     bar.update(task, completed=state["files"], count=f"{state['files']}/{n_files} files",
-                               detail=f"{state['name']} {frames}" if state["name"] else "")
+                               detail=f"{state['name']} {frames}" if state["name"] else "", refresh=True)
             yield tick
 
     def note_once(self, msg: str):

@@ -405,7 +405,8 @@ class ChunkDecoder:
         a stateless one codes each chunk as one clip, so it gets z whole."""
         n = len(z)
         if self.tok.stateful:
-            n = max(1, DECODE_PIXELS // max(1, pixels * self.tok.time_factor))
+            most = max(1, DECODE_PIXELS // max(1, pixels * self.tok.time_factor))
+            n = -(-len(z) // -(-len(z) // most))     # even groups: fewer block sizes for the allocator
         for a in range(0, len(z), n):
             lat = slice(a, min(a + n, len(z)))
             yield lat, self.frames(z[lat])
