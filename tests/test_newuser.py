@@ -165,6 +165,7 @@ def test_progress_shows_frames_of_total_and_the_current_file(monkeypatch):
 
     from adaptok_cli import cli
     screen = io.StringIO()
+    monkeypatch.setenv("TERM", "xterm")        # scripts/make_man.py, imported by another test, sets TERM=dumb
     monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=120))
     rep = cli.Reporter(quiet=False, as_json=False)
     with rep.progress("compress", 1) as tick:
