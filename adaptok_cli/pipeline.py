@@ -499,10 +499,10 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
             progress(0, total=r.frames)
         try:
             tag = decode_tag(src, inpainter is not None, kind, crf, overlay, tok.fingerprint)
-            with write_errors(dst):
-                writer = VideoWriter(out.tmp, h["width"], h["height"], Fraction(h["fps_num"], h["fps_den"]), kind,
-                                     crf, comment=tag, audio=track if not r.salvaged else None)
             fps = Fraction(h["fps_num"], h["fps_den"])
+            with write_errors(dst):
+                writer = VideoWriter(out.tmp, h["width"], h["height"], fps, kind, crf, comment=tag,
+                                     audio=track if not r.salvaged else None)
             audio = r.iter_audio() if writer.writes_audio else iter(())
             pending = next(audio, None)
             dec = ChunkDecoder(tok, inpainter)
@@ -519,11 +519,11 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
                     with write_errors(dst):
                         for f in frames:
                             writer.write(f)
+                        res.frames += len(frames)
                         # audio up to the video written so far, so the muxer interleaves as it goes
                         while pending is not None and pending[1] * track.time_base <= res.frames / fps:
                             writer.write_audio(*pending)
                             pending = next(audio, None)
-                    res.frames += len(frames)
                     if progress:
                         progress(len(frames))
             if res.frames != r.frames:   # the reader's checks make this impossible; never write a short video
