@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, asdict
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .outputs import atomic_path
 from .errors import ModelUnavailableError
 
 
@@ -231,11 +231,9 @@ class Inpainter:
 def save_lit(model: LIT, path, tokenizer_fingerprint: str, extra: dict | None = None):
     tensors = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
     meta = {"config": json.dumps(model.cfg.to_dict()), "tokenizer_fingerprint": tokenizer_fingerprint, **(extra or {})}
-    path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.chmod(0o644)
 
 
 def load_lit(path, device="cpu"):

@@ -21,6 +21,7 @@ import re
 import secrets
 import shutil
 import stat
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OutputExistsError, WriteError
@@ -181,6 +182,24 @@ class AtomicOutput:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
+
+
+@contextmanager
+def atomic_path(path):
+    """A temporary name beside `path` for writers that want a file name (safetensors, torch.save, np.save
+    on a file object): fsynced and moved into place when the block ends, removed if it raises. For
+    files adaptok makes for itself (weights, checkpoints, caches); user outputs go through AtomicOutput."""
+    path = Path(path)
+    tmp = path.parent / f"{_temp_prefix(path)}{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_tree_or_file(tmp)
+        raise
 
 
 def plan(pairs: list[tuple[Path, Path]]) -> None:

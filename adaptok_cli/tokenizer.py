@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .outputs import atomic_path
 from .defaults import BUILTIN_TOKENIZERS, DEFAULT_TOKENIZER
 from .errors import ModelUnavailableError, UsageError
 from .tinytok import TinyTok, TinyTokConfig
@@ -139,12 +140,9 @@ def save_tinytok(model: TinyTok, scale: torch.Tensor, path: Path, extra: dict | 
     tensors = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
     tensors["scale"] = scale.float().contiguous()
     meta = {"config": json.dumps(model.cfg.to_dict()), "name": "tinytok", **(extra or {})}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.chmod(0o644)
 
 
 class CosmosTokenizer(Tokenizer):

@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .outputs import atomic_path
 from .lit import LIT, LITConfig, load_lit, project_l1, rate_features, save_lit
 from .masking import HoldFill, Selector, dequantise, quantise
 from .tokenizer import load_tokenizer, pad_frames
@@ -58,8 +58,8 @@ def latent_cache(tok, clips, folder: Path) -> list[np.ndarray]:
                 zs.append(z)
                 a = b
             z = torch.cat(zs).half().numpy()
-            np.save(str(dst) + ".tmp.npy", z)
-            os.replace(str(dst) + ".tmp.npy", dst)
+            with atomic_path(dst) as tmp, open(tmp, "wb") as f:
+                np.save(f, z)
             print(f"cached latents {dst.name} {z.shape}", flush=True)
         out.append(np.load(dst, mmap_mode="r"))
     return out
@@ -255,18 +255,18 @@ def main(argv=None):
                 rec["val_gain_vs_hold"] = round(sum(v["hold_mse"] for v in vs) / max(sum(v["mse"] for v in vs), 1e-9), 3)
                 if rec["val_loss"] < best_val:
                     best_val = rec["val_loss"]
-                    torch.save({"ema": ema.state_dict(), "step": step, "val_loss": best_val, "config": cfg.to_dict(),
-                                "args": {k: str(v) for k, v in vars(args).items()}}, args.out / "best.pt.tmp")
-                    os.replace(args.out / "best.pt.tmp", args.out / "best.pt")
+                    with atomic_path(args.out / "best.pt") as tmp:
+                        torch.save({"ema": ema.state_dict(), "step": step, "val_loss": best_val, "config": cfg.to_dict(),
+                                    "args": {k: str(v) for k, v in vars(args).items()}}, tmp)
             print(json.dumps(rec), file=log, flush=True)
             print(json.dumps(rec), flush=True)
             t0, acc = time.time(), []
         if time.time() - last_ckpt > args.ckpt_every or step == end:
-            tmp = args.out / "last.pt.tmp"
-            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step, "best_val": best_val,
-                        "config": cfg.to_dict(), "args": {k: str(v) for k, v in vars(args).items()}}, tmp)
-            os.replace(tmp, ckpt)
+            with atomic_path(ckpt) as tmp:
+                torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
+                            "best_val": best_val, "config": cfg.to_dict(),
+                            "args": {k: str(v) for k, v in vars(args).items()}}, tmp)
             last_ckpt = time.time()
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .outputs import atomic_path
 from .masking import change
 from .tinytok import TinyTok, TinyTokConfig
 from .video import VideoReader, VIDEO_EXTENSIONS
@@ -71,8 +71,8 @@ def build_cache(data: Path, cache: Path, sizes=(256, 400)):
                 else:
                     with VideoReader(path, short_side=s) as r:
                         frames = np.stack(list(r))
-                np.save(str(dst) + ".tmp.npy", frames)
-                os.replace(str(dst) + ".tmp.npy", dst)
+                with atomic_path(dst) as tmp, open(tmp, "wb") as f:
+                    np.save(f, frames)
                 print(f"cached {dst.name} {frames.shape}", flush=True)
             clips.append(np.load(dst, mmap_mode="r"))
     return clips
@@ -256,11 +256,10 @@ def main(argv=None):
             print(json.dumps(rec), flush=True)
             t0 = time.time()
         if time.time() - last_ckpt > args.ckpt_every or step == end:
-            tmp = args.out / "last.pt.tmp"
-            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
-                        "config": cfg.to_dict(), "args": {k: str(v) for k, v in vars(args).items()}}, tmp)
-            os.replace(tmp, ckpt)
+            with atomic_path(ckpt) as tmp:
+                torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
+                            "config": cfg.to_dict(), "args": {k: str(v) for k, v in vars(args).items()}}, tmp)
             last_ckpt = time.time()
 
 

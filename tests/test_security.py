@@ -425,3 +425,19 @@ def test_no_new_file_starts_after_an_interrupt(tmp_path, small_tok_path):
     assert p.returncode == errors.EXIT_INTERRUPTED, stderr
     time.sleep(1)             # a worker that went on to a queued file would have created it by now
     assert list(out.iterdir()) == []
+
+
+def test_weights_and_checkpoints_are_written_whole_or_not_at_all(tmp_path):
+    """outputs.atomic_path (weights, checkpoints, caches): a writer that fails leaves the old file and
+    no temporary; one that succeeds replaces it whole."""
+    target = tmp_path / "w.safetensors"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with outputs.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+    with outputs.atomic_path(target) as tmp:
+        assert outputs.is_temporary(tmp) and tmp.parent == tmp_path
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
