@@ -22,7 +22,7 @@ from .errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PIPE, EXIT_S
                      UsageError)
 from .outputs import plan
 from .batch import expand_inputs, output_paths
-from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER
+from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, is_device_name
 from .report import describe_size, inspect
 from .video import VIDEO_EXTENSIONS, output_kind
 
@@ -316,7 +316,7 @@ def check_common(workers: Optional[int], device: str, as_json: bool, as_csv: boo
     """Options every batch command shares, checked before any work (bad values are usage errors, 2)."""
     if workers is not None and workers < 1:
         raise UsageError("--workers must be at least 1")
-    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+    if not is_device_name(device):
         raise UsageError(f"unknown device {device!r}: use auto, cpu or cuda")
     if as_json and as_csv:
         raise UsageError("give --json or --csv, not both")

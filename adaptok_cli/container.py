@@ -319,6 +319,18 @@ class AtokReader:
             _check(v <= 1 << 62, p, what)
             return v
 
+        def entries_of(width, what, counted, min_bytes):
+            """An array of `width`-integer entries, at most max_chunks of them, into an int64 array."""
+            n = u.read_array_header()
+            _check(n <= self.limits.max_chunks, p, f"{n} {counted} exceed the budget of {self.limits.max_chunks}")
+            _check(n * min_bytes <= len(raw), p, "index layout")
+            out = np.empty((n, width), np.int64)
+            for i in range(n):
+                _check(u.read_array_header() == width, p, f"{what} {i}")
+                for j in range(width):
+                    out[i, j] = uint(f"{what} {i}")
+            return out
+
         frames = entries = audio = None
         try:
             n_keys = u.read_map_header()
@@ -328,22 +340,9 @@ class AtokReader:
                 if key == "frames" and frames is None:
                     frames = uint("frame count")
                 elif key == "audio" and audio is None and self.version == VERSION_AUDIO:
-                    n = u.read_array_header()
-                    _check(n <= self.limits.max_chunks and n * 5 <= len(raw), p, "audio entries")
-                    audio = np.empty((n, 4), np.int64)
-                    for i in range(n):
-                        _check(u.read_array_header() == 4, p, f"audio entry {i}")
-                        for j in range(4):
-                            audio[i, j] = uint(f"audio entry {i}")
+                    audio = entries_of(4, "audio entry", "audio records", 5)
                 elif key == "chunks" and entries is None:
-                    n = u.read_array_header()
-                    _check(n <= self.limits.max_chunks, p, f"{n} chunks exceed the budget of {self.limits.max_chunks}")
-                    _check(n * 7 <= len(raw), p, "index layout")
-                    entries = np.empty((n, 6), np.int64)
-                    for i in range(n):
-                        _check(u.read_array_header() == 6, p, f"index entry {i}")
-                        for j in range(6):
-                            entries[i, j] = uint(f"index entry {i}")
+                    entries = entries_of(6, "index entry", "chunks", 7)
                 else:
                     _check(False, p, "index layout")
             _check(u.tell() == len(raw), p, "index layout")
@@ -427,26 +426,32 @@ class AtokReader:
         every = self.header["keyframe_interval"]
         return [j for j in range(t) if first + j == 0 or (every > 0 and (first + j) % every == 0)]
 
-    def _payload(self, i: int, entry) -> bytes:
-        """Chunk i's payload, decompressed and checked against its index entry: length, CRC, zstd frame, t, kept."""
+    def _record(self, what: str, off: int, length: int, raw_size: int, crc: int) -> bytes:
+        """A record (chunk or audio) decompressed, checked against its index entry: length field, CRC,
+        the zstd frame's declared size, zstd's own checksum, the size it gives."""
         p = self.path
-        off, length, t, kept, raw_size, crc = entry
         self.f.seek(off)
         rec = self.f.read(RECORD.size + length)
-        _check(len(rec) == RECORD.size + length and RECORD.unpack(rec[:4])[0] == length, p, f"chunk {i} record length")
+        _check(len(rec) == RECORD.size + length and RECORD.unpack(rec[:4])[0] == length, p, f"{what} record length")
         comp = rec[4:]
-        _check(zlib.crc32(comp) == crc, p, f"chunk {i} checksum mismatch")
+        _check(zlib.crc32(comp) == crc, p, f"{what} checksum mismatch")
         try:
             declared = zstandard.frame_content_size(comp)
         except zstandard.ZstdError:
             declared = -2
-        _check(declared == raw_size, p, f"chunk {i} frame header")
+        _check(declared == raw_size, p, f"{what} frame header")
         try:
             raw = zstandard.ZstdDecompressor().decompress(comp, max_output_size=raw_size)
         except zstandard.ZstdError as e:
-            raise ContainerError(f"{p}: corrupt container (chunk {i}: {e})") from None
-        _check(len(raw) == raw_size, p, f"chunk {i} size")
-        _check(PAYLOAD.unpack_from(raw) == (t, kept), p, f"chunk {i} disagrees with the index")
+            raise ContainerError(f"{p}: corrupt container ({what}: {e})") from None
+        _check(len(raw) == raw_size, p, f"{what} size")
+        return raw
+
+    def _payload(self, i: int, entry) -> bytes:
+        """Chunk i's payload, its record checked, and its t and kept against the index entry."""
+        off, length, t, kept, raw_size, crc = entry
+        raw = self._record(f"chunk {i}", off, length, raw_size, crc)
+        _check(PAYLOAD.unpack_from(raw) == (t, kept), self.path, f"chunk {i} disagrees with the index")
         return raw
 
     def _layout(self, t: int):
@@ -507,16 +512,11 @@ class AtokReader:
     def read_audio(self, i: int) -> list:
         """Audio record i: packets [pts, dts, duration, keyframe, data] exactly as they were read."""
         p = self.path
-        off, length, raw_size, crc = self.audio[i].tolist()
-        self.f.seek(off)
-        rec = self.f.read(RECORD.size + length)
-        _check(len(rec) == RECORD.size + length and zlib.crc32(rec[4:]) == crc, p, f"audio record {i} checksum mismatch")
+        raw = self._record(f"audio record {i}", *self.audio[i].tolist())
         try:
-            _check(zstandard.frame_content_size(rec[4:]) == raw_size, p, f"audio record {i} frame header")
-            raw = zstandard.ZstdDecompressor().decompress(rec[4:], max_output_size=raw_size)
             packets = msgpack.unpackb(raw, raw=False, max_str_len=0, max_bin_len=MAX_AUDIO_RECORD,
                                       max_array_len=1 << 16, max_map_len=0, max_ext_len=0)
-        except (zstandard.ZstdError, ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
             raise ContainerError(f"{p}: corrupt container (audio record {i})") from None
         _check(isinstance(packets, list) and all(
             isinstance(k, list) and len(k) == 5 and all(_is_int(v, -(1 << 62), 1 << 62) for v in k[:3])

@@ -11,3 +11,8 @@ BUILTIN_TOKENIZERS = ("tinytok",)   # names a container may ask for without the 
 # A fixed list, so a container's header can only pick among these FFmpeg code paths.
 AUDIO_CODECS = ("aac", "mp3", "mp2", "opus", "vorbis", "flac", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s24le",
                 "pcm_f32le")
+
+
+def is_device_name(device: str) -> bool:
+    """auto, cpu, cuda or cuda:N: checked without importing torch (the CLI does it before any work)."""
+    return device in ("auto", "cpu", "cuda") or device.startswith("cuda:") and device[5:].isdigit()

@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .outputs import atomic_path
-from .defaults import BUILTIN_TOKENIZERS, DEFAULT_TOKENIZER
+from .defaults import BUILTIN_TOKENIZERS, DEFAULT_TOKENIZER, is_device_name
 from .errors import ModelUnavailableError, UsageError
 from .tinytok import TinyTok, TinyTokConfig
 
@@ -37,14 +37,11 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).split(":")[0] not in ("cpu", "cuda"):
+    if not is_device_name(str(device)):
         raise UsageError(f"unknown device {device!r}: use auto, cpu or cuda")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ModelUnavailableError("--device cuda asked for, but no CUDA device is available")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"unknown device {device!r}: use auto, cpu or cuda") from None
+    return torch.device(device)
 
 
 def file_fingerprint(*paths) -> str:
