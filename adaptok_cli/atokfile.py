@@ -24,7 +24,7 @@ import torch
 from .container import DEFAULT_LIMITS, LATENT_FRAMES, AtokReader, Limits, frame_spans
 from .errors import InputError
 from .masking import HoldFill, dequantise
-from .pipeline import ChunkDecoder, inpainter_for, to_frames, tokenizer_for
+from .pipeline import ChunkDecoder, inpainter_for, tokenizer_for
 from .report import describe
 from .tokenizer import pick_device
 
@@ -146,10 +146,9 @@ class AtokFile:
         tok = self._tok
         spans = frame_spans(self._reader.chunks[:, LATENT_FRAMES], tok.time_factor, tok.stateful, self.frames)
         for i in range(n_chunks):
-            chunk = self._reader.read_chunk(i)
-            z = dec.dense(chunk)
-            x = torch.cat([x for _, x in dec.frame_groups(z, i == 0 or not tok.stateful, self.width * self.height)])
-            yield to_frames(x[: spans[i][1]], self.height, self.width)
+            groups = dec.chunk_frames(self._reader.read_chunk(i), i == 0 or not tok.stateful, spans[i][1],
+                                      self.height, self.width)
+            yield np.concatenate([frames for _, frames in groups])
 
     def _decoder(self, fill, need_tokenizer=None) -> ChunkDecoder:
         if (need_tokenizer or fill == "lit") and self._tok is None:

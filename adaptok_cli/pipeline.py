@@ -411,6 +411,14 @@ class ChunkDecoder:
             lat = slice(a, min(a + n, len(z)))
             yield lat, self.frames(z[lat])
 
+    def chunk_frames(self, chunk: Chunk, at_start: bool, n: int, height: int, width: int):
+        """A chunk -> (latent slice, uint8 frames cropped to height x width) group by group, the
+        chunk's n real frames in all (its span: the last chunk's padding frames are dropped)."""
+        for lat, x in self.frame_groups(self.dense(chunk), at_start, height * width):
+            frames = to_frames(x[:n], height, width)
+            n -= len(frames)
+            yield lat, frames
+
     def frames(self, z: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
         if self.tok.stateful:
@@ -509,10 +517,7 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
             spans = frame_spans([c[LATENT_FRAMES] for c in r.chunks], tok.time_factor, tok.stateful, r.frames)
             for i, (_, n) in enumerate(spans):
                 chunk = r.read_chunk(i)
-                for lat, x in dec.frame_groups(dec.dense(chunk), at_start=i == 0 or not tok.stateful,
-                                               pixels=h["width"] * h["height"]):
-                    frames = to_frames(x[: n], h["height"], h["width"])
-                    n -= len(frames)
+                for lat, frames in dec.chunk_frames(chunk, i == 0 or not tok.stateful, n, h["height"], h["width"]):
                     if overlay:
                         frames = tint_dropped(frames, chunk.mask[lat], latent_index(len(frames), tok.time_factor,
                                               lat.start == 0 and (i == 0 or not tok.stateful)) , tok.space_factor)
