@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 export PYTHONDONTWRITEBYTECODE=1
 
-.PHONY: install demo test lint bench bench-quick man samples clean train-tokenizer export-tokenizer train-lit export-lit
+.PHONY: install demo test lint bench bench-quick bench-readme man samples clean train-tokenizer export-tokenizer train-lit export-lit
 
 install: $(STAMP)
 
@@ -28,10 +28,13 @@ lint: $(STAMP)
 	.venv/bin/ruff check .
 
 bench: $(STAMP)
-	$(PY) scripts/bench.py
+	$(PY) -m bench.bench
 
 bench-quick: $(STAMP)
-	$(PY) scripts/bench.py --quick
+	$(PY) -m bench.bench --quick
+
+bench-readme: $(STAMP)
+	$(PY) -m bench.bench --readme
 
 man: $(STAMP)
 	$(PY) scripts/make_man.py > man/adaptok.1
@@ -39,26 +42,25 @@ man: $(STAMP)
 samples: $(STAMP)
 	$(PY) sample_videos/make_samples.py
 
-# the shipped weights (docs/MODELS.md): the base model (its schedule was extended once, hence two
-# runs), then two rate-aware fine-tunes; LIT is trained on the base model's latents, then fine-tuned
+# the shipped weights and how they were made: docs/MODELS.md
 train-tokenizer: $(STAMP)
-	$(PY) -m adaptok_cli.train_tokenizer --out runs/tinytok --steps 40000 --stop-at 29769
-	$(PY) -m adaptok_cli.train_tokenizer --out runs/tinytok --steps 32000
-	$(PY) -m adaptok_cli.train_tokenizer --out runs/tinytok --export runs/tinytok/base.safetensors
-	$(PY) -m adaptok_cli.train_tokenizer --out runs/smooth1 --init runs/tinytok/base.safetensors --temporal-l1 0.1 --steps 600 --lr 2e-4
-	$(PY) -m adaptok_cli.train_tokenizer --out runs/smooth1 --export runs/smooth1/tinytok.safetensors
-	$(PY) -m adaptok_cli.train_tokenizer --out runs/smooth2 --init runs/smooth1/tinytok.safetensors --temporal-l1 0.1 --hold-weight 1 --steps 800 --lr 2e-4
+	$(PY) -m adaptok_cli.training.tokenizer --out runs/tinytok --steps 40000 --stop-at 29769
+	$(PY) -m adaptok_cli.training.tokenizer --out runs/tinytok --steps 32000
+	$(PY) -m adaptok_cli.training.tokenizer --out runs/tinytok --export runs/tinytok/base.safetensors
+	$(PY) -m adaptok_cli.training.tokenizer --out runs/smooth1 --init runs/tinytok/base.safetensors --temporal-l1 0.1 --steps 600 --lr 2e-4
+	$(PY) -m adaptok_cli.training.tokenizer --out runs/smooth1 --export runs/smooth1/tinytok.safetensors
+	$(PY) -m adaptok_cli.training.tokenizer --out runs/smooth2 --init runs/smooth1/tinytok.safetensors --temporal-l1 0.1 --hold-weight 1 --steps 800 --lr 2e-4
 
 export-tokenizer: $(STAMP)
-	$(PY) -m adaptok_cli.train_tokenizer --out runs/smooth2 --export adaptok_cli/weights/tinytok.safetensors
+	$(PY) -m adaptok_cli.training.tokenizer --out runs/smooth2 --export adaptok_cli/weights/tinytok.safetensors
 
 train-lit: $(STAMP)
-	$(PY) -m adaptok_cli.train_lit --out runs/lit-base --tokenizer runs/tinytok/base.safetensors
-	$(PY) -m adaptok_cli.train_lit --out runs/lit-base --tokenizer runs/tinytok/base.safetensors --export runs/lit-base/lit.safetensors
-	$(PY) -m adaptok_cli.train_lit --out runs/lit --init runs/lit-base/lit.safetensors --steps 800 --lr 3e-4
+	$(PY) -m adaptok_cli.training.lit --out runs/lit-base --tokenizer runs/tinytok/base.safetensors
+	$(PY) -m adaptok_cli.training.lit --out runs/lit-base --tokenizer runs/tinytok/base.safetensors --export runs/lit-base/lit.safetensors
+	$(PY) -m adaptok_cli.training.lit --out runs/lit --init runs/lit-base/lit.safetensors --steps 800 --lr 3e-4
 
 export-lit: $(STAMP)
-	$(PY) -m adaptok_cli.train_lit --out runs/lit --export adaptok_cli/weights/lit-tinytok.safetensors
+	$(PY) -m adaptok_cli.training.lit --out runs/lit --export adaptok_cli/weights/lit-tinytok.safetensors
 
 clean:
 	rm -rf demo-out .pytest_cache build *.egg-info

@@ -21,10 +21,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .container import DEFAULT_LIMITS, LATENT_FRAMES, AtokReader, Limits, frame_spans
+from .codec import Decoder
+from .container import DEFAULT_LIMITS, AtokReader, Limits
 from .errors import InputError
-from .masking import HoldFill, dequantise
-from .pipeline import ChunkDecoder, inpainter_for, tokenizer_for
+from .masking import dequantise
+from .models import inpainter_for, tokenizer_for
 from .report import describe
 from .tokenizer import pick_device
 
@@ -59,18 +60,18 @@ class AtokFile:
     frames = property(lambda self: self._reader.frames)
     fps = property(lambda self: self.header["fps_num"] / self.header["fps_den"])
     num_chunks = property(lambda self: len(self._reader.chunks))
-    token_rate = property(lambda self: self.info["token_rate"])
-    chunk_token_rates = property(lambda self: [c["token_rate"] for c in self.info["chunks"]])
+    token_rate = property(lambda self: self.info.token_rate)
+    chunk_token_rates = property(lambda self: [c.token_rate for c in self.info.chunks])
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
         """(T, C, h, w) of the dense latents of the whole clip."""
-        return tuple(self.info["latent_shape"])
+        return tuple(self.info.latent_shape)
 
     @property
     def chunk_frames(self) -> list[tuple[int, int]]:
         """(first frame, frame count) of each chunk."""
-        return [(c["first_frame"], c["frames"]) for c in self.info["chunks"]]
+        return [(c.first_frame, c.frames) for c in self.info.chunks]
 
     def metadata(self) -> dict:
         """What a training loop wants beside the tokens: path, size, fps, frames, token rate."""
@@ -94,15 +95,13 @@ class AtokFile:
         runs); with fill="lit", LIT also runs on chunk start-1 to give chunk `start` its context."""
         fill = _check_fill(fill or self.fill)
         stop = self.num_chunks if stop is None else stop
-        hold = HoldFill()
-        dec = self._decoder(fill) if fill == "lit" else None
+        dec = self._decoder(fill) if fill == "lit" else Decoder(None)
         for i in range(stop):
             chunk = self._reader.read_chunk(i)
-            values = dequantise(chunk.codes, chunk.qscale)
-            if i < (start if dec is None else start - 1):
-                (hold if dec is None else dec.hold).update(values, chunk.mask)
+            if i < (start if fill == "hold" else start - 1):
+                dec.skip(chunk)
                 continue
-            z = hold.fill(values, chunk.mask) if dec is None else dec.dense(chunk)
+            z = dec.dense(chunk)
             if i >= start:
                 yield z
 
@@ -143,20 +142,19 @@ class AtokFile:
 
     def _frames(self, fill, n_chunks) -> Iterator[np.ndarray]:
         dec = self._decoder(_check_fill(fill or self.fill), need_tokenizer=True)
-        tok = self._tok
-        spans = frame_spans(self._reader.chunks[:, LATENT_FRAMES], tok.time_factor, tok.stateful, self.frames)
+        r = self._reader
         for i in range(n_chunks):
-            groups = dec.chunk_frames(self._reader.read_chunk(i), i == 0 or not tok.stateful, spans[i][1],
-                                      self.height, self.width)
+            groups = dec.decode_chunk(r.read_chunk(i), r.entry(i).frames, self.height, self.width)
             yield np.concatenate([frames for _, frames in groups])
 
-    def _decoder(self, fill, need_tokenizer=None) -> ChunkDecoder:
+    def _decoder(self, fill, need_tokenizer=None) -> Decoder:
         if (need_tokenizer or fill == "lit") and self._tok is None:
             self._tok = tokenizer_for(self.header, self.path, self._tokenizer_spec, self.device)
         inpainter = None
         if fill == "lit":   # a new one each pass: LIT carries the previous chunk's frames as state
-            inpainter, _ = inpainter_for(self.header, self._tok, self.path, True, self.device)
-        return ChunkDecoder(self._tok, inpainter)
+            h = self.header
+            inpainter, _ = inpainter_for(self._tok, h.get("threshold"), h.get("lit"), self.path, True, self.device)
+        return Decoder(self._tok, inpainter)
 
     def close(self):
         self._reader.close()

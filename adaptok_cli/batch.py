@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import EXIT_INTERRUPTED, AdaptokError, ContainerError, InputError
+from .options import settings_of
 from .outputs import is_temporary
+from .video import VIDEO_EXTENSIONS
 
 THREADS_PER_FILE = 1
 
@@ -55,13 +57,6 @@ def output_paths(inputs, output: str | None, default_name: Callable[[str], str])
     if not is_folder_target(str(output), len(inputs)):
         return [Path(output)]
     return [Path(output) / rel.parent / default_name(rel.name) for _, rel in inputs]
-
-
-def settings_of(header: dict) -> dict:
-    """The header fields that decide a container's content, for up-to-date checks."""
-    keys = ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk", "level", "max_side", "short_side")
-    return {"tokenizer": header["tokenizer"]["fingerprint"], "audio": bool(header.get("audio")),
-            "lit": (header.get("lit") or {}).get("fingerprint"), **{k: header.get(k) for k in keys}}
 
 
 def is_up_to_date(src: Path, dst: Path, want_settings: dict | None = None) -> bool:
@@ -202,3 +197,63 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int = 1,
         raise
     pool.shutdown(wait=True)
     return outcomes
+
+
+# --- what each command names its outputs, and runs per file ------------------------------------
+
+def atok_name(name: str) -> str:
+    return name + ".atok"
+
+
+CODEC_EXTENSION = {"x264": ".mp4", "ffv1": ".mkv", "y4m": ".y4m", "png": ""}
+
+
+def video_name(name: str, codec: str | None = None) -> str:
+    """clip.mp4.atok -> clip.decoded.mp4 (never the source video's own name); clip.atok -> clip.decoded.mp4;
+    with --codec the codec's extension (png: a folder clip.decoded/)."""
+    stem = Path(name[:-5] if name.endswith(".atok") else name)
+    ext = stem.suffix.lower() if stem.suffix.lower() in (".mp4", ".mkv", ".y4m", ".mov") else ".mp4"
+    base = stem.stem if stem.suffix.lower() in VIDEO_EXTENSIONS else stem.name
+    return f"{base}.decoded{CODEC_EXTENSION[codec] if codec else ext}"
+
+
+def want_video(f: Path) -> bool:
+    return f.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def want_atok(f: Path) -> bool:
+    return f.suffix == ".atok"
+
+
+def compress_job(opts, force, src, dst, progress):
+    """One file of a compress batch (module level so worker processes can run it)."""
+    from .batch import one_torch_thread
+    from .pipeline import cached_tokenizer, compress
+    one_torch_thread()
+    return compress(src, dst, opts, force=force, progress=progress,
+                    loaded_tokenizer=cached_tokenizer(opts.tokenizer, opts.device))
+
+
+def compress_skip(opts, src, dst):
+    if not dst.exists():
+        return False
+    from .batch import is_up_to_date
+    from .pipeline import cached_tokenizer, expected_settings
+    return is_up_to_date(src, dst, expected_settings(opts, cached_tokenizer(opts.tokenizer, opts.device), src))
+
+
+def decompress_job(kw, force, src, dst, progress):
+    from .container import AtokReader
+    with AtokReader(src, partial=kw["partial"], limits=kw["limits"]):
+        pass    # a corrupt or hostile file is refused here, before torch and the models are loaded
+    from .batch import one_torch_thread
+    from .pipeline import decompress
+    one_torch_thread()
+    return decompress(src, dst, force=force, progress=progress, **kw)
+
+
+def decompress_skip(kw, src, dst):
+    if not dst.exists():
+        return False
+    from .pipeline import decoded_up_to_date
+    return decoded_up_to_date(src, dst, **kw)

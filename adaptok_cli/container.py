@@ -1,4 +1,4 @@
-"""The .atok container (format v1, and v2 = v1 + an audio track; documented byte by byte in docs/FORMAT.md).
+"""The .atok container, format 3 (documented byte by byte in docs/FORMAT.md; versions 1 and 2 are read).
 
     magic(8) version(u16) flags(u16) header_len(u32) header_crc32(u32) header(msgpack)
     chunk records: length(u32) zstd_frame(length bytes, with zstd's own content checksum)
@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgpack
 import numpy as np
@@ -27,14 +27,15 @@ import zstandard
 
 from .defaults import AUDIO_CODECS, MAX_THRESHOLD
 from .errors import ContainerError, InputError
+from .layout import frame_spans
 
 if TYPE_CHECKING:
     import torch
 
 MAGIC = b"ATOK\r\n\x1a\n"
 END_MAGIC = b"ATOKEND\n"
-VERSION = 1                 # files without audio (byte for byte what earlier versions wrote)
-VERSION_AUDIO = 2           # files that carry an audio track: header "audio", audio records, index "audio"
+VERSION = 3                 # what this adaptok writes: index entries carry each chunk's frame count
+READS = (1, 2, 3)           # 1: no audio; 2: 1 + an audio track; 3: 2 + frame counts (audio optional)
 PRELUDE = struct.Struct("<8sHHII")      # magic, version, flags, header_len, header_crc32
 TRAILER = struct.Struct("<QII8s")       # index_offset, index_len, index_crc32, end_magic
 RECORD = struct.Struct("<I")            # chunk record length
@@ -50,8 +51,20 @@ MIN_FPS, MAX_FPS = Fraction(1, 3600), Fraction(1000)
 QUANT_BYTES = {"int8": 1, "fp16": 2}
 MAX_AUDIO_RECORD = 1 << 20  # an audio record never decompresses to more than 1 MiB
 MAX_EXTRADATA = 1 << 16
-# index entry columns: [offset, length, latent frames, kept positions, payload size, crc32 of the zstd frame]
-OFFSET, LENGTH, LATENT_FRAMES, KEPT, RAW_SIZE, CRC = range(6)
+# index entry columns: [offset, length, latent frames, kept positions, payload size, crc32 of the zstd
+# frame, video frames]; versions 1 and 2 store the first six, and the reader adds the frame counts
+OFFSET, LENGTH, LATENT_FRAMES, KEPT, RAW_SIZE, CRC, FRAMES = range(7)
+
+
+class IndexEntry(NamedTuple):
+    """One chunk's index entry, by name (AtokReader.entry)."""
+    offset: int
+    length: int
+    latent_frames: int
+    kept: int
+    raw_size: int
+    crc: int
+    frames: int
 
 
 @dataclass(frozen=True)
@@ -63,7 +76,7 @@ class Limits:
     """
     max_pixels: int = 4096 * 4096          # width x height of a frame
     max_chunk_values: int = 1 << 25        # latent values (t x h x w x C) of one chunk: 128 MiB as float32
-    max_chunks: int = 1 << 20              # index entries: 48 bytes each once read
+    max_chunks: int = 1 << 20              # index entries: 56 bytes each once read
 
     @classmethod
     def for_pixels(cls, max_pixels: int) -> "Limits":
@@ -110,17 +123,18 @@ class AtokWriter:
         raw = msgpack.packb(header, use_bin_type=True)
         if len(raw) > MAX_HEADER:
             raise ValueError("header too large")
-        version = VERSION_AUDIO if header.get("audio") else VERSION
-        self.f.write(PRELUDE.pack(MAGIC, version, 0, len(raw), zlib.crc32(raw)) + raw)
+        self.f.write(PRELUDE.pack(MAGIC, VERSION, 0, len(raw), zlib.crc32(raw)) + raw)
         self.offset = PRELUDE.size + len(raw)
-        self.chunks = []   # [offset, length, latent_frames, kept, raw_size, crc32 of the zstd frame]
+        self.chunks = []   # index entries, columns OFFSET .. FRAMES
         self.audio = [] if header.get("audio") else None   # [offset, length, raw_size, crc32]
 
-    def write_chunk(self, mask, codes, qscale) -> int:
+    def write_chunk(self, mask, codes, qscale, frames: int) -> int:
+        """One chunk record: its mask, kept codes and scales, and the video frames it decodes to."""
         raw = encode_chunk(mask, codes, qscale, self.header["quant"])
         comp = self._zstd.compress(raw)
         self.f.write(RECORD.pack(len(comp)) + comp)
-        self.chunks.append([self.offset, len(comp), int(mask.shape[0]), int(codes.shape[1]), len(raw), zlib.crc32(comp)])
+        self.chunks.append([self.offset, len(comp), int(mask.shape[0]), int(codes.shape[1]), len(raw),
+                            zlib.crc32(comp), int(frames)])
         self.offset += RECORD.size + len(comp)
         return RECORD.size + len(comp)
 
@@ -206,29 +220,13 @@ def validate_header(h, path, limits: Limits = DEFAULT_LIMITS):
            f"a latent frame of {frame_values} values exceeds the budget of {limits.max_chunk_values}")
 
 
-def frame_spans(latent_counts, time_factor: int, stateful: bool, frames: int | None = None) -> list[tuple[int, int]]:
-    """(first frame, frame count) of each chunk.
-
-    The first latent frame of a stream covers one frame and every other one `time_factor` frames; a
-    stateless tokeniser starts a new stream in every chunk. With `frames`, the last spans are cut to it.
-    """
-    spans, start = [], 0
-    for i, t in enumerate(latent_counts):
-        n = 1 + time_factor * (int(t) - 1) if (i == 0 or not stateful) else time_factor * int(t)
-        if frames is not None:
-            n = max(0, min(n, frames - start))
-        spans.append((start, n))
-        start += n
-    return spans
-
-
 _UINT_MARKERS = frozenset(range(0x80)) | {0xcc, 0xcd, 0xce, 0xcf}   # msgpack positive fixint, uint8..uint64
 
 
 class AtokReader:
     """Validated random access to a container: header, index, and chunk records one at a time.
 
-    `chunks` is the index as an (N, 6) int64 array (columns OFFSET .. CRC); `limits` is the resource
+    `chunks` is the index as an (N, 7) int64 array (columns OFFSET .. FRAMES); `limits` is the resource
     budget the file must fit before anything it declares is allocated.
     """
 
@@ -254,9 +252,9 @@ class AtokReader:
         if len(head) < PRELUDE.size or head[:8] != MAGIC:
             raise ContainerError(f"{p}: not an .atok file (wrong magic)")
         _, version, flags, hlen, hcrc = PRELUDE.unpack(head)
-        if version not in (VERSION, VERSION_AUDIO):
+        if version not in READS:
             raise ContainerError(f"{p}: .atok version {version} is not supported (this adaptok reads versions "
-                                 f"{VERSION} and {VERSION_AUDIO})")
+                                 f"{', '.join(map(str, READS))})")
         self.version = version
         _check(flags == 0, p, "unknown flags")
         _check(hlen <= MAX_HEADER and PRELUDE.size + hlen + (0 if self.partial else TRAILER.size) <= self.size, p,
@@ -265,7 +263,8 @@ class AtokReader:
         _check(len(raw) == hlen and zlib.crc32(raw) == hcrc, p, "header checksum mismatch")
         self.header = _unpack(raw, p, "header")
         validate_header(self.header, p, self.limits)
-        _check((version == VERSION_AUDIO) == bool(self.header.get("audio")), p, "version and audio track disagree")
+        _check(version == 3 or (version == 2) == bool(self.header.get("audio")), p, "version and audio track disagree")
+        self.has_audio = bool(self.header.get("audio"))
         self.audio = np.zeros((0, 4), np.int64)
         self.data_start = PRELUDE.size + hlen
         try:
@@ -289,9 +288,9 @@ class AtokReader:
         frames, entries, audio = self._parse_index(raw)
         _check(_is_int(frames, 1, MAX_FRAMES), p, "frame count")
         _check(entries is not None and len(entries) >= 1, p, "no chunks")
-        _check((audio is not None) == (self.version == VERSION_AUDIO), p, "index audio entries")
+        _check((audio is not None) == self.has_audio, p, "index audio entries")
         pos = self.data_start
-        for i, (off, length, t, kept, raw_size, _) in enumerate(entries.tolist()):
+        for i, (off, length, t, kept, raw_size, *_) in enumerate(entries.tolist()):
             _check(off == pos and length > 0 and off + RECORD.size + length <= ioff, p, f"chunk {i} position")
             self._check_entry(i, t, kept, raw_size)
             pos = off + RECORD.size + length
@@ -334,15 +333,15 @@ class AtokReader:
         frames = entries = audio = None
         try:
             n_keys = u.read_map_header()
-            _check(n_keys == (3 if self.version == VERSION_AUDIO else 2), p, "index layout")
+            _check(n_keys == (3 if self.has_audio else 2), p, "index layout")
             for _ in range(n_keys):
                 key = u.unpack()
                 if key == "frames" and frames is None:
                     frames = uint("frame count")
-                elif key == "audio" and audio is None and self.version == VERSION_AUDIO:
+                elif key == "audio" and audio is None and self.has_audio:
                     audio = entries_of(4, "audio entry", "audio records", 5)
                 elif key == "chunks" and entries is None:
-                    entries = entries_of(6, "index entry", "chunks", 7)
+                    entries = entries_of(7 if self.version >= 3 else 6, "index entry", "chunks", 7)
                 else:
                     _check(False, p, "index layout")
             _check(u.tell() == len(raw), p, "index layout")
@@ -387,7 +386,7 @@ class AtokReader:
                 self._check_entry(len(found), t, kept, raw_size)
             except ContainerError:
                 break
-            entry = [pos, length, t, kept, raw_size, zlib.crc32(comp)]
+            entry = [pos, length, t, kept, raw_size, zlib.crc32(comp), 0]
             try:
                 self._checked_payload(len(found), entry, first_latent)
             except ContainerError:
@@ -398,20 +397,42 @@ class AtokReader:
         if not found:
             raise ContainerError(f"{p}: truncated before the first complete chunk: nothing to recover")
         self.salvaged = True
-        self.chunks = np.array(found, np.int64).reshape(-1, 6)
+        self.chunks = np.array(found, np.int64).reshape(-1, 7)
+        # the frame counts went with the index: every chunk found holds all the frames it can
         tok = h["tokenizer"]
-        self.frames = sum(n for _, n in frame_spans(self.chunks[:, LATENT_FRAMES], tok["time_factor"],
-                                                     tok.get("stateful", True)))
+        self.chunks[:, FRAMES] = [n for _, n in frame_spans(self.chunks[:, LATENT_FRAMES], tok["time_factor"],
+                                                            tok.get("stateful", True))]
+        self.frames = int(self.chunks[:, FRAMES].sum())
 
     def _finish_index(self):
-        """Totals, and the frame count against what the latent frames can hold."""
+        """Totals, and each chunk's frame count against what its latent frames can hold.
+
+        Files before version 3 do not store the counts: they are worked out here, once, from the
+        tokeniser layout in the header, so that every reader takes them from the FRAMES column."""
         tok = self.header["tokenizer"]
+        tf, stateful = tok["time_factor"], tok.get("stateful", True)
         self.latent_starts = np.concatenate([[0], np.cumsum(self.chunks[:, LATENT_FRAMES])])
         self.latent_frames = int(self.latent_starts[-1])
-        spans = frame_spans(self.chunks[:, LATENT_FRAMES], tok["time_factor"], tok.get("stateful", True))
-        implied = spans[-1][0] + spans[-1][1]
-        _check(implied - tok["time_factor"] < self.frames <= implied, self.path,
-               f"frame count {self.frames} does not match the latent frames (which hold {implied})")
+        spans = frame_spans(self.chunks[:, LATENT_FRAMES], tf, stateful)
+        if self.chunks.shape[1] == 6:
+            implied = spans[-1][0] + spans[-1][1]
+            _check(implied - tf < self.frames <= implied, self.path,
+                   f"frame count {self.frames} does not match the latent frames (which hold {implied})")
+            counts = [n for _, n in frame_spans(self.chunks[:, LATENT_FRAMES], tf, stateful, self.frames)]
+            self.chunks = np.column_stack([self.chunks, np.array(counts, np.int64)])
+        for i, (n, (_, most)) in enumerate(zip(self.chunks[:, FRAMES].tolist(), spans)):
+            _check(1 <= n <= most, self.path, f"chunk {i} frame count {n} (its latent frames hold {most})")
+        _check(int(self.chunks[:, FRAMES].sum()) == self.frames, self.path,
+               f"frame count {self.frames} is not the sum of the chunks' frame counts")
+        self.frame_starts = np.concatenate([[0], np.cumsum(self.chunks[:, FRAMES])])
+
+    def entry(self, i: int) -> IndexEntry:
+        """Chunk i's index entry, by name."""
+        return IndexEntry(*self.chunks[i].tolist())
+
+    def starts_stream(self, i: int) -> bool:
+        """Chunk i begins a tokeniser stream: the first chunk, or every chunk of a stateless tokeniser."""
+        return i == 0 or not self.header["tokenizer"].get("stateful", True)
 
     @property
     def tokens_total(self):
@@ -449,7 +470,7 @@ class AtokReader:
 
     def _payload(self, i: int, entry) -> bytes:
         """Chunk i's payload, its record checked, and its t and kept against the index entry."""
-        off, length, t, kept, raw_size, crc = entry
+        off, length, t, kept, raw_size, crc = entry[:6]
         raw = self._record(f"chunk {i}", off, length, raw_size, crc)
         _check(PAYLOAD.unpack_from(raw) == (t, kept), self.path, f"chunk {i} disagrees with the index")
         return raw
@@ -544,7 +565,7 @@ def write_bytes(header, chunks, frames, level=10) -> bytes:
     """A whole container in memory (tests, eval)."""
     buf = io.BytesIO()
     w = AtokWriter(buf, header, level)
-    for mask, codes, qscale in chunks:
-        w.write_chunk(mask, codes, qscale)
+    for mask, codes, qscale, n in chunks:
+        w.write_chunk(mask, codes, qscale, n)
     w.close(frames)
     return buf.getvalue()

@@ -1,8 +1,9 @@
 """`adaptok eval`: compress + decompress in memory and measure what dropping and LIT cost and earn.
 
-One encode per clip feeds three decodes of the same latents: full rate (nothing dropped),
+One encode per clip feeds several decodes of the same latents: full rate (nothing dropped),
 hold-fill (dropped positions hold their last kept value) and LIT. PSNR/SSIM are against the
-decoded input frames (at --short-side), computed on the uint8 frames a user would get.
+decoded input frames (at --short-side), computed on the uint8 frames a user would get. `Scores`
+and `decode_and_score` are the one decode-and-score loop; the benchmark and experiments use them too.
 """
 from __future__ import annotations
 
@@ -10,25 +11,72 @@ import io
 import time
 
 import numpy as np
+import torch
 
-from .container import AtokWriter, Chunk
+from .codec import Codec, Decoder, to_frames
+from .container import AtokWriter
 from .metrics import psnr, ssim
-from .pipeline import (ChunkDecoder, ChunkEncoder, CompressOptions, frame_chunks, inpainter_for, make_header,
-                       to_frames)
+from .models import inpainter_for
+from .options import CompressOptions, header_for
 from .tokenizer import Tokenizer, load_tokenizer, pick_device
 from .video import VideoReader
 
 
-class _Scores:
-    def __init__(self):
-        self.psnr, self.ssim = [], []
+class Scores:
+    """Frame quality against the input, the latent error on dropped positions, and the seams:
+    the PSNR of the first `seam_frames` frames of every chunk after the first."""
 
-    def add(self, ref, out):
-        self.psnr += [psnr(a, b) for a, b in zip(ref, out)]
+    def __init__(self, seam_frames: int = 1):
+        self.psnr, self.ssim, self.seams, self.chunk_first = [], [], [], []
+        self.seam_frames = seam_frames
+        self.latent_err, self.latent_n = 0.0, 0
+
+    def add(self, ref: np.ndarray, out: np.ndarray):
+        ps = [psnr(a, b) for a, b in zip(ref, out)]
+        if self.chunk_first:
+            self.seams.append(float(np.mean(ps[:self.seam_frames])))
+        self.chunk_first.append(ps[0])
+        self.psnr += ps
         self.ssim += list(ssim(ref, out))
 
-    def means(self):
-        return float(np.mean(self.psnr)), float(np.mean(self.ssim))
+    def add_latents(self, z: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor, scale: torch.Tensor | None = None):
+        """Squared error of z against truth on the dropped positions (in units of scale, if given)."""
+        err = (z - truth) if scale is None else (z - truth) / scale.view(1, -1, 1, 1)
+        dropped = ~mask[:, None].expand_as(z)
+        self.latent_err += float((err[dropped] ** 2).sum())
+        self.latent_n += int(dropped.sum())
+
+    @property
+    def mean_psnr(self) -> float:
+        return float(np.mean(self.psnr))
+
+    @property
+    def mean_ssim(self) -> float:
+        return float(np.mean(self.ssim))
+
+    @property
+    def latent_mse(self) -> float:
+        return self.latent_err / max(1, self.latent_n)
+
+
+def decode_and_score(dec: Decoder, chunk, ref: np.ndarray, scores: Scores, truth=None, scale=None) -> np.ndarray:
+    """Decode one chunk as decompress would, score its frames against ref (and, given the true
+    latents, the filled ones on dropped positions) -> the uint8 frames."""
+    z = dec.dense(chunk)
+    out = to_frames(dec.frames(z)[:len(ref)], ref.shape[1], ref.shape[2])
+    scores.add(ref, out)
+    if truth is not None:
+        scores.add_latents(z, truth, chunk.mask, scale)
+    return out
+
+
+def _reader(path, opts: CompressOptions, upscale: bool) -> VideoReader:
+    """The clip at opts.short_side, which only ever shrinks it unless upscale=True."""
+    reader = VideoReader(path, short_side=opts.short_side, max_side=opts.max_side)
+    if opts.short_side and not upscale and min(reader.info.source_width, reader.info.source_height) <= opts.short_side:
+        reader.close()
+        reader = VideoReader(path, max_side=opts.max_side)
+    return reader
 
 
 def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | None = None,
@@ -38,72 +86,45 @@ def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | N
     opts.check()
     device = pick_device(opts.device)
     tok = tokenizer or load_tokenizer(opts.tokenizer, device)
-    reader = VideoReader(path, short_side=opts.short_side, max_side=opts.max_side)
-    if opts.short_side and not upscale and min(reader.info.source_width, reader.info.source_height) <= opts.short_side:
-        reader.close()
-        reader = VideoReader(path, max_side=opts.max_side)
-    info = reader.info
-    header = make_header(tok, None, opts, info.width, info.height, info.fps, str(path))
-    inpainter, note = inpainter_for({"lit": None, "threshold": opts.threshold}, tok, path, use_lit, device)
-    buf = io.BytesIO()
-    writer = AtokWriter(buf, header, opts.level)
-    enc = ChunkEncoder(tok, opts)
-    dec_full, dec_hold = ChunkDecoder(tok, None), ChunkDecoder(tok, None)
-    dec_lit = ChunkDecoder(tok, inpainter) if inpainter else None
-    full, hold, lit = _Scores(), _Scores(), _Scores()
-    frames = kept = total = 0
-    t_write = 0.0
-    mse_hold, mse_lit, n_dropped = 0.0, 0.0, 0
-    chunk_first_psnr = []
-    with reader:
-        for chunk_frames, real in frame_chunks(reader, tok, opts.chunk):
-            ref = np.stack(chunk_frames[:real])
-            z = enc.latents(chunk_frames)
-            mask, codes, qscale, zq = enc.select(z)
+    inpainter, note = inpainter_for(tok, opts.threshold, None, path, use_lit, device)
+    codec = Codec(tok, opts.rule(), opts.quant)
+    enc = codec.encoder()
+    decoders = {"full": codec.decoder(), "hold": codec.decoder(), **({"lit": codec.decoder(inpainter)} if inpainter else {})}
+    scores = {k: Scores() for k in decoders}
+    buf, frames, kept, total, t_write = io.BytesIO(), 0, 0, 0, 0.0
+    with _reader(path, opts, upscale) as reader:
+        info = reader.info
+        writer = AtokWriter(buf, header_for(tok, None, opts, info.width, info.height, info.fps, str(path)), opts.level)
+        for group, real in codec.frame_chunks(reader, opts.chunk):
+            ref = np.stack(group[:real])
+            c = enc.encode_chunk(group, real)
             t0 = time.perf_counter()
-            writer.write_chunk(mask, codes, qscale)
+            writer.write_chunk(c.mask, c.codes, c.qscale, c.frames)
             t_write += time.perf_counter() - t0
-            chunk = Chunk(0, mask, codes, qscale)
-            full.add(ref, to_frames(dec_full.frames(zq)[:real], info.height, info.width))
-            zh = dec_hold.dense(chunk)
-            out_hold = to_frames(dec_hold.frames(zh)[:real], info.height, info.width)
-            hold.add(ref, out_hold)
-            dropped = ~mask[:, None].expand_as(zq)
-            n_dropped += int(dropped.sum())
-            mse_hold += float(((zh - zq)[dropped] ** 2).sum())
-            if dec_lit:
-                zl = dec_lit.dense(chunk)
-                out_lit = to_frames(dec_lit.frames(zl)[:real], info.height, info.width)
-                lit.add(ref, out_lit)
-                mse_lit += float(((zl - zq)[dropped] ** 2).sum())
-            main = lit if dec_lit else hold
-            chunk_first_psnr.append(main.psnr[-real])
-            frames += real
-            kept += int(mask.sum())
-            total += mask.numel()
+            scores["full"].add(ref, to_frames(decoders["full"].frames(c.latents)[:real], info.height, info.width))
+            for k in [k for k in decoders if k != "full"]:
+                decode_and_score(decoders[k], c, ref, scores[k], truth=c.latents)
+            frames, kept, total = frames + real, kept + int(c.mask.sum()), total + c.mask.numel()
             if progress:
                 progress(real)
     writer.close(max(frames, 1))
-    main, main_dec = (lit, dec_lit) if dec_lit else (hold, dec_hold)
-    p, s = main.means()
-    pf, sf = full.means()
-    ph, sh = hold.means()
-    t_comp = enc.timing["encode"] + enc.timing["mask"] + t_write
-    t_dec = sum(main_dec.timing.values())
+    main = "lit" if inpainter else "hold"
     res = {
         "file": str(path), "width": info.width, "height": info.height, "frames": frames,
-        "psnr": p, "ssim": s, "token_rate": kept / max(1, total), "tokens_kept": kept, "tokens_total": total,
-        "bpp": buf.tell() * 8 / max(1, frames * info.width * info.height),
-        "fps_compress": frames / max(t_comp, 1e-9), "fps_decompress": frames / max(t_dec, 1e-9),
-        "psnr_full_rate": pf, "ssim_full_rate": sf, "psnr_hold_fill": ph, "ssim_hold_fill": sh,
-        "psnr_lit": lit.means()[0] if dec_lit else None,
-        "latent_mse_dropped_hold": mse_hold / max(1, n_dropped),
-        "latent_mse_dropped_lit": (mse_lit / max(1, n_dropped)) if dec_lit else None,
-        "lit": dec_lit is not None, "threshold": opts.threshold, "keep_ratio": opts.keep_ratio,
-        "timing": {**enc.timing, "write": t_write, **{f"decompress_{k}": v for k, v in main_dec.timing.items()}},
+        "psnr": scores[main].mean_psnr, "ssim": scores[main].mean_ssim, "token_rate": kept / max(1, total),
+        "tokens_kept": kept, "tokens_total": total, "bpp": buf.tell() * 8 / max(1, frames * info.width * info.height),
+        "fps_compress": frames / max(enc.timing["encode"] + enc.timing["mask"] + t_write, 1e-9),
+        "fps_decompress": frames / max(sum(decoders[main].timing.values()), 1e-9),
+        "psnr_full_rate": scores["full"].mean_psnr, "ssim_full_rate": scores["full"].mean_ssim,
+        "psnr_hold_fill": scores["hold"].mean_psnr, "ssim_hold_fill": scores["hold"].mean_ssim,
+        "psnr_lit": scores["lit"].mean_psnr if inpainter else None,
+        "latent_mse_dropped_hold": scores["hold"].latent_mse,
+        "latent_mse_dropped_lit": scores["lit"].latent_mse if inpainter else None,
+        "lit": inpainter is not None, "threshold": opts.threshold, "keep_ratio": opts.keep_ratio,
+        "timing": {**enc.timing, "write": t_write, **{f"decompress_{k}": v for k, v in decoders[main].timing.items()}},
     }
     if chunk_psnr:
-        res["chunk_first_frame_psnr"] = chunk_first_psnr
+        res["chunk_first_frame_psnr"] = scores[main].chunk_first
     if note:
         res["note"] = note
     return res

@@ -34,10 +34,11 @@ class LITConfig:
     context: int = 2    # C_fill: filled latent frames carried over from the previous chunk
     # What training showed it, so that decompression never asks more: training crops are pos_period
     # positions square and span latent frames long. Spatial positions repeat with that period (a whole
-    # number of windows), and longer chunks are filled span by span, carrying C_fill. Without them LIT
-    # met unseen position codes on full frames and did worse than hold-fill there.
+    # number of windows), and longer chunks are filled span by span, carrying C_fill.
     pos_period: int = 16
     span: int = 8
+    bidirectional: bool = False   # temporal attention sees later frames of the chunk too (the whole chunk is known)
+    base: str = "hold"            # the fill LIT corrects: "hold" or "interp" (codec.FILLS)
 
     def to_dict(self):
         return asdict(self)
@@ -65,10 +66,11 @@ class Attention(nn.Module):
 
 
 class Layer(nn.Module):
-    """Windowed spatial attention, causal temporal attention, MLP; all pre-norm residual."""
+    """Windowed spatial attention, temporal attention (causal, or over the whole chunk), MLP; all pre-norm residual."""
 
-    def __init__(self, dim, heads):
+    def __init__(self, dim, heads, causal=True):
         super().__init__()
+        self.causal = causal
         self.norm_s, self.norm_t, self.norm_m = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.spatial, self.temporal = Attention(dim, heads), Attention(dim, heads)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
@@ -81,8 +83,8 @@ class Layer(nn.Module):
         """
         g, t, s, d = x.shape
         x = x + self.spatial(self.norm_s(x).view(g * t, s, d)).view(g, t, s, d)
-        # temporal: every position attends to itself in earlier frames
-        y = self.temporal(self.norm_t(x).transpose(1, 2).reshape(g * s, t, d), causal=True)
+        # temporal: every position attends to itself in earlier (or all) frames
+        y = self.temporal(self.norm_t(x).transpose(1, 2).reshape(g * s, t, d), causal=self.causal)
         x = x + y.view(g, s, t, d).transpose(1, 2)
         if rows is not None:
             x = x[rows]
@@ -107,7 +109,7 @@ class LIT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.inp = nn.Linear(cfg.channels + 4, cfg.dim)
-        self.layers = nn.ModuleList(Layer(cfg.dim, cfg.heads) for _ in range(cfg.layers))
+        self.layers = nn.ModuleList(Layer(cfg.dim, cfg.heads, not cfg.bidirectional) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.dim)
         self.out = nn.Linear(cfg.dim, cfg.channels)
         nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)

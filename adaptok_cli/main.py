@@ -21,7 +21,8 @@ EXIT_PIPE = 141          # errors.EXIT_PIPE
 
 def main():
     try:
-        from .cli import main as cli_main, quiet_stdout
+        from .cli import main as cli_main
+        from .cli_output import quiet_stdout
         cli_main()
     except KeyboardInterrupt:
         print("adaptok: interrupted", file=sys.stderr, flush=True)

@@ -146,3 +146,58 @@ class HoldFill:
 def gather_kept(zq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(t, C, h, w) and (t, h, w) -> (C, kept), positions in (t, h, w) order."""
     return zq.permute(1, 0, 2, 3)[:, mask]
+
+
+class InterpFill:
+    """Decoder side, no model: a dropped position between two kept values of the same chunk moves
+    linearly from its held value towards the next one, as far as the threshold allows.
+
+    The rule dropped it because it was within mean-channel distance τ (in scale units) of its held
+    value, so the step is projected onto that L1 ball; a position with no later kept value in its
+    chunk holds. The look-ahead is bounded by the chunk: decoding stays streaming. State: the hold
+    state and, per position, the latent frame (counted in the stream) its held value was kept at.
+    """
+
+    def __init__(self, scale: torch.Tensor, threshold: float | None):
+        self.scale, self.threshold = scale.view(1, -1, 1, 1), threshold
+        self.hold = HoldFill()
+        self.kept_at = None          # (h, w) latent frame index of each position's held value
+        self.index = 0               # latent frames seen so far in the stream
+
+    def _times(self, mask):
+        """-> (latent frame of every position, when its held value was kept), both (t, h, w); moves the state on."""
+        t, h, w = mask.shape
+        if self.kept_at is None:
+            self.kept_at = torch.zeros(h, w, dtype=torch.long)
+        times = torch.arange(self.index, self.index + t)[:, None, None].expand(t, h, w)
+        last = torch.empty(t, h, w, dtype=torch.long)
+        prev = self.kept_at
+        for i in range(t):
+            prev = torch.where(mask[i], times[i], prev)
+            last[i] = prev
+        self.kept_at, self.index = prev, self.index + t
+        return times, last
+
+    def update(self, values: torch.Tensor, mask: torch.Tensor):
+        """The state after a chunk, without filling it (to skip ahead cheaply)."""
+        self.hold.update(values, mask)
+        self._times(mask)
+
+    def fill(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """values: (C, kept) dequantised kept latents; mask: (t, h, w) -> (t, C, h, w)."""
+        from .lit import bounded
+        held = self.hold.fill(values, mask)
+        t, h, w = mask.shape
+        times, last = self._times(mask)
+        nxt = torch.full((t, h, w), -1, dtype=torch.long)      # the next kept frame in the chunk, or -1
+        for i in range(t - 2, -1, -1):
+            nxt[i] = torch.where(mask[i + 1], i + 1, nxt[i + 1])
+        dropped = ~mask & (nxt >= 0)
+        if not bool(dropped.any()):
+            return held
+        target = held[nxt.clamp_min(0), :, torch.arange(h)[:, None], torch.arange(w)[None]]   # (t, h, w, C)
+        target = target.permute(0, 3, 1, 2)
+        frac = ((times - last) / (self.index - t + nxt.clamp_min(0) - last).clamp_min(1)).clamp(0, 1)
+        step = (target - held) * frac[:, None] / self.scale
+        step = bounded(step, self.threshold) * self.scale
+        return torch.where(dropped[:, None], held + step, held)

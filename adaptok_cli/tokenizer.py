@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from . import layout
 from .outputs import atomic_path
 from .defaults import BUILTIN_TOKENIZERS, DEFAULT_TOKENIZER, is_device_name
 from .errors import ModelUnavailableError, UsageError
@@ -67,14 +68,12 @@ class Tokenizer:
     stateful: bool
 
     def frames_for(self, n_latent: int, at_start: bool) -> int:
-        """Frames that make n_latent latent frames; the first latent frame of a clip is 1 frame."""
-        if self.stateful and not at_start:
-            return self.time_factor * n_latent
-        return 1 + self.time_factor * (n_latent - 1)
+        """Frames that make n_latent latent frames, at the start of a video or later (layout.py)."""
+        return layout.frames_for(n_latent, self.time_factor, at_start or not self.stateful)
 
-    def latents_for(self, n_frames: int) -> int:
-        """Latent frames a whole clip of n_frames needs (the last group padded)."""
-        return 1 + -(-(n_frames - 1) // self.time_factor)
+    def latents_for(self, n_frames: int, at_start: bool = True) -> int:
+        """Latent frames n_frames need (the last group padded), at the start of a video or later."""
+        return layout.latents_for(n_frames, self.time_factor, at_start or not self.stateful)
 
     def encode(self, frames: torch.Tensor, state=None):
         raise NotImplementedError

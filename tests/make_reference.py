@@ -58,8 +58,9 @@ if __name__ == "__main__":
     np.savez_compressed(REFERENCE, latents=z, frames=frames, fingerprint=np.array(tok.fingerprint))
     print(f"wrote {REFERENCE} for tinytok {tok.fingerprint}: latents {z.shape}, frames {frames.shape}")
     from adaptok_cli.lit import Inpainter
-    from adaptok_cli.pipeline import find_lit
-    model, fp = find_lit(tok)
+    from adaptok_cli.models import shipped_lit
+    ref = shipped_lit(tok)
+    model, fp = ref.load_lit(), ref.fingerprint
     held, mask, out = run_lit_reference(tok, Inpainter(model, tok.scale, fp))
     np.savez_compressed(LIT_REFERENCE, held=held, mask=mask, filled=out, fingerprint=np.array(fp))
     print(f"wrote {LIT_REFERENCE} for LIT {fp}: latents {out.shape}, kept {mask.mean():.2f}")

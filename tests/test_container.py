@@ -23,15 +23,15 @@ def header(**kw):
 def chunks(seed=0, quant="int8"):
     g = torch.Generator().manual_seed(seed)
     out = []
-    for t in (4, 2):
+    for t, frames in ((4, 13), (2, 8)):     # time factor 4: the first latent frame is one frame
         mask = torch.rand(t, 2, 3, generator=g) > 0.5
         mask[0] = True
         n = int(mask.sum())
         if quant == "int8":
             codes = torch.randint(-127, 128, (4, n), generator=g, dtype=torch.int8)
-            out.append((mask, codes, torch.rand(4, generator=g)))
+            out.append((mask, codes, torch.rand(4, generator=g), frames))
         else:
-            out.append((mask, torch.randn(4, n, generator=g).half(), None))
+            out.append((mask, torch.randn(4, n, generator=g).half(), None, frames))
     return out
 
 
@@ -47,7 +47,8 @@ def test_exact_round_trip(tmp_path, quant):
     p = write(tmp_path, write_bytes(header(quant=quant), cs, frames=21))
     with AtokReader(p) as r:
         assert r.frames == 21 and r.latent_frames == 6
-        for i, (mask, codes, qscale) in enumerate(cs):
+        for i, (mask, codes, qscale, n) in enumerate(cs):
+            assert r.entry(i).frames == n
             c = r.read_chunk(i)
             assert torch.equal(c.mask, mask)
             assert torch.equal(c.codes, codes)

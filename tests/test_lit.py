@@ -12,7 +12,7 @@ import adaptok_cli as atk
 from adaptok_cli.lit import LIT, LITConfig, Inpainter, load_lit, project_l1
 from adaptok_cli.masking import HoldFill, gather_kept
 from adaptok_cli.metrics import psnr
-from adaptok_cli.pipeline import LIT_FROM_THRESHOLD, find_lit
+from adaptok_cli.models import LIT_FROM_THRESHOLD, shipped_lit
 from adaptok_cli.tokenizer import load_tokenizer
 from adaptok_cli.video import read_frames
 
@@ -23,9 +23,9 @@ from make_reference import LIT_REFERENCE, run_lit_reference
 @pytest.fixture(scope="module")
 def shipped():
     tok = load_tokenizer("tinytok")
-    found = find_lit(tok)
-    assert found is not None, "the package ships lit-tinytok.safetensors for the shipped tokeniser"
-    return tok, found
+    ref = shipped_lit(tok)
+    assert ref is not None, "the package ships lit-tinytok.safetensors for the shipped tokeniser"
+    return tok, (ref.load_lit(), ref.fingerprint)
 
 
 def test_shipped_weights_reproduce_the_reference(shipped):
@@ -176,7 +176,7 @@ def test_training_command_runs_two_steps_on_generated_latents(tmp_path, small_to
     write_video(data / "a.mp4", static_frames(45, 128, 160))
     write_video(data / "b.mp4", static_frames(29, 128, 160, seed=3))      # held out for validation
     run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "adaptok_cli.train_lit", "--data", data, "--tokenizer", small_tok_path,
+        [sys.executable, "-m", "adaptok_cli.training.lit", "--data", data, "--tokenizer", small_tok_path,
          "--frame-cache", tmp_path / "frames", "--cache", tmp_path / "latents", "--out", tmp_path / "run",
          "--sizes", "128", "--batch", "2", "--crop", "8", "--threads", "1", "--val-clips", "1", *a],
         capture_output=True, text=True, timeout=300)

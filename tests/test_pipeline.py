@@ -7,7 +7,7 @@ import torch
 from adaptok_cli import CompressOptions, compress, decompress
 from adaptok_cli.container import AtokReader
 from adaptok_cli.masking import HoldFill, Selector, dequantise, gather_kept, quantise
-from adaptok_cli.pipeline import ChunkEncoder, frame_chunks
+from adaptok_cli.codec import Codec, to_tensor
 from adaptok_cli.tokenizer import load_tokenizer
 from adaptok_cli.video import VideoReader, read_frames
 
@@ -55,10 +55,9 @@ def test_chunked_encoding_equals_whole_clip(small_tok_path, videos):
     frames = read_frames(videos["static"])
     results = []
     for chunk in (1, 3, 100):
-        enc = ChunkEncoder(tok, opts(small_tok_path, chunk=chunk).check())
-        zs = []
-        for fr, _ in frame_chunks(iter(frames), tok, chunk):
-            z = enc.latents(fr)
+        codec, state, zs = Codec(tok, opts(small_tok_path).check().rule()), None, []
+        for group, _ in codec.frame_chunks(iter(frames), chunk):
+            z, state = tok.encode(to_tensor(group, tok.pad_multiple), state)
             zs.append(z)
         results.append(torch.cat(zs))
     assert results[0].shape == results[2].shape == (9, 16, 6, 8)
@@ -79,11 +78,11 @@ def test_masks_independent_of_chunking(tmp_path, small_tok_path, videos):
 def test_kept_positions_bit_exact_and_caches_agree(small_tok_path, videos):
     """What the decoder rebuilds at kept positions is exactly the dequantised latent; C_sel agrees."""
     tok = load_tokenizer(str(small_tok_path))
-    enc = ChunkEncoder(tok, opts(small_tok_path, chunk=3).check())
+    o = opts(small_tok_path, chunk=3).check()
+    enc = Codec(tok, o.rule(), o.quant).encoder()
     hold = HoldFill()
-    for fr, _ in frame_chunks(iter(read_frames(videos["static"])), tok, 3):
-        z = enc.latents(fr)
-        mask, kept, qscale, zq = enc.select(z)
+    for c in enc.chunks(iter(read_frames(videos["static"])), 3):
+        mask, kept, qscale, zq = c.mask, c.codes, c.qscale, c.latents
         dense = hold.fill(dequantise(kept, qscale), mask)
         m = mask[:, None].expand_as(zq)
         assert torch.equal(dense[m], zq[m])

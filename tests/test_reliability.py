@@ -25,7 +25,7 @@ from conftest import noise_frames, static_frames, write_video
 from test_cli import ENV, one_line_error, run
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("fuzz_container", ROOT / "scripts" / "fuzz_container.py")
+spec = importlib.util.spec_from_file_location("fuzz_container", ROOT / "tests" / "fuzz_container.py")
 fuzz_container = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(fuzz_container)
 BASES = fuzz_container.base_containers()
@@ -34,7 +34,7 @@ BASES = fuzz_container.base_containers()
 # --- hostile and damaged containers -------------------------------------------------------------
 
 def test_fuzz_short_run_only_clean_errors():
-    """The CI slice of scripts/fuzz_container.py (docs/RELIABILITY.md has the 100,000-case run)."""
+    """The CI slice of tests/fuzz_container.py (docs/RELIABILITY.md has the 100,000-case run)."""
     stats = fuzz_container.fuzz(1500, seed=0)
     assert stats["crashes"] == [], stats["crashes"][:3]
     assert stats["outcomes"]["clean error"] > 1000
@@ -42,7 +42,7 @@ def test_fuzz_short_run_only_clean_errors():
 
 
 def test_fuzz_through_decompress_short_run():
-    """The CI slice of `scripts/fuzz_container.py --decode`: mutants of real containers through the
+    """The CI slice of `tests/fuzz_container.py --decode`: mutants of real containers through the
     whole decompress (built-in tokeniser and LIT); docs/RELIABILITY.md has the 100,000-case run."""
     stats = fuzz_container.fuzz_decode(300, seed=0)
     assert stats["crashes"] == [] and stats["hangs"] == 0, stats["crashes"][:3]
@@ -327,12 +327,12 @@ def test_audio_where_it_cannot_go_is_said(tmp_path, small_tok_path):
     assert "write .mkv" in line and not (tmp_path / "v.mp4").exists()
 
 
-def test_drop_audio_writes_a_version_1_file(tmp_path, small_tok_path):
-    """--drop-audio leaves the sound out; a file without audio is the same version-1 format as before."""
+def test_drop_audio_leaves_the_sound_out(tmp_path, small_tok_path):
+    """--drop-audio leaves the sound out: no audio in the header, no audio records, no index entries."""
     src = tone_video(tmp_path / "talk.mkv", seconds=0.4)
     tok = ["--tokenizer", str(small_tok_path)]
     assert run("compress", src, "-o", tmp_path / "t.atok", "--drop-audio", *tok, "-q").returncode == 0
-    assert (tmp_path / "t.atok").read_bytes()[8:10] == b"\x01\x00"
+    assert (tmp_path / "t.atok").read_bytes()[8:10] == b"\x03\x00"
     assert json.loads(run("inspect", tmp_path / "t.atok", "--json").stdout)["audio"] is None
     # without --drop-audio the same output is not up to date: never replaced without -f, redone with it
     one_line_error(run("compress", src, "-o", tmp_path / "t.atok", *tok), errors.EXIT_CANT_CREATE)
@@ -363,7 +363,7 @@ def test_pickle_weights_are_never_loaded(tmp_path):
 # --- long videos and racing writers -------------------------------------------------------------
 
 def peak_rss_kb(*args):
-    p = subprocess.run([sys.executable, ROOT / "scripts" / "peak_rss.py", *map(str, args)], capture_output=True,
+    p = subprocess.run([sys.executable, ROOT / "tests" / "peak_rss.py", *map(str, args)], capture_output=True,
                        text=True, env=ENV, timeout=600)
     assert p.returncode == 0, p.stderr
     return int(p.stderr.strip().splitlines()[-1])

@@ -52,7 +52,7 @@ def forge(src: Path, dst: Path, tokenizer=None, **fields) -> Path:
 def peak_run(*args):
     """(process, wall seconds, peak RSS in MB) of one adaptok command."""
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "peak_rss.py"), *map(str, args)], capture_output=True,
+    p = subprocess.run([sys.executable, str(ROOT / "tests" / "peak_rss.py"), *map(str, args)], capture_output=True,
                        text=True, env=ENV, timeout=120)
     wall = time.perf_counter() - t0
     *lines, peak = p.stderr.strip().splitlines()
@@ -177,12 +177,13 @@ def test_mask_is_counted_without_unpacking(clip, monkeypatch):
 
 def test_chunks_decode_group_by_group_as_one_pass(small_tok_path, monkeypatch):
     """Decoding a long chunk in small groups of latent frames (bounded memory) equals one pass."""
-    from adaptok_cli import pipeline
-    tok = atk.pipeline.load_tokenizer(str(small_tok_path))
+    from adaptok_cli import codec
+    from adaptok_cli.tokenizer import load_tokenizer
+    tok = load_tokenizer(str(small_tok_path))
     z = torch.randn(6, tok.channels, 3, 4)
-    whole = pipeline.ChunkDecoder(tok, None).frames(z)
-    monkeypatch.setattr(pipeline, "DECODE_PIXELS", 1)
-    groups = list(pipeline.ChunkDecoder(tok, None).frame_groups(z, at_start=True, pixels=24 * 32))
+    whole = codec.Decoder(tok).frames(z)
+    monkeypatch.setattr(codec, "DECODE_PIXELS", 1)
+    groups = list(codec.Decoder(tok).frame_groups(z, pixels=24 * 32))
     assert [g.stop - g.start for g, _ in groups] == [1] * 6
     assert torch.allclose(torch.cat([x for _, x in groups]), whole, atol=1e-5)
 
@@ -190,10 +191,17 @@ def test_chunks_decode_group_by_group_as_one_pass(small_tok_path, monkeypatch):
 # --- 3. every header field against the tokeniser that decodes it ----------------------------------------
 
 def with_frames(path: Path, frames: int) -> Path:
-    """Rewrite the index's frame count (checksum and trailer fixed)."""
+    """Rewrite the index's frame count, and the chunks' as the header's tokeniser layout implies
+    (checksum and trailer fixed): a file whose every count agrees with its (lying) header."""
+    from adaptok_cli.layout import frame_spans
     data = path.read_bytes()
+    _, _, _, hlen, _ = PRELUDE.unpack_from(data)
+    tok = msgpack.unpackb(data[PRELUDE.size:PRELUDE.size + hlen], raw=False)["tokenizer"]
     ioff, ilen, _, end = TRAILER.unpack_from(data, len(data) - TRAILER.size)
     index = msgpack.unpackb(data[ioff:ioff + ilen], raw=False)
+    spans = frame_spans([e[2] for e in index["chunks"]], tok["time_factor"], tok["stateful"], frames)
+    for e, (_, n) in zip(index["chunks"], spans):
+        e[-1] = n
     index["frames"] = frames
     iraw = msgpack.packb(index, use_bin_type=True)
     path.write_bytes(data[:ioff] + iraw + TRAILER.pack(ioff, len(iraw), zlib.crc32(iraw), end))

@@ -65,7 +65,7 @@ def test_training_command_runs_two_steps_and_resumes(tmp_path):
     data = tmp_path / "clips"
     data.mkdir()
     write_video(data / "a.mp4", static_frames(12, 72, 96))
-    run = lambda *a: subprocess.run([sys.executable, "-m", "adaptok_cli.train_tokenizer", "--data", data,
+    run = lambda *a: subprocess.run([sys.executable, "-m", "adaptok_cli.training.tokenizer", "--data", data,
                                      "--cache", tmp_path / "cache", "--out", tmp_path / "run", "--batch", "1",
                                      "--crop", "64", "--frames", "5", "--sizes", "64", "--threads", "1", *a],
                                     capture_output=True, text=True, timeout=300)
@@ -85,13 +85,13 @@ def test_training_command_runs_two_steps_and_resumes(tmp_path):
 def test_training_refuses_dev(tmp_path):
     dev = tmp_path / "dev"
     dev.mkdir()
-    p = subprocess.run([sys.executable, "-m", "adaptok_cli.train_tokenizer", "--data", dev, "--out", tmp_path / "r",
+    p = subprocess.run([sys.executable, "-m", "adaptok_cli.training.tokenizer", "--data", dev, "--out", tmp_path / "r",
                         "--steps", "1"], capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "dev/" in p.stderr
 
 
 def test_hold_filled_follows_the_dropping_rule_and_passes_gradients():
-    from adaptok_cli.train_tokenizer import channel_spread, hold_filled
+    from adaptok_cli.training.tokenizer import channel_spread, hold_filled
     torch.manual_seed(0)
     z = torch.randn(3, 6, 16, 4, 5).cumsum(1).mul(0.3).requires_grad_()
     tau = torch.tensor([0.0, 0.5, 1e9])
@@ -115,7 +115,7 @@ def test_fine_tune_starts_from_the_given_weights(tmp_path):
     data.mkdir()
     write_video(data / "a.mp4", static_frames(12, 72, 96))
     shipped = builtin_path("tinytok")
-    p = subprocess.run([sys.executable, "-m", "adaptok_cli.train_tokenizer", "--data", data, "--cache", tmp_path / "cache",
+    p = subprocess.run([sys.executable, "-m", "adaptok_cli.training.tokenizer", "--data", data, "--cache", tmp_path / "cache",
                         "--out", tmp_path / "run", "--batch", "1", "--crop", "64", "--frames", "5", "--sizes", "64",
                         "--threads", "1", "--steps", "2", "--lr", "1e-9", "--init", shipped,
                         "--temporal-l1", "0.1", "--hold-weight", "1"], capture_output=True, text=True, timeout=300)

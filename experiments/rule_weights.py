@@ -1,33 +1,28 @@
 """What if the dropping rule weighed each latent channel by how much it moves the decoded pixels?
 
-    python scripts/rule_weights.py                  # dev clips at short side 256, hold-fill, no LIT
+    python -m experiments.rule_weights                  # dev clips at short side 256, hold-fill, no LIT
 
 The rule measures change as the mean over channels of |z - C_sel| / scale. TinyTok's scale is each
 channel's spread, but its decoder is ~40 times more sensitive to some channels than to others
-(train_lit.decoder_channel_weights). Scaling channel c by scale_c / sqrt(w_c) instead makes one unit
+(training.lit.decoder_channel_weights). Scaling channel c by scale_c / sqrt(w_c) instead makes one unit
 of change cost the same pixel error in every channel. This script compares the two rules on the same
 clips, hold-fill only (LIT is trained for the shipped scale), at several thresholds, so that the
-curves of token rate against PSNR can be set side by side. It changes nothing that ships.
+curves of token rate against PSNR can be set side by side.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from adaptok_cli.evaluate import evaluate, mean_of  # noqa: E402
-from adaptok_cli.pipeline import CompressOptions  # noqa: E402
-from adaptok_cli.tokenizer import load_tokenizer  # noqa: E402
-from adaptok_cli.train_lit import decoder_channel_weights, train_latents  # noqa: E402
-from adaptok_cli.train_tokenizer import DEFAULT_DATA  # noqa: E402
-from adaptok_cli.video import is_video_path  # noqa: E402
-
-DEV = DEFAULT_DATA.parent / "dev"
+from adaptok_cli.evaluate import evaluate, mean_of
+from adaptok_cli.options import CompressOptions
+from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.training.data import DEV, train_latents
+from adaptok_cli.training.lit import decoder_channel_weights
+from adaptok_cli.video import is_video_path
 
 
 def main():

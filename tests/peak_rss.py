@@ -1,8 +1,8 @@
 """Run one adaptok command and print its peak resident memory (kB) as the last line of stderr.
 
-    python scripts/peak_rss.py compress long.mp4 -o long.atok -q
+    python tests/peak_rss.py compress long.mp4 -o long.atok -q
 
-Used by the memory benchmark (scripts/bench.py) and the flat-memory test. VmHWM, not ru_maxrss:
+Used by the memory benchmark (bench/bench.py) and the flat-memory test. VmHWM, not ru_maxrss:
 Linux carries ru_maxrss over exec from the (possibly big) parent process.
 """
 import sys

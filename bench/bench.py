@@ -1,7 +1,8 @@
 """`make bench`: adaptok side by side with its baselines and with ordinary codecs.
 
-    python scripts/bench.py                      # every clip of ../shared/data/dev at short side 256 -> docs/
-    python scripts/bench.py --quick              # smoke test on generated clips -> bench-out/ (< 1 minute)
+    python -m bench.bench                  # every dev clip (not distributed) at short side 256 -> docs/
+    python -m bench.bench --quick          # smoke test on generated clips -> bench-out/ (< 1 minute)
+    python -m bench.bench --readme         # copy the headline of docs/bench-results.json into README.md
 
 Each clip is read and encoded by the tokeniser once; every method below then only differs in which
 latent positions it keeps and how it fills the rest, so the comparisons isolate the allocator:
@@ -34,17 +35,20 @@ import av
 import numpy as np
 import torch
 
-from adaptok_cli.container import AtokWriter, Chunk
+from adaptok_cli.codec import Codec, Decoder, Encoded, Rule, to_frames, to_tensor
+from adaptok_cli.container import AtokWriter
+from adaptok_cli.evaluate import Scores, decode_and_score
 from adaptok_cli.lit import Inpainter
 from adaptok_cli.masking import Selector, dequantise, gather_kept, quantise
 from adaptok_cli.metrics import psnr, ssim
-from adaptok_cli.pipeline import LIT_FROM_THRESHOLD, ChunkDecoder, CompressOptions, find_lit, frame_chunks, make_header, to_frames, to_tensor
+from adaptok_cli.models import LIT_FROM_THRESHOLD, shipped_lit
+from adaptok_cli.options import CompressOptions, header_for
 from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.training.data import DEV
 from adaptok_cli.video import VIDEO_EXTENSIONS, VideoReader
 
 os.environ.setdefault("SVT_LOG", "1")  # libsvtav1: errors only
 ROOT = Path(__file__).resolve().parents[1]
-DEV = ROOT / ".." / "shared" / "data" / "dev"
 CHUNK = 8
 THRESHOLDS = [0.05, 0.1, 0.15, 0.2, 0.25, 0.4, 0.6]
 MAX_LOSS_DB = 0.5
@@ -74,7 +78,7 @@ def load_clip(path, tok, short_side, max_frames=None) -> Clip:
         clip = Clip(Path(path).stem, info.width, info.height, float(info.fps))
         frames = (f for i, f in enumerate(r) if max_frames is None or i < max_frames)
         state = None
-        for chunk_frames, real in frame_chunks(frames, tok, CHUNK):
+        for chunk_frames, real in Codec(tok, Rule(threshold=0.0)).frame_chunks(frames, CHUNK):
             t0 = time.perf_counter()
             z, state = tok.encode(to_tensor(chunk_frames, tok.pad_multiple), state)
             clip.encode_s += time.perf_counter() - t0
@@ -111,56 +115,29 @@ def random_masks(clip, rate, seed=0):
 # --- reconstruction -------------------------------------------------------------------------------
 
 def new_inpainter(tok, lit, threshold=None):
-    return Inpainter(lit[0], tok.scale, lit[1], threshold=threshold) if lit else None
+    return Inpainter(lit.load_lit(), tok.scale, lit.fingerprint, threshold=threshold) if lit else None
 
 
-class Scores:
-    def __init__(self):
-        self.psnr, self.ssim, self.kept, self.total, self.bytes = [], [], 0, 0, 0
-        self.lat_err, self.lat_n = 0.0, 0
-        self.seams = []   # PSNR of the first latent frame of each chunk after the first
-        self.timing = {}
-
-    def summary(self, clip: Clip):
-        p = float(np.mean(self.psnr))
-        d = {"psnr": p, "ssim": float(np.mean(self.ssim)), "token_rate": self.kept / self.total,
-             "bpp": self.bytes * 8 / (clip.frames * clip.width * clip.height)}
-        if self.lat_n:
-            d["latent_mse_dropped"] = self.lat_err / self.lat_n
-        if self.seams:
-            d["seam_psnr_minus_mean"] = float(np.mean(self.seams)) - p
-        d.update(self.timing)
-        return d
-
-
-def reconstruct(tok, clip: Clip, masks, lit=None, threshold=None) -> dict:
-    """Decode a clip from its masks as decompress would (hold-fill, optional LIT, decoder); score it."""
-    header = make_header(tok, None, CompressOptions().check(), clip.width, clip.height,
-                         Fraction(clip.fps).limit_denominator(1001), clip.name)
+def reconstruct(tok, clip: Clip, masks, lit=None, threshold=None, fill="hold") -> dict:
+    """Decode a clip from its masks as decompress would (fill, optional LIT, decoder); score it."""
+    header = header_for(tok, None, CompressOptions().check(), clip.width, clip.height,
+                        Fraction(clip.fps).limit_denominator(1001), clip.name)
     buf = io.BytesIO()
     writer = AtokWriter(buf, header)
-    dec = ChunkDecoder(tok, new_inpainter(tok, lit, threshold))
-    s = Scores()
-    scale = tok.scale.view(1, -1, 1, 1)
+    dec = Decoder(tok, new_inpainter(tok, lit, threshold), fill, threshold)
+    s, kept, total = Scores(tok.time_factor), 0, 0
     for i, (ref, (codes, qscale), mask) in enumerate(zip(clip.refs, clip.codes, masks)):
-        kept = gather_kept(codes, mask)
-        writer.write_chunk(mask, kept, qscale)
-        z = dec.dense(Chunk(i, mask, kept, qscale))
-        out = to_frames(dec.frames(z)[:len(ref)], clip.height, clip.width)
-        ps = [psnr(a, b) for a, b in zip(ref, out)]
-        if i > 0:
-            s.seams.append(float(np.mean(ps[:tok.time_factor])))
-        s.psnr += ps
-        s.ssim += list(ssim(ref, out))
-        s.kept += int(mask.sum())
-        s.total += mask.numel()
-        dropped = ~mask[:, None].expand_as(z)
-        s.lat_err += float((((z - dequantise(codes, qscale)) / scale)[dropped] ** 2).sum())
-        s.lat_n += int(dropped.sum())
+        chunk = Encoded(mask, gather_kept(codes, mask), qscale, len(ref))
+        writer.write_chunk(chunk.mask, chunk.codes, chunk.qscale, chunk.frames)
+        decode_and_score(dec, chunk, ref, s, truth=dequantise(codes, qscale), scale=tok.scale)
+        kept, total = kept + int(mask.sum()), total + mask.numel()
     writer.close(clip.frames)
-    s.bytes = buf.tell()
-    s.timing = {"seconds_lit": dec.timing["lit"], "seconds_decode": dec.timing["decode"]}
-    return s.summary(clip)
+    d = {"psnr": s.mean_psnr, "ssim": s.mean_ssim, "token_rate": kept / total,
+         "bpp": buf.tell() * 8 / (clip.frames * clip.width * clip.height), "latent_mse_dropped": s.latent_mse,
+         "seconds_lit": dec.timing["lit"], "seconds_decode": dec.timing["decode"]}
+    if s.seams:
+        d["seam_psnr_minus_mean"] = float(np.mean(s.seams)) - s.mean_psnr
+    return d
 
 
 def mean(rows, key):
@@ -228,11 +205,11 @@ class Stream:
     """Decoder-side state of one clip (hold-fill, LIT context, tokeniser state), copyable for probes."""
 
     def __init__(self, tok, lit, threshold=None):
-        self.dec = ChunkDecoder(tok, new_inpainter(tok, lit, threshold))
+        self.dec = Decoder(tok, new_inpainter(tok, lit, threshold))
 
     def run(self, tok, clip, i, mask):
         codes, qscale = clip.codes[i]
-        z = self.dec.dense(Chunk(i, mask, gather_kept(codes, mask), qscale))
+        z = self.dec.dense(Encoded(mask, gather_kept(codes, mask), qscale))
         return to_frames(self.dec.frames(z)[:len(clip.refs[i])], clip.height, clip.width)
 
 
@@ -466,7 +443,7 @@ def throughput(tok, sizes, frames, tmp, log):
 
 def peak_rss_mb(*args):
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    p = subprocess.run([sys.executable, ROOT / "scripts" / "peak_rss.py", *map(str, args)], capture_output=True,
+    p = subprocess.run([sys.executable, ROOT / "tests" / "peak_rss.py", *map(str, args)], capture_output=True,
                        text=True, env=env)
     if p.returncode:
         raise RuntimeError(p.stderr)
@@ -564,7 +541,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plots-only", action="store_true",
                     help="redraw the figures from the saved bench-results.json (no measuring)")
+    ap.add_argument("--readme", action="store_true",
+                    help="write the headline of the saved docs/bench-results.json into README.md (no measuring)")
     args = ap.parse_args(argv)
+    if args.readme:
+        return update_readme(json.loads((ROOT / "docs" / "bench-results.json").read_text()))
     torch.set_num_threads(args.threads)
     sections = [x for x in args.sections.split(",") if x]
     if not set(sections) <= set(SECTIONS):
@@ -584,8 +565,8 @@ def main(argv=None):
         log_file.write(json.dumps(row, default=float) + "\n")
 
     tok = load_tokenizer("tinytok")
-    lit = find_lit(tok)
-    command = " ".join(["python scripts/bench.py", *(argv if argv is not None else sys.argv[1:])])
+    lit = shipped_lit(tok)
+    command = " ".join(["python -m bench.bench", *(argv if argv is not None else sys.argv[1:])])
     results.update(machine=machine(), lit=bool(lit))
     runs = results.setdefault("runs", {})
     with tempfile.TemporaryDirectory() as tmp:
@@ -629,8 +610,6 @@ def main(argv=None):
             results_path.write_text(json.dumps(results, indent=1, default=float))
     pngs = plots(results["rd"], out, results.get("codecs"), results.get("threshold")) if "rd" in results else []
     write_markdown(results, pngs, out / "BENCHMARKS.md")
-    if not args.quick and args.out is None:
-        update_readme(results)
     print(f"wrote {out / 'BENCHMARKS.md'}")
 
 
@@ -642,7 +621,7 @@ def ran(r, section):
 def write_markdown(r, pngs, path):
     """BENCHMARKS.md from bench-results.json; each section says which command produced it and when."""
     lines = ["# Benchmarks", "",
-             f"Written by `make bench` (`python scripts/bench.py`; sections can be rerun alone with `--sections`). "
+             f"Written by `make bench` (`python -m bench.bench`; sections can be rerun alone with `--sections`). "
              f"Machine: {r['machine']}. LIT {'installed' if r['lit'] else 'not installed (hold-fill only)'}.", ""]
     if "clips" in r:
         lines += [f"Clips: {len(r['clips'])} ({sum(c[3] for c in r['clips'])} frames), short side 256: "
@@ -778,7 +757,7 @@ def rd_markdown(r, pngs):
                                               "seam dB": "{:+.2f}", "seam dB, full rate": "{:+.2f}",
                                               "seam vs full rate": "{:+.2f}"}), "",
         "'seam dB, full rate' is the same measure with nothing dropped: where it is large, the frames that begin "
-        "chunks are simply easier or harder content. `python scripts/seam_check.py CLIP` decodes a clip at full "
+        "chunks are simply easier or harder content. `python -m experiments.seam_check CLIP` decodes a clip at full "
         "rate in chunks and as one chunk and scores the same frames: if the two seam figures agree, the "
         "chunking itself leaves no seam. 'seam vs full rate' is what dropping and filling add.", "",
         "## Rate-distortion: content-driven allocation against fixed and random budgets", "",

@@ -1,7 +1,7 @@
 """Does chunking leave a seam? Decode a clip at full rate in 8-latent-frame chunks and as one chunk,
 then score the same frames: the first latent frame of every chunk after the first, against the clip mean.
 
-    python scripts/seam_check.py ../shared/data/dev/cotracker_cat.mp4 [more clips]
+    python -m experiments.seam_check DEV/cotracker_cat.mp4 [more clips]     # DEV: the dev clips (not distributed)
 
 If the two figures agree, the frames that begin chunks are just harder or easier content; if they differ,
 the chunked decode itself shows at the boundary. docs/BENCHMARKS.md cites this for its seam columns.
@@ -9,31 +9,27 @@ the chunked decode itself shows at the boundary. docs/BENCHMARKS.md cites this f
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench  # noqa: E402  (the benchmark's clip loader, so the frames are read exactly as it reads them)
-from adaptok_cli.container import Chunk  # noqa: E402
-from adaptok_cli.masking import gather_kept  # noqa: E402
-from adaptok_cli.metrics import psnr  # noqa: E402
-from adaptok_cli.pipeline import ChunkDecoder, to_frames  # noqa: E402
-from adaptok_cli.tokenizer import load_tokenizer  # noqa: E402
+from adaptok_cli.codec import Decoder, Encoded
+from adaptok_cli.evaluate import Scores, decode_and_score
+from adaptok_cli.masking import gather_kept
+from adaptok_cli.tokenizer import load_tokenizer
+from bench import bench   # the benchmark's clip loader, so the frames are read exactly as it reads them
 
 
 def full_rate_psnr(tok, path, chunk, short_side):
     """-> per-frame PSNR of a full-rate encode/decode in chunks of `chunk` latent frames, and chunk starts."""
     bench.CHUNK = chunk
     clip = bench.load_clip(path, tok, short_side)
-    dec, ps = ChunkDecoder(tok, None), []
-    for i, (ref, (codes, qscale)) in enumerate(zip(clip.refs, clip.codes)):
+    dec, scores = Decoder(tok), Scores()
+    for ref, (codes, qscale) in zip(clip.refs, clip.codes):
         keep = torch.ones(codes.shape[0], *codes.shape[2:], dtype=torch.bool)
-        z = dec.dense(Chunk(i, keep, gather_kept(codes, keep), qscale))
-        ps += [psnr(a, b) for a, b in zip(ref, to_frames(dec.frames(z)[:len(ref)], clip.height, clip.width))]
-    return np.array(ps), np.cumsum([len(r) for r in clip.refs])[:-1]
+        decode_and_score(dec, Encoded(keep, gather_kept(codes, keep), qscale), ref, scores)
+    return np.array(scores.psnr), np.cumsum([len(r) for r in clip.refs])[:-1]
 
 
 def main(argv=None):

@@ -2,8 +2,8 @@
 AdaptokError (or decode, when a mutation happens to leave the file valid) — never another exception,
 a hang, or a memory blow-up.
 
-    python scripts/fuzz_container.py --iterations 100000 --seed 1            # the reader alone
-    python scripts/fuzz_container.py --decode --iterations 100000 --seed 1   # full decompress
+    python tests/fuzz_container.py --iterations 100000 --seed 1            # the reader alone
+    python tests/fuzz_container.py --decode --iterations 100000 --seed 1   # full decompress
 
 --decode starts from real containers of the built-in tokeniser (tiny generated clips) and runs every
 mutant through pipeline.decompress with the built-in tokeniser and LIT; its mutations know the
@@ -51,7 +51,8 @@ def base_containers(seed=0) -> list[bytes]:
             n = int(mask.sum())
             codes = (torch.randint(-127, 128, (4, n), generator=g, dtype=torch.int8) if quant == "int8"
                      else torch.randn(4, n, generator=g).half())
-            chunks.append((mask, codes, torch.rand(4, generator=g) if quant == "int8" else None))
+            chunks.append((mask, codes, torch.rand(4, generator=g) if quant == "int8" else None,
+                           4 * t - (3 if not chunks else 0)))
         header = {"width": 24, "height": 16, "latent_width": 3, "latent_height": 2, "channels": 4, "fps_num": 25,
                   "fps_den": 1, "tokenizer": {"name": "t", "fingerprint": "f", "time_factor": 4, "space_factor": 8,
                                               "channels": 4, "source": "builtin", "stateful": True},

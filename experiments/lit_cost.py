@@ -1,28 +1,29 @@
 """LIT's forward pass against the decoder's, per chunk of 8 latent frames, where LIT runs.
 
-    python scripts/lit_cost.py
+    python -m experiments.lit_cost
 
 In `adaptok decompress` LIT runs only on the 8x8 tiles of a chunk where something was dropped, so its
 share there depends on the clip (the rd benchmark reports it over the dev clips). This times the worst
 case: the two networks alone on the same chunk with half its positions dropped at random (every tile
 runs), the mean of the middle 5 of 7 runs, at 256x256 and 856x480.
 """
-import sys
+import argparse
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from adaptok_cli.lit import Inpainter  # noqa: E402
-from adaptok_cli.pipeline import find_lit  # noqa: E402
-from adaptok_cli.tokenizer import load_tokenizer  # noqa: E402
+from adaptok_cli.lit import Inpainter, load_lit
+from adaptok_cli.models import shipped_lit
+from adaptok_cli.tokenizer import load_tokenizer
 
 
 def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lit", help="a LIT .safetensors file (default: the shipped one)")
+    args = ap.parse_args()
     torch.set_num_threads(2)
     tok = load_tokenizer("tinytok")
-    lit, fingerprint = find_lit(tok)
+    lit, fingerprint = (load_lit(args.lit)[0], "given") if args.lit else (shipped_lit(tok).load_lit(), shipped_lit(tok).fingerprint)
     for h, w in ((32, 32), (60, 107)):
         z = torch.randn(8, tok.channels, h, w) * tok.scale.view(1, -1, 1, 1)
         mask = torch.rand(8, h, w) > 0.5

@@ -1,30 +1,26 @@
 """How much LIT improves on hold-fill, in latent MSE on dropped positions, threshold by threshold.
 
-    python scripts/lit_gain.py                       # shipped LIT; held-out train/ clips and dev/ clips
-    python scripts/lit_gain.py --lit runs/lit/best.pt
+    python -m experiments.lit_gain                       # shipped LIT; held-out train/ clips and dev/ clips
+    python -m experiments.lit_gain --lit runs/lit/best.pt
 
-Windows are drawn exactly as train_lit draws them (streams' first chunks included), but at each fixed
-threshold, from the clips train_lit holds out of training and from ../shared/data/dev/ (evaluation only:
+Windows are drawn exactly as training.lit draws them (streams' first chunks included), but at each fixed
+threshold, from the clips training.lit holds out of training and from the dev clips (evaluation only:
 nothing here trains). Telling these apart says whether LIT's weakness is the model or the data.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from adaptok_cli.pipeline import find_lit  # noqa: E402
-from adaptok_cli.tokenizer import load_tokenizer  # noqa: E402
-from adaptok_cli.train_lit import latent_cache, load_ema, loss_fn, sample, train_latents  # noqa: E402
-from adaptok_cli.train_tokenizer import DEFAULT_DATA  # noqa: E402
-from adaptok_cli.video import VideoReader, is_video_path  # noqa: E402
-
-DEV = DEFAULT_DATA.parent / "dev"
+from adaptok_cli.models import shipped_lit
+from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.training.data import DEV, latent_cache, train_latents
+from adaptok_cli.training.lit import load_ema, loss_fn, sample
+from adaptok_cli.video import VideoReader, is_video_path
 
 
 def dev_frames(short_side: int) -> list[np.ndarray]:
@@ -36,7 +32,7 @@ def dev_frames(short_side: int) -> list[np.ndarray]:
     return out
 
 
-def gains(model, latents, scale, thresholds, windows, crop, seed=0) -> dict:
+def gains(model, latents, tok, thresholds, windows, crop, seed=0) -> dict:
     """threshold -> (hold MSE / LIT MSE over all dropped positions, share of positions dropped)."""
     res, batches = {}, windows // 16
     for tau in thresholds:
@@ -44,7 +40,7 @@ def gains(model, latents, scale, thresholds, windows, crop, seed=0) -> dict:
         err = hold = dropped = 0.0
         with torch.no_grad():
             for _ in range(batches):
-                s = loss_fn(model, *sample(latents, rng, scale, 16, crop, model.cfg.context, tau))[1]
+                s = loss_fn(model, *sample(latents, rng, tok, 16, crop, model.cfg.context, tau, model.cfg.base))[1]
                 err, hold, dropped = err + s["mse"] * s["dropped"], hold + s["hold_mse"] * s["dropped"], dropped + s["dropped"]
         res[tau] = (round(hold / max(err, 1e-12), 3), round(dropped / batches, 3))
     return res
@@ -60,13 +56,13 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(2)
     tok = load_tokenizer("tinytok")
-    model = (load_ema(args.lit) if args.lit else find_lit(tok))[0].eval()
+    model = (load_ema(args.lit)[0] if args.lit else shipped_lit(tok).load_lit()).eval()
     taus = [float(t) for t in args.thresholds.split(",")]
     train = train_latents(tok)
     held_out = train[len(train) - args.val_clips:]
     dev = latent_cache(tok, dev_frames(256), Path(".cache/lit-gain-dev") / tok.fingerprint)
-    rows = {"held-out train": gains(model, held_out, tok.scale, taus, args.windows, args.crop),
-            "dev": gains(model, dev, tok.scale, taus, args.windows, args.crop)}
+    rows = {"held-out train": gains(model, held_out, tok, taus, args.windows, args.crop),
+            "dev": gains(model, dev, tok, taus, args.windows, args.crop)}
     print("threshold  " + "  ".join(f"{k:>22}" for k in rows))
     for tau in taus:
         print(f"{tau:9.2f}  " + "  ".join(f"gain {rows[k][tau][0]:5.3f} dropped {rows[k][tau][1]:4.2f}" for k in rows))

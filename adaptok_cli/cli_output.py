@@ -1,0 +1,306 @@
+"""What the `adaptok` commands print: one-line messages, progress bars, tables, JSON lines and CSV.
+
+Also the one exit-code rule and the one per-file loop every command uses (`for_each`, `exit_code`).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import typer
+from rich import box as rich_box
+from rich.console import Console
+from rich.filesize import decimal as describe_size
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PIPE, EXIT_SOME_FAILED, AdaptokError
+from .outputs import plan
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
+CSV_FIELDS = ["status", "input", "output", "frames", "token_rate", "bpp", "bytes_in", "bytes_out", "seconds", "error"]
+
+
+def exit_code(errors: list, n_files: int) -> int:
+    """The one rule: 0 if all went well; one file's own code if it was alone; else 1 (some failed)."""
+    if not errors:
+        return EXIT_OK
+    return errors[0].exit_code if n_files == 1 else EXIT_SOME_FAILED
+
+
+def for_each(files: Iterable, work: Callable, on_error: Callable | None = None) -> int:
+    """Run work(f) for every file; a failing file is reported on one line and the rest go on -> exit code."""
+    files, failed = list(files), []
+    for f in files:
+        try:
+            work(f)
+        except AdaptokError as e:
+            say(str(e))
+            failed.append(e)
+            if on_error:
+                on_error(f, e)
+    return exit_code(failed, len(files))
+
+
+class CsvRows:
+    """--csv: a header row, then one row per outcome, through csv.writer (quoting done right)."""
+
+    def __init__(self):
+        self.w = csv.writer(sys.stdout, lineterminator="\n")
+        self.w.writerow(CSV_FIELDS)
+        sys.stdout.flush()
+
+    def write(self, d: dict):
+        self.w.writerow(["" if d.get(k) is None else f"{d[k]:.6g}" if isinstance(d[k], float) else d[k]
+                         for k in CSV_FIELDS])
+        sys.stdout.flush()
+
+
+def say(msg: str):
+    """One unwrapped line on stderr (scripts grep these)."""
+    print(f"adaptok: {msg}", file=sys.stderr, flush=True)
+
+
+def quiet_stdout():
+    """Point stdout at /dev/null, so the interpreter's final flush cannot fail on a closed pipe."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def fail(msg: str, code: int):
+    say(msg)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors():
+    """AdaptokError -> one line on stderr and its exit code; Ctrl-C/SIGTERM -> 130."""
+    try:
+        yield
+    except AdaptokError as e:
+        fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        raise           # main() says "interrupted" once, for this and for Ctrl-C anywhere else
+    except BrokenPipeError:
+        quiet_stdout()
+        raise typer.Exit(EXIT_PIPE)
+    except (typer.Exit, SystemExit):
+        raise
+    except Exception as e:  # a bug, not a user error: still one line, and the detail on request
+        if os.environ.get("ADAPTOK_DEBUG"):
+            raise
+        fail(f"internal error: {type(e).__name__}: {e} (set ADAPTOK_DEBUG=1 for the traceback)", EXIT_INTERNAL)
+
+
+class Reporter:
+    """Progress bars on a terminal; nothing but results when piped or quiet."""
+
+    def __init__(self, quiet: bool, as_json: bool, verbose: bool = False):
+        self.quiet, self.as_json, self.verbose = quiet, as_json, verbose
+        self.show_progress = not quiet and err.is_terminal
+        self.seen = set()
+
+    @contextmanager
+    def progress(self, label: str, n_files: int = 1):
+        """Yields tick(kind, n, total=None, name=None), told of ("file", name=...) when a file starts,
+        ("frames", n, total) as frames are done and ("files", 1) when a file ends. One file: a bar of
+        frames done / total; several: a bar of files, with the current file and its frames beside it."""
+        if not self.show_progress:
+            yield lambda kind, n=1, total=None, name=None: None
+            return
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
+                      TimeRemainingColumn(), TextColumn("{task.fields[detail]}"), console=err, transient=True) as bar:
+            task = bar.add_task(label, total=None if n_files == 1 else n_files, count="", detail="")
+            state = {"files": 0, "frames": 0, "total": None, "name": ""}
+
+            def tick(kind, n=1, total=None, name=None):
+                if kind == "file":
+                    state.update(frames=0, total=None, name=short_name(name))
+                elif kind == "frames":
+                    state["frames"] += n
+                    state["total"] = total if total is not None else state["total"]
+                elif kind == "files":
+                    state["files"] += n
+                frames = f"{state['frames']}/{state['total'] or '?'} frames"
+                if n_files == 1:
+                    bar.update(task, completed=state["frames"], total=state["total"], count=frames, detail=state["name"],
+                               refresh=True)
+                else:
+                    bar.update(task, completed=state["files"], count=f"{state['files']}/{n_files} files",
+                               detail=f"{state['name']} {frames}" if state["name"] else "", refresh=True)
+            yield tick
+
+    def note_once(self, msg: str):
+        if not self.quiet and msg not in self.seen:
+            self.seen.add(msg)
+            say(msg)
+
+
+def short_name(path, width: int = 40) -> str:
+    """The end of a long path, which is the part that tells files apart."""
+    s = str(path)
+    return s if len(s) <= width else "…" + s[-(width - 1):]
+
+
+def outcome_dict(o) -> dict:
+    if o.error is not None:
+        return {"status": "error", "input": str(o.src), "output": str(o.dst), "error": str(o.error),
+                "exit_code": o.error.exit_code}
+    if o.skipped:
+        return {"status": "skipped", "input": str(o.src), "output": str(o.dst), "reason": "up to date"}
+    return {"status": "ok", **o.result.to_dict()}
+
+
+def summary_table(outcomes, label):
+    done = [o.result for o in outcomes if o.result is not None]
+    skipped = sum(o.skipped for o in outcomes)
+    failed = sum(o.error is not None for o in outcomes)
+    tail = []
+    if skipped:
+        tail.append(f"all {skipped} up to date (-f redoes them)" if skipped == len(outcomes)
+                    else f"{skipped} up to date (skipped; -f redoes them)")
+    if failed:
+        tail.append(f"{failed} failed")
+    if out.is_terminal and len(outcomes) > 1 and done:
+        t = Table(title=f"{label}ed")
+        for c in ("input", "output", "frames", "token rate", "bpp", "in", "out", "time"):
+            # long paths wrap instead of being cut, so rows stay distinguishable at 80 columns
+            t.add_column(c, justify="right" if c not in ("input", "output") else "left",
+                         overflow="fold" if c in ("input", "output") else "ellipsis")
+        for r in done:
+            t.add_row(r.input, r.output, str(r.frames), f"{r.token_rate:.3f}", f"{r.bpp:.4f}",
+                      describe_size(r.bytes_in), describe_size(r.bytes_out), f"{r.seconds:.1f}s")
+        if len(done) > 1:
+            kept, total = sum(r.tokens_kept for r in done), sum(r.tokens_total for r in done)
+            px = sum(r.frames * r.width * r.height for r in done)
+            t.add_row(f"total ({len(done)} files)", "", str(sum(r.frames for r in done)), f"{kept / max(1, total):.3f}",
+                      f"{sum(r.atok_bytes for r in done) * 8 / max(1, px):.4f}",
+                      describe_size(sum(r.bytes_in for r in done)), describe_size(sum(r.bytes_out for r in done)),
+                      f"{sum(r.seconds for r in done):.1f}s")
+        out.print(t)
+    else:
+        for r in done:
+            print(f"{r.input} -> {r.output}: {r.frames} frames, token rate {r.token_rate:.3f}, "
+                  f"bpp {r.bpp:.4f}, {describe_size(r.bytes_in)} -> {describe_size(r.bytes_out)}, {r.seconds:.1f}s")
+    if tail and (len(outcomes) > 1 or skipped):
+        say(", ".join(tail))
+
+
+def print_inspect_many(infos: list, chunks: bool):
+    t = Table(box=None if not out.is_terminal else rich_box.SIMPLE, pad_edge=False)
+    for c in ("file", "WxH", "frames", "token rate", "tokens/s", "bpp", "bytes"):
+        t.add_column(c, justify="left" if c == "file" else "right", overflow="fold")
+    for i in infos:
+        t.add_row(i["file"], f"{i['width']}x{i['height']}", str(i["frames"]), f"{i['token_rate']:.4f}",
+                  f"{i['tokens_per_second']:.0f}", f"{i['bpp']:.4f}", str(i["bytes"]))
+    out.print(t)
+    rates = sorted(i["token_rate"] for i in infos)
+    out.print(f"token rate over {len(rates)} clips: min {rates[0]:.4f}, median {statistics.median(rates):.4f}, "
+              f"max {rates[-1]:.4f}", markup=False)
+    kept, total = sum(i["tokens_kept"] for i in infos), sum(i["tokens_total"] for i in infos)
+    seconds = sum(i["duration"] for i in infos)
+    out.print(f"total: {kept} of {total} latent positions kept ({kept / total:.4f}), {describe_size(sum(i['bytes'] for i in infos))}, "
+              f"{sum(i['frames'] for i in infos)} frames, {seconds:.1f} s of video ({kept / max(seconds, 1e-9):.0f} tokens/s)",
+              markup=False)
+    if chunks:
+        for i in infos:
+            print_inspect(i, True)
+
+
+def print_inspect(i: dict, chunks: bool):
+    tok = i["tokenizer"]
+    lit = i["lit"]["fingerprint"] if i["lit"] else "none (hold-fill)"
+    mode = f"threshold {i['threshold']}" if i["threshold"] is not None else f"keep ratio {i['keep_ratio']}"
+    out.print(f"{i['file']}: {i['width']}x{i['height']}, {i['frames']} frames at {i['fps']:.3f} fps "
+              f"({i['duration']:.2f} s)", markup=False)
+    out.print(f"  token rate {i['token_rate']:.4f} ({i['tokens_kept']} of {i['tokens_total']} latent positions), "
+              f"{i['tokens_per_second']:.0f} tokens/s", markup=False)
+    out.print(f"  {describe_size(i['bytes'])}, {i['bpp']:.4f} bits/pixel, {i['compression_ratio']:.0f}x smaller than raw RGB",
+              markup=False)
+    out.print(f"  {mode}, {i['quant']}, tokeniser {tok['name']} ({tok['fingerprint']}), LIT {lit}", markup=False)
+    a = i.get("audio")
+    out.print(f"  audio: {a['codec']}, {a['sample_rate']} Hz {a['layout']}, {describe_size(a['bytes'])} (copied as is)"
+              if a else "  audio: none", markup=False)
+    if chunks:
+        t = Table(box=None, pad_edge=False)
+        for c in ("chunk", "frames", "latent", "kept", "total", "rate", "bytes"):
+            t.add_column(c, justify="right")
+        for c in i["chunks"]:
+            t.add_row(str(c["index"]), f"{c['first_frame']}+{c['frames']}", str(c["latent_frames"]),
+                      str(c["tokens_kept"]), str(c["tokens_total"]), f"{c['token_rate']:.3f}", str(c["bytes"]))
+        out.print(t)
+    if out.is_terminal:
+        from .atokfile import AtokFile
+        from .pictures import keep_statistics, terminal_heatmap
+        with AtokFile(i["file"]) as f:
+            _, heat = keep_statistics(f)
+        out.print("  how often each position was kept (blank: never, █: always):", markup=False)
+        for row in terminal_heatmap(heat):
+            out.print("  " + row, markup=False)
+
+
+def print_eval(results, mean, no_lit: bool):
+    t = Table()
+    for r in results:
+        r["size"] = f"{r['width']}x{r['height']}"
+    mean["size"] = ""
+    cols = [("clip", "file"), ("size", "size"), ("rate", "token_rate"), ("bpp", "bpp"), ("PSNR", "psnr"), ("SSIM", "ssim"),
+            ("PSNR full", "psnr_full_rate"), ("PSNR hold", "psnr_hold_fill"), ("enc fps", "fps_compress"),
+            ("dec fps", "fps_decompress")]
+    for name, _ in cols:
+        t.add_column(name, justify="left" if name == "clip" else "right")
+    fmt = lambda k, v: Path(v).name if k == "file" else v if k == "size" else (f"{v:.4f}" if k in ("token_rate", "bpp", "ssim") else f"{v:.2f}")
+    for r in results:
+        t.add_row(*[fmt(k, r[k]) for _, k in cols])
+    t.add_row("mean", *[fmt(k, mean[k]) for _, k in cols[1:]])
+    out.print(t)
+    if no_lit:
+        say("LIT off (--no-lit): PSNR is hold-fill")
+    elif not results[0]["lit"]:
+        from .models import LIT_FROM_THRESHOLD
+        thr = results[0]["threshold"]
+        say(results[0].get("note") or (f"below threshold {LIT_FROM_THRESHOLD} decompress holds instead of running LIT: PSNR is hold-fill"
+                                       if thr is not None and thr < LIT_FROM_THRESHOLD else "PSNR is hold-fill"))
+
+
+def run_batch(pairs, job, reporter: Reporter, label: str, workers: Optional[int], force: bool, skip, as_csv: bool):
+    """Run a batch through batch.run with progress, streaming --json/--csv, and the summary; -> exit code."""
+    from .batch import default_workers, run
+    plan(pairs)
+    rows = CsvRows() if as_csv else None
+
+    def on_done(o):
+        if o.skipped and not reporter.quiet:
+            say(f"{o.dst}: skipped (up to date)")
+        if o.error is not None:
+            say(str(o.error))
+        for n in (o.result.notes if o.result else []):
+            reporter.note_once(n)
+        if reporter.verbose and o.result:
+            say(f"{o.src}: " + ", ".join(f"{k} {v:.2f}s" for k, v in o.result.timing.items()))
+        if reporter.as_json:
+            print(json.dumps(outcome_dict(o)), flush=True)
+        if rows:
+            rows.write(outcome_dict(o))
+
+    with reporter.progress(label, len(pairs)) as progress:
+        outcomes = run(pairs, job, default_workers(len(pairs)) if workers is None else workers,
+                       None if force else skip, progress, on_done)
+    if not reporter.quiet and not reporter.as_json and not as_csv:
+        summary_table(outcomes, label)
+    return exit_code([o.error for o in outcomes if o.error is not None], len(pairs))
+
+
+def write_plot(f: Path, png: Path):
+    from .atokfile import AtokFile
+    from .pictures import plot
+    png.parent.mkdir(parents=True, exist_ok=True)
+    with AtokFile(f) as af:
+        plot(af, png)
+    say(f"{f}: wrote {png}")

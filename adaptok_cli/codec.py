@@ -1,0 +1,198 @@
+"""The codec core: tokeniser + dropping rule + quantisation + fill, chunk by chunk.
+
+    encode: frames -> pad/normalise -> tokeniser.encode -> quantise -> mask vs C_sel -> Encoded
+    decode: Encoded (or a container Chunk) -> dequantise -> hold-fill (C_sel) -> LIT (C_fill) -> decode -> frames
+
+A `Codec` names what is fixed for a stream (tokeniser, rule, quantisation); its `encoder()` and
+`decoder()` carry the per-stream state (tokeniser state, C_sel, C_fill). compress/decompress, eval,
+the benchmark, LIT training and the experiments all code through these two, so the chain exists once.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .masking import HoldFill, InterpFill, Selector, dequantise, gather_kept, quantise
+from .tokenizer import Tokenizer, pad_frames
+
+# Decoding runs a stateful tokeniser over at most this many pixels at once, so memory follows the frame
+# size, not the chunk length (a chunk of 1024 latent frames decodes group by group).
+DECODE_PIXELS = 1 << 23
+
+
+def to_tensor(frames: list[np.ndarray], multiple: int) -> torch.Tensor:
+    """uint8 (H, W, 3) frames -> (T, 3, H', W') in [-1, 1], replicate-padded to the tokeniser's multiple."""
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return pad_frames(x, multiple)
+
+
+def to_frames(x: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """(T, 3, H', W') in [-1, 1] -> cropped uint8 (T, H, W, 3)."""
+    x = ((x[:, :, :height, :width].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+@dataclass
+class Rule:
+    """Which positions are kept: above a threshold of change, or a fixed share of each chunk."""
+    threshold: float | None = None
+    keep_ratio: float | None = None
+    keyframe_interval: int = 0
+
+
+@dataclass
+class Encoded:
+    """One chunk as compress stores it: mask (t, h, w), kept codes (C, kept) and their scales, the
+    number of real frames it holds, and (encoder side) the dequantised latents every position had."""
+    mask: torch.Tensor
+    codes: torch.Tensor
+    qscale: torch.Tensor | None
+    frames: int = 0
+    latents: torch.Tensor | None = None
+
+
+class Codec:
+    """What is fixed for a stream: the tokeniser, the rule and the quantisation."""
+
+    def __init__(self, tok: Tokenizer, rule: Rule, quant: str = "int8"):
+        self.tok, self.rule, self.quant = tok, rule, quant
+
+    def encoder(self) -> "Encoder":
+        return Encoder(self)
+
+    def decoder(self, inpainter=None, fill: str = "hold") -> "Decoder":
+        """A decoder that fills dropped positions (FILLS), then runs `inpainter` (a lit.Inpainter) if given."""
+        return Decoder(self.tok, inpainter, fill, self.rule.threshold if self.rule else None)
+
+    def frame_chunks(self, frames: Iterable[np.ndarray], chunk: int) -> Iterator[tuple[list, int]]:
+        """Frames grouped into chunks of `chunk` latent frames -> (frames padded to whole groups, real count)."""
+        tok, starts, buf = self.tok, True, []
+        it = iter(frames)
+        while True:
+            need = tok.frames_for(chunk, starts)
+            for f in it:
+                buf.append(f)
+                if len(buf) == need:
+                    break
+            if not buf:
+                return
+            real = len(buf)
+            if real < need:  # last chunk: pad with the last frame up to a whole latent frame
+                buf += [buf[-1]] * (tok.frames_for(tok.latents_for(real, starts), starts) - real)
+            yield buf, real
+            if real < need:
+                return
+            starts, buf = False, []
+
+
+class Encoder:
+    """Encode + quantise + mask, chunk by chunk, carrying the tokeniser state and C_sel."""
+
+    def __init__(self, codec: Codec):
+        self.codec, self.tok = codec, codec.tok
+        r = codec.rule
+        self.selector = Selector(self.tok.scale, r.threshold, r.keep_ratio, r.keyframe_interval)
+        self.state = None
+        self.timing = {"encode": 0.0, "mask": 0.0}
+
+    def chunks(self, frames: Iterable[np.ndarray], chunk: int) -> Iterator[Encoded]:
+        """A whole stream of frames -> its chunks, encoded."""
+        for group, real in self.codec.frame_chunks(frames, chunk):
+            yield self.encode_chunk(group, real)
+
+    def encode_chunk(self, frames: list[np.ndarray], real: int | None = None) -> Encoded:
+        """Frames (padded to whole latent frames) -> Encoded; real: how many of them are the video's."""
+        t0 = time.perf_counter()
+        z, self.state = self.tok.encode(to_tensor(frames, self.tok.pad_multiple), self.state)
+        self.timing["encode"] += time.perf_counter() - t0
+        enc = self.encode_latents(z)
+        enc.frames = len(frames) if real is None else real
+        return enc
+
+    def encode_latents(self, z: torch.Tensor) -> Encoded:
+        """Latents (t, C, h, w) -> quantised, masked against C_sel, kept codes gathered."""
+        t0 = time.perf_counter()
+        codes, qscale = quantise(z, self.codec.quant)
+        zq = dequantise(codes, qscale)
+        mask = self.selector.select(z, zq)
+        self.timing["mask"] += time.perf_counter() - t0
+        return Encoded(mask, gather_kept(codes, mask), qscale, latents=zq)
+
+
+# Fills that need no model: "hold" keeps each dropped position at its last kept value; "interp" moves
+# it towards its next kept value in the chunk, within the threshold's bound (masking.InterpFill).
+FILLS = ("hold", "interp")
+
+
+class Decoder:
+    """Fill + inpainter + tokeniser decode, chunk by chunk, carrying C_sel, C_fill and decoder state.
+
+    Takes an Encoded or a container Chunk (anything with mask, codes and qscale)."""
+
+    def __init__(self, tok: Tokenizer, inpainter=None, fill: str = "hold", threshold: float | None = None):
+        if inpainter is not None:     # LIT corrects the fill it was trained on
+            fill, threshold = inpainter.model.cfg.base, inpainter.threshold
+        if fill not in FILLS:
+            raise ValueError(f"fill must be one of {', '.join(FILLS)}, not {fill!r}")
+        self.tok, self.inpainter = tok, inpainter
+        self.hold = HoldFill() if fill == "hold" else InterpFill(tok.scale, threshold)
+        self.state = None
+        self.timing = {"fill": 0.0, "lit": 0.0, "decode": 0.0}
+
+    def dense(self, chunk) -> torch.Tensor:
+        """The chunk's latents (t, C, h, w), dropped positions filled."""
+        t0 = time.perf_counter()
+        z = self.hold.fill(dequantise(chunk.codes, chunk.qscale), chunk.mask)
+        t1 = time.perf_counter()
+        self.timing["fill"] += t1 - t0
+        if self.inpainter is not None:
+            z = self.inpainter.fill(z, chunk.mask)
+        self.timing["lit"] += time.perf_counter() - t1
+        return z
+
+    def skip(self, chunk):
+        """Follow a chunk's hold state without filling or decoding it (to start later in a stream)."""
+        self.hold.update(dequantise(chunk.codes, chunk.qscale), chunk.mask)
+
+    def decode_chunk(self, chunk, n: int, height: int, width: int):
+        """A chunk -> (latent slice, uint8 frames cropped to height x width) group by group, its n real
+        frames in all (the last chunk's padding frames are dropped)."""
+        for lat, x in self.frame_groups(self.dense(chunk), height * width):
+            frames = to_frames(x[:n], height, width)
+            n -= len(frames)
+            yield lat, frames
+
+    def frame_groups(self, z: torch.Tensor, pixels: int):
+        """Decode z in groups of latent frames small enough for DECODE_PIXELS -> (latent slice, frames).
+
+        A stateful tokeniser carries its state from group to group, so this equals one call on z;
+        a stateless one codes each chunk as one clip, so it gets z whole."""
+        n = len(z)
+        if self.tok.stateful:
+            most = max(1, DECODE_PIXELS // max(1, pixels * self.tok.time_factor))
+            n = -(-len(z) // -(-len(z) // most))     # even groups: fewer block sizes for the allocator
+        for a in range(0, len(z), n):
+            lat = slice(a, min(a + n, len(z)))
+            yield lat, self.frames(z[lat])
+
+    def frames(self, z: torch.Tensor) -> torch.Tensor:
+        """Dense latents -> frames (T, 3, H', W') in [-1, 1], continuing the decoder's stream."""
+        t0 = time.perf_counter()
+        if self.tok.stateful:
+            x, self.state = self.tok.decode(z, self.state)
+        else:
+            x, _ = self.tok.decode(z, None)
+        self.timing["decode"] += time.perf_counter() - t0
+        return x
+
+
+def drop_and_fill(tok: Tokenizer, z: torch.Tensor, rule: Rule, quant: str = "int8", fill: str = "hold"):
+    """Latents of a fresh stream through the rule and back, as compress + decompress see them
+    -> (mask (t, h, w), quantised latents (t, C, h, w), filled latents (t, C, h, w))."""
+    codec = Codec(tok, rule, quant)
+    enc = codec.encoder().encode_latents(z)
+    return enc.mask, enc.latents, codec.decoder(fill=fill).dense(enc)

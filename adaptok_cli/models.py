@@ -1,0 +1,140 @@
+"""Which models a stream needs, found lazily, and the one policy on whether they fit a container.
+
+A `ModelRef` knows a weights file's fingerprint and safetensors metadata without loading a tensor, so
+compress can record the LIT it expects and `inspect`/up-to-date checks never pay for a model.
+Nothing in a container is a path: a container names its tokeniser and LIT by identity, and only
+built-in names (a fixed table) or files the user names are ever opened.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from .defaults import BUILTIN_TOKENIZERS
+from .errors import ContainerError, ModelUnavailableError
+from .tokenizer import WEIGHTS_DIR, Tokenizer, file_fingerprint, load_tokenizer, pick_device, safetensors_metadata, spec_fingerprint
+
+# Below this threshold the shipped LIT earned nothing over hold-fill (docs/MODELS.md), so decompression
+# holds instead and saves LIT's time.
+LIT_FROM_THRESHOLD = 0.15
+
+_CACHE: dict = {}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A safetensors weights file, known by content; its tensors are read only by load()."""
+    path: Path
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return file_fingerprint(self.path)
+
+    @cached_property
+    def metadata(self) -> dict:
+        with open(self.path, "rb") as f:
+            return safetensors_metadata(f)
+
+    def load_lit(self, device="cpu"):
+        from .lit import load_lit
+        key = ("lit", self.fingerprint, str(device))
+        if key not in _CACHE:
+            _CACHE[key] = load_lit(self.path, device)[0]
+        return _CACHE[key]
+
+
+def cached_tokenizer(spec: str, device: str = "auto") -> Tokenizer:
+    """load_tokenizer, once per process and file content (a batch loads its tokeniser once, not per file)."""
+    dev = pick_device(device)
+    key = ("tokenizer", spec, str(dev), spec_fingerprint(spec))
+    if key not in _CACHE:
+        _CACHE[key] = load_tokenizer(spec, dev)
+    return _CACHE[key]
+
+
+def shipped_lit(tok: Tokenizer) -> ModelRef | None:
+    """The LIT shipped for a built-in tokeniser (a fixed name per built-in) if it was trained for
+    exactly these tokeniser weights, else None. Reads the file's metadata only."""
+    if tok.source != "builtin" or tok.name not in BUILTIN_TOKENIZERS:
+        return None
+    path = WEIGHTS_DIR / f"lit-{tok.name}.safetensors"
+    if not path.is_file():
+        return None
+    key = ("lit-ref", str(path), tok.fingerprint)
+    if key not in _CACHE:
+        ref = ModelRef(path)
+        _CACHE[key] = ref if ref.metadata.get("tokenizer_fingerprint") == tok.fingerprint else None
+    return _CACHE[key]
+
+
+def lit_identity(tok: Tokenizer) -> dict | None:
+    """What compress records as the LIT a container expects (None: hold-fill only)."""
+    ref = shipped_lit(tok)
+    return {"fingerprint": ref.fingerprint, "name": f"lit-{tok.name}"} if ref else None
+
+
+def tokenizer_for(header: dict, path, spec: str | None = None, device="cpu") -> Tokenizer:
+    """The tokeniser a container needs: a built-in one by name, or the one the user names with `spec`.
+
+    The fingerprint of what the user named is checked before any of it is loaded."""
+    need = header["tokenizer"]
+    wanted = f"tokeniser {need['name']!r} (fingerprint {need['fingerprint']})"
+    if spec is None:
+        if need["name"] not in BUILTIN_TOKENIZERS:
+            raise ModelUnavailableError(f"{path}: made with {wanted}, which is not built in: "
+                                        f"pass --tokenizer with its file or folder")
+        spec = need["name"]
+    try:
+        fp = spec_fingerprint(spec)
+    except ModelUnavailableError as e:
+        raise ModelUnavailableError(f"{path}: needs {wanted}: {e}") from None
+    if fp != need["fingerprint"]:
+        raise ModelUnavailableError(f"{path}: made with {wanted}, but {spec} has fingerprint {fp}: "
+                                    f"pass --tokenizer with the file or folder it was made with")
+    tok = cached_tokenizer(spec, str(device))
+    check_fit(header, tok, path)
+    return tok
+
+
+def check_fit(header: dict, tok: Tokenizer, path):
+    """The header's layout fields must be the ones this tokeniser produces; say which one is not."""
+    m = tok.pad_multiple
+    expect = {"channels": tok.channels, "tokenizer.channels": tok.channels,
+              "tokenizer.time_factor": tok.time_factor, "tokenizer.space_factor": tok.space_factor,
+              "tokenizer.stateful": tok.stateful,
+              "latent_width": -(-header["width"] // m) * m // tok.space_factor,
+              "latent_height": -(-header["height"] // m) * m // tok.space_factor}
+    for key, want in expect.items():
+        section, _, field = key.rpartition(".")
+        got = (header[section] if section else header).get(field, want if field == "stateful" else None)
+        if got != want:
+            raise ContainerError(f"{path}: corrupt container (header {key} is {got}, "
+                                 f"but tokeniser {tok.name} gives {want})")
+
+
+def inpainter_for(tok: Tokenizer, threshold: float | None, need: dict | None = None, path="",
+                  use_lit=True, device="cpu"):
+    """The compatibility policy for LIT, in one place -> (Inpainter or None, a note for the user or None).
+
+    need: the LIT identity a container records (None: it expects none, or this is not a container)."""
+    from .lit import Inpainter
+    if not use_lit or (threshold is not None and threshold < LIT_FROM_THRESHOLD):
+        return None, None
+    ref = shipped_lit(tok)
+    if ref is None:
+        if need is None:
+            return None, "no trained LIT for this tokeniser yet: dropped positions are hold-filled"
+        raise ModelUnavailableError(f"{path}: needs LIT {need.get('name')} (fingerprint {need['fingerprint']}), "
+                                    f"which is not installed (or use --no-lit)")
+    if need is not None and ref.fingerprint != need["fingerprint"]:
+        raise ModelUnavailableError(f"{path}: made with LIT fingerprint {need['fingerprint']}, installed LIT is "
+                                    f"{ref.fingerprint} (or use --no-lit)")
+    return Inpainter(ref.load_lit(device), tok.scale, ref.fingerprint, device, threshold=threshold), None
+
+
+def models_for(header: dict, path, spec: str | None = None, use_lit=True, device="cpu"):
+    """What decoding a container takes -> (tokeniser, Inpainter or None, note or None)."""
+    tok = tokenizer_for(header, path, spec, device)
+    return (tok, *inpainter_for(tok, header.get("threshold"), header.get("lit"), path, use_lit, device))
+

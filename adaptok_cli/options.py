@@ -1,0 +1,107 @@
+"""What a compress run is asked (CompressOptions), what it writes in the header, and what any run reports (Result)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+
+from . import __version__
+from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, MAX_THRESHOLD
+from .errors import UsageError
+
+# the header fields that decide a container's content, beside the models and the audio track
+SETTINGS = ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk", "level", "max_side", "short_side")
+
+
+@dataclass
+class CompressOptions:
+    threshold: float | None = None     # None and no keep_ratio -> DEFAULT_THRESHOLD
+    keep_ratio: float | None = None
+    tokenizer: str = DEFAULT_TOKENIZER
+    chunk: int = DEFAULT_CHUNK         # latent frames per chunk record
+    keyframe_interval: int = 0         # in latent frames; 0: only the first latent frame is whole
+    level: int = 10                    # zstd level
+    quant: str = "int8"
+    max_side: int | None = None
+    short_side: int | None = None
+    device: str = "auto"
+    drop_audio: bool = False           # leave the audio track out (by default its packets are kept)
+
+    def check(self):
+        if self.threshold is not None and self.keep_ratio is not None:
+            raise UsageError("give --threshold or --keep-ratio, not both")
+        if self.keep_ratio is not None and not 0 <= self.keep_ratio <= 1:   # also refuses nan
+            raise UsageError("--keep-ratio must be between 0 and 1")
+        if self.threshold is not None and not 0 <= self.threshold <= MAX_THRESHOLD:
+            raise UsageError(f"--threshold must be between 0 and {MAX_THRESHOLD:g}")
+        if self.threshold is None and self.keep_ratio is None:
+            self.threshold = DEFAULT_THRESHOLD
+        for name, side in (("--max-side", self.max_side), ("--short-side", self.short_side)):
+            if side is not None and not 16 <= side <= 16384:
+                raise UsageError(f"{name} must be between 16 and 16384")
+        for name, value, lo, hi in (("--chunk", self.chunk, 1, 1024), ("--keyframe-interval", self.keyframe_interval,
+                                    0, 1 << 30), ("--level", self.level, 1, 22)):
+            if not lo <= value <= hi:
+                raise UsageError(f"{name} must be between {lo} and {hi}")
+        if self.quant not in ("int8", "fp16"):
+            raise UsageError("--quant must be int8 or fp16")
+        return self
+
+    def rule(self):
+        from .codec import Rule
+        return Rule(self.threshold, self.keep_ratio, self.keyframe_interval)
+
+
+def header_for(tok, lit_identity: dict | None, opts: CompressOptions, width: int, height: int, fps: Fraction,
+               source: str) -> dict:
+    """The container header compress writes (docs/FORMAT.md)."""
+    m = tok.pad_multiple
+    return {
+        "width": width, "height": height,
+        "latent_width": -(-width // m) * m // tok.space_factor, "latent_height": -(-height // m) * m // tok.space_factor,
+        "channels": tok.channels, "fps_num": fps.numerator, "fps_den": fps.denominator,
+        "tokenizer": {**tok.identity(), "source": tok.source, "stateful": tok.stateful},
+        "lit": lit_identity,
+        **{k: getattr(opts, k) for k in ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk", "level",
+                                         "max_side", "short_side")},
+        "source": source, "created_by": f"adaptok {__version__}",
+    }
+
+
+def settings_of(header: dict) -> dict:
+    """What decides a container's content (models, options, audio), for up-to-date checks."""
+    return {"tokenizer": header["tokenizer"]["fingerprint"], "audio": bool(header.get("audio")),
+            "lit": (header.get("lit") or {}).get("fingerprint"), **{k: header.get(k) for k in SETTINGS}}
+
+
+@dataclass
+class Result:
+    """What a compress or decompress run did, for summaries and --json."""
+    input: str
+    output: str
+    frames: int = 0
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    tokens_kept: int = 0
+    tokens_total: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    atok_bytes: int = 0                # size of the .atok side (output of compress, input of decompress)
+    audio_bytes: int = 0               # of the .atok, the audio track's records
+    seconds: float = 0.0
+    timing: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+    @property
+    def token_rate(self):
+        return self.tokens_kept / max(1, self.tokens_total)
+
+    @property
+    def bpp(self):
+        """Bits per pixel of the .atok container."""
+        return self.atok_bytes * 8 / max(1, self.frames * self.width * self.height)
+
+    def to_dict(self):
+        d = asdict(self)
+        d.update(token_rate=self.token_rate, bpp=self.bpp)
+        return d

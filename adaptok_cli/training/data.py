@@ -1,0 +1,85 @@
+"""Training clips, decoded once into memory-mapped caches: frames (uint8) and a tokeniser's latents.
+
+The clips live outside the repository (the project's train clips, not distributed); DATA is the one
+place their folder is named. Only its train/ part may train shipped weights: dev/ is refused.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import UsageError
+from ..outputs import atomic_path
+from ..video import VIDEO_EXTENSIONS, VideoReader
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+TRAIN, DEV = DATA / "train", DATA / "dev"
+FRAME_CACHE = Path(".cache/tokenizer-frames")
+LATENT_CACHE = Path(".cache/lit-latents")
+RAW_I420 = {"video_size": "320x240", "pixel_format": "yuv420p", "framerate": "30"}   # the headerless .i420 clip
+
+
+def read_i420(path) -> np.ndarray:
+    """A headerless planar I420 clip (320x240) -> (T, H, W, 3) uint8, through PyAV's rawvideo demuxer."""
+    with av.open(str(path), format="rawvideo", options=RAW_I420) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def _short_side(frames: np.ndarray, s: int) -> np.ndarray:
+    t = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    h, w = frames.shape[1:3]
+    size = (s, round(w * s / h)) if h < w else (round(h * s / w), s)
+    return F.interpolate(t, size=size, mode="area").round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+def build_cache(data: Path = TRAIN, cache: Path = FRAME_CACHE, sizes=(256, 400)) -> list[np.ndarray]:
+    """Decode every clip in data at each short side once -> memory-mapped (T, H, W, 3) uint8 arrays."""
+    if "dev" in Path(data).resolve().parts:
+        raise UsageError("refusing to train on dev/: it is for evaluation only")
+    cache.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for path in sorted(p for p in Path(data).iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS | {".i420"}):
+        for s in sizes:
+            dst = cache / f"{path.stem}_{s}.npy"
+            if not dst.exists():
+                if path.suffix == ".i420":
+                    frames = _short_side(read_i420(path), s)
+                else:
+                    with VideoReader(path, short_side=s) as r:
+                        frames = np.stack(list(r))
+                with atomic_path(dst) as tmp, open(tmp, "wb") as f:
+                    np.save(f, frames)
+                print(f"cached {dst.name} {frames.shape}", flush=True)
+            clips.append(np.load(dst, mmap_mode="r"))
+    return clips
+
+
+@torch.no_grad()
+def latent_cache(tok, clips, folder: Path, chunk: int = 8) -> list[np.ndarray]:
+    """Encode each cached clip once, chunk by chunk as compress does -> float16 (T, C, h, w) arrays."""
+    from ..codec import Codec, Rule, to_tensor
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, frames in enumerate(clips):
+        dst = folder / f"clip{i:03d}_{frames.shape[1]}x{frames.shape[2]}.npy"
+        if not dst.exists():
+            n = 1 + (len(frames) - 1) // tok.time_factor * tok.time_factor     # whole latent frames only
+            codec, state, zs = Codec(tok, Rule(threshold=0.0)), None, []
+            for group, _ in codec.frame_chunks((frames[j] for j in range(n)), chunk):
+                z, state = tok.encode(to_tensor(group, tok.pad_multiple), state)
+                zs.append(z)
+            z = torch.cat(zs).half().numpy()
+            with atomic_path(dst) as tmp, open(tmp, "wb") as f:
+                np.save(f, z)
+            print(f"cached latents {dst.name} {z.shape}", flush=True)
+        out.append(np.load(dst, mmap_mode="r"))
+    return out
+
+
+def train_latents(tok, data: Path = TRAIN, frame_cache: Path = FRAME_CACHE, cache: Path = LATENT_CACHE, sizes=(256,)):
+    """Latents of every clip of data at each short side, cached under cache/<tokeniser fingerprint>."""
+    return latent_cache(tok, build_cache(data, frame_cache, sizes), cache / tok.fingerprint)
