@@ -186,20 +186,20 @@ class AtomicOutput:
 
 @contextmanager
 def atomic_path(path):
-    """A temporary name beside `path` for writers that want a file name (safetensors, torch.save, np.save
-    on a file object): fsynced and moved into place when the block ends, removed if it raises. For
-    files adaptok makes for itself (weights, checkpoints, caches); user outputs go through AtomicOutput."""
-    path = Path(path)
-    tmp = path.parent / f"{_temp_prefix(path)}{os.getpid()}-{secrets.token_hex(4)}.tmp"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """AtomicOutput for writers that want a file name (safetensors, torch.save, np.save): yields the
+    locked temporary's path; fsynced and moved into place (replacing the old file) when the block
+    ends, removed if it raises. For files adaptok makes for itself: weights, checkpoints, caches."""
+    out = AtomicOutput(path, force=True)
+    out.f.close()
+    out.f = None            # the writer reopens the temporary by name; the lock stays on it
     try:
-        yield tmp
-        with open(tmp, "rb+") as f:
+        yield out.tmp
+        with open(out.tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
-        _remove_tree_or_file(tmp)
+        out.abort()
         raise
+    out.commit()
 
 
 def plan(pairs: list[tuple[Path, Path]]) -> None:
