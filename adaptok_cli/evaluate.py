@@ -15,6 +15,7 @@ import torch
 
 from .codec import Codec, Decoder, to_frames
 from .container import AtokWriter
+from .layout import latent_index
 from .metrics import psnr, ssim
 from .models import inpainter_for
 from .options import CompressOptions, header_for
@@ -30,6 +31,7 @@ class Scores:
         self.psnr, self.ssim, self.seams, self.chunk_first = [], [], [], []
         self.seam_frames = seam_frames
         self.latent_err, self.latent_n = 0.0, 0
+        self.region = {"kept": [0.0, 0], "dropped": [0.0, 0]}    # squared error and pixel count per region
 
     def add(self, ref: np.ndarray, out: np.ndarray):
         ps = [psnr(a, b) for a, b in zip(ref, out)]
@@ -46,6 +48,17 @@ class Scores:
         self.latent_err += float((err[dropped] ** 2).sum())
         self.latent_n += int(dropped.sum())
 
+    def add_regions(self, ref: np.ndarray, out: np.ndarray, dropped: np.ndarray):
+        """Squared error where the frame's latent position was kept vs dropped; dropped: (n, H, W) bool."""
+        err = ((out.astype(np.float32) - ref) ** 2).mean(-1)
+        for name, where in (("kept", ~dropped), ("dropped", dropped)):
+            self.region[name][0] += float(err[where].sum())
+            self.region[name][1] += int(where.sum())
+
+    def region_psnr(self) -> dict:
+        """PSNR over the pixels of kept and of dropped positions (None where there were none)."""
+        return {k: 10 * np.log10(255 ** 2 / max(e / n, 1e-10)) if n else None for k, (e, n) in self.region.items()}
+
     @property
     def mean_psnr(self) -> float:
         return float(np.mean(self.psnr))
@@ -59,12 +72,25 @@ class Scores:
         return self.latent_err / max(1, self.latent_n)
 
 
-def decode_and_score(dec: Decoder, chunk, ref: np.ndarray, scores: Scores, truth=None, scale=None) -> np.ndarray:
+def dropped_pixels(mask, n: int, height: int, width: int, time_factor: int, starts_stream: bool,
+                   space_factor: int) -> np.ndarray:
+    """(t, h, w) latent mask -> (n, height, width): which pixels of each frame come from a dropped position."""
+    m = ~mask.numpy()[latent_index(n, time_factor, starts_stream)]
+    return m.repeat(space_factor, 1).repeat(space_factor, 2)[:, :height, :width]
+
+
+def decode_and_score(dec: Decoder, chunk, ref: np.ndarray, scores: Scores, truth=None, scale=None,
+                     starts_stream=None) -> np.ndarray:
     """Decode one chunk as decompress would, score its frames against ref (and, given the true
-    latents, the filled ones on dropped positions) -> the uint8 frames."""
+    latents, the filled ones on dropped positions; given starts_stream, kept and dropped regions
+    apart) -> the uint8 frames."""
     z = dec.dense(chunk)
     out = to_frames(dec.frames(z)[:len(ref)], ref.shape[1], ref.shape[2])
     scores.add(ref, out)
+    if starts_stream is not None:
+        t = dec.tok
+        scores.add_regions(ref, out, dropped_pixels(chunk.mask, len(ref), ref.shape[1], ref.shape[2], t.time_factor,
+                                                    starts_stream, t.space_factor))
     if truth is not None:
         scores.add_latents(z, truth, chunk.mask, scale)
     return out
@@ -89,7 +115,8 @@ def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | N
     inpainter, note = inpainter_for(tok, opts.threshold, None, path, use_lit, device)
     codec = Codec(tok, opts.rule(), opts.quant)
     enc = codec.encoder()
-    decoders = {"full": codec.decoder(), "hold": codec.decoder(), **({"lit": codec.decoder(inpainter)} if inpainter else {})}
+    decoders = {"full": codec.decoder(), "hold": codec.decoder(), "interp": codec.decoder(fill="interp"),
+                **({"lit": codec.decoder(inpainter)} if inpainter else {})}
     scores = {k: Scores() for k in decoders}
     buf, frames, kept, total, t_write = io.BytesIO(), 0, 0, 0, 0.0
     with _reader(path, opts, upscale) as reader:
@@ -101,9 +128,13 @@ def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | N
             t0 = time.perf_counter()
             writer.write_chunk(c.mask, c.codes, c.qscale, c.frames)
             t_write += time.perf_counter() - t0
-            scores["full"].add(ref, to_frames(decoders["full"].frames(c.latents)[:real], info.height, info.width))
+            starts = frames == 0 or not tok.stateful
+            full = to_frames(decoders["full"].frames(c.latents)[:real], info.height, info.width)
+            scores["full"].add(ref, full)
+            scores["full"].add_regions(ref, full, dropped_pixels(c.mask, real, info.height, info.width, tok.time_factor,
+                                                                starts, tok.space_factor))
             for k in [k for k in decoders if k != "full"]:
-                decode_and_score(decoders[k], c, ref, scores[k], truth=c.latents)
+                decode_and_score(decoders[k], c, ref, scores[k], truth=c.latents, starts_stream=starts)
             frames, kept, total = frames + real, kept + int(c.mask.sum()), total + c.mask.numel()
             if progress:
                 progress(real)
@@ -117,8 +148,10 @@ def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | N
         "fps_decompress": frames / max(sum(decoders[main].timing.values()), 1e-9),
         "psnr_full_rate": scores["full"].mean_psnr, "ssim_full_rate": scores["full"].mean_ssim,
         "psnr_hold_fill": scores["hold"].mean_psnr, "ssim_hold_fill": scores["hold"].mean_ssim,
+        "psnr_interp_fill": scores["interp"].mean_psnr, "ssim_interp_fill": scores["interp"].mean_ssim,
         "psnr_lit": scores["lit"].mean_psnr if inpainter else None,
-        "latent_mse_dropped_hold": scores["hold"].latent_mse,
+        **{f"psnr_{region}_region_{k}": v for k in decoders for region, v in scores[k].region_psnr().items()},
+        "latent_mse_dropped_hold": scores["hold"].latent_mse, "latent_mse_dropped_interp": scores["interp"].latent_mse,
         "latent_mse_dropped_lit": scores["lit"].latent_mse if inpainter else None,
         "lit": inpainter is not None, "threshold": opts.threshold, "keep_ratio": opts.keep_ratio,
         "timing": {**enc.timing, "write": t_write, **{f"decompress_{k}": v for k, v in decoders[main].timing.items()}},
@@ -131,7 +164,8 @@ def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | N
 
 
 MEAN_KEYS = ["psnr", "ssim", "token_rate", "bpp", "fps_compress", "fps_decompress", "psnr_full_rate",
-             "ssim_full_rate", "psnr_hold_fill", "ssim_hold_fill", "latent_mse_dropped_hold"]
+             "ssim_full_rate", "psnr_hold_fill", "ssim_hold_fill", "psnr_interp_fill", "ssim_interp_fill",
+             "latent_mse_dropped_hold", "latent_mse_dropped_interp"]
 
 
 def mean_of(results: list[dict]) -> dict:

@@ -72,6 +72,11 @@ def test_eval_json(small_tok_path, videos):
         assert key in clip and key in mean
     assert clip["frames"] == 33
     assert clip["psnr_full_rate"] >= clip["psnr_hold_fill"] - 0.5
+    assert "psnr_interp_fill" in mean and clip["latent_mse_dropped_interp"] >= 0
+    # where the loss is: pixels of kept and of dropped positions, for every fill and at full rate
+    for fill in ("full", "hold", "interp"):
+        assert 10 < clip[f"psnr_kept_region_{fill}"] < 99 and 10 < clip[f"psnr_dropped_region_{fill}"] < 99
+    assert clip["psnr_dropped_region_hold"] <= clip["psnr_dropped_region_full"] + 0.5
 
 
 def test_decompress_needs_the_right_tokenizer(tmp_path, atok):
