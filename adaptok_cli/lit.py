@@ -38,6 +38,7 @@ class LITConfig:
     pos_period: int = 16
     span: int = 8
     bidirectional: bool = False   # temporal attention sees later frames of the chunk too (the whole chunk is known)
+    global_view: bool = False     # every token also attends to a coarse view of its frame (one token per window)
     base: str = "hold"            # the fill LIT corrects: "hold" or "interp" (codec.FILLS)
 
     def to_dict(self):
@@ -65,24 +66,48 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(n, s, d))
 
 
+class CrossAttention(nn.Module):
+    """Queries from the tokens, keys and values from another set (the coarse view of the frame)."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.q, self.kv = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        nn.init.zeros_(self.proj.weight), nn.init.zeros_(self.proj.bias)   # starts as no change
+
+    def forward(self, x, ctx):
+        n, s, d = x.shape
+        hd = d // self.heads
+        q = self.q(x).view(n, s, self.heads, hd).transpose(1, 2)
+        k, v = self.kv(ctx).view(n, ctx.shape[1], 2, self.heads, hd).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(y.transpose(1, 2).reshape(n, s, d))
+
+
 class Layer(nn.Module):
     """Windowed spatial attention, temporal attention (causal, or over the whole chunk), MLP; all pre-norm residual."""
 
-    def __init__(self, dim, heads, causal=True):
+    def __init__(self, dim, heads, causal=True, global_view=False):
         super().__init__()
         self.causal = causal
         self.norm_s, self.norm_t, self.norm_m = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.spatial, self.temporal = Attention(dim, heads), Attention(dim, heads)
+        if global_view:
+            self.norm_g, self.coarse = nn.LayerNorm(dim), CrossAttention(dim, heads)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
-    def forward(self, x, rows=None):
+    def forward(self, x, rows=None, coarse=None):
         """x: (tiles, t, window², dim), tokens grouped tile by tile (so spatial attention needs no copy).
 
         rows, a (tiles, t, window²) bool, keeps only those tokens for the MLP and returns them (N, dim):
         in the last layer, the MLP of a token feeds nothing but that token's output.
+        coarse, (tiles, t, windows, dim): the coarse view of each tile's frame, for global_view.
         """
         g, t, s, d = x.shape
         x = x + self.spatial(self.norm_s(x).view(g * t, s, d)).view(g, t, s, d)
+        if coarse is not None:
+            x = x + self.coarse(self.norm_g(x).view(g * t, s, d), coarse.reshape(g * t, -1, d)).view(g, t, s, d)
         # temporal: every position attends to itself in earlier (or all) frames
         y = self.temporal(self.norm_t(x).transpose(1, 2).reshape(g * s, t, d), causal=self.causal)
         x = x + y.view(g, s, t, d).transpose(1, 2)
@@ -109,7 +134,8 @@ class LIT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.inp = nn.Linear(cfg.channels + 4, cfg.dim)
-        self.layers = nn.ModuleList(Layer(cfg.dim, cfg.heads, not cfg.bidirectional) for _ in range(cfg.layers))
+        self.layers = nn.ModuleList(Layer(cfg.dim, cfg.heads, not cfg.bidirectional, cfg.global_view)
+                                    for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.dim)
         self.out = nn.Linear(cfg.dim, cfg.channels)
         nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)
@@ -137,6 +163,10 @@ class LIT(nn.Module):
         pos = torch.cat([ys, xs], -1)[None] + sinusoid(torch.arange(t), d)[:, None, None, :]
         x = self.inp(x) + pos.to(x.device)
         nh, nw = H // ws, W // ws
+        coarse = None
+        if self.cfg.global_view:    # one token per window and frame: the window's mean input, seen by every tile
+            coarse = x.view(b, t, nh, ws, nw, ws, d).mean((3, 5)).reshape(b, 1, t, nh * nw, d)
+            coarse = coarse.expand(b, nh * nw, t, nh * nw, d).reshape(b * nh * nw, t, nh * nw, d)
         x = to_tiles(x, ws)
         rows = pick = None
         if wanted is not None:
@@ -146,8 +176,9 @@ class LIT(nn.Module):
                 pick = None
             else:
                 x, rows = x[pick], rows[pick]
+                coarse = coarse[pick] if coarse is not None else None
         for i, layer in enumerate(self.layers):
-            x = layer(x, rows if i == len(self.layers) - 1 else None)
+            x = layer(x, rows if i == len(self.layers) - 1 else None, coarse)
         y = self.out(self.norm(x))
         if rows is not None:
             y = y.new_zeros(*rows.shape, c).index_put_((rows,), y)

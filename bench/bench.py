@@ -441,13 +441,37 @@ def throughput(tok, sizes, frames, tmp, log):
     return rows
 
 
-def peak_rss_mb(*args):
+def peak_rss_mb(*args, output=False):
+    """Peak RSS (MB) of one adaptok command in its own process (and, output=True, its stdout)."""
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     p = subprocess.run([sys.executable, ROOT / "tests" / "peak_rss.py", *map(str, args)], capture_output=True,
                        text=True, env=env)
     if p.returncode:
         raise RuntimeError(p.stderr)
-    return int(p.stderr.strip().splitlines()[-1]) / 1024
+    mb = int(p.stderr.strip().splitlines()[-1]) / 1024
+    return (mb, p.stdout) if output else mb
+
+
+SCALING_SIZES = [(256, 256, 49), (854, 480, 49), (1280, 720, 25), (1920, 1080, 25), (3840, 2160, 9)]
+
+
+def scaling(tmp, sizes, log):
+    """Peak RSS, frames/s and megapixels/s of compress and decompress against frame size, each command
+    in its own process; the speed is the command's own timer (--json seconds: no process start-up)."""
+    rows = []
+    for w, h, n in sizes:
+        src = moving_video(Path(tmp) / f"s{w}x{h}.mp4", w, h, n)
+        row = {"size": f"{w}x{h}", "frames": n}
+        for cmd, a, b in (("compress", src, Path(tmp) / f"s{w}.atok"), ("decompress", Path(tmp) / f"s{w}.atok",
+                                                                         Path(tmp) / f"s{w}.mkv")):
+            mb, out = peak_rss_mb(cmd, a, "-o", b, "-f", "--json", output=True)
+            secs = json.loads(out.splitlines()[-1])["seconds"]
+            row.update({f"{cmd}_peak_rss_mb": mb, f"{cmd}_fps": n / secs, f"{cmd}_mpx_s": n * w * h / secs / 1e6})
+        rows.append(row)
+        log(row)
+        for p in Path(tmp).glob(f"s{w}*"):
+            p.unlink()
+    return rows
 
 
 def long_video_memory(tmp, lengths_s, fps, log, width=854, height=480):
@@ -523,7 +547,7 @@ def plots(rows, out_dir, codecs=None, default=None):
     return files
 
 
-SECTIONS = ("rd", "codecs", "alloc", "throughput", "memory")
+SECTIONS = ("rd", "codecs", "alloc", "throughput", "memory", "scaling")
 
 
 def main(argv=None):
@@ -601,6 +625,8 @@ def main(argv=None):
                 sizes = [(64, 64, None), (64, 64, 0.4)] if args.quick else [
                     (256, 256, None), (256, 256, 0.4), (854, 480, None), (854, 480, 0.4)]
                 results["throughput"] = throughput(tok, sizes, 9 if args.quick else 97, tmp, log)
+            elif section == "scaling":
+                results["scaling"] = scaling(tmp, [(64, 64, 9), (96, 64, 5)] if args.quick else SCALING_SIZES, log)
             elif section == "memory":
                 longs = [float(x) for x in ("1,2" if args.quick else args.long_seconds).split(",")]
                 results["memory"] = long_video_memory(tmp, longs, args.long_fps, log,
@@ -675,6 +701,16 @@ def write_markdown(r, pngs, path):
                                       "peak_rss_decompress_mb"],
                         {"seconds_of_video": "{:g}", "fps": "{:g}", "peak_rss_compress_mb": "{:.0f}",
                          "peak_rss_decompress_mb": "{:.0f}"}), ""]
+    if "scaling" in r:
+        f0, f1 = "{:.0f}", "{:.2f}"
+        lines += ["## Memory and speed against frame size", "", ran(r, "scaling"), "",
+                  "Each command in its own process on a generated panning clip (x264 input, FFV1 output), default "
+                  "settings; peak RSS is VmHWM, speed the command's own time (`--json` seconds). Megapixels/s is "
+                  "what says whether large frames run at the per-pixel speed of small ones.", "",
+                  table(r["scaling"], ["size", "frames", "compress_peak_rss_mb", "compress_fps", "compress_mpx_s",
+                                       "decompress_peak_rss_mb", "decompress_fps", "decompress_mpx_s"],
+                        {"compress_peak_rss_mb": f0, "decompress_peak_rss_mb": f0, "compress_fps": f1,
+                         "decompress_fps": f1, "compress_mpx_s": f1, "decompress_mpx_s": f1}), ""]
     path.write_text("\n".join(lines))
 
 

@@ -93,11 +93,15 @@ def test_long_chunks_are_filled_span_by_span_as_trained():
     assert not torch.equal(whole, one_pass)      # the span does matter: LIT attends across it
 
 
-def test_work_whose_output_is_unused_is_skipped_without_changing_the_fill(monkeypatch):
-    """LIT runs only on the window x window tiles that hold a dropped position (tiles never see each
-    other), and its last MLP only on dropped positions: the fill is what a full pass over every position
-    gives, up to float rounding, odd frame sizes included."""
-    model = random_lit(seed=2)
+@pytest.mark.parametrize("cfg", [{}, {"bidirectional": True, "global_view": True}])
+def test_work_whose_output_is_unused_is_skipped_without_changing_the_fill(monkeypatch, cfg):
+    """LIT runs only on the window x window tiles that hold a dropped position (tiles see each other
+    only through the coarse view, made from every tile's input), and its last MLP only on dropped
+    positions: the fill is what a full pass over every position gives, up to float rounding, odd
+    frame sizes included; with the whole chunk in view and the coarse view too."""
+    model = random_lit(seed=2, **cfg)
+    if cfg:
+        torch.nn.init.normal_(model.layers[0].coarse.proj.weight, std=0.5)    # the view starts as no change
     z = torch.randn(12, 16, 13, 21)                 # 2 x 3 tiles of 8, the last row and column padded
     mask = torch.ones(12, 13, 21, dtype=torch.bool)
     mask[2:5, 9:13, 17:21] = torch.rand(3, 4, 4) < 0.5   # the bottom-right (padded) tile
