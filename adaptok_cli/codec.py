@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from itertools import chain, islice
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -19,20 +20,21 @@ import torch
 from .masking import HoldFill, InterpFill, Selector, dequantise, gather_kept, quantise
 from .tokenizer import Tokenizer, pad_frames
 
-# Decoding runs a stateful tokeniser over at most this many pixels at once, so memory follows the frame
-# size, not the chunk length (a chunk of 1024 latent frames decodes group by group).
-DECODE_PIXELS = 1 << 23
+# A stateful tokeniser encodes and decodes at most this many pixels of frames per call (at least one
+# latent frame), so memory follows the frame size, not the chunk length: small frames still go several
+# latent frames at a time, large ones one by one.
+ENCODE_PIXELS = DECODE_PIXELS = 1 << 21
 
 
 def to_tensor(frames: list[np.ndarray], multiple: int) -> torch.Tensor:
     """uint8 (H, W, 3) frames -> (T, 3, H', W') in [-1, 1], replicate-padded to the tokeniser's multiple."""
-    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1)   # in place: no temporaries
     return pad_frames(x, multiple)
 
 
 def to_frames(x: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """(T, 3, H', W') in [-1, 1] -> cropped uint8 (T, H, W, 3)."""
-    x = ((x[:, :, :height, :width].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    """(T, 3, H', W') in [-1, 1] -> cropped uint8 (T, H, W, 3). x is used up (worked on in place)."""
+    x = x[:, :, :height, :width].clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8)
     return x.permute(0, 2, 3, 1).numpy()
 
 
@@ -97,19 +99,61 @@ class Encoder:
         r = codec.rule
         self.selector = Selector(self.tok.scale, r.threshold, r.keep_ratio, r.keyframe_interval)
         self.state = None
+        self._pixels = 1
         self.timing = {"encode": 0.0, "mask": 0.0}
 
     def chunks(self, frames: Iterable[np.ndarray], chunk: int) -> Iterator[Encoded]:
-        """A whole stream of frames -> its chunks, encoded."""
-        for group, real in self.codec.frame_chunks(frames, chunk):
-            yield self.encode_chunk(group, real)
+        """A whole stream of frames -> its chunks, encoded.
+
+        A stateful tokeniser is fed a few latent frames' worth of frames at a time (ENCODE_PIXELS), so
+        only those frames and their activations are in memory, never a whole chunk of them; its state
+        makes this equal to one call per chunk. A stateless one codes each chunk as a clip, so it
+        gets each chunk whole."""
+        it = iter(frames)
+        first = next(it, None)
+        if first is None:
+            return
+        self._pixels = first.shape[0] * first.shape[1]
+        it = chain([first], it)
+        while True:
+            zs, real, left, short = [], 0, chunk, False
+            while left > 0 and not short:
+                n = min(left, self._latents_per_call()) if self.tok.stateful else left
+                group, got, need = self._next_group(it, n)
+                if got:
+                    zs.append(self._encode(group))
+                real, left, short = real + got, left - n, got < need
+            if zs:
+                enc = self.encode_latents(torch.cat(zs))
+                enc.frames = real
+                yield enc
+            if short:
+                return
+
+    def _latents_per_call(self) -> int:
+        return max(1, ENCODE_PIXELS // max(1, self._pixels * self.tok.time_factor))
+
+    def _next_group(self, it, n: int) -> tuple[list, int, int]:
+        """The frames of the next n latent frames, the last group padded with its last frame
+        -> (frames, how many are real, how many n latent frames take)."""
+        starts = self.state is None
+        need = self.tok.frames_for(n, starts)
+        group = list(islice(it, need))
+        real = len(group)
+        if 0 < real < need:
+            group += [group[-1]] * (self.tok.frames_for(self.tok.latents_for(real, starts), starts) - real)
+        return group, real, need
+
+    def _encode(self, frames: list[np.ndarray]) -> torch.Tensor:
+        t0 = time.perf_counter()
+        z, state = self.tok.encode(to_tensor(frames, self.tok.pad_multiple), self.state)
+        self.state = state if self.tok.stateful else None
+        self.timing["encode"] += time.perf_counter() - t0
+        return z
 
     def encode_chunk(self, frames: list[np.ndarray], real: int | None = None) -> Encoded:
         """Frames (padded to whole latent frames) -> Encoded; real: how many of them are the video's."""
-        t0 = time.perf_counter()
-        z, self.state = self.tok.encode(to_tensor(frames, self.tok.pad_multiple), self.state)
-        self.timing["encode"] += time.perf_counter() - t0
-        enc = self.encode_latents(z)
+        enc = self.encode_latents(self._encode(frames))
         enc.frames = len(frames) if real is None else real
         return enc
 

@@ -129,6 +129,9 @@ def bounded(delta: torch.Tensor, threshold: float | None) -> torch.Tensor:
     return project_l1(delta.movedim(-3, -1), threshold * c).movedim(-1, -3)
 
 
+TILE_BATCH = 32      # tiles of window x window positions run together (bounds memory at any frame size)
+
+
 class LIT(nn.Module):
     def __init__(self, cfg: LITConfig = LITConfig()):
         super().__init__()
@@ -144,48 +147,63 @@ class LIT(nn.Module):
         """held: (B, T, C, h, w) in scale units; mask, context: (B, T, h, w) float; rate: (B, 2) from
         rate_features -> correction (B, T, C, h, w), not yet bounded.
 
-        `wanted`, a (B, T, h, w) bool, says which outputs will be used (dropped positions). Tiles of
-        window x window positions never see each other (attention is spatial within a tile, temporal
-        per position), so only tiles holding a wanted position run, and the last layer's MLP and the
-        output head only at those positions: they get what a full pass gives them (up to float
-        rounding), the rest a zero correction.
+        Tokens are grouped in window x window tiles that see each other only through the coarse view,
+        which is made from every tile's input first; so tiles run TILE_BATCH at a time (LIT's memory
+        does not grow with the frame) and, given `wanted` (a (B, T, h, w) bool: which outputs will be
+        used), only tiles holding a wanted position run, the last layer's MLP and the output head only
+        at those positions. They get what a full pass gives them (up to float rounding), the rest zero.
         """
         b, t, c, h, w = held.shape
-        ws = self.cfg.window
+        ws, d = self.cfg.window, self.cfg.dim
         rate = rate[:, None, None, None, :].expand(b, t, h, w, 2).to(held)
         x = torch.cat([held.permute(0, 1, 3, 4, 2), mask[..., None], context[..., None], rate], -1)
         ph, pw = -h % ws, -w % ws
         x = F.pad(x, (0, 0, 0, pw, 0, ph))
         H, W = h + ph, w + pw
-        d = self.cfg.dim
-        ys = sinusoid(torch.arange(H) % self.cfg.pos_period, d // 2)[:, None, :].expand(H, W, d // 2)
-        xs = sinusoid(torch.arange(W) % self.cfg.pos_period, d // 2)[None, :, :].expand(H, W, d // 2)
-        pos = torch.cat([ys, xs], -1)[None] + sinusoid(torch.arange(t), d)[:, None, None, :]
-        x = self.inp(x) + pos.to(x.device)
         nh, nw = H // ws, W // ws
-        coarse = None
-        if self.cfg.global_view:    # one token per window and frame: the window's mean input, seen by every tile
-            coarse = x.view(b, t, nh, ws, nw, ws, d).mean((3, 5)).reshape(b, 1, t, nh * nw, d)
-            coarse = coarse.expand(b, nh * nw, t, nh * nw, d).reshape(b * nh * nw, t, nh * nw, d)
-        x = to_tiles(x, ws)
-        rows = pick = None
+        pos = (sinusoid(torch.arange(H) % self.cfg.pos_period, d // 2).to(x),
+               sinusoid(torch.arange(W) % self.cfg.pos_period, d // 2).to(x), sinusoid(torch.arange(t), d).to(x))
+        coarse = self._coarse(x, pos) if self.cfg.global_view else None
+        tiles, ids, rows = to_tiles(x, ws), torch.arange(b * nh * nw, device=x.device), None
         if wanted is not None:
             rows = to_tiles(F.pad(wanted[..., None], (0, 0, 0, pw, 0, ph)), ws)[..., 0]
-            pick = rows.flatten(1).any(1)           # tiles holding a wanted position
-            if bool(pick.all()):
-                pick = None
-            else:
-                x, rows = x[pick], rows[pick]
-                coarse = coarse[pick] if coarse is not None else None
-        for i, layer in enumerate(self.layers):
-            x = layer(x, rows if i == len(self.layers) - 1 else None, coarse)
-        y = self.out(self.norm(x))
-        if rows is not None:
-            y = y.new_zeros(*rows.shape, c).index_put_((rows,), y)
-        if pick is not None:
-            y = y.new_zeros(b * nh * nw, *y.shape[1:]).index_copy_(0, pick.nonzero()[:, 0], y)
+            ids = ids[rows.flatten(1).any(1)]           # tiles holding a wanted position
+        out = []
+        for a in range(0, len(ids), TILE_BATCH):
+            g = ids[a:a + TILE_BATCH]
+            xa = self.inp(tiles[g]) + self._tile_pos(g, nh, nw, pos)
+            ca = coarse[g // (nh * nw)] if coarse is not None else None
+            for i, layer in enumerate(self.layers):
+                xa = layer(xa, rows[g] if rows is not None and i == len(self.layers) - 1 else None, ca)
+            out.append(self.out(self.norm(xa)))
+        y = held.new_zeros(b * nh * nw, t, ws * ws, c)
+        if rows is None:
+            y[ids] = torch.cat(out)
+        else:
+            used = torch.zeros_like(rows)
+            used[ids] = rows[ids]
+            y[used] = torch.cat(out)
         y = y.view(b, nh, nw, t, ws, ws, c).permute(0, 3, 6, 1, 4, 2, 5).reshape(b, t, c, H, W)
         return y[..., :h, :w]
+
+    def _tile_pos(self, g, nh, nw, pos):
+        """Position embeddings of tiles g: (n, T, window², dim)."""
+        ws, (py, px, pt) = self.cfg.window, pos
+        ty, tx = (g % (nh * nw)) // nw, g % nw
+        r = torch.arange(ws, device=g.device)
+        y, x = py[ty[:, None] * ws + r], px[tx[:, None] * ws + r]                 # (n, ws, dim/2)
+        yx = torch.cat([y[:, :, None].expand(-1, -1, ws, -1), x[:, None].expand(-1, ws, -1, -1)], -1)
+        return yx.reshape(len(g), 1, ws * ws, -1) + pt[None, :, None]
+
+    def _coarse(self, x, pos):
+        """The coarse view: per frame, one token per window, the window's mean embedded input
+        (the mean of raw features, embedded: the embedding is affine) -> (B, T, windows, dim)."""
+        ws, (py, px, pt) = self.cfg.window, pos
+        b, t, H, W, f = x.shape
+        xm = x.view(b, t, H // ws, ws, W // ws, ws, f).mean((3, 5))
+        ym, xmp = py.view(H // ws, ws, -1).mean(1), px.view(W // ws, ws, -1).mean(1)
+        pm = torch.cat([ym[:, None].expand(-1, W // ws, -1), xmp[None].expand(H // ws, -1, -1)], -1)
+        return (self.inp(xm) + pm + pt[:, None, None]).reshape(b, t, -1, self.cfg.dim)
 
 
 def to_tiles(x: torch.Tensor, ws: int) -> torch.Tensor:

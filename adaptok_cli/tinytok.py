@@ -53,6 +53,34 @@ class MemBlock(nn.Module):
         return F.relu(x + self.conv(torch.cat([x, past], 1)))
 
 
+# The full-resolution layers (encoder stem, decoder head) run in horizontal stripes of at most this many
+# pixels per frame group, each with a halo of rows that covers their receptive field, so a large frame's
+# activations never exist at once and the result equals one pass (up to float rounding; tested). The
+# 1/8-resolution trunk, whose receptive field is large, always runs whole: it is small.
+STRIPE_PIXELS = 1 << 18
+STEM_HALO = 16      # frame rows: the stem's 3x3 convs at 1/2 and 1/4 resolution reach 2 + 8 rows
+HEAD_HALO = 2       # latent rows: the head's 3x3 convs at 1/4 and 1/2 resolution reach under one
+
+
+def in_stripes(fn, x, halo: int, unit: int, scale: float, pixels: int):
+    """fn over horizontal stripes of x (N, C, H, W), each widened by `halo` rows on both sides and cut
+    back after; stripe heights are multiples of `unit` rows; fn maps H rows to H * scale rows."""
+    n, c, h, w = x.shape
+    per_row = w * max(1.0, scale) ** 2          # pixels of the larger side (input or output) per input row
+    rows = max(unit, int(pixels // per_row) // unit * unit)
+    if rows >= h:
+        return fn(x)
+    out = None
+    for a in range(0, h, rows):
+        lo, hi = max(0, a - halo), min(h, a + rows + halo)
+        y = fn(x[:, :, lo:hi])
+        if out is None:     # filled stripe by stripe: no list of stripes to join at the end
+            out = y.new_empty(*y.shape[:2], round(h * scale), y.shape[3])
+        out[:, :, round(a * scale):round(min(h, a + rows) * scale)] = \
+            y[:, :, round((a - lo) * scale):round((min(h, a + rows) - lo) * scale)]
+    return out
+
+
 def shift_groups(x, groups, state):
     """Previous group's features for each group of x ((B*G, C, H, W)); state holds the last group."""
     bg, c, h, w = x.shape
@@ -92,12 +120,16 @@ class Encoder(nn.Module):
         self.trunk = Trunk(cfg.width, cfg.enc_blocks)
         self.out = conv(cfg.width, cfg.latent_channels)
 
+    def stem(self, x):
+        """(N, group*3, H, W) -> (N, width, H/8, W/8): the layers above 1/8 resolution."""
+        h = self.at_half(F.pixel_unshuffle(x, 2))
+        h = self.at_quarter(F.pixel_unshuffle(h, 2))
+        return self.down(F.pixel_unshuffle(h, 2))
+
     def forward(self, x, state=None):
         """x: (B, G, group*3, H, W) in [-1, 1] -> latents (B, G, C, H/8, W/8)."""
         b, gr = x.shape[:2]
-        h = self.at_half(F.pixel_unshuffle(x.flatten(0, 1), 2))
-        h = self.at_quarter(F.pixel_unshuffle(h, 2))
-        h = self.down(F.pixel_unshuffle(h, 2))
+        h = in_stripes(self.stem, x.flatten(0, 1), STEM_HALO, 8, 1 / 8, STRIPE_PIXELS)
         h, state = self.trunk(h, gr, state)
         z = self.out(h)
         return z.view(b, gr, *z.shape[1:]), state
@@ -115,13 +147,16 @@ class Decoder(nn.Module):
         self.at_quarter = nn.Sequential(Block(s), conv(s, 2 * s, 1))
         self.at_half = nn.Sequential(conv(s // 2, s // 2), nn.ReLU(inplace=True), conv(s // 2, g * 3 * 4))
 
+    def head(self, h):
+        """(N, width, h, w) -> (N, group*3, 8h, 8w): the layers above 1/8 resolution."""
+        h = self.at_quarter(F.pixel_shuffle(self.up(h), 2))
+        return F.pixel_shuffle(self.at_half(F.pixel_shuffle(h, 2)), 2)
+
     def forward(self, z, state=None):
         """z: (B, G, C, h, w) -> frames (B, G, group*3, 8h, 8w)."""
         b, gr = z.shape[:2]
         h, state = self.trunk(self.inp(z.flatten(0, 1)), gr, state)
-        h = self.at_quarter(F.pixel_shuffle(self.up(h), 2))
-        h = self.at_half(F.pixel_shuffle(h, 2))
-        x = F.pixel_shuffle(h, 2)
+        x = in_stripes(self.head, h, HEAD_HALO, 1, 8, STRIPE_PIXELS)
         return x.view(b, gr, *x.shape[1:]), state
 
 

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from adaptok_cli import lit as lit_module
+
 import adaptok_cli as atk
 from adaptok_cli.lit import LIT, LITConfig, Inpainter, load_lit, project_l1
 from adaptok_cli.masking import HoldFill, gather_kept
@@ -118,6 +120,9 @@ def test_work_whose_output_is_unused_is_skipped_without_changing_the_fill(monkey
     full_pass = Inpainter(model, torch.ones(16), "x", threshold=0.5).fill(held, mask)
     torch.testing.assert_close(skipped, full_pass, rtol=0, atol=1e-5)   # fewer rows per matmul: rounding only
     assert (skipped - held).abs().max() > 1e-2
+    monkeypatch.setattr(lit_module, "TILE_BATCH", 1)                   # memory: one tile at a time, same fill
+    one_by_one = Inpainter(model, torch.ones(16), "x", threshold=0.5).fill(held, mask)
+    torch.testing.assert_close(one_by_one, full_pass, rtol=0, atol=1e-5)
 
 
 def test_fill_stays_within_the_threshold_of_the_held_value():

@@ -159,3 +159,22 @@ def test_decompress_matches_full_rate_when_nothing_dropped(tmp_path, small_tok_p
     expect = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     got = read_frames(a)
     assert np.abs(got.astype(int) - expect.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("n_frames", [1, 7, 33])
+def test_encoding_a_few_latent_frames_per_call_equals_a_chunk_per_call(small_tok_path, videos, monkeypatch, n_frames):
+    """Memory: compress feeds the tokeniser one latent frame's worth of frames at a time when frames are
+    large; the carried state makes that equal to one call per chunk (frame counts, masks, latents)."""
+    from adaptok_cli import codec as codec_module
+    tok = load_tokenizer(str(small_tok_path))
+    frames = read_frames(videos["static"])[:n_frames]
+    runs = []
+    for budget in (1 << 30, 1):           # a whole chunk per call, then one latent frame per call
+        monkeypatch.setattr(codec_module, "ENCODE_PIXELS", budget)
+        o = opts(small_tok_path, chunk=3).check()
+        runs.append(list(Codec(tok, o.rule(), o.quant).encoder().chunks(iter(frames), 3)))
+    whole, pieces = runs
+    assert [c.frames for c in whole] == [c.frames for c in pieces] and sum(c.frames for c in whole) == n_frames
+    for a, b in zip(whole, pieces):
+        assert torch.equal(a.mask, b.mask)
+        torch.testing.assert_close(a.latents, b.latents, atol=1e-4, rtol=1e-4)

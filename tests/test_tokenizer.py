@@ -123,3 +123,20 @@ def test_fine_tune_starts_from_the_given_weights(tmp_path):
     ema = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["ema"]
     start = load_tokenizer("tinytok").model.state_dict()
     assert max((ema[k] - start[k]).abs().max().item() for k in start) < 1e-4
+
+
+def test_large_frames_run_in_stripes_equal_to_one_pass(small_tok_path, monkeypatch):
+    """Memory: the full-resolution layers run in horizontal stripes with a halo that covers their
+    receptive field, so a 4K frame's activations never exist at once; the result equals one pass."""
+    from adaptok_cli import tinytok
+    tok = load_tokenizer(str(small_tok_path))
+    x = torch.rand(5, 3, 72, 40) * 2 - 1                     # 9 latent rows: stripes of 8 and 1
+    whole_z, s = tok.encode(x[:1])
+    whole_z2, _ = tok.encode(x[1:], s)
+    whole_x, _ = tok.decode(torch.cat([whole_z, whole_z2]))
+    monkeypatch.setattr(tinytok, "STRIPE_PIXELS", 8 * 40)    # one latent row (8 frame rows) per stripe
+    z, s = tok.encode(x[:1])
+    z2, _ = tok.encode(x[1:], s)
+    out, _ = tok.decode(torch.cat([z, z2]))
+    torch.testing.assert_close(torch.cat([z, z2]), torch.cat([whole_z, whole_z2]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, whole_x, atol=1e-5, rtol=1e-5)
