@@ -133,9 +133,25 @@ def _call(job, src, dst):
         _IN_JOB = False
 
 
+# What one worker process needs at most for frames up to 1920x1080 with the built-in models
+# (docs/BENCHMARKS.md, memory against frame size: about 1.0 GB peak for decompress at 1080p).
+WORKER_MB = 1000
+
+
+def available_mb() -> int | None:
+    """Memory the system can give without swapping (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) // 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 def default_workers(n_files: int) -> int:
-    """Half the cores (each file also uses a thread for video I/O), at least 1, at most one per file."""
-    return max(1, min(n_files, (os.cpu_count() or 1) // 2))
+    """Half the cores (each file also uses a thread for video I/O), no more than the free memory holds
+    (WORKER_MB each), at least 1, at most one per file."""
+    by_memory = (available_mb() or 1 << 30) // WORKER_MB
+    return max(1, min(n_files, (os.cpu_count() or 1) // 2, by_memory))
 
 
 def run(pairs: list[tuple[Path, Path]], job, workers: int = 1,

@@ -68,7 +68,7 @@ Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but er
 Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="Print timings.")]
 Json = Annotated[bool, typer.Option("--json", help="One JSON object per file on stdout.")]
 Csv = Annotated[bool, typer.Option("--csv", help="One CSV row per file on stdout (after a header row).")]
-Workers = Annotated[Optional[int], typer.Option("--workers", "-j", help="Files processed in parallel (default: half the cores).")]
+Workers = Annotated[Optional[int], typer.Option("--workers", "-j", help="Files processed in parallel (default: half the cores, and no more than free memory holds at 1 GB each).")]
 MaxPixels = Annotated[Optional[int], typer.Option("--max-pixels", metavar="N", help=(
     "Resource budget: refuse containers with frames over N pixels [default: 4096x4096]; raise it only for "
     "files you trust."))]

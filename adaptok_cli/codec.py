@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .masking import HoldFill, InterpFill, Selector, dequantise, gather_kept, quantise
-from .tokenizer import Tokenizer, pad_frames
+from .tokenizer import Tokenizer
 
 # A stateful tokeniser encodes and decodes at most this many pixels of frames per call (at least one
 # latent frame), so memory follows the frame size, not the chunk length: small frames still go several
@@ -27,9 +27,13 @@ ENCODE_PIXELS = DECODE_PIXELS = 1 << 21
 
 
 def to_tensor(frames: list[np.ndarray], multiple: int) -> torch.Tensor:
-    """uint8 (H, W, 3) frames -> (T, 3, H', W') in [-1, 1], replicate-padded to the tokeniser's multiple."""
-    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1)   # in place: no temporaries
-    return pad_frames(x, multiple)
+    """uint8 (H, W, 3) frames -> uint8 (T, 3, H', W'), edge-padded to the tokeniser's multiple. Frames stay
+    uint8, a quarter of float32, until the network reads them (Tokenizer.encode takes uint8 or [-1, 1])."""
+    a = np.stack(frames)
+    ph, pw = -a.shape[1] % multiple, -a.shape[2] % multiple
+    if ph or pw:
+        a = np.pad(a, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+    return torch.from_numpy(a).permute(0, 3, 1, 2)
 
 
 def to_frames(x: torch.Tensor, height: int, width: int) -> np.ndarray:
@@ -207,8 +211,10 @@ class Decoder:
         frames in all (the last chunk's padding frames are dropped)."""
         for lat, x in self.frame_groups(self.dense(chunk), height * width):
             frames = to_frames(x[:n], height, width)
+            del x               # not kept alive while the next group decodes: memory is one group's
             n -= len(frames)
             yield lat, frames
+            del frames
 
     def frame_groups(self, z: torch.Tensor, pixels: int):
         """Decode z in groups of latent frames small enough for DECODE_PIXELS -> (latent slice, frames).

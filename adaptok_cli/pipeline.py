@@ -220,6 +220,7 @@ def _write_frames(r: AtokReader, dec, writer: VideoWriter, res: Result, dst, ove
                     pending = next(audio, None)
             if progress:
                 progress(len(frames))
+            del frames          # before the next group decodes (a 4K group is 100 MB of frames)
     if res.frames != r.frames:   # the reader's checks make this impossible; never write a short video
         raise ContainerError(f"{r.path}: corrupt container (decoded {res.frames} frames, header says {r.frames})")
     with write_errors(dst):

@@ -121,13 +121,16 @@ class Encoder(nn.Module):
         self.out = conv(cfg.width, cfg.latent_channels)
 
     def stem(self, x):
-        """(N, group*3, H, W) -> (N, width, H/8, W/8): the layers above 1/8 resolution."""
+        """(N, group*3, H, W) in [-1, 1], or uint8 (converted here, stripe by stripe)
+        -> (N, width, H/8, W/8): the layers above 1/8 resolution."""
+        if x.dtype == torch.uint8:
+            x = x.float().div_(127.5).sub_(1)
         h = self.at_half(F.pixel_unshuffle(x, 2))
         h = self.at_quarter(F.pixel_unshuffle(h, 2))
         return self.down(F.pixel_unshuffle(h, 2))
 
     def forward(self, x, state=None):
-        """x: (B, G, group*3, H, W) in [-1, 1] -> latents (B, G, C, H/8, W/8)."""
+        """x: (B, G, group*3, H, W) in [-1, 1] or uint8 -> latents (B, G, C, H/8, W/8)."""
         b, gr = x.shape[:2]
         h = in_stripes(self.stem, x.flatten(0, 1), STEM_HALO, 8, 1 / 8, STRIPE_PIXELS)
         h, state = self.trunk(h, gr, state)

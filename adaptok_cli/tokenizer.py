@@ -1,6 +1,7 @@
 """Frozen continuous video tokenisers behind one small protocol, and how to load them.
 
-A tokeniser maps frames (T, 3, H, W) in [-1, 1] to latents (t, C, h, w) and back. Streaming:
+A tokeniser maps frames (T, 3, H, W) in [-1, 1] (or uint8 0..255, which it converts as late as it
+can) to latents (t, C, h, w) and back to frames in [-1, 1]. Streaming:
 `encode`/`decode` take and return a state; a call with state None starts a stream. A *stateful*
 tokeniser (the built-in one) continues the stream across calls, so chunked coding equals whole-clip
 coding; a stateless one (Cosmos TorchScript) codes each chunk as an independent clip.
@@ -22,7 +23,6 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -179,6 +179,8 @@ class CosmosTokenizer(Tokenizer):
 
     @torch.no_grad()
     def encode(self, frames, state=None):
+        if frames.dtype == torch.uint8:
+            frames = frames.float().div_(127.5).sub_(1)
         x = frames.permute(1, 0, 2, 3)[None].to(self.device)
         return self._run_encoder(x)[0].permute(1, 0, 2, 3).float().cpu(), None
 
@@ -238,12 +240,3 @@ def load_tokenizer(spec: str = DEFAULT_TOKENIZER, device="cpu") -> Tokenizer:
     if Path(spec).is_dir():
         return CosmosTokenizer(Path(spec), device)
     return TinyTokTokenizer(Path(spec), device)
-
-
-def pad_frames(frames: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Replicate-pad (T, 3, H, W) so H and W are multiples of `multiple`."""
-    h, w = frames.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if ph == 0 and pw == 0:
-        return frames
-    return F.pad(frames, (0, pw, 0, ph), mode="replicate")

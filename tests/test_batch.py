@@ -109,3 +109,16 @@ def test_plot_and_overlay(tmp_path, small_tok_path):
     assert len(frames) == 9
     # frame 0 is kept whole (untinted); later frames of a still scene are mostly dropped (tinted blue)
     assert frames[5][..., 2].mean() > frames[0][..., 2].mean() + 20
+
+
+def test_default_workers_fit_cores_and_free_memory(monkeypatch):
+    from adaptok_cli import batch
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(batch, "available_mb", lambda: 64_000)
+    assert batch.default_workers(100) == 8 and batch.default_workers(3) == 3
+    monkeypatch.setattr(batch, "available_mb", lambda: 2_500)     # two workers' worth of memory
+    assert batch.default_workers(100) == 2
+    monkeypatch.setattr(batch, "available_mb", lambda: 300)       # never below one
+    assert batch.default_workers(100) == 1
+    monkeypatch.setattr(batch, "available_mb", lambda: None)      # unknown: the cores decide
+    assert batch.default_workers(100) == 8
