@@ -59,7 +59,7 @@ class MemBlock(nn.Module):
 # 1/8-resolution trunk, whose receptive field is large, always runs whole: it is small.
 STRIPE_PIXELS = 1 << 18
 STEM_HALO = 16      # frame rows: the stem's 3x3 convs at 1/2 and 1/4 resolution reach 2 + 8 rows
-HEAD_HALO = 2       # latent rows: the head's 3x3 convs at 1/4 and 1/2 resolution reach under one
+HEAD_HALO = 2       # latent rows: the head's 3x3 convs at 1/4 and 1/2 resolution reach 1 + 1/2 of one
 
 
 def in_stripes(fn, x, halo: int, unit: int, scale: float, pixels: int):
