@@ -41,7 +41,7 @@ from adaptok_cli.evaluate import Scores, decode_and_score
 from adaptok_cli.lit import Inpainter
 from adaptok_cli.masking import Selector, dequantise, gather_kept, quantise
 from adaptok_cli.metrics import psnr, ssim
-from adaptok_cli.models import LIT_FROM_THRESHOLD, shipped_lit
+from adaptok_cli.models import LIT_FROM_THRESHOLD, ModelRef, shipped_lit
 from adaptok_cli.options import CompressOptions, header_for
 from adaptok_cli.tokenizer import load_tokenizer
 from adaptok_cli.training.data import DEV
@@ -155,14 +155,16 @@ def rate_distortion(tok, clips, lit, thresholds, log):
                                                             for k in ("token_rate", "bpp", "psnr", "ssim")}})
     log(rows[-1])
     for t in thresholds:
-        res_lit, res_hold = [], []
+        res_lit, res_hold, res_interp = [], [], []
         for c in clips:
             masks = threshold_masks(tok, c, threshold=t)
-            h = reconstruct(tok, c, masks)
+            h = reconstruct(tok, c, masks, threshold=t)
             res_hold.append(h)
+            res_interp.append(reconstruct(tok, c, masks, threshold=t, fill="interp"))
             res_lit.append(reconstruct(tok, c, masks, lit, threshold=t) if lit else h)
-            per_clip[(t, c.name)] = {"lit": res_lit[-1], "hold": h, "full": full[c.name]}
-        for name, res in (("threshold + LIT", res_lit), ("threshold + hold-fill", res_hold)):
+            per_clip[(t, c.name)] = {"lit": res_lit[-1], "hold": h, "interp": res_interp[-1], "full": full[c.name]}
+        for name, res in (("threshold + LIT", res_lit), ("threshold + hold-fill", res_hold),
+                          ("threshold + interp-fill", res_interp)):
             if name.endswith("LIT") and not lit:
                 continue
             rows.append({"method": name, "param": t, **{k: mean(res, k) for k in
@@ -182,6 +184,42 @@ def rate_distortion(tok, clips, lit, thresholds, log):
                                                                       ("token_rate", "bpp", "psnr", "ssim")}})
             log(rows[-1])
     return rows, per_clip
+
+
+def loss_maps(tok, clips, lit, threshold, png):
+    """Where and when dropping costs, at one threshold: per clip, the mean over frames of (squared error
+    as decompressed) - (squared error at full rate) per pixel, and that loss in dB frame by frame."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(clips), 2, figsize=(10, 2.2 * len(clips)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1.6]})
+    rows = {}
+    for (ax_map, ax_t), c in zip(axes, clips):
+        masks = threshold_masks(tok, c, threshold=threshold)
+        full, fill = Decoder(tok), Decoder(tok, new_inpainter(tok, lit, threshold), "hold", threshold)
+        heat, db = np.zeros((c.height, c.width)), []
+        for ref, (codes, qscale), mask in zip(c.refs, c.codes, masks):
+            keep = torch.ones_like(mask)
+            a = to_frames(full.frames(full.dense(Encoded(keep, gather_kept(codes, keep), qscale)))[:len(ref)],
+                          c.height, c.width).astype(np.float32)
+            b = to_frames(fill.frames(fill.dense(Encoded(mask, gather_kept(codes, mask), qscale)))[:len(ref)],
+                          c.height, c.width).astype(np.float32)
+            ea, eb = ((a - ref) ** 2).mean(-1), ((b - ref) ** 2).mean(-1)
+            heat += (eb - ea).sum(0)
+            db += [10 * np.log10(max(y.mean(), 1e-10) / max(x.mean(), 1e-10)) for x, y in zip(ea, eb)]
+        heat /= c.frames
+        rows[c.name] = {"mean_db_loss": float(np.mean(db)), "worst_frame_db_loss": float(np.max(db))}
+        im = ax_map.imshow(heat, cmap="magma", vmin=0, vmax=max(1e-6, float(np.percentile(heat, 99))))
+        ax_map.set(xticks=[], yticks=[], title=f"{c.name}: where (extra squared error)")
+        fig.colorbar(im, ax=ax_map, fraction=0.046)
+        ax_t.plot(np.arange(len(db)) / c.fps, db, color="#b4421f")
+        ax_t.set(xlabel="time (s)", ylabel="dB lost", title=f"when (mean {np.mean(db):.2f} dB)")
+    fig.suptitle(f"loss against full rate at threshold {threshold} ({'LIT' if lit else 'hold-fill'})")
+    fig.tight_layout()
+    fig.savefig(png, dpi=70)
+    plt.close(fig)
+    return rows
 
 
 def _positions(clips):
@@ -565,6 +603,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plots-only", action="store_true",
                     help="redraw the figures from the saved bench-results.json (no measuring)")
+    ap.add_argument("--lit", type=Path, help="a LIT .safetensors to measure instead of the shipped one")
     ap.add_argument("--readme", action="store_true",
                     help="write the headline of the saved docs/bench-results.json into README.md (no measuring)")
     args = ap.parse_args(argv)
@@ -589,7 +628,7 @@ def main(argv=None):
         log_file.write(json.dumps(row, default=float) + "\n")
 
     tok = load_tokenizer("tinytok")
-    lit = shipped_lit(tok)
+    lit = ModelRef(args.lit) if args.lit else shipped_lit(tok)
     command = " ".join(["python -m bench.bench", *(argv if argv is not None else sys.argv[1:])])
     results.update(machine=machine(), lit=bool(lit))
     runs = results.setdefault("runs", {})
@@ -613,6 +652,8 @@ def main(argv=None):
                 rd, per_clip = rate_distortion(tok, clips, lit, thresholds, log)
                 tau = choose_threshold(rd, rd[0]["psnr"])
                 log({"chosen_threshold": tau})
+                results["loss_maps"] = loss_maps(tok, clips, lit, tau, out / "loss_maps.png")
+                log({"loss_maps": results["loss_maps"]})
                 results.update(rd=rd, threshold=tau, per_clip={c.name: per_clip[(tau, c.name)] for c in clips})
             elif section == "codecs":
                 results["codecs"] = codecs(clips, {k: v["lit"] for k, v in results["per_clip"].items()}, log)
@@ -757,11 +798,13 @@ def rd_markdown(r, pngs):
     tau, full = r["threshold"], r["rd"][0]
     lit_rows = [x for x in r["rd"] if x["method"] == "threshold + LIT"]
     hold_rows = {x["param"]: x for x in r["rd"] if x["method"] == "threshold + hold-fill"}
+    interp_rows = {x["param"]: x for x in r["rd"] if x["method"] == "threshold + interp-fill"}
     sweep = []
     for x in lit_rows or hold_rows.values():
         h = hold_rows[x["param"]]
         sweep.append({"threshold": x["param"], "token_rate": x["token_rate"], "bpp": x["bpp"],
                       "PSNR LIT": x["psnr"] if lit_rows else None, "PSNR hold-fill": h["psnr"],
+                      "PSNR interp-fill": interp_rows.get(x["param"], {}).get("psnr"),
                       "PSNR full rate": full["psnr"], "loss vs full (dB)": full["psnr"] - x["psnr"],
                       "LIT gain (dB)": (x["psnr"] - h["psnr"]) if lit_rows else None,
                       "latent MSE dropped, hold": h.get("latent_mse_dropped"),
@@ -769,7 +812,9 @@ def rd_markdown(r, pngs):
                       "seam dB": x.get("seam_psnr_minus_mean"),
                       "LIT time / decoder": x.get("lit_decoder_time") if lit_rows else None})
     clip_rows = [{"clip": k, "token_rate": v["lit"]["token_rate"], "bpp": v["lit"]["bpp"],
-                  "PSNR LIT": v["lit"]["psnr"], "PSNR hold-fill": v["hold"]["psnr"], "PSNR full rate": v["full"]["psnr"],
+                  "PSNR LIT": v["lit"]["psnr"], "PSNR hold-fill": v["hold"]["psnr"],
+                  "PSNR interp-fill": v.get("interp", {}).get("psnr"), "PSNR full rate": v["full"]["psnr"],
+                  "loss vs full (dB)": v["full"]["psnr"] - v["lit"]["psnr"],
                   "SSIM": v["lit"]["ssim"], "seam dB": v["lit"].get("seam_psnr_minus_mean"),
                   "seam dB, full rate": v["full"].get("seam_psnr_minus_mean"),
                   "seam vs full rate": _minus(v["lit"].get("seam_psnr_minus_mean"), v["full"].get("seam_psnr_minus_mean"))}
@@ -778,6 +823,7 @@ def rd_markdown(r, pngs):
     return [
         "## Threshold sweep and the default threshold", "", ran(r, "rd"), "",
         table(sweep, list(sweep[0]), {"threshold": "{:g}", "PSNR LIT": f2, "PSNR hold-fill": f2, "PSNR full rate": f2,
+                                      "PSNR interp-fill": f2,
                                       "loss vs full (dB)": f2, "LIT gain (dB)": f2, "seam dB": "{:+.2f}",
                                       "latent MSE dropped, hold": "{:.4f}", "latent MSE dropped, LIT": "{:.4f}",
                                       "LIT time / decoder": "{:.1%}"}), "",
@@ -787,15 +833,20 @@ def rd_markdown(r, pngs):
         "'LIT time / decoder' is LIT's time over the decoder's, summed over the clips' chunks: LIT runs only on the "
         "8x8 tiles of a chunk where something was dropped. "
         f"The LIT rows always run LIT; `adaptok decompress` runs it only for thresholds of {LIT_FROM_THRESHOLD:g} "
-        "and above (`pipeline.LIT_FROM_THRESHOLD`), where it measured better than hold-fill.",
+        "and above (`models.LIT_FROM_THRESHOLD`), where it measured better than hold-fill.",
         "", f"Per clip at threshold {tau:g}:", "",
         table(clip_rows, list(clip_rows[0]), {"PSNR LIT": f2, "PSNR hold-fill": f2, "PSNR full rate": f2,
+                                              "PSNR interp-fill": f2, "loss vs full (dB)": f2,
                                               "seam dB": "{:+.2f}", "seam dB, full rate": "{:+.2f}",
                                               "seam vs full rate": "{:+.2f}"}), "",
         "'seam dB, full rate' is the same measure with nothing dropped: where it is large, the frames that begin "
         "chunks are simply easier or harder content. `python -m experiments.seam_check CLIP` decodes a clip at full "
         "rate in chunks and as one chunk and scores the same frames: if the two seam figures agree, the "
-        "chunking itself leaves no seam. 'seam vs full rate' is what dropping and filling add.", "",
+        "chunking itself leaves no seam. 'seam vs full rate' is what dropping and filling add. "
+        "'interp-fill' moves a dropped position from its held value towards its next kept value in the chunk, "
+        "within the threshold's bound (the best non-learned fill must be beaten, not only holding).", "",
+        *([f"Where and when dropping costs at threshold {tau:g} (extra squared error per pixel, mean over frames; "
+           "dB lost per frame): ![loss maps](loss_maps.png)", ""] if r.get("loss_maps") else []),
         "## Rate-distortion: content-driven allocation against fixed and random budgets", "",
         table(r["rd"], ["method", "param", "token_rate", "bpp", "psnr", "ssim"], {"psnr": f2, "ssim": "{:.4f}"}), "",
         "`keep-ratio` keeps the same number of positions in every chunk (the largest changes); `random` keeps "
