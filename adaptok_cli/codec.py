@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .masking import HoldFill, InterpFill, Selector, dequantise, gather_kept, quantise
+from .tinytok import to_uint8
 from .tokenizer import Tokenizer
 
 # A stateful tokeniser encodes and decodes at most this many pixels of frames per call (at least one
@@ -37,9 +38,9 @@ def to_tensor(frames: list[np.ndarray], multiple: int) -> torch.Tensor:
 
 
 def to_frames(x: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """(T, 3, H', W') in [-1, 1] -> cropped uint8 (T, H, W, 3). x is used up (worked on in place)."""
-    x = x[:, :, :height, :width].clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+    """(T, 3, H', W') in [-1, 1] (used up: worked on in place) or uint8 -> cropped uint8 (T, H, W, 3)."""
+    x = x[:, :, :height, :width]
+    return (x if x.dtype == torch.uint8 else to_uint8(x)).permute(0, 2, 3, 1).numpy()
 
 
 @dataclass
@@ -209,14 +210,14 @@ class Decoder:
     def decode_chunk(self, chunk, n: int, height: int, width: int):
         """A chunk -> (latent slice, uint8 frames cropped to height x width) group by group, its n real
         frames in all (the last chunk's padding frames are dropped)."""
-        for lat, x in self.frame_groups(self.dense(chunk), height * width):
+        for lat, x in self.frame_groups(self.dense(chunk), height * width, uint8=True):
             frames = to_frames(x[:n], height, width)
             del x               # not kept alive while the next group decodes: memory is one group's
             n -= len(frames)
             yield lat, frames
             del frames
 
-    def frame_groups(self, z: torch.Tensor, pixels: int):
+    def frame_groups(self, z: torch.Tensor, pixels: int, uint8=False):
         """Decode z in groups of latent frames small enough for DECODE_PIXELS -> (latent slice, frames).
 
         A stateful tokeniser carries its state from group to group, so this equals one call on z;
@@ -227,15 +228,15 @@ class Decoder:
             n = -(-len(z) // -(-len(z) // most))     # even groups: fewer block sizes for the allocator
         for a in range(0, len(z), n):
             lat = slice(a, min(a + n, len(z)))
-            yield lat, self.frames(z[lat])
+            yield lat, self.frames(z[lat], uint8)
 
-    def frames(self, z: torch.Tensor) -> torch.Tensor:
-        """Dense latents -> frames (T, 3, H', W') in [-1, 1], continuing the decoder's stream."""
+    def frames(self, z: torch.Tensor, uint8=False) -> torch.Tensor:
+        """Dense latents -> frames (T, 3, H', W') in [-1, 1] (uint8 with uint8=True), continuing the stream."""
         t0 = time.perf_counter()
         if self.tok.stateful:
-            x, self.state = self.tok.decode(z, self.state)
+            x, self.state = self.tok.decode(z, self.state, uint8)
         else:
-            x, _ = self.tok.decode(z, None)
+            x, _ = self.tok.decode(z, None, uint8)
         self.timing["decode"] += time.perf_counter() - t0
         return x
 

@@ -62,6 +62,11 @@ STEM_HALO = 16      # frame rows: the stem's 3x3 convs at 1/2 and 1/4 resolution
 HEAD_HALO = 2       # latent rows: the head's 3x3 convs at 1/4 and 1/2 resolution reach 1 + 1/2 of one
 
 
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Frames in [-1, 1] -> uint8 0..255 (rounded), in place where it can."""
+    return x.clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8)
+
+
 def in_stripes(fn, x, halo: int, unit: int, scale: float, pixels: int):
     """fn over horizontal stripes of x (N, C, H, W), each widened by `halo` rows on both sides and cut
     back after; stripe heights are multiples of `unit` rows; fn maps H rows to H * scale rows."""
@@ -155,11 +160,13 @@ class Decoder(nn.Module):
         h = self.at_quarter(F.pixel_shuffle(self.up(h), 2))
         return F.pixel_shuffle(self.at_half(F.pixel_shuffle(h, 2)), 2)
 
-    def forward(self, z, state=None):
-        """z: (B, G, C, h, w) -> frames (B, G, group*3, 8h, 8w)."""
+    def forward(self, z, state=None, uint8=False):
+        """z: (B, G, C, h, w) -> frames (B, G, group*3, 8h, 8w) in [-1, 1], or uint8 (converted stripe by
+        stripe: a quarter of the memory)."""
         b, gr = z.shape[:2]
         h, state = self.trunk(self.inp(z.flatten(0, 1)), gr, state)
-        x = in_stripes(self.head, h, HEAD_HALO, 1, 8, STRIPE_PIXELS)
+        head = (lambda t: to_uint8(self.head(t))) if uint8 else self.head
+        x = in_stripes(head, h, HEAD_HALO, 1, 8, STRIPE_PIXELS)
         return x.view(b, gr, *x.shape[1:]), state
 
 
@@ -185,9 +192,9 @@ class TinyTok(nn.Module):
     def encode(self, x, state=None):
         return self.encoder(self.group_frames(x, state is None), state)
 
-    def decode(self, z, state=None):
+    def decode(self, z, state=None, uint8=False):
         at_start = state is None
-        x, state = self.decoder(z, state)
+        x, state = self.decoder(z, state, uint8)
         b, gr = x.shape[:2]
         x = x.reshape(b, gr * self.cfg.group, 3, *x.shape[3:])
         if at_start:

@@ -30,7 +30,7 @@ from . import layout
 from .outputs import atomic_path
 from .defaults import BUILTIN_TOKENIZERS, DEFAULT_TOKENIZER, is_device_name
 from .errors import ModelUnavailableError, UsageError
-from .tinytok import TinyTok, TinyTokConfig
+from .tinytok import TinyTok, TinyTokConfig, to_uint8
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -78,7 +78,8 @@ class Tokenizer:
     def encode(self, frames: torch.Tensor, state=None):
         raise NotImplementedError
 
-    def decode(self, latents: torch.Tensor, state=None):
+    def decode(self, latents: torch.Tensor, state=None, uint8=False):
+        """-> (frames in [-1, 1], or uint8 0..255 with uint8=True, state)."""
         raise NotImplementedError
 
     def identity(self) -> dict:
@@ -118,8 +119,8 @@ class TinyTokTokenizer(Tokenizer):
         return z[0].cpu(), state
 
     @torch.no_grad()
-    def decode(self, latents, state=None):
-        x, state = self.model.decode(latents[None].to(self.device), state)
+    def decode(self, latents, state=None, uint8=False):
+        x, state = self.model.decode(latents[None].to(self.device), state, uint8)
         return x[0].cpu(), state
 
 
@@ -185,10 +186,10 @@ class CosmosTokenizer(Tokenizer):
         return self._run_encoder(x)[0].permute(1, 0, 2, 3).float().cpu(), None
 
     @torch.no_grad()
-    def decode(self, latents, state=None):
+    def decode(self, latents, state=None, uint8=False):
         x = self.decoder(latents.permute(1, 0, 2, 3)[None].to(self.device))
-        x = x[0] if isinstance(x, (tuple, list)) else x
-        return x[0].permute(1, 0, 2, 3).float().cpu(), None
+        x = (x[0] if isinstance(x, (tuple, list)) else x)[0].permute(1, 0, 2, 3).float().cpu()
+        return (to_uint8(x) if uint8 else x), None
 
 
 def builtin_path(name: str) -> Path:

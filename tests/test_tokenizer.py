@@ -140,3 +140,5 @@ def test_large_frames_run_in_stripes_equal_to_one_pass(small_tok_path, monkeypat
     out, _ = tok.decode(torch.cat([z, z2]))
     torch.testing.assert_close(torch.cat([z, z2]), torch.cat([whole_z, whole_z2]), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out, whole_x, atol=1e-5, rtol=1e-5)
+    as_bytes, _ = tok.decode(torch.cat([z, z2]), None, uint8=True)   # converted stripe by stripe: same bytes
+    assert as_bytes.dtype == torch.uint8 and torch.equal(as_bytes, tinytok.to_uint8(out.clone()))
