@@ -53,19 +53,22 @@ def cached_tokenizer(spec: str, device: str = "auto") -> Tokenizer:
     return _CACHE[key]
 
 
-def shipped_lit(tok: Tokenizer) -> ModelRef | None:
-    """The LIT shipped for a built-in tokeniser (a fixed name per built-in) if it was trained for
-    exactly these tokeniser weights, else None. Reads the file's metadata only."""
+def shipped_lit(tok: Tokenizer, fingerprint: str | None = None) -> ModelRef | None:
+    """A LIT shipped for a built-in tokeniser and trained for exactly these tokeniser weights: the
+    current one (`lit-NAME.safetensors`, what compress records), or with `fingerprint` the shipped
+    file that has it (earlier LITs stay as `lit-NAME-FINGERPRINT.safetensors`, so containers made
+    with them still decode as they were made). Reads metadata only; None when there is none."""
     if tok.source != "builtin" or tok.name not in BUILTIN_TOKENIZERS:
         return None
-    path = WEIGHTS_DIR / f"lit-{tok.name}.safetensors"
-    if not path.is_file():
-        return None
-    key = ("lit-ref", str(path), tok.fingerprint)
+    key = ("lit-refs", tok.name, tok.fingerprint)
     if key not in _CACHE:
-        ref = ModelRef(path)
-        _CACHE[key] = ref if ref.metadata.get("tokenizer_fingerprint") == tok.fingerprint else None
-    return _CACHE[key]
+        paths = [WEIGHTS_DIR / f"lit-{tok.name}.safetensors", *sorted(WEIGHTS_DIR.glob(f"lit-{tok.name}-*.safetensors"))]
+        refs = [ModelRef(p) for p in paths if p.is_file()]
+        _CACHE[key] = [r for r in refs if r.metadata.get("tokenizer_fingerprint") == tok.fingerprint]
+    refs = _CACHE[key]
+    if fingerprint is None:
+        return refs[0] if refs and refs[0].path.name == f"lit-{tok.name}.safetensors" else None
+    return next((r for r in refs if r.fingerprint == fingerprint), None)
 
 
 def lit_identity(tok: Tokenizer) -> dict | None:
@@ -121,15 +124,12 @@ def inpainter_for(tok: Tokenizer, threshold: float | None, need: dict | None = N
     from .lit import Inpainter
     if not use_lit or (threshold is not None and threshold < LIT_FROM_THRESHOLD):
         return None, None
-    ref = shipped_lit(tok)
+    ref = shipped_lit(tok, need["fingerprint"] if need else None)
     if ref is None:
         if need is None:
             return None, "no trained LIT for this tokeniser yet: dropped positions are hold-filled"
         raise ModelUnavailableError(f"{path}: needs LIT {need.get('name')} (fingerprint {need['fingerprint']}), "
                                     f"which is not installed (or use --no-lit)")
-    if need is not None and ref.fingerprint != need["fingerprint"]:
-        raise ModelUnavailableError(f"{path}: made with LIT fingerprint {need['fingerprint']}, installed LIT is "
-                                    f"{ref.fingerprint} (or use --no-lit)")
     return Inpainter(ref.load_lit(device), tok.scale, ref.fingerprint, device, threshold=threshold), None
 
 

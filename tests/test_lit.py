@@ -238,3 +238,26 @@ def _masks(path):
     """The mask of every chunk of a container."""
     with atk.open(path) as f:
         return [f.sparse(i)[0] for i in range(f.num_chunks)]
+
+
+def test_containers_made_with_an_earlier_shipped_lit_decode_with_it(tmp_path, monkeypatch, shipped):
+    """A new LIT ships as lit-NAME.safetensors; earlier ones stay beside it under their fingerprint, so a
+    container is filled by the LIT it records, and a LIT that is not shipped is refused (69)."""
+    import shutil
+
+    from adaptok_cli import errors, models
+    from adaptok_cli.lit import save_lit
+    tok, (_, current_fp) = shipped
+    shutil.copy(models.WEIGHTS_DIR / "lit-tinytok.safetensors", tmp_path / "lit-tinytok.safetensors")
+    save_lit(random_lit(seed=5, channels=16), tmp_path / "lit-tinytok-old.safetensors", tok.fingerprint)
+    save_lit(random_lit(seed=6, channels=16), tmp_path / "lit-tinytok-other.safetensors", "another tokeniser")
+    monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(models, "_CACHE", {})
+    old_fp = models.ModelRef(tmp_path / "lit-tinytok-old.safetensors").fingerprint
+    other_fp = models.ModelRef(tmp_path / "lit-tinytok-other.safetensors").fingerprint
+    assert models.shipped_lit(tok).fingerprint == current_fp                     # what compress records
+    assert models.inpainter_for(tok, 0.3, {"fingerprint": old_fp})[0].fingerprint == old_fp
+    assert models.inpainter_for(tok, 0.3, None)[0].fingerprint == current_fp
+    for fp in (other_fp, "0" * 16):          # trained for another tokeniser, or not shipped at all
+        with pytest.raises(errors.ModelUnavailableError, match="not installed"):
+            models.inpainter_for(tok, 0.3, {"fingerprint": fp, "name": "lit-tinytok"})
