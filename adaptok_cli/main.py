@@ -16,20 +16,9 @@ def _interrupt(signum, frame):
 signal.signal(signal.SIGTERM, _interrupt)   # the first thing the process does after the interpreter starts
 
 
-def _return_big_blocks_to_the_system(threshold: int = 1 << 20):
-    """glibc serves large allocations from the heap once it has freed a few (its mmap threshold rises),
-    so frame-sized tensors freed chunk after chunk stay in the process: peak memory then grows with
-    the frame size times the number of shapes seen. A fixed threshold keeps every block over 1 MiB in
-    its own mapping, given back when freed (docs/BENCHMARKS.md: 1101 -> 955 MB decompressing 1080p).
-    Only the command line does this: a library does not retune its host's allocator."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)     # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass                                                # not glibc: nothing to tune
+from .memory import fix_mmap_threshold    # noqa: E402  (glibc only; imports nothing heavy)
 
-
-_return_big_blocks_to_the_system()
+fix_mmap_threshold()    # frame-sized blocks go back to the system when freed (memory.py)
 
 EXIT_INTERRUPTED = 130   # errors.EXIT_INTERRUPTED, repeated so that nothing is imported before the handlers
 EXIT_PIPE = 141          # errors.EXIT_PIPE

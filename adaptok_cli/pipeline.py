@@ -13,6 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
+from . import memory
 from .codec import Codec
 from .container import DEFAULT_LIMITS, MAX_FPS, MIN_FPS, AtokReader, AtokWriter, Limits
 from .errors import ContainerError, InputError, UsageError, WriteError
@@ -118,6 +119,7 @@ def _write_chunks(chunks, writer: AtokWriter, res: Result, dst, progress) -> flo
         res.tokens_total += c.mask.numel()
         if progress:
             progress(c.frames)
+        memory.trim()        # a long video's peak stays that of its first chunks
     return t_write
 
 
@@ -221,6 +223,7 @@ def _write_frames(r: AtokReader, dec, writer: VideoWriter, res: Result, dst, ove
             if progress:
                 progress(len(frames))
             del frames          # before the next group decodes (a 4K group is 100 MB of frames)
+        memory.trim()           # a long video's peak stays that of its first chunks
     if res.frames != r.frames:   # the reader's checks make this impossible; never write a short video
         raise ContainerError(f"{r.path}: corrupt container (decoded {res.frames} frames, header says {r.frames})")
     with write_errors(dst):

@@ -1,0 +1,30 @@
+"""Giving freed memory back to the system, so a long run's peak stays that of its first minutes.
+
+glibc keeps freed blocks in the process: large ones once its mmap threshold has risen, small ones as
+free heap between live blocks. Over a long video either makes the resident size creep up (measured:
++51 MB over 3000 frames of 854x480 before these two calls). Both are glibc-only and do nothing
+elsewhere; importing this module costs nothing.
+"""
+from __future__ import annotations
+
+import ctypes
+
+try:
+    _LIBC = ctypes.CDLL("libc.so.6")
+except OSError:          # not glibc
+    _LIBC = None
+
+M_MMAP_THRESHOLD = -3
+
+
+def fix_mmap_threshold(threshold: int = 1 << 20):
+    """Blocks over `threshold` bytes always get their own mapping, returned when freed. For the
+    command line only: a library does not retune its host's allocator."""
+    if _LIBC is not None and hasattr(_LIBC, "mallopt"):
+        _LIBC.mallopt(M_MMAP_THRESHOLD, threshold)
+
+
+def trim():
+    """Return the free heap to the system (a few milliseconds; called once per chunk)."""
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
