@@ -122,9 +122,15 @@ def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | N
     with _reader(path, opts, upscale) as reader:
         info = reader.info
         writer = AtokWriter(buf, header_for(tok, None, opts, info.width, info.height, info.fps, str(path)), opts.level)
-        for group, real in codec.frame_chunks(reader, opts.chunk):
-            ref = np.stack(group[:real])
-            c = enc.encode_chunk(group, real)
+        seen = []                   # the chunk's input frames, as the encoder reads them (group by group)
+
+        def read():
+            for f in reader:
+                seen.append(f)
+                yield f
+        for c in enc.chunks(read(), opts.chunk):
+            real, ref = c.frames, np.stack(seen)
+            seen.clear()
             t0 = time.perf_counter()
             writer.write_chunk(c.mask, c.codes, c.qscale, c.frames)
             t_write += time.perf_counter() - t0
