@@ -156,12 +156,6 @@ class Encoder:
         self.timing["encode"] += time.perf_counter() - t0
         return z
 
-    def encode_chunk(self, frames: list[np.ndarray], real: int | None = None) -> Encoded:
-        """Frames (padded to whole latent frames) -> Encoded; real: how many of them are the video's."""
-        enc = self.encode_latents(self._encode(frames))
-        enc.frames = len(frames) if real is None else real
-        return enc
-
     def encode_latents(self, z: torch.Tensor) -> Encoded:
         """Latents (t, C, h, w) -> quantised, masked against C_sel, kept codes gathered."""
         t0 = time.perf_counter()
