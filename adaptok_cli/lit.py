@@ -168,6 +168,8 @@ class LIT(nn.Module):
         if wanted is not None:
             rows = to_tiles(F.pad(wanted[..., None], (0, 0, 0, pw, 0, ph)), ws)[..., 0]
             ids = ids[rows.flatten(1).any(1)]           # tiles holding a wanted position
+            if len(ids) == 0:
+                return held.new_zeros(held.shape)
         out = []
         for a in range(0, len(ids), TILE_BATCH):
             g = ids[a:a + TILE_BATCH]

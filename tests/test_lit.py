@@ -120,6 +120,9 @@ def test_work_whose_output_is_unused_is_skipped_without_changing_the_fill(monkey
     full_pass = Inpainter(model, torch.ones(16), "x", threshold=0.5).fill(held, mask)
     torch.testing.assert_close(skipped, full_pass, rtol=0, atol=1e-5)   # fewer rows per matmul: rounding only
     assert (skipped - held).abs().max() > 1e-2
+    nothing = torch.zeros(1, 3, 13, 21, dtype=torch.bool)               # no wanted output: no tile runs
+    assert not forward(held[None, :3], mask[None, :3].float(), mask[None, :3].float(), torch.zeros(1, 2),
+                     nothing).any()
     monkeypatch.setattr(lit_module, "TILE_BATCH", 1)                   # memory: one tile at a time, same fill
     one_by_one = Inpainter(model, torch.ones(16), "x", threshold=0.5).fill(held, mask)
     torch.testing.assert_close(one_by_one, full_pass, rtol=0, atol=1e-5)
