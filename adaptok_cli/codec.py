@@ -182,14 +182,14 @@ class Decoder:
         if fill not in FILLS:
             raise ValueError(f"fill must be one of {', '.join(FILLS)}, not {fill!r}")
         self.tok, self.inpainter = tok, inpainter
-        self.hold = HoldFill() if fill == "hold" else InterpFill(tok.scale, threshold)
+        self.filler = HoldFill() if fill == "hold" else InterpFill(tok.scale, threshold)   # carries C_sel
         self.state = None
         self.timing = {"fill": 0.0, "lit": 0.0, "decode": 0.0}
 
     def dense(self, chunk) -> torch.Tensor:
         """The chunk's latents (t, C, h, w), dropped positions filled."""
         t0 = time.perf_counter()
-        z = self.hold.fill(dequantise(chunk.codes, chunk.qscale), chunk.mask)
+        z = self.filler.fill(dequantise(chunk.codes, chunk.qscale), chunk.mask)
         t1 = time.perf_counter()
         self.timing["fill"] += t1 - t0
         if self.inpainter is not None:
@@ -199,7 +199,7 @@ class Decoder:
 
     def skip(self, chunk):
         """Follow a chunk's hold state without filling or decoding it (to start later in a stream)."""
-        self.hold.update(dequantise(chunk.codes, chunk.qscale), chunk.mask)
+        self.filler.update(dequantise(chunk.codes, chunk.qscale), chunk.mask)
 
     def decode_chunk(self, chunk, n: int, height: int, width: int):
         """A chunk -> (latent slice, uint8 frames cropped to height x width) group by group, its n real

@@ -186,7 +186,7 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
                                      comment=decode_tag(src, inpainter is not None, kind, crf, overlay, tok.fingerprint),
                                      audio=track)
             dec = Codec(tok, None).decoder(inpainter)
-            _write_frames(r, dec, writer, res, dst, overlay, progress)
+            _write_frames(r, dec, writer, track, res, dst, overlay, progress)
             out.commit()
         except BaseException:
             if writer is not None:
@@ -200,12 +200,12 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
     return res
 
 
-def _write_frames(r: AtokReader, dec, writer: VideoWriter, res: Result, dst, overlay: bool, progress):
+def _write_frames(r: AtokReader, dec, writer: VideoWriter, track: AudioTrack | None, res: Result, dst, overlay: bool,
+                  progress):
     """Every chunk decoded into the writer, the audio interleaved up to the frames written so far."""
     h, tok = r.header, dec.tok
     fps = Fraction(h["fps_num"], h["fps_den"])
     audio = r.iter_audio() if writer.writes_audio else iter(())
-    track = AudioTrack.from_header(h["audio"]) if writer.writes_audio else None
     pending = next(audio, None)
     for i in range(len(r.chunks)):
         chunk = r.read_chunk(i)
