@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 export PYTHONDONTWRITEBYTECODE=1
 
-.PHONY: install demo test lint bench bench-quick bench-readme man samples clean train-tokenizer export-tokenizer train-lit export-lit
+.PHONY: install demo test lint bench bench-quick bench-readme man samples clean train-tokenizer export-tokenizer train-lit export-lit calibrate-tinytok
 
 install: $(STAMP)
 
@@ -64,3 +64,7 @@ export-lit: $(STAMP)
 
 clean:
 	rm -rf demo-out .pytest_cache build *.egg-info
+
+# TinyTok's calibration (the rule's decoder-weighted unit), measured on the train clips (not distributed)
+calibrate-tinytok: $(STAMP)
+	$(PY) -m adaptok_cli.training.calibrate

@@ -25,7 +25,7 @@ from .codec import Decoder
 from .container import DEFAULT_LIMITS, AtokReader, Limits
 from .errors import InputError
 from .masking import dequantise
-from .models import inpainter_for, tokenizer_for
+from .models import inpainter_for, tokenizer_for, unit_of
 from .report import describe
 from .tokenizer import pick_device
 
@@ -153,7 +153,8 @@ class AtokFile:
         inpainter = None
         if fill == "lit":   # a new one each pass: LIT carries the previous chunk's frames as state
             h = self.header
-            inpainter, _ = inpainter_for(self._tok, h.get("threshold"), h.get("lit"), self.path, True, self.device)
+            inpainter, _ = inpainter_for(self._tok, h.get("threshold"), h.get("lit"), self.path, True, self.device,
+                                         unit_of(h))
         return Decoder(self._tok, inpainter)
 
     def close(self):

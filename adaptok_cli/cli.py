@@ -54,10 +54,13 @@ Output = Annotated[Optional[str], typer.Option("-o", "--output", help=(
     "mirrored inside); otherwise the one output file."))]
 Force = Annotated[bool, typer.Option("-f", "--force", help="Overwrite existing outputs.")]
 Threshold = Annotated[Optional[float], typer.Option("--threshold", "-t", help=(
-    f"Keep positions whose change exceeds this, in units of the tokeniser's per-channel scale "
+    f"Keep positions whose mean change over channels exceeds this, in the rule's unit (--unit) "
     f"[default: {DEFAULT_THRESHOLD}]."))]
 KeepRatio = Annotated[Optional[float], typer.Option("--keep-ratio", "-r", help=(
     "Instead of a threshold: keep this fraction of each chunk's latent positions (the largest changes)."))]
+Unit = Annotated[str, typer.Option("--unit", help=(
+    "The rule's unit of change per channel: decoder (each channel's spread weighted by how much the decoder "
+    "uses it, from the tokeniser's calibration) or spread (the spread alone, as before format 4)."))]
 Tokenizer = Annotated[str, typer.Option("--tokenizer", help=(
     "Built-in name, a .safetensors file, or a Cosmos-Tokenizer folder."))]
 DecodeTokenizer = Annotated[Optional[str], typer.Option("--tokenizer", help=(
@@ -114,6 +117,7 @@ def check_common(workers: Optional[int], device: str, as_json: bool, as_csv: boo
 def compress_cmd(
     inputs: Videos, output: Output = None, force: Force = False, threshold: Threshold = None,
     keep_ratio: KeepRatio = None, tokenizer: Tokenizer = DEFAULT_TOKENIZER, chunk: Chunk = DEFAULT_CHUNK,
+    unit: Unit = "decoder",
     keyframe_interval: Annotated[int, typer.Option("--keyframe-interval", help="Keep every N-th latent frame whole (0: only the first).")] = 0,
     level: Annotated[int, typer.Option("--level", "-l", help="zstd level, 1-22.")] = 10,
     quant: Annotated[str, typer.Option("--quant", help="int8 (per-channel scales) or fp16.")] = "int8",
@@ -128,7 +132,7 @@ def compress_cmd(
     with user_errors():
         opts = CompressOptions(threshold=threshold, keep_ratio=keep_ratio, tokenizer=tokenizer, chunk=chunk,
                                keyframe_interval=keyframe_interval, level=level, quant=quant, max_side=max_side,
-                               device=device, drop_audio=drop_audio).check()
+                               device=device, drop_audio=drop_audio, unit=unit).check()
         check_common(workers, device, as_json, as_csv)
         pairs = expand_inputs(inputs, want_video)
         dsts = output_paths(pairs, output, atok_name)
@@ -232,7 +236,7 @@ def verify_cmd(inputs: Containers, as_json: Json = False,
 
 @app.command("eval", short_help="Quality and rate of videos, in memory.")
 def eval_cmd(
-    inputs: Videos, threshold: Threshold = None, keep_ratio: KeepRatio = None,
+    inputs: Videos, threshold: Threshold = None, keep_ratio: KeepRatio = None, unit: Unit = "decoder",
     short_side: Annotated[Optional[int], typer.Option("--short-side", help="Shrink clips whose short side is over N to N (smaller clips are scored at their own size; 0: native) [default: native size].")] = None,
     tokenizer: Tokenizer = DEFAULT_TOKENIZER, chunk: Chunk = DEFAULT_CHUNK,
     no_lit: Annotated[bool, typer.Option("--no-lit", help="Report hold-fill as the main figure.")] = False,
@@ -246,7 +250,7 @@ def eval_cmd(
     with user_errors():
         check_common(None, device, as_json, False)
         opts = CompressOptions(threshold=threshold, keep_ratio=keep_ratio, tokenizer=tokenizer, chunk=chunk,
-                               short_side=short_side or None, device=device).check()   # 0: native, as before
+                               short_side=short_side or None, device=device, unit=unit).check()   # 0: native, as before
         tok = load_tokenizer(opts.tokenizer, pick_device(device))
         reporter, results = Reporter(quiet, as_json), []
 

@@ -49,6 +49,7 @@ class Rule:
     threshold: float | None = None
     keep_ratio: float | None = None
     keyframe_interval: int = 0
+    unit: torch.Tensor | None = None      # (C,) per-channel unit of change (calibration); None: tok.scale
 
 
 @dataclass
@@ -73,7 +74,8 @@ class Codec:
 
     def decoder(self, inpainter=None, fill: str = "hold") -> "Decoder":
         """A decoder that fills dropped positions (FILLS), then runs `inpainter` (a lit.Inpainter) if given."""
-        return Decoder(self.tok, inpainter, fill, self.rule.threshold if self.rule else None)
+        r = self.rule
+        return Decoder(self.tok, inpainter, fill, r.threshold if r else None, r.unit if r else None)
 
     def frame_chunks(self, frames: Iterable[np.ndarray], chunk: int) -> Iterator[tuple[list, int]]:
         """Frames grouped into chunks of `chunk` latent frames -> (frames padded to whole groups, real count)."""
@@ -102,7 +104,7 @@ class Encoder:
     def __init__(self, codec: Codec):
         self.codec, self.tok = codec, codec.tok
         r = codec.rule
-        self.selector = Selector(self.tok.scale, r.threshold, r.keep_ratio, r.keyframe_interval)
+        self.selector = Selector(self.tok.scale if r.unit is None else r.unit, r.threshold, r.keep_ratio, r.keyframe_interval)
         self.state = None
         self._pixels = 1
         self.timing = {"encode": 0.0, "mask": 0.0}
@@ -176,13 +178,14 @@ class Decoder:
 
     Takes an Encoded or a container Chunk (anything with mask, codes and qscale)."""
 
-    def __init__(self, tok: Tokenizer, inpainter=None, fill: str = "hold", threshold: float | None = None):
+    def __init__(self, tok: Tokenizer, inpainter=None, fill: str = "hold", threshold: float | None = None,
+                 unit: torch.Tensor | None = None):
         if inpainter is not None:     # LIT corrects the fill it was trained on
-            fill, threshold = inpainter.model.cfg.base, inpainter.threshold
+            fill, threshold, unit = inpainter.model.cfg.base, inpainter.threshold, inpainter.unit
         if fill not in FILLS:
             raise ValueError(f"fill must be one of {', '.join(FILLS)}, not {fill!r}")
         self.tok, self.inpainter = tok, inpainter
-        self.filler = HoldFill() if fill == "hold" else InterpFill(tok.scale, threshold)   # carries C_sel
+        self.filler = HoldFill() if fill == "hold" else InterpFill(tok.scale if unit is None else unit, threshold)   # carries C_sel
         self.state = None
         self.timing = {"fill": 0.0, "lit": 0.0, "decode": 0.0}
 

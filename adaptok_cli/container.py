@@ -1,4 +1,4 @@
-"""The .atok container, format 3 (documented byte by byte in docs/FORMAT.md; versions 1 and 2 are read).
+"""The .atok container, format 4 (documented byte by byte in docs/FORMAT.md; versions 1 to 3 are read).
 
     magic(8) version(u16) flags(u16) header_len(u32) header_crc32(u32) header(msgpack)
     chunk records: length(u32) zstd_frame(length bytes, with zstd's own content checksum)
@@ -34,14 +34,15 @@ if TYPE_CHECKING:
 
 MAGIC = b"ATOK\r\n\x1a\n"
 END_MAGIC = b"ATOKEND\n"
-VERSION = 3                 # what this adaptok writes: index entries carry each chunk's frame count
-READS = (1, 2, 3)           # 1: no audio; 2: 1 + an audio track; 3: 2 + frame counts (audio optional)
+VERSION = 4                 # what this adaptok writes: the rule's unit is in the header
+READS = (1, 2, 3, 4)        # 1: no audio; 2: 1 + an audio track; 3: 2 + frame counts (audio optional); 4: 3 + unit
 PRELUDE = struct.Struct("<8sHHII")      # magic, version, flags, header_len, header_crc32
 TRAILER = struct.Struct("<QII8s")       # index_offset, index_len, index_crc32, end_magic
 RECORD = struct.Struct("<I")            # chunk record length
 PAYLOAD = struct.Struct("<II")          # inside a chunk: latent frames, kept positions
 
 MAX_HEADER = 1 << 20
+MIN_UNIT, MAX_UNIT = 1e-6, 1e6  # the rule's per-channel unit of change (header field unit)
 MAX_INDEX = 64 << 20
 MAX_SIDE = 16384
 MAX_FRAMES = 1 << 31
@@ -205,6 +206,10 @@ def validate_header(h, path, limits: Limits = DEFAULT_LIMITS):
     _check(thr is None or _is_number(thr, 0, MAX_THRESHOLD), path, "threshold")
     _check(kr is None or _is_number(kr, 0, 1), path, "keep ratio")
     _check((thr is None) != (kr is None), path, "exactly one of threshold and keep ratio must be set")
+    unit = h.get("unit")
+    _check(unit is None or isinstance(unit, list) and len(unit) == h["channels"]
+           and all(_is_number(u, MIN_UNIT, MAX_UNIT) and u > 0 for u in unit), path, "rule unit")
+    _check(isinstance(h.get("unit_name", ""), str) and len(h.get("unit_name", "")) <= 32, path, "rule unit name")
     pixels = h["width"] * h["height"]
     if pixels > limits.max_pixels:
         raise ContainerError(f"{path}: frames of {h['width']}x{h['height']} exceed the budget of {limits.max_pixels} "
@@ -263,7 +268,7 @@ class AtokReader:
         _check(len(raw) == hlen and zlib.crc32(raw) == hcrc, p, "header checksum mismatch")
         self.header = _unpack(raw, p, "header")
         validate_header(self.header, p, self.limits)
-        _check(version == 3 or (version == 2) == bool(self.header.get("audio")), p, "version and audio track disagree")
+        _check(version >= 3 or (version == 2) == bool(self.header.get("audio")), p, "version and audio track disagree")
         self.has_audio = bool(self.header.get("audio"))
         self.audio = np.zeros((0, 4), np.int64)
         self.data_start = PRELUDE.size + hlen

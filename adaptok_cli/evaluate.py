@@ -112,8 +112,9 @@ def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | N
     opts.check()
     device = pick_device(opts.device)
     tok = tokenizer or load_tokenizer(opts.tokenizer, device)
-    inpainter, note = inpainter_for(tok, opts.threshold, None, path, use_lit, device)
-    codec = Codec(tok, opts.rule(), opts.quant)
+    rule = opts.rule(tok)
+    inpainter, note = inpainter_for(tok, opts.threshold, None, path, use_lit, device, rule.unit)
+    codec = Codec(tok, rule, opts.quant)
     enc = codec.encoder()
     decoders = {"full": codec.decoder(), "hold": codec.decoder(), "interp": codec.decoder(fill="interp"),
                 **({"lit": codec.decoder(inpainter)} if inpainter else {})}

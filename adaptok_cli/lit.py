@@ -240,14 +240,17 @@ class Inpainter:
     """Streaming LIT: fills chunk after chunk, carrying C_fill; kept positions are never touched.
 
     With the container's threshold τ, a dropped position is known to lie within mean-channel distance
-    τ (in scale units) of its held value: that is why it was dropped. LIT's correction is projected
-    onto that L1 ball, so it can only move the fill towards where the truth must be.
+    τ (in the rule's unit, `unit`; None: the scale) of its held value: that is why it was dropped.
+    LIT's correction is projected onto that L1 ball, so it can only move the fill towards where the
+    truth must be. The model itself always works in scale units, as it was trained.
     """
 
-    def __init__(self, model: LIT, scale: torch.Tensor, fingerprint: str, device="cpu", threshold=None):
+    def __init__(self, model: LIT, scale: torch.Tensor, fingerprint: str, device="cpu", threshold=None,
+                 unit: torch.Tensor | None = None):
         self.model, self.fingerprint = model.eval().to(device), fingerprint
-        self.threshold = threshold
+        self.threshold, self.unit = threshold, unit
         self.scale = scale.view(1, -1, 1, 1)
+        self.to_unit = 1 if unit is None else self.scale / unit.view(1, -1, 1, 1)   # scale units -> rule units
         self.device = torch.device(device)
         self.c_fill = None  # (k, C, h, w) last filled frames of the previous chunk, in scale units
 
@@ -274,7 +277,7 @@ class Inpainter:
         rate = torch.tensor([rate_features(self.threshold)])
         delta = self.model(*(v[None].to(self.device) for v in (x, m, ctx)), rate.to(self.device),
                            (m == 0)[None].to(self.device))[0].cpu()
-        delta = bounded(delta[k:], self.threshold)
+        delta = bounded(delta[k:] * self.to_unit, self.threshold) / self.to_unit
         pred = (x[k:] + delta) * self.scale
         out = torch.where(mask[:, None], held, pred)
         self.c_fill = last_frames(torch.cat([self.c_fill, out / self.scale]), k)

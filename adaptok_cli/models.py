@@ -117,10 +117,11 @@ def check_fit(header: dict, tok: Tokenizer, path):
 
 
 def inpainter_for(tok: Tokenizer, threshold: float | None, need: dict | None = None, path="",
-                  use_lit=True, device="cpu"):
+                  use_lit=True, device="cpu", unit=None):
     """The compatibility policy for LIT, in one place -> (Inpainter or None, a note for the user or None).
 
-    need: the LIT identity a container records (None: it expects none, or this is not a container)."""
+    need: the LIT identity a container records (None: it expects none, or this is not a container);
+    unit: the rule's per-channel unit (None: the tokeniser's scale)."""
     from .lit import Inpainter
     if not use_lit or (threshold is not None and threshold < LIT_FROM_THRESHOLD):
         return None, None
@@ -130,11 +131,19 @@ def inpainter_for(tok: Tokenizer, threshold: float | None, need: dict | None = N
             return None, "no trained LIT for this tokeniser yet: dropped positions are hold-filled"
         raise ModelUnavailableError(f"{path}: needs LIT {need.get('name')} (fingerprint {need['fingerprint']}), "
                                     f"which is not installed (or use --no-lit)")
-    return Inpainter(ref.load_lit(device), tok.scale, ref.fingerprint, device, threshold=threshold), None
+    return Inpainter(ref.load_lit(device), tok.scale, ref.fingerprint, device, threshold, unit), None
 
 
 def models_for(header: dict, path, spec: str | None = None, use_lit=True, device="cpu"):
     """What decoding a container takes -> (tokeniser, Inpainter or None, note or None)."""
     tok = tokenizer_for(header, path, spec, device)
-    return (tok, *inpainter_for(tok, header.get("threshold"), header.get("lit"), path, use_lit, device))
+    return (tok, *inpainter_for(tok, header.get("threshold"), header.get("lit"), path, use_lit, device,
+                                unit_of(header)))
+
+
+def unit_of(header: dict):
+    """The rule's unit a container was made with, as a tensor; None (the tokeniser's scale) before format 4."""
+    import torch
+    u = header.get("unit")
+    return None if u is None else torch.tensor(u, dtype=torch.float32)
 

@@ -9,7 +9,7 @@ from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, MAX_T
 from .errors import UsageError
 
 # the header fields that decide a container's content, beside the models and the audio track
-SETTINGS = ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk", "level", "max_side", "short_side")
+SETTINGS = ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk", "level", "max_side", "short_side", "unit")
 
 
 @dataclass
@@ -25,6 +25,7 @@ class CompressOptions:
     short_side: int | None = None
     device: str = "auto"
     drop_audio: bool = False           # leave the audio track out (by default its packets are kept)
+    unit: str = "decoder"              # the rule's per-channel unit of change (calibration.UNITS)
 
     def check(self):
         if self.threshold is not None and self.keep_ratio is not None:
@@ -44,25 +45,31 @@ class CompressOptions:
                 raise UsageError(f"{name} must be between {lo} and {hi}")
         if self.quant not in ("int8", "fp16"):
             raise UsageError("--quant must be int8 or fp16")
+        if self.unit not in ("decoder", "spread"):
+            raise UsageError("--unit must be decoder or spread")
         return self
 
-    def rule(self):
+    def rule(self, tok):
+        """The rule for this tokeniser: the options plus the unit its calibration gives."""
+        from .calibration import rule_unit
         from .codec import Rule
-        return Rule(self.threshold, self.keep_ratio, self.keyframe_interval)
+        return Rule(self.threshold, self.keep_ratio, self.keyframe_interval, rule_unit(tok, self.unit)[1])
 
 
 def header_for(tok, lit_identity: dict | None, opts: CompressOptions, width: int, height: int, fps: Fraction,
                source: str) -> dict:
     """The container header compress writes (docs/FORMAT.md)."""
+    from .calibration import rule_unit
     m = tok.pad_multiple
+    unit_name, unit = rule_unit(tok, opts.unit)
     return {
         "width": width, "height": height,
         "latent_width": -(-width // m) * m // tok.space_factor, "latent_height": -(-height // m) * m // tok.space_factor,
         "channels": tok.channels, "fps_num": fps.numerator, "fps_den": fps.denominator,
         "tokenizer": {**tok.identity(), "source": tok.source, "stateful": tok.stateful},
         "lit": lit_identity,
-        **{k: getattr(opts, k) for k in ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk", "level",
-                                         "max_side", "short_side")},
+        **{k: getattr(opts, k) for k in SETTINGS if k != "unit"},
+        "unit": [float(x) for x in unit], "unit_name": unit_name,
         "source": source, "created_by": f"adaptok {__version__}",
     }
 

@@ -88,7 +88,7 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
             if audio is not None:
                 header["audio"] = audio.to_header()
             writer = AtokWriter(out.f, header, opts.level)
-            enc = Codec(tok, opts.rule(), opts.quant).encoder()
+            enc = Codec(tok, opts.rule(tok), opts.quant).encoder()
             t_write = _write_chunks(enc.chunks(reader, opts.chunk), writer, res, dst, progress)
             if res.frames == 0:
                 raise InputError(f"{src}: the video has no frames")

@@ -41,6 +41,7 @@ from adaptok_cli.evaluate import Scores, decode_and_score
 from adaptok_cli.lit import Inpainter
 from adaptok_cli.masking import Selector, dequantise, gather_kept, quantise
 from adaptok_cli.metrics import psnr, ssim
+from adaptok_cli.calibration import DEFAULT_UNIT, UNITS, rule_unit
 from adaptok_cli.models import LIT_FROM_THRESHOLD, ModelRef, shipped_lit
 from adaptok_cli.options import CompressOptions, header_for
 from adaptok_cli.tokenizer import load_tokenizer
@@ -91,7 +92,7 @@ def load_clip(path, tok, short_side, max_frames=None) -> Clip:
 # --- masks: who decides which positions are kept ---------------------------------------------------
 
 def threshold_masks(tok, clip, threshold=None, keep_ratio=None):
-    sel = Selector(tok.scale, threshold, keep_ratio)
+    sel = Selector(unit(tok), threshold, keep_ratio)
     return [sel.select(z, dequantise(*c)) for z, c in zip(clip.z, clip.codes)]
 
 
@@ -114,8 +115,15 @@ def random_masks(clip, rate, seed=0):
 
 # --- reconstruction -------------------------------------------------------------------------------
 
+UNIT = DEFAULT_UNIT      # the rule's unit (--unit)
+
+
+def unit(tok):
+    return rule_unit(tok, UNIT)[1]
+
+
 def new_inpainter(tok, lit, threshold=None):
-    return Inpainter(lit.load_lit(), tok.scale, lit.fingerprint, threshold=threshold) if lit else None
+    return Inpainter(lit.load_lit(), tok.scale, lit.fingerprint, threshold=threshold, unit=unit(tok)) if lit else None
 
 
 def reconstruct(tok, clip: Clip, masks, lit=None, threshold=None, fill="hold") -> dict:
@@ -124,7 +132,7 @@ def reconstruct(tok, clip: Clip, masks, lit=None, threshold=None, fill="hold") -
                         Fraction(clip.fps).limit_denominator(1001), clip.name)
     buf = io.BytesIO()
     writer = AtokWriter(buf, header)
-    dec = Decoder(tok, new_inpainter(tok, lit, threshold), fill, threshold)
+    dec = Decoder(tok, new_inpainter(tok, lit, threshold), fill, threshold, unit(tok))
     s, kept, total = Scores(tok.time_factor), 0, 0
     for i, (ref, (codes, qscale), mask) in enumerate(zip(clip.refs, clip.codes, masks)):
         chunk = Encoded(mask, gather_kept(codes, mask), qscale, len(ref))
@@ -259,7 +267,7 @@ def single_pass(tok, clips, lit, threshold):
     t0 = time.perf_counter()
     ps, kept, total = [], 0, 0
     for c in clips:
-        sel, st = Selector(tok.scale, threshold), Stream(tok, lit, threshold)
+        sel, st = Selector(unit(tok), threshold), Stream(tok, lit, threshold)
         for i, z in enumerate(c.z):
             m = sel.select(z, dequantise(*c.codes[i]))
             ps += [psnr(a, b) for a, b in zip(c.refs[i], st.run(tok, c, i, m))]
@@ -273,7 +281,7 @@ def search_allocator(tok, clips, lit, target):
     t0 = time.perf_counter()
     ps, kept, total, probes = [], 0, 0, 0
     for c in clips:
-        sel, st = Selector(tok.scale, keep_ratio=1.0), Stream(tok, lit)
+        sel, st = Selector(unit(tok), keep_ratio=1.0), Stream(tok, lit)
         for i, z in enumerate(c.z):
             zq = dequantise(*c.codes[i])
             n = z.shape[0] * z.shape[2] * z.shape[3]
@@ -322,7 +330,7 @@ def probe_allocator(tok, clips, lit, base, difficulty):
     ps, kept, total = [], 0, 0
     t0 = time.perf_counter()
     for c in clips:
-        sel, st = Selector(tok.scale, keep_ratio=1.0), Stream(tok, lit)
+        sel, st = Selector(unit(tok), keep_ratio=1.0), Stream(tok, lit)
         for i, z in enumerate(c.z):
             sel.keep_ratio = min(1.0, base * math.sqrt(difficulty[(c.name, i)] / med))
             m = sel.select(z, dequantise(*c.codes[i]))
@@ -603,6 +611,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plots-only", action="store_true",
                     help="redraw the figures from the saved bench-results.json (no measuring)")
+    ap.add_argument("--unit", choices=UNITS, default=DEFAULT_UNIT, help="the rule's unit of change")
     ap.add_argument("--lit", type=Path, help="a LIT .safetensors to measure instead of the shipped one")
     ap.add_argument("--readme", action="store_true",
                     help="write the headline of the saved docs/bench-results.json into README.md (no measuring)")
@@ -610,6 +619,8 @@ def main(argv=None):
     if args.readme:
         return update_readme(json.loads((ROOT / "docs" / "bench-results.json").read_text()))
     torch.set_num_threads(args.threads)
+    global UNIT
+    UNIT = args.unit
     sections = [x for x in args.sections.split(",") if x]
     if not set(sections) <= set(SECTIONS):
         sys.exit(f"bench: --sections takes {','.join(SECTIONS)}")
@@ -630,7 +641,7 @@ def main(argv=None):
     tok = load_tokenizer("tinytok")
     lit = ModelRef(args.lit) if args.lit else shipped_lit(tok)
     command = " ".join(["python -m bench.bench", *(argv if argv is not None else sys.argv[1:])])
-    results.update(machine=machine(), lit=bool(lit))
+    results.update(machine=machine(), lit=bool(lit), unit=UNIT)
     runs = results.setdefault("runs", {})
     with tempfile.TemporaryDirectory() as tmp:
         if args.quick:
@@ -827,6 +838,7 @@ def rd_markdown(r, pngs):
                                       "loss vs full (dB)": f2, "LIT gain (dB)": f2, "seam dB": "{:+.2f}",
                                       "latent MSE dropped, hold": "{:.4f}", "latent MSE dropped, LIT": "{:.4f}",
                                       "LIT time / decoder": "{:.1%}"}), "",
+        f"The rule's unit: **{r.get('unit', 'spread')}** (`--unit`; adaptok_cli/calibration.py). "
         f"Chosen threshold: **{tau:g}**, the largest of the sweep whose mean PSNR is within {MAX_LOSS_DB} dB of "
         "full rate. Latent MSE is on dropped positions only, in units of the per-channel scale. "
         "'seam dB' is the mean PSNR of the first latent frame of every chunk after the first, minus the clip mean. "

@@ -134,17 +134,18 @@ def test_fill_stays_within_the_threshold_of_the_held_value():
     torch.manual_seed(1)
     scale = torch.rand(16) + 0.5
     model = random_lit(seed=1, std=1.0)                       # a wild correction, to be bounded
-    for tau in (0.0, 0.1, 0.5):
-        lit = Inpainter(model, scale, "x", threshold=tau)
-        z = torch.randn(4, 16, 8, 8)
-        mask = torch.rand(4, 8, 8) < 0.5
-        mask[0] = True
-        held = HoldFill().fill(gather_kept(z, mask), mask)
-        out = lit.fill(held, mask)
-        change = ((out - held).abs() / scale.view(1, -1, 1, 1)).mean(1)
-        assert change[~mask].max() <= tau + 1e-5
-        if tau > 0:
-            assert change[~mask].max() > tau - 1e-3         # the bound is reached, not just zeroed
+    for unit in (None, torch.rand(16) + 0.1):                 # the rule's own unit, or the scale
+        for tau in (0.0, 0.1, 0.5):
+            lit = Inpainter(model, scale, "x", threshold=tau, unit=unit)
+            z = torch.randn(4, 16, 8, 8)
+            mask = torch.rand(4, 8, 8) < 0.5
+            mask[0] = True
+            held = HoldFill().fill(gather_kept(z, mask), mask)
+            out = lit.fill(held, mask)
+            change = ((out - held).abs() / (scale if unit is None else unit).view(1, -1, 1, 1)).mean(1)
+            assert change[~mask].max() <= tau + 1e-5
+            if tau > 0:
+                assert change[~mask].max() > tau - 1e-3     # the bound is reached, not just zeroed
 
 
 def test_l1_projection_is_exact_and_trainable_from_zero():

@@ -55,7 +55,7 @@ def test_chunked_encoding_equals_whole_clip(small_tok_path, videos):
     frames = read_frames(videos["static"])
     results = []
     for chunk in (1, 3, 100):
-        codec, state, zs = Codec(tok, opts(small_tok_path).check().rule()), None, []
+        codec, state, zs = Codec(tok, opts(small_tok_path).check().rule(tok)), None, []
         for group, _ in codec.frame_chunks(iter(frames), chunk):
             z, state = tok.encode(to_tensor(group, tok.pad_multiple), state)
             zs.append(z)
@@ -79,7 +79,7 @@ def test_kept_positions_bit_exact_and_caches_agree(small_tok_path, videos):
     """What the decoder rebuilds at kept positions is exactly the dequantised latent; C_sel agrees."""
     tok = load_tokenizer(str(small_tok_path))
     o = opts(small_tok_path, chunk=3).check()
-    enc = Codec(tok, o.rule(), o.quant).encoder()
+    enc = Codec(tok, o.rule(tok), o.quant).encoder()
     hold = HoldFill()
     for c in enc.chunks(iter(read_frames(videos["static"])), 3):
         mask, kept, qscale, zq = c.mask, c.codes, c.qscale, c.latents
@@ -172,7 +172,7 @@ def test_encoding_a_few_latent_frames_per_call_equals_a_chunk_per_call(small_tok
     for budget in (1 << 30, 1):           # a whole chunk per call, then one latent frame per call
         monkeypatch.setattr(codec_module, "ENCODE_PIXELS", budget)
         o = opts(small_tok_path, chunk=3).check()
-        runs.append(list(Codec(tok, o.rule(), o.quant).encoder().chunks(iter(frames), 3)))
+        runs.append(list(Codec(tok, o.rule(tok), o.quant).encoder().chunks(iter(frames), 3)))
     whole, pieces = runs
     assert [c.frames for c in whole] == [c.frames for c in pieces] and sum(c.frames for c in whole) == n_frames
     for a, b in zip(whole, pieces):

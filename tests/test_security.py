@@ -230,7 +230,9 @@ def test_header_disagreeing_with_the_tokenizer_is_refused(tmp_path, clip, fields
 
 @pytest.mark.parametrize("fields", [{"fps_den": 1 << 30}, {"threshold": float("nan")}, {"threshold": float("inf")},
                                     {"threshold": -1.0}, {"threshold": None, "keep_ratio": None},
-                                    {"threshold": 0.2, "keep_ratio": 0.5}])
+                                    {"threshold": 0.2, "keep_ratio": 0.5}, {"unit": [1.0] * 15},
+                                    {"unit": [float("nan")] * 16}, {"unit": [0.0] * 16}, {"unit": [1e300] * 16},
+                                    {"unit": "1.0"}, {"unit_name": "x" * 33}])
 def test_senseless_header_values_fail_verify(tmp_path, clip, fields):
     bad = forge(clip, tmp_path / "b.atok", **fields)
     one_line_error(run("verify", bad), errors.EXIT_BAD_CONTAINER)

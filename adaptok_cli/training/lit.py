@@ -30,6 +30,7 @@ import torch
 from ..codec import FILLS, Rule, drop_and_fill
 from ..lit import LIT, LITConfig, load_lit, project_l1, rate_features, save_lit
 from ..tokenizer import load_tokenizer
+from ..calibration import decoder_sensitivity
 from .data import FRAME_CACHE, LATENT_CACHE, TRAIN, train_latents
 from .loop import LoopConfig, Trainer, args_of
 
@@ -96,22 +97,13 @@ def sample(latents, rng, tok, batch, crop, context, threshold="draw", base="hold
     return (*(torch.stack(p) for p in parts), rate, radius)
 
 
-@torch.no_grad()
-def decoder_channel_weights(tok, latents, clips=4, frames=5, nudge=0.1) -> torch.Tensor:
+def decoder_channel_weights(tok, latents, clips=4, frames=5) -> torch.Tensor:
     """How much the frozen decoder's pixels move per unit (scale units, squared) of change in each latent
-    channel, measured by nudging one channel at a time with noise on a few cached clips -> (C,), mean 1.
-    The latent MSE weighted by it is the decoder's pixel MSE, linearised and kept diagonal: a pixel
-    term through the frozen decoder at no cost per step. (TinyTok's channels differ 40-fold.)"""
-    g = torch.Generator().manual_seed(0)
-    total = torch.zeros(tok.channels)
-    for z_all in latents[::max(1, len(latents) // clips)][:clips]:
-        z = torch.from_numpy(np.asarray(z_all[:frames], np.float32))
-        base, _ = tok.decode(z)
-        for c in range(tok.channels):
-            nudged = z.clone()
-            nudged[:, c] += nudge * float(tok.scale[c]) * torch.randn(nudged[:, c].shape, generator=g)
-            total[c] += ((tok.decode(nudged)[0] - base) ** 2).mean() / nudge ** 2
-    return total / total.mean()
+    channel (calibration.decoder_sensitivity on a few cached clips) -> (C,), mean 1. The latent MSE
+    weighted by it is the decoder's pixel MSE, linearised and kept diagonal: a pixel term through the
+    frozen decoder at no cost per step. (TinyTok's channels differ 40-fold.)"""
+    windows = [torch.from_numpy(np.asarray(z[:frames], np.float32)) for z in latents[::max(1, len(latents) // clips)][:clips]]
+    return decoder_sensitivity(tok, windows, tok.scale)
 
 
 def loss_fn(model, held, mask, ctx, target, rate, radius, weights=None):

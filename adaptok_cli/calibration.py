@@ -1,0 +1,131 @@
+"""The unit of the dropping rule: how much change in each latent channel counts as one.
+
+The rule keeps a position when the mean over channels of |z_c - held_c| / unit_c exceeds the threshold.
+Two units (`--unit`):
+- "spread": each channel's spread over real footage. This is the tokeniser's own scale, and the only
+  unit containers of format 1 to 3 knew.
+- "decoder": the spread divided by sqrt(w_c), where w_c (mean 1) is how much the frozen decoder's pixels
+  move per unit of change in channel c, rescaled to the spread's geometric mean. One unit of change then
+  costs about the same pixel error in every channel (TinyTok's channels differ 40-fold), and thresholds
+  stay comparable with the spread's. It drops the positions the decoder would miss least
+  (docs/EXPERIMENTS.md: +0.05 to +0.27 dB at the same token rate on the dev clips).
+
+A calibration holds both measurements. TinyTok's ships in the package (make calibrate-tinytok); every
+container records the unit it was made with, so decoding never needs the calibration again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+UNITS = ("decoder", "spread")
+DEFAULT_UNIT = "decoder"
+SENSITIVITY_WINDOWS = 4       # latent windows the decoder is probed on
+SENSITIVITY_FRAMES = 5        # latent frames per window
+NUDGE = 0.1                   # probe noise, in units of each channel's spread
+
+
+@dataclass
+class Calibration:
+    """What `measure` found for one tokeniser: per-channel spread and decoder sensitivity, both (C,)."""
+    spread: torch.Tensor
+    sensitivity: torch.Tensor
+    tokenizer_fingerprint: str
+    windows: int = 0
+
+    def unit(self, name: str) -> torch.Tensor:
+        if name == "spread":
+            return self.spread
+        u = self.spread / self.sensitivity.sqrt()
+        return u * (self.spread.log().mean() - u.log().mean()).exp()     # the spread's geometric mean
+
+
+@torch.no_grad()
+def decoder_sensitivity(tok, windows, spread, nudge=NUDGE) -> torch.Tensor:
+    """Mean squared pixel change per unit (spread, squared) of noise in each channel, nudging one
+    channel at a time -> (C,), mean 1. windows: latent tensors (t, C, h, w)."""
+    g = torch.Generator().manual_seed(0)
+    total = torch.zeros(tok.channels)
+    for z in windows:
+        base, _ = tok.decode(z)
+        for c in range(tok.channels):
+            nudged = z.clone()
+            nudged[:, c] += nudge * float(spread[c]) * torch.randn(nudged[:, c].shape, generator=g)
+            total[c] += ((tok.decode(nudged)[0] - base) ** 2).mean() / nudge ** 2
+    return (total / total.mean()).clamp_min(1e-4)
+
+
+def measure(tok, latents, spread: torch.Tensor | None = None) -> Calibration:
+    """latents: an iterable of (t, C, h, w) tensors from real clips. The spread is each channel's
+    standard deviation over all of them (or the given one); the decoder is probed on the first
+    SENSITIVITY_FRAMES latent frames of up to SENSITIVITY_WINDOWS of them."""
+    n, s, s2, windows = 0, torch.zeros(tok.channels, dtype=torch.float64), torch.zeros(tok.channels, dtype=torch.float64), []
+    for z in latents:
+        z = torch.as_tensor(z, dtype=torch.float32)
+        flat = z.transpose(0, 1).reshape(tok.channels, -1).double()
+        n, s, s2 = n + flat.shape[1], s + flat.sum(1), s2 + (flat ** 2).sum(1)
+        if len(windows) < SENSITIVITY_WINDOWS:
+            windows.append(z[:SENSITIVITY_FRAMES].clone())
+    if not windows:
+        raise ValueError("no latents to calibrate on")
+    if spread is None:
+        spread = ((s2 / n - (s / n) ** 2).clamp_min(0).sqrt().float()).clamp_min(1e-4)
+    return Calibration(spread, decoder_sensitivity(tok, windows, spread), tok.fingerprint, len(windows))
+
+
+def save(cal: Calibration, path):
+    from safetensors.torch import save_file
+
+    from .outputs import atomic_path
+    tensors = {"spread": cal.spread.float().contiguous(), "sensitivity": cal.sensitivity.float().contiguous()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"tokenizer_fingerprint": cal.tokenizer_fingerprint,
+                                               "windows": str(cal.windows)})
+        tmp.chmod(0o644)
+
+
+def load(path, tok) -> Calibration:
+    """A calibration file for this tokeniser, checked: two positive, finite (C,) tensors and the same
+    tokeniser fingerprint (safetensors: a file cannot run code)."""
+    from safetensors.torch import load_file
+
+    from .errors import UsageError
+    from .tokenizer import safetensors_metadata
+    try:
+        tensors = load_file(str(path))
+        with open(path, "rb") as f:
+            meta = safetensors_metadata(f)
+    except Exception as e:
+        raise UsageError(f"{path}: not a calibration file ({e})") from None
+    if meta.get("tokenizer_fingerprint") != tok.fingerprint:
+        raise UsageError(f"{path}: calibrated for another tokeniser ({meta.get('tokenizer_fingerprint')}, "
+                         f"not {tok.fingerprint})")
+    for key in ("spread", "sensitivity"):
+        t = tensors.get(key)
+        if t is None or t.shape != (tok.channels,) or not bool(torch.isfinite(t).all() and (t > 0).all()):
+            raise UsageError(f"{path}: {key} must be {tok.channels} positive numbers")
+    return Calibration(tensors["spread"].float(), tensors["sensitivity"].float(), tok.fingerprint,
+                       int(meta.get("windows", "0") or 0))
+
+
+def shipped_path(tok) -> Path:
+    from .tokenizer import WEIGHTS_DIR
+    return WEIGHTS_DIR / f"{tok.name}-calibration.safetensors"
+
+
+def find(tok) -> Calibration | None:
+    """The shipped calibration of a built-in tokeniser (None for others, or none shipped)."""
+    p = shipped_path(tok)
+    return load(p, tok) if tok.source == "builtin" and p.is_file() else None
+
+
+def rule_unit(tok, name: str = DEFAULT_UNIT) -> tuple[str, torch.Tensor]:
+    """The unit compress will use -> (its name, (C,) values). A tokeniser without a calibration has
+    only its own scale, the spread."""
+    if name not in UNITS:
+        from .errors import UsageError
+        raise UsageError(f"--unit must be one of {', '.join(UNITS)}")
+    cal = find(tok) if name != "spread" else None
+    return (name, cal.unit(name)) if cal is not None else ("spread", tok.scale)
