@@ -247,7 +247,7 @@ def compress_job(opts, force, src, dst, progress):
     from .pipeline import cached_tokenizer, compress
     one_torch_thread()
     return compress(src, dst, opts, force=force, progress=progress,
-                    loaded_tokenizer=cached_tokenizer(opts.tokenizer, opts.device))
+                    loaded_tokenizer=cached_tokenizer(opts.tokenizer, opts.device, opts.dtype))
 
 
 def compress_skip(opts, src, dst):
@@ -255,7 +255,7 @@ def compress_skip(opts, src, dst):
         return False
     from .batch import is_up_to_date
     from .pipeline import cached_tokenizer, expected_settings
-    return is_up_to_date(src, dst, expected_settings(opts, cached_tokenizer(opts.tokenizer, opts.device), src))
+    return is_up_to_date(src, dst, expected_settings(opts, cached_tokenizer(opts.tokenizer, opts.device, opts.dtype), src))
 
 
 def decompress_job(kw, force, src, dst, progress):

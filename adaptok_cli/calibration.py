@@ -16,6 +16,7 @@ container records the unit it was made with, so decoding never needs the calibra
 from __future__ import annotations
 
 from dataclasses import dataclass
+import os
 from pathlib import Path
 
 import torch
@@ -75,6 +76,24 @@ def measure(tok, latents, spread: torch.Tensor | None = None) -> Calibration:
     return Calibration(spread, decoder_sensitivity(tok, windows, spread), tok.fingerprint, len(windows))
 
 
+def clip_latents(tok, paths, short_side: int | None = 256, max_frames: int = 64, chunk: int = 8):
+    """Latents of the first max_frames frames of each clip (shrunk to short_side, never enlarged), as
+    compress would encode them."""
+    from itertools import islice
+
+    from .codec import Codec, Rule
+    from .video import read_shrunk
+    for path in paths:
+        with read_shrunk(path, short_side) as reader:
+            for enc in Codec(tok, Rule(threshold=0.0)).encoder().chunks(islice(reader, max_frames), chunk):
+                yield enc.latents
+
+
+def calibrate(tok, paths, short_side: int | None = 256, max_frames: int = 64) -> Calibration:
+    """A tokeniser's calibration measured on these clips (what `adaptok calibrate` runs)."""
+    return measure(tok, clip_latents(tok, paths, short_side, max_frames))
+
+
 def save(cal: Calibration, path):
     from safetensors.torch import save_file
 
@@ -115,17 +134,40 @@ def shipped_path(tok) -> Path:
     return WEIGHTS_DIR / f"{tok.name}-calibration.safetensors"
 
 
+def store_dir() -> Path:
+    """Where `adaptok calibrate` keeps calibrations: $ADAPTOK_CACHE/calibration, else
+    $XDG_CACHE_HOME/adaptok/calibration (~/.cache/adaptok/calibration)."""
+    root = os.environ.get("ADAPTOK_CACHE")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "adaptok"
+    return Path(root) / "calibration"
+
+
+def stored_path(tok) -> Path:
+    """A calibration is found by the tokeniser's fingerprint: the hash of its weights."""
+    return store_dir() / f"{tok.fingerprint}.safetensors"
+
+
 def find(tok) -> Calibration | None:
-    """The shipped calibration of a built-in tokeniser (None for others, or none shipped)."""
-    p = shipped_path(tok)
-    return load(p, tok) if tok.source == "builtin" and p.is_file() else None
+    """The calibration of this tokeniser: shipped (built-in ones), else stored by `adaptok calibrate`."""
+    if tok.source == "builtin":
+        p = shipped_path(tok)
+        return load(p, tok) if p.is_file() else None
+    p = stored_path(tok)
+    return load(p, tok) if p.is_file() else None
 
 
 def rule_unit(tok, name: str = DEFAULT_UNIT) -> tuple[str, torch.Tensor]:
-    """The unit compress will use -> (its name, (C,) values). A tokeniser without a calibration has
-    only its own scale, the spread."""
+    """The unit compress will use -> (its name, (C,) values). Without a calibration, a tokeniser whose
+    scale was measured (TinyTok files) uses that as its spread; any other must be calibrated first."""
+    from .errors import ModelUnavailableError, UsageError
     if name not in UNITS:
-        from .errors import UsageError
         raise UsageError(f"--unit must be one of {', '.join(UNITS)}")
-    cal = find(tok) if name != "spread" else None
-    return (name, cal.unit(name)) if cal is not None else ("spread", tok.scale)
+    cal = find(tok)
+    if cal is not None:
+        return name, cal.unit(name)
+    if not tok.measured_scale:
+        spec = getattr(tok, "spec", tok.name)
+        raise ModelUnavailableError(f"tokeniser {tok.name} is not calibrated: run 'adaptok calibrate --tokenizer "
+                                    f"{spec} CLIP...' once, on a few clips like yours")
+    return "spread", tok.scale

@@ -67,6 +67,8 @@ DecodeTokenizer = Annotated[Optional[str], typer.Option("--tokenizer", help=(
     "The tokeniser's file or folder, if it is not built in (checked against the container's fingerprint)."))]
 Chunk = Annotated[int, typer.Option("--chunk", help="Latent frames per chunk record.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+Dtype = Annotated[str, typer.Option("--dtype", help=(
+    "Precision of a diffusers tokeniser: auto (bf16 on a GPU that has it, else fp32), fp32, bf16 or fp16."))]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
 Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="Print timings.")]
 Json = Annotated[bool, typer.Option("--json", help="One JSON object per file on stdout.")]
@@ -101,8 +103,10 @@ def limits_for(max_pixels: Optional[int]):
     return Limits.for_pixels(max_pixels)
 
 
-def check_common(workers: Optional[int], device: str, as_json: bool, as_csv: bool):
+def check_common(workers: Optional[int], device: str, as_json: bool, as_csv: bool, dtype: str = "auto"):
     """Options every batch command shares, checked before any work (bad values are usage errors, 2)."""
+    from .options import check_dtype
+    check_dtype(dtype)
     if workers is not None and workers < 1:
         raise UsageError("--workers must be at least 1")
     if not is_device_name(device):
@@ -122,7 +126,7 @@ def compress_cmd(
     level: Annotated[int, typer.Option("--level", "-l", help="zstd level, 1-22.")] = 10,
     quant: Annotated[str, typer.Option("--quant", help="int8 (per-channel scales) or fp16.")] = "int8",
     max_side: Annotated[Optional[int], typer.Option("--max-side", help="Downscale so the longest side is at most N (16 or more).")] = None,
-    device: Device = "auto",
+    device: Device = "auto", dtype: Dtype = "auto",
     drop_audio: Annotated[bool, typer.Option("--drop-audio", help="Leave the sound out (by default the first audio stream is kept, copied as it is).")] = False,
     quiet: Quiet = False, verbose: Verbose = False, as_json: Json = False, workers: Workers = None, as_csv: Csv = False,
 ):
@@ -132,7 +136,7 @@ def compress_cmd(
     with user_errors():
         opts = CompressOptions(threshold=threshold, keep_ratio=keep_ratio, tokenizer=tokenizer, chunk=chunk,
                                keyframe_interval=keyframe_interval, level=level, quant=quant, max_side=max_side,
-                               device=device, drop_audio=drop_audio, unit=unit).check()
+                               device=device, drop_audio=drop_audio, unit=unit, dtype=dtype).check()
         check_common(workers, device, as_json, as_csv)
         pairs = expand_inputs(inputs, want_video)
         dsts = output_paths(pairs, output, atok_name)
@@ -146,8 +150,8 @@ def decompress_cmd(
     inputs: Containers, output: Output = None, force: Force = False,
     codec: Annotated[Optional[Codec], typer.Option("--codec", help="Output format (default: from the extension; .mp4 x264, .mkv ffv1, .y4m, png: a folder of frames).")] = None,
     crf: Annotated[int, typer.Option("--crf", help="x264 quality, 0-51 (lower is better).")] = 18,
-    no_lit: NoLit = False, tokenizer: DecodeTokenizer = None, device: Device = "auto", quiet: Quiet = False,
-    verbose: Verbose = False, as_json: Json = False,
+    no_lit: NoLit = False, tokenizer: DecodeTokenizer = None, device: Device = "auto", dtype: Dtype = "auto",
+    quiet: Quiet = False, verbose: Verbose = False, as_json: Json = False,
     overlay: Annotated[bool, typer.Option("--overlay", help="Tint the positions that were dropped (to see the mask).")] = False,
     recover: Annotated[bool, typer.Option("--partial", help="Recover the complete chunks of a truncated file.")] = False,
     max_pixels: MaxPixels = None, workers: Workers = None, as_csv: Csv = False,
@@ -155,7 +159,7 @@ def decompress_cmd(
     """Rebuild videos from .atok containers (size, frame count and fps restored)."""
     from .batch import decompress_job, decompress_skip, video_name, want_atok
     with user_errors():
-        check_common(workers, device, as_json, as_csv)
+        check_common(workers, device, as_json, as_csv, dtype)
         if not 0 <= crf <= 51:
             raise UsageError("--crf must be between 0 and 51")
         codec = codec.value if codec else None
@@ -164,7 +168,7 @@ def decompress_cmd(
         for d in dsts:
             output_kind(d, codec)       # an extension that disagrees with --codec is a usage error, up front
         kw = dict(tokenizer=tokenizer, use_lit=not no_lit, codec=codec, crf=crf, device=device, overlay=overlay,
-                  partial=recover, limits=limits_for(max_pixels))
+                  partial=recover, limits=limits_for(max_pixels), dtype=dtype)
         code = run_batch([(s, d) for (s, _), d in zip(pairs, dsts)], partial(decompress_job, kw, force),
                          Reporter(quiet, as_json, verbose), "decompress", workers, force, partial(decompress_skip, kw),
                          as_csv)
@@ -240,7 +244,7 @@ def eval_cmd(
     short_side: Annotated[Optional[int], typer.Option("--short-side", help="Shrink clips whose short side is over N to N (smaller clips are scored at their own size; 0: native) [default: native size].")] = None,
     tokenizer: Tokenizer = DEFAULT_TOKENIZER, chunk: Chunk = DEFAULT_CHUNK,
     no_lit: Annotated[bool, typer.Option("--no-lit", help="Report hold-fill as the main figure.")] = False,
-    device: Device = "auto", quiet: Quiet = False,
+    device: Device = "auto", dtype: Dtype = "auto", quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per clip, then one with the mean.")] = False,
 ):
     """Compress + decompress in memory; PSNR/SSIM against the decoded input at full rate, hold-fill and LIT."""
@@ -250,8 +254,9 @@ def eval_cmd(
     with user_errors():
         check_common(None, device, as_json, False)
         opts = CompressOptions(threshold=threshold, keep_ratio=keep_ratio, tokenizer=tokenizer, chunk=chunk,
-                               short_side=short_side or None, device=device, unit=unit).check()   # 0: native, as before
-        tok = load_tokenizer(opts.tokenizer, pick_device(device))
+                               short_side=short_side or None, device=device, unit=unit,
+                               dtype=dtype).check()   # short side 0: native, as before
+        tok = load_tokenizer(opts.tokenizer, pick_device(device), dtype)
         reporter, results = Reporter(quiet, as_json), []
 
         def one(f):
@@ -267,6 +272,42 @@ def eval_cmd(
         elif not quiet and results:
             print_eval(results, mean_of(results), no_lit)
     raise typer.Exit(code)
+
+
+@app.command("calibrate", short_help="Measure a tokeniser's unit of change on your clips.")
+def calibrate_cmd(
+    inputs: Videos, tokenizer: Tokenizer = DEFAULT_TOKENIZER,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help=(
+        "Where to write the calibration [default: the calibration store, where compress finds it: "
+        "$ADAPTOK_CACHE/calibration or ~/.cache/adaptok/calibration]."))] = None,
+    force: Force = False,
+    short_side: Annotated[int, typer.Option("--short-side", help="Shrink clips to this short side first (0: native).")] = 256,
+    max_frames: Annotated[int, typer.Option("--max-frames", help="Frames read from each clip.")] = 64,
+    device: Device = "auto", dtype: Dtype = "auto", quiet: Quiet = False, as_json: Json = False,
+):
+    """Measure each latent channel's spread and the decoder's sensitivity to it: the rule's unit of change.
+    A tokeniser other than the built-in needs this once before compress (a few clips like yours)."""
+    from .calibration import calibrate, save, stored_path
+    from .errors import OutputExistsError
+    from .tokenizer import load_tokenizer, pick_device
+    with user_errors():
+        check_common(None, device, as_json, False, dtype)
+        if max_frames < 1 or short_side < 0:
+            raise UsageError("--max-frames must be 1 or more and --short-side 0 or more")
+        clips = [f for f, _ in expand_inputs(inputs, want_video)]
+        tok = load_tokenizer(tokenizer, pick_device(device), dtype)
+        dst = Path(output) if output else stored_path(tok)
+        if dst.exists() and not force:
+            raise OutputExistsError(f"{dst}: exists (use -f to replace it)")
+        cal = calibrate(tok, clips, short_side or None, max_frames)
+        save(cal, dst)
+        if as_json:
+            print(json.dumps({"tokenizer": tok.name, "fingerprint": tok.fingerprint, "clips": len(clips),
+                              "output": str(dst), "spread": cal.spread.tolist(),
+                              "sensitivity": cal.sensitivity.tolist(), "unit": cal.unit("decoder").tolist()}))
+        elif not quiet:
+            print(f"calibrated {tok.name} on {len(clips)} clips: {dst}", file=sys.stderr)
+    raise typer.Exit(0)
 
 
 @app.command("completion", short_help="Print the shell completion script.")

@@ -20,7 +20,7 @@ from .metrics import psnr, ssim
 from .models import inpainter_for
 from .options import CompressOptions, header_for
 from .tokenizer import Tokenizer, load_tokenizer, pick_device
-from .video import VideoReader
+from .video import read_shrunk
 
 
 class Scores:
@@ -96,22 +96,13 @@ def decode_and_score(dec: Decoder, chunk, ref: np.ndarray, scores: Scores, truth
     return out
 
 
-def _reader(path, opts: CompressOptions, upscale: bool) -> VideoReader:
-    """The clip at opts.short_side, which only ever shrinks it unless upscale=True."""
-    reader = VideoReader(path, short_side=opts.short_side, max_side=opts.max_side)
-    if opts.short_side and not upscale and min(reader.info.source_width, reader.info.source_height) <= opts.short_side:
-        reader.close()
-        reader = VideoReader(path, max_side=opts.max_side)
-    return reader
-
-
 def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | None = None,
              progress=None, chunk_psnr=False, upscale=False) -> dict:
     """Scores of one clip (see the module docstring). opts.short_side only ever shrinks a clip
     unless upscale=True: a clip smaller than that is scored at its own size."""
     opts.check()
     device = pick_device(opts.device)
-    tok = tokenizer or load_tokenizer(opts.tokenizer, device)
+    tok = tokenizer or load_tokenizer(opts.tokenizer, device, opts.dtype)
     rule = opts.rule(tok)
     inpainter, note = inpainter_for(tok, opts.threshold, None, path, use_lit, device, rule.unit)
     codec = Codec(tok, rule, opts.quant)
@@ -120,7 +111,7 @@ def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | N
                 **({"lit": codec.decoder(inpainter)} if inpainter else {})}
     scores = {k: Scores() for k in decoders}
     buf, frames, kept, total, t_write = io.BytesIO(), 0, 0, 0, 0.0
-    with _reader(path, opts, upscale) as reader:
+    with read_shrunk(path, opts.short_side, opts.max_side, upscale) as reader:
         info = reader.info
         writer = AtokWriter(buf, header_for(tok, None, opts, info.width, info.height, info.fps, str(path)), opts.level)
         seen = []                   # the chunk's input frames, as the encoder reads them (group by group)

@@ -44,12 +44,12 @@ class ModelRef:
         return _CACHE[key]
 
 
-def cached_tokenizer(spec: str, device: str = "auto") -> Tokenizer:
+def cached_tokenizer(spec: str, device: str = "auto", dtype: str = "auto") -> Tokenizer:
     """load_tokenizer, once per process and file content (a batch loads its tokeniser once, not per file)."""
     dev = pick_device(device)
-    key = ("tokenizer", spec, str(dev), spec_fingerprint(spec))
+    key = ("tokenizer", spec, str(dev), dtype, spec_fingerprint(spec))
     if key not in _CACHE:
-        _CACHE[key] = load_tokenizer(spec, dev)
+        _CACHE[key] = load_tokenizer(spec, dev, dtype)
     return _CACHE[key]
 
 
@@ -77,7 +77,7 @@ def lit_identity(tok: Tokenizer) -> dict | None:
     return {"fingerprint": ref.fingerprint, "name": f"lit-{tok.name}"} if ref else None
 
 
-def tokenizer_for(header: dict, path, spec: str | None = None, device="cpu") -> Tokenizer:
+def tokenizer_for(header: dict, path, spec: str | None = None, device="cpu", dtype="auto") -> Tokenizer:
     """The tokeniser a container needs: a built-in one by name, or the one the user names with `spec`.
 
     The fingerprint of what the user named is checked before any of it is loaded."""
@@ -95,7 +95,7 @@ def tokenizer_for(header: dict, path, spec: str | None = None, device="cpu") -> 
     if fp != need["fingerprint"]:
         raise ModelUnavailableError(f"{path}: made with {wanted}, but {spec} has fingerprint {fp}: "
                                     f"pass --tokenizer with the file or folder it was made with")
-    tok = cached_tokenizer(spec, str(device))
+    tok = cached_tokenizer(spec, str(device), dtype)
     check_fit(header, tok, path)
     return tok
 
@@ -134,9 +134,9 @@ def inpainter_for(tok: Tokenizer, threshold: float | None, need: dict | None = N
     return Inpainter(ref.load_lit(device), tok.scale, ref.fingerprint, device, threshold, unit), None
 
 
-def models_for(header: dict, path, spec: str | None = None, use_lit=True, device="cpu"):
+def models_for(header: dict, path, spec: str | None = None, use_lit=True, device="cpu", dtype="auto"):
     """What decoding a container takes -> (tokeniser, Inpainter or None, note or None)."""
-    tok = tokenizer_for(header, path, spec, device)
+    tok = tokenizer_for(header, path, spec, device, dtype)
     return (tok, *inpainter_for(tok, header.get("threshold"), header.get("lit"), path, use_lit, device,
                                 unit_of(header)))
 

@@ -12,6 +12,11 @@ from .errors import UsageError
 SETTINGS = ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk", "level", "max_side", "short_side", "unit")
 
 
+def check_dtype(dtype: str):
+    if dtype not in ("auto", "fp32", "bf16", "fp16"):
+        raise UsageError(f"unknown --dtype {dtype!r}: use auto, fp32, bf16 or fp16")
+
+
 @dataclass
 class CompressOptions:
     threshold: float | None = None     # None and no keep_ratio -> DEFAULT_THRESHOLD
@@ -26,6 +31,7 @@ class CompressOptions:
     device: str = "auto"
     drop_audio: bool = False           # leave the audio track out (by default its packets are kept)
     unit: str = "decoder"              # the rule's per-channel unit of change (calibration.UNITS)
+    dtype: str = "auto"                # precision of a diffusers tokeniser (diffusers_tok.DTYPES)
 
     def check(self):
         if self.threshold is not None and self.keep_ratio is not None:
@@ -47,6 +53,7 @@ class CompressOptions:
             raise UsageError("--quant must be int8 or fp16")
         if self.unit not in ("decoder", "spread"):
             raise UsageError("--unit must be decoder or spread")
+        check_dtype(self.dtype)
         return self
 
     def rule(self, tok):

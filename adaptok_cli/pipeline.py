@@ -74,7 +74,7 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
     opts = (options or CompressOptions(**kw)).check()
     plan([(Path(src), Path(dst))])
     t_start = time.perf_counter()
-    tok = loaded_tokenizer or load_tokenizer(opts.tokenizer, pick_device(opts.device))
+    tok = loaded_tokenizer or load_tokenizer(opts.tokenizer, pick_device(opts.device), opts.dtype)
     reader, audio = _open_source(src, opts)
     info = reader.info
     with reader:
@@ -151,7 +151,7 @@ def _audio_plan(r: AtokReader, kind: str, src, res: Result) -> AudioTrack | None
 
 def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None, crf=18, force=False,
                device="auto", progress: Callable[[int], None] | None = None, overlay=False, partial=False,
-               limits: Limits = DEFAULT_LIMITS) -> Result:
+               limits: Limits = DEFAULT_LIMITS, dtype: str = "auto") -> Result:
     """Rebuild a video from an .atok container; width, height, frame count and fps are restored.
 
     overlay=True tints the positions that were dropped, to show what the mask did.
@@ -168,7 +168,7 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
     kind = output_kind(dst, codec)
     with AtokReader(src, partial=partial, limits=limits) as r:
         h = r.header
-        tok, inpainter, note = models_for(h, src, tokenizer, use_lit, dev)
+        tok, inpainter, note = models_for(h, src, tokenizer, use_lit, dev, dtype)
         res = Result(str(src), str(dst), width=h["width"], height=h["height"],
                      fps=h["fps_num"] / h["fps_den"], tokens_kept=r.tokens_kept, tokens_total=r.tokens_total,
                      bytes_in=r.size, atok_bytes=r.size, notes=[note] if note else [])

@@ -66,6 +66,7 @@ class Tokenizer:
     channels: int
     scale: torch.Tensor       # (C,) per-channel latent scale: the unit of the masking threshold
     stateful: bool
+    measured_scale = True     # False: scale is a placeholder, and the rule's unit needs `adaptok calibrate`
 
     def frames_for(self, n_latent: int, at_start: bool) -> int:
         """Frames that make n_latent latent frames, at the start of a video or later (layout.py)."""
@@ -147,6 +148,7 @@ class CosmosTokenizer(Tokenizer):
 
     stateful = False
     pad_multiple = 16
+    measured_scale = False
 
     def __init__(self, folder: Path, device="cpu"):
         folder = Path(folder)
@@ -161,7 +163,7 @@ class CosmosTokenizer(Tokenizer):
                 self.decoder = torch.jit.load(str(dec), map_location=self.device).eval()
         except (RuntimeError, ValueError) as e:
             raise ModelUnavailableError(f"{folder}: cannot load TorchScript ({str(e).splitlines()[0]})") from None
-        self.name = f"cosmos:{folder.name}"
+        self.name, self.spec = f"cosmos:{folder.name}", str(folder)
         self.source = "file"
         self.fingerprint = file_fingerprint(enc, dec)
         # Probe the factors on a tiny clip rather than trusting the folder name.
@@ -209,6 +211,11 @@ def load_builtin(name: str, device="cpu") -> Tokenizer:
 def spec_files(spec: str) -> list[Path]:
     """The files a user's tokeniser spec names (what its fingerprint is computed over), or [] for a built-in."""
     p = Path(spec)
+    from .diffusers_tok import is_diffusers_spec, read_config, resolve, weight_files
+    if is_diffusers_spec(spec):
+        folder = resolve(spec)
+        read_config(folder)
+        return [folder / "config.json", *weight_files(folder)]
     if p.is_dir():
         return [p / "encoder.jit", p / "decoder.jit"]
     if p.suffix == ".safetensors" and p.is_file():
@@ -233,11 +240,16 @@ def spec_fingerprint(spec: str) -> str:
         raise ModelUnavailableError(f"{spec}: cannot read ({e.strerror})") from None
 
 
-def load_tokenizer(spec: str = DEFAULT_TOKENIZER, device="cpu") -> Tokenizer:
-    """A built-in name ('tinytok'), a .safetensors file of our architecture, or a Cosmos folder."""
+def load_tokenizer(spec: str = DEFAULT_TOKENIZER, device="cpu", dtype: str = "auto") -> Tokenizer:
+    """A built-in name ('tinytok'), a .safetensors file of our architecture, a Cosmos folder, or a
+    diffusers VAE (diffusers_tok.py). dtype (auto, fp32, bf16, fp16) applies to diffusers VAEs; the
+    others run in float32."""
     files = spec_files(spec)
     if not files:
         return load_builtin(spec, device)
+    from .diffusers_tok import DiffusersTokenizer, is_diffusers_spec
+    if is_diffusers_spec(spec):
+        return DiffusersTokenizer(spec, device, dtype)
     if Path(spec).is_dir():
         return CosmosTokenizer(Path(spec), device)
     return TinyTokTokenizer(Path(spec), device)

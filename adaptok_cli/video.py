@@ -181,6 +181,16 @@ def _reason(e):
     return getattr(e, "strerror", None) or str(e).splitlines()[0]
 
 
+def read_shrunk(path, short_side: int | None, max_side: int | None = None, upscale: bool = False) -> VideoReader:
+    """A reader at short_side that only ever shrinks the clip (unless upscale=True): a smaller clip is
+    read at its own size."""
+    reader = VideoReader(path, short_side=short_side, max_side=max_side)
+    if short_side and not upscale and min(reader.info.source_width, reader.info.source_height) <= short_side:
+        reader.close()
+        reader = VideoReader(path, max_side=max_side)
+    return reader
+
+
 def output_kind(path: Path, codec: str | None) -> str:
     """Which writer a path asks for: 'x264', 'ffv1', 'y4m' or 'png' (a folder of frames)."""
     ext = Path(path).suffix.lower()

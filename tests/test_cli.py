@@ -14,9 +14,9 @@ from conftest import noise_frames, write_video
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 
-def run(*args, cwd=None):
+def run(*args, cwd=None, env=None):
     p = subprocess.run([sys.executable, "-m", "adaptok_cli", *map(str, args)], capture_output=True, text=True,
-                       cwd=cwd, env=ENV, timeout=300)
+                       cwd=cwd, env=env or ENV, timeout=300)
     assert "Traceback" not in p.stderr, p.stderr
     return p
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adaptok_cli import CompressOptions, compress, decompress
+from adaptok_cli import CompressOptions, calibration, compress, decompress
 from adaptok_cli.errors import ModelUnavailableError
 from adaptok_cli.tokenizer import CosmosTokenizer, load_tokenizer
 from adaptok_cli.video import read_frames
@@ -61,7 +61,12 @@ def test_adapter_probes_factors(cosmos_dir):
 def test_round_trip_through_cosmos(tmp_path, cosmos_dir):
     src = write_video(tmp_path / "v.mkv", noise_frames(23, 24, 40))   # neither side a multiple of 16
     dst = tmp_path / "v.atok"
-    res = compress(src, dst, CompressOptions(tokenizer=str(cosmos_dir), chunk=2, device="cpu"))
+    opts = CompressOptions(tokenizer=str(cosmos_dir), chunk=2, device="cpu")
+    tok = load_tokenizer(str(cosmos_dir))
+    with pytest.raises(ModelUnavailableError, match="not calibrated"):     # its scale was never measured
+        compress(src, dst, opts)
+    calibration.save(calibration.calibrate(tok, [src]), calibration.stored_path(tok))
+    res = compress(src, dst, opts)
     assert res.frames == 23
     out = tmp_path / "o.mkv"
     decompress(dst, out, tokenizer=str(cosmos_dir), device="cpu")

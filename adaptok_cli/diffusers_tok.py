@@ -1,0 +1,237 @@
+"""Video VAEs from `diffusers` (the tokenisers video models are trained on), as adaptok tokenisers.
+
+    --tokenizer path/to/vae                 a folder with config.json + *.safetensors
+    --tokenizer path/to/pipeline            a pipeline folder: its vae/ subfolder
+    --tokenizer hf:ORG/REPO[/SUBFOLDER]     from the local Hugging Face cache only (never downloaded)
+
+The class comes from config.json's `_class_name`, but only from the fixed table FAMILIES: a folder
+picks among known adapters, it cannot name code. Weights are read from safetensors only.
+
+Layout: every family here codes the first frame of a clip alone and then `time_factor` frames per
+latent frame (1 + 4k or 1 + 8k frames), so adaptok's layout rule (layout.py) holds as it is. The
+factors are probed on a tiny clip, not read from the config. A family with its own causal cache (Wan)
+streams: chunk after chunk equals one pass over the whole video. The others code each chunk as a
+clip of its own (stateless); their chunk seams are measured in docs/TOKENIZERS.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import ModelUnavailableError
+from .tinytok import to_uint8
+from .tokenizer import Tokenizer, file_fingerprint
+
+MAX_CONFIG_BYTES = 1 << 20
+PROBE_FRAMES, PROBE_SIDE = 17, 64
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+EXTRA = "pip install 'adaptok[diffusers]'"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    streams: bool = False          # has a causal cache adaptok can carry from chunk to chunk
+    causal_decoder: bool = True    # False: the decoder looks ahead in time (chunks decode apart)
+
+
+FAMILIES = {
+    "AutoencoderKLWan": Family("wan", streams=True),
+    "AutoencoderKLCogVideoX": Family("cogvideox"),
+    "AutoencoderKLHunyuanVideo": Family("hunyuanvideo"),
+    "AutoencoderKLLTXVideo": Family("ltx-video", causal_decoder=False),
+    "AutoencoderKLMochi": Family("mochi"),
+    "AutoencoderKLCosmos": Family("cosmos"),
+}
+
+
+def is_diffusers_spec(spec: str) -> bool:
+    p = Path(spec)
+    return spec.startswith("hf:") or p.is_dir() and ((p / "config.json").is_file() or (p / "model_index.json").is_file())
+
+
+def resolve(spec: str) -> Path:
+    """The VAE folder a spec names; hf: specs from the local Hugging Face cache only."""
+    if spec.startswith("hf:"):
+        parts = spec[3:].strip("/").split("/")
+        if len(parts) < 2 or not all(parts):
+            raise ModelUnavailableError(f"{spec}: use hf:ORG/REPO or hf:ORG/REPO/SUBFOLDER")
+        repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
+        try:
+            from huggingface_hub import snapshot_download
+            from huggingface_hub.errors import LocalEntryNotFoundError
+        except ImportError:
+            raise ModelUnavailableError(f"{spec}: diffusers tokenisers need the extra: {EXTRA}") from None
+        try:
+            folder = Path(snapshot_download(repo, local_files_only=True))
+        except (LocalEntryNotFoundError, OSError, ValueError):
+            want = f" --include '{sub}/*'" if sub else ""
+            raise ModelUnavailableError(f"{spec}: not in the local Hugging Face cache (adaptok never downloads): "
+                                        f"fetch it once with: hf download {repo}{want}") from None
+        folder = folder / sub if sub else folder
+    else:
+        folder = Path(spec)
+    if not (folder / "config.json").is_file() and (folder / "vae" / "config.json").is_file():
+        folder = folder / "vae"               # a pipeline folder
+    if not (folder / "config.json").is_file():
+        raise ModelUnavailableError(f"{spec}: no config.json (a diffusers VAE folder, or a pipeline with vae/)")
+    return folder
+
+
+def weight_files(folder: Path) -> list[Path]:
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ModelUnavailableError(f"{folder}: no .safetensors weights (other weight formats can run code: "
+                                    f"adaptok reads safetensors only)")
+    return files
+
+
+def read_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ModelUnavailableError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelUnavailableError(f"{path}: not JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("_class_name") not in FAMILIES:
+        name = config.get("_class_name") if isinstance(config, dict) else None
+        raise ModelUnavailableError(f"{path}: class {name!r} is not a supported video VAE "
+                                    f"(supported: {', '.join(FAMILIES)})")
+    return config
+
+
+def fingerprint_of(folder: Path) -> str:
+    return file_fingerprint(folder / "config.json", *weight_files(folder))
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return DTYPES[dtype]
+
+
+class DiffusersTokenizer(Tokenizer):
+    """A diffusers video VAE: frames (T, 3, H, W) in [-1, 1] or uint8 <-> latents (t, C, h, w), the mean
+    of the latent distribution (its mode), as float32 on the CPU."""
+
+    measured_scale = False      # its unit of change comes from `adaptok calibrate`
+
+    def __init__(self, spec: str, device="cpu", dtype: str = "auto"):
+        folder = resolve(spec)
+        config = read_config(folder)
+        self.family = FAMILIES[config["_class_name"]]
+        try:
+            import diffusers
+        except ImportError:
+            raise ModelUnavailableError(f"{spec}: diffusers tokenisers need the extra: {EXTRA}") from None
+        self.device = torch.device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        weight_files(folder)
+        diffusers.utils.logging.set_verbosity_error()     # its load-time advice is not for adaptok's users
+        try:
+            cls = getattr(diffusers, config["_class_name"])
+            self.vae = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, torch_dtype=self.dtype,
+                                           low_cpu_mem_usage=False).eval()
+        except (OSError, ValueError, RuntimeError, TypeError) as e:
+            raise ModelUnavailableError(f"{folder}: cannot load ({str(e).splitlines()[0]})") from None
+        self.vae.to(self.device)
+        if hasattr(self.vae, "disable_tiling"):
+            self.vae.disable_tiling()         # tiles would blend: adaptok bounds memory by chunks instead
+        self.class_name = config["_class_name"]
+        self.config_hash = hashlib.sha256((folder / "config.json").read_bytes()).hexdigest()[:16]
+        self.name, self.spec = f"diffusers:{self.class_name}", spec
+        self.source = "file"
+        self.fingerprint = fingerprint_of(folder)
+        self.stateful = self.family.streams
+        self._probe(folder)
+        self.scale = torch.ones(self.channels)
+
+    def _probe(self, folder):
+        """Factors from a tiny clip's latent shape: 17 frames of 64x64 -> 1 + 16/tf latent frames."""
+        x = torch.zeros(PROBE_FRAMES, 3, PROBE_SIDE, PROBE_SIDE)
+        z = self._encode_clip(x)
+        t, self.channels, h = z.shape[0], z.shape[1], z.shape[2]
+        if t < 2 or (PROBE_FRAMES - 1) % (t - 1) or PROBE_SIDE % h:
+            raise ModelUnavailableError(f"{folder}: unexpected latent shape {tuple(z.shape)} for a "
+                                        f"{PROBE_FRAMES}x{PROBE_SIDE}x{PROBE_SIDE} probe")
+        self.time_factor, self.space_factor = (PROBE_FRAMES - 1) // (t - 1), PROBE_SIDE // h
+        self.pad_multiple = self.space_factor
+
+    def identity(self) -> dict:
+        return {**super().identity(), "class": self.class_name, "config": self.config_hash}
+
+    def _input(self, frames):
+        if frames.dtype == torch.uint8:
+            frames = frames.float().div_(127.5).sub_(1)
+        return frames.permute(1, 0, 2, 3)[None].to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def _encode_clip(self, frames):
+        z = self.vae.encode(self._input(frames)).latent_dist.mode()
+        return z[0].permute(1, 0, 2, 3).float().cpu()
+
+    @torch.no_grad()
+    def encode(self, frames, state=None):
+        if not self.stateful:
+            return self._encode_clip(frames), None
+        return wan_encode(self.vae, self._input(frames), state)
+
+    @torch.no_grad()
+    def decode(self, latents, state=None, uint8=False):
+        z = latents.permute(1, 0, 2, 3)[None].to(self.device, self.dtype)
+        if self.stateful:
+            x, state = wan_decode(self.vae, z, state)
+        else:
+            x, state = self.vae.decode(z).sample, None
+        x = x[0].permute(1, 0, 2, 3).float().cpu().clamp_(-1, 1)
+        return (to_uint8(x) if uint8 else x), state
+
+
+# --- Wan: its own causal cache, carried between calls ---------------------------------------------
+# AutoencoderKLWan codes frame 0 alone, then 4 frames per latent frame, each call reading and updating
+# a per-convolution cache of the frames before (its _encode / _decode loops). Carrying that cache
+# from one call to the next makes chunk-wise coding equal one pass (tests/test_diffusers.py).
+
+def _wan_patch(vae, x, inverse=False):
+    p = vae.config.get("patch_size")
+    if not p:
+        return x
+    from diffusers.models.autoencoders.autoencoder_kl_wan import patchify, unpatchify
+    return unpatchify(x, patch_size=p) if inverse else patchify(x, patch_size=p)
+
+
+def _conv_count(vae, part: str) -> int:
+    """How many cached convolutions Wan's encoder or decoder has (its cache holds one entry each)."""
+    counts = getattr(vae, "_cached_conv_counts", None)
+    if counts:
+        return counts[part]
+    return sum(type(m).__name__ == "WanCausalConv3d" for m in getattr(vae, part).modules())
+
+
+def wan_encode(vae, x, state):
+    """x: (1, 3, T, H, W); T = 1 + 4k at the start of a stream (state None), 4k after -> (latents, state)."""
+    if state is None:
+        state = [None] * _conv_count(vae, "encoder")
+        groups = [x[:, :, :1], *x[:, :, 1:].split(4, 2)]
+    else:
+        groups = list(x.split(4, 2))
+    groups = [_wan_patch(vae, g) for g in groups]
+    out = torch.cat([vae.encoder(g, feat_cache=state, feat_idx=[0]) for g in groups], 2)
+    mean = vae.quant_conv(out)[:, :vae.config.z_dim]
+    return mean[0].permute(1, 0, 2, 3).float().cpu(), state
+
+
+def wan_decode(vae, z, state):
+    """z: (1, C, t, h, w) -> ((1, 3, T, H, W), state); the first latent frame of a stream gives one frame."""
+    start = state is None
+    if start:
+        state = [None] * _conv_count(vae, "decoder")
+    x = vae.post_quant_conv(z)
+    outs = [vae.decoder(x[:, :, i:i + 1], feat_cache=state, feat_idx=[0], first_chunk=start and i == 0)
+            for i in range(x.shape[2])]
+    return _wan_patch(vae, torch.cat(outs, 2), inverse=True).clamp_(-1, 1), state

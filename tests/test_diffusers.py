@@ -1,0 +1,179 @@
+"""diffusers video VAEs as tokenisers: tiny random models saved with save_pretrained (no network, no
+downloaded weights), checked against the models' own encode and decode, through the whole CLI."""
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+
+import adaptok_cli as atk  # noqa: E402
+from adaptok_cli import calibration  # noqa: E402
+from adaptok_cli.container import AtokReader  # noqa: E402
+from adaptok_cli.errors import ModelUnavailableError  # noqa: E402
+from adaptok_cli.tokenizer import load_tokenizer, spec_fingerprint  # noqa: E402
+from adaptok_cli.video import VideoReader  # noqa: E402
+from conftest import static_frames, write_video  # noqa: E402
+from test_cli import ENV, one_line_error, run  # noqa: E402
+
+# three families: Wan (its own causal cache: streams), CogVideoX (causal, coded chunk by chunk),
+# LTX-Video (non-causal decoder, 8x temporal and 32x spatial)
+FAMILIES = {
+    "wan": ("AutoencoderKLWan", dict(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                                     temperal_downsample=[False, True, True])),
+    "cogvideox": ("AutoencoderKLCogVideoX", dict(block_out_channels=(8, 8, 8, 8), latent_channels=4,
+                                                 layers_per_block=1, norm_num_groups=4)),
+    "ltx": ("AutoencoderKLLTXVideo", dict(block_out_channels=(8, 8, 8, 8), latent_channels=4,
+                                          layers_per_block=(1, 1, 1, 1, 1), decoder_block_out_channels=(8, 8, 8, 8),
+                                          decoder_layers_per_block=(1, 1, 1, 1, 1))),
+}
+FACTORS = {"wan": (4, 8), "cogvideox": (4, 8), "ltx": (8, 32)}
+
+
+def save_vae(name, folder):
+    cls, cfg = FAMILIES[name]
+    torch.manual_seed(0)
+    model = getattr(diffusers, cls)(**cfg).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    return model
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def vae(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    return request.param, folder, save_vae(request.param, folder)
+
+
+def clip(t, h=64, w=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(t, 3, h, w, generator=g) * 2 - 1
+
+
+def test_latents_and_frames_are_the_models_own(vae):
+    name, folder, model = vae
+    tok = load_tokenizer(str(folder), "cpu", "fp32")
+    assert (tok.time_factor, tok.space_factor) == FACTORS[name] and tok.channels == 4
+    assert tok.stateful == (name == "wan")
+    x = clip(1 + 2 * tok.time_factor)
+    z, _ = tok.encode(x)
+    with torch.no_grad():
+        own = model.encode(x.permute(1, 0, 2, 3)[None]).latent_dist.mode()[0].permute(1, 0, 2, 3)
+        own_frames = model.decode(own.permute(1, 0, 2, 3)[None]).sample[0].permute(1, 0, 2, 3).clamp(-1, 1)
+    torch.testing.assert_close(z, own, rtol=1e-4, atol=1e-5)
+    frames, _ = tok.decode(z)
+    torch.testing.assert_close(frames, own_frames, rtol=1e-4, atol=1e-5)
+
+
+def test_wan_chunk_by_chunk_equals_one_pass(tmp_path):
+    save_vae("wan", tmp_path)
+    tok = load_tokenizer(str(tmp_path), "cpu", "fp32")
+    x = clip(1 + 4 * 5, seed=1)
+    whole, _ = tok.encode(x)
+    state, parts = None, []
+    for a, b in ((0, 5), (5, 13), (13, 21)):          # 1 + 4, then 8 and 8 frames
+        z, state = tok.encode(x[a:b], state)
+        parts.append(z)
+    torch.testing.assert_close(torch.cat(parts), whole, rtol=1e-4, atol=1e-5)
+    one, _ = tok.decode(whole)
+    state, frames = None, []
+    for i in range(len(whole)):
+        f, state = tok.decode(whole[i:i + 1], state)
+        frames.append(f)
+    torch.testing.assert_close(torch.cat(frames), one, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def odd_clip(tmp_path_factory):
+    src = tmp_path_factory.mktemp("odd") / "in.mp4"
+    write_video(src, static_frames(14, 37, 51))              # odd sides, 14 frames: no 1 + 4k, no 1 + 8k
+    return src
+
+
+def test_any_size_and_frame_count_round_trip(vae, odd_clip, tmp_path, monkeypatch):
+    """Calibrate, compress, inspect and decompress (Python API): size and frame count come back."""
+    name, folder, _ = vae
+    monkeypatch.setenv("ADAPTOK_CACHE", str(tmp_path / "cache"))
+    tok = load_tokenizer(str(folder))
+    with pytest.raises(ModelUnavailableError, match="adaptok calibrate --tokenizer"):
+        atk.compress(odd_clip, tmp_path / "a.atok", tokenizer=str(folder))
+    calibration.save(calibration.calibrate(tok, [odd_clip]), calibration.stored_path(tok))
+    atk.compress(odd_clip, tmp_path / "a.atok", tokenizer=str(folder), chunk=2)
+    info = atk.inspect(tmp_path / "a.atok")
+    assert info.frames == 14 and (info.width, info.height) == (51, 37)
+    with AtokReader(tmp_path / "a.atok") as r:
+        ident = r.header["tokenizer"]
+        assert ident["class"] == FAMILIES[name][0] and ident["fingerprint"] == spec_fingerprint(str(folder))
+        assert r.header["unit_name"] == "decoder"
+        np.testing.assert_allclose(r.header["unit"], calibration.find(tok).unit("decoder").numpy())
+    atk.decompress(tmp_path / "a.atok", tmp_path / "b.y4m", tokenizer=str(folder))
+    with VideoReader(tmp_path / "b.y4m") as r:
+        frames = list(r)
+    assert len(frames) == 14 and frames[0].shape == (37, 51, 3)
+
+
+def test_the_cli_from_calibration_to_frames(tmp_path, odd_clip):
+    """The user's path (docs/TOKENIZERS.md): calibrate, compress, inspect, decompress; a mismatched or
+    missing tokeniser is refused with one line and exit 69."""
+    wan, cog = tmp_path / "wan", tmp_path / "cog"
+    save_vae("wan", wan)
+    save_vae("cogvideox", cog)
+    env = {**ENV, "ADAPTOK_CACHE": str(tmp_path / "cache")}
+    assert "adaptok calibrate" in one_line_error(run("compress", odd_clip, "--tokenizer", wan, "-o", tmp_path / "a.atok",
+                                                     env=env), 69)
+    p = run("calibrate", "--tokenizer", wan, odd_clip, "--json", env=env)
+    assert p.returncode == 0, p.stderr
+    cal = json.loads(p.stdout)
+    assert len(cal["unit"]) == 4 and cal["clips"] == 1
+    assert run("calibrate", "--tokenizer", wan, odd_clip, "-q", env=env).returncode == 73   # no overwrite without -f
+    p = run("compress", odd_clip, "--tokenizer", wan, "-o", tmp_path / "a.atok", "-q", env=env)
+    assert p.returncode == 0, p.stderr
+    p = run("inspect", tmp_path / "a.atok", "--json", env=env)
+    assert p.returncode == 0 and json.loads(p.stdout)["frames"] == 14
+    assert "--tokenizer" in one_line_error(run("decompress", tmp_path / "a.atok", "-o", tmp_path / "b.y4m", env=env), 69)
+    line = one_line_error(run("decompress", tmp_path / "a.atok", "--tokenizer", cog, "-o", tmp_path / "x.y4m", env=env), 69)
+    assert "fingerprint" in line and not (tmp_path / "x.y4m").exists()
+    p = run("decompress", tmp_path / "a.atok", "--tokenizer", wan, "-o", tmp_path / "b.y4m", "-q", env=env)
+    assert p.returncode == 0, p.stderr
+    with VideoReader(tmp_path / "b.y4m") as r:
+        assert sum(1 for _ in r) == 14
+
+
+def test_unsupported_or_unsafe_folders_are_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "os.system"}))
+    with pytest.raises(ModelUnavailableError, match="not a supported video VAE"):
+        load_tokenizer(str(tmp_path))
+    save_vae("wan", tmp_path / "w")
+    for f in (tmp_path / "w").glob("*.safetensors"):
+        f.rename(f.with_suffix(".bin"))                  # pickled weights could run code: never read
+    with pytest.raises(ModelUnavailableError, match="safetensors"):
+        load_tokenizer(str(tmp_path / "w"))
+
+
+def test_pipeline_folder_and_hf_cache(tmp_path, monkeypatch):
+    """A pipeline folder's vae/, and hf:ORG/REPO/vae from the local cache; an uncached repo names the command."""
+    save_vae("cogvideox", tmp_path / "pipe" / "vae")
+    (tmp_path / "pipe" / "model_index.json").write_text("{}")
+    assert load_tokenizer(str(tmp_path / "pipe")).name == "diffusers:AutoencoderKLCogVideoX"
+    cache = tmp_path / "hub"
+    snap = cache / "models--org--video" / "snapshots" / ("0" * 40)
+    save_vae("cogvideox", snap / "vae")
+    (cache / "models--org--video" / "refs").mkdir(parents=True)
+    (cache / "models--org--video" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for mod in [m for m in sys.modules if m.startswith("huggingface_hub")]:
+        monkeypatch.delitem(sys.modules, mod)           # it reads its cache folder at import
+    tok = load_tokenizer("hf:org/video/vae")
+    assert tok.fingerprint == load_tokenizer(str(tmp_path / "pipe")).fingerprint
+    with pytest.raises(ModelUnavailableError, match="hf download org/missing"):
+        load_tokenizer("hf:org/missing")
+
+
+def test_without_the_extra_a_diffusers_tokenizer_names_it(tmp_path, monkeypatch):
+    save_vae("wan", tmp_path)
+    monkeypatch.setitem(sys.modules, "diffusers", None)     # as if not installed
+    with pytest.raises(ModelUnavailableError, match=r"adaptok\[diffusers\]"):
+        load_tokenizer(str(tmp_path))
+    np.testing.assert_equal(load_tokenizer("tinytok").channels, 16)    # everything else works
