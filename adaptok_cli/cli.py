@@ -78,6 +78,8 @@ MaxPixels = Annotated[Optional[int], typer.Option("--max-pixels", metavar="N", h
     "Resource budget: refuse containers with frames over N pixels [default: 4096x4096]; raise it only for "
     "files you trust."))]
 NoLit = Annotated[bool, typer.Option("--no-lit", help="Hold-fill dropped positions instead of running LIT.")]
+LitFile = Annotated[Optional[str], typer.Option("--lit", help=(
+    "A LIT weights file made by adaptok train-lit (for a tokeniser without a shipped LIT)."))]
 
 
 def version_callback(value: bool):
@@ -126,7 +128,7 @@ def compress_cmd(
     level: Annotated[int, typer.Option("--level", "-l", help="zstd level, 1-22.")] = 10,
     quant: Annotated[str, typer.Option("--quant", help="int8 (per-channel scales) or fp16.")] = "int8",
     max_side: Annotated[Optional[int], typer.Option("--max-side", help="Downscale so the longest side is at most N (16 or more).")] = None,
-    device: Device = "auto", dtype: Dtype = "auto",
+    device: Device = "auto", dtype: Dtype = "auto", lit: LitFile = None,
     drop_audio: Annotated[bool, typer.Option("--drop-audio", help="Leave the sound out (by default the first audio stream is kept, copied as it is).")] = False,
     quiet: Quiet = False, verbose: Verbose = False, as_json: Json = False, workers: Workers = None, as_csv: Csv = False,
 ):
@@ -136,7 +138,7 @@ def compress_cmd(
     with user_errors():
         opts = CompressOptions(threshold=threshold, keep_ratio=keep_ratio, tokenizer=tokenizer, chunk=chunk,
                                keyframe_interval=keyframe_interval, level=level, quant=quant, max_side=max_side,
-                               device=device, drop_audio=drop_audio, unit=unit, dtype=dtype).check()
+                               device=device, drop_audio=drop_audio, unit=unit, dtype=dtype, lit=lit).check()
         check_common(workers, device, as_json, as_csv)
         pairs = expand_inputs(inputs, want_video)
         dsts = output_paths(pairs, output, atok_name)
@@ -150,8 +152,8 @@ def decompress_cmd(
     inputs: Containers, output: Output = None, force: Force = False,
     codec: Annotated[Optional[Codec], typer.Option("--codec", help="Output format (default: from the extension; .mp4 x264, .mkv ffv1, .y4m, png: a folder of frames).")] = None,
     crf: Annotated[int, typer.Option("--crf", help="x264 quality, 0-51 (lower is better).")] = 18,
-    no_lit: NoLit = False, tokenizer: DecodeTokenizer = None, device: Device = "auto", dtype: Dtype = "auto",
-    quiet: Quiet = False, verbose: Verbose = False, as_json: Json = False,
+    no_lit: NoLit = False, lit: LitFile = None, tokenizer: DecodeTokenizer = None, device: Device = "auto",
+    dtype: Dtype = "auto", quiet: Quiet = False, verbose: Verbose = False, as_json: Json = False,
     overlay: Annotated[bool, typer.Option("--overlay", help="Tint the positions that were dropped (to see the mask).")] = False,
     recover: Annotated[bool, typer.Option("--partial", help="Recover the complete chunks of a truncated file.")] = False,
     max_pixels: MaxPixels = None, workers: Workers = None, as_csv: Csv = False,
@@ -168,7 +170,7 @@ def decompress_cmd(
         for d in dsts:
             output_kind(d, codec)       # an extension that disagrees with --codec is a usage error, up front
         kw = dict(tokenizer=tokenizer, use_lit=not no_lit, codec=codec, crf=crf, device=device, overlay=overlay,
-                  partial=recover, limits=limits_for(max_pixels), dtype=dtype)
+                  partial=recover, limits=limits_for(max_pixels), dtype=dtype, lit=lit)
         code = run_batch([(s, d) for (s, _), d in zip(pairs, dsts)], partial(decompress_job, kw, force),
                          Reporter(quiet, as_json, verbose), "decompress", workers, force, partial(decompress_skip, kw),
                          as_csv)
@@ -307,6 +309,45 @@ def calibrate_cmd(
                               "sensitivity": cal.sensitivity.tolist(), "unit": cal.unit("decoder").tolist()}))
         elif not quiet:
             print(f"calibrated {tok.name} on {len(clips)} clips: {dst}", file=sys.stderr)
+    raise typer.Exit(0)
+
+
+@app.command("train-lit", short_help="Train a LIT for a tokeniser on your clips.")
+def train_lit_cmd(
+    inputs: Videos, output: Annotated[str, typer.Option("-o", "--output", help="The LIT weights file to write (.safetensors).")],
+    tokenizer: Tokenizer = DEFAULT_TOKENIZER, force: Force = False,
+    steps: Annotated[int, typer.Option("--steps", help="Training steps (a rerun of the same command resumes).")] = 2000,
+    val_clips: Annotated[int, typer.Option("--val-clips", help="Clips held out to choose the step (one clip: its last quarter).")] = 1,
+    short_side: Annotated[int, typer.Option("--short-side", help="Shrink clips to this short side first (0: native).")] = 256,
+    max_frames: Annotated[int, typer.Option("--max-frames", help="Frames read from each clip.")] = 256,
+    device: Device = "auto", dtype: Dtype = "auto", quiet: Quiet = False, as_json: Json = False,
+):
+    """Train a Latent Inpainting Transformer for a calibrated tokeniser (OUTPUT.run/ keeps the latents,
+    checkpoints and log). Use it with compress/decompress --lit OUTPUT."""
+    from dataclasses import asdict
+
+    from .errors import OutputExistsError
+    from .tokenizer import load_tokenizer, pick_device
+    from .training.user_lit import TrainLitOptions, run_dir, train_lit
+    with user_errors():
+        check_common(None, device, as_json, False, dtype)
+        if steps < 1 or val_clips < 0 or max_frames < 1 or short_side < 0:
+            raise UsageError("--steps and --max-frames must be 1 or more, --val-clips and --short-side 0 or more")
+        dst = Path(output)
+        if dst.exists() and not force and not run_dir(dst).exists():
+            raise OutputExistsError(f"{dst}: exists (use -f to replace it)")
+        clips = [f for f, _ in expand_inputs(inputs, want_video)]
+        tok = load_tokenizer(tokenizer, pick_device(device), dtype)
+        opts = TrainLitOptions(steps=steps, val_clips=val_clips, short_side=short_side or None, max_frames=max_frames)
+        reporter = Reporter(quiet, as_json)
+        with reporter.progress(f"train-lit {dst.name}", unit="steps") as tick:
+            report = train_lit(tok, clips, dst, opts, progress=lambda step, end: tick("frames", 1, end))
+        if as_json:
+            print(json.dumps(asdict(report)))
+        elif not quiet:
+            print(f"{dst}: step {report.best_step} of {report.steps} (best on the {report.held_out}); "
+                  f"LIT {report.gain_db:+.2f} dB over hold-fill on held-out dropped latents "
+                  f"(decoder-weighted MSE {report.lit_mse:.4g} vs {report.hold_mse:.4g})", file=sys.stderr)
     raise typer.Exit(0)
 
 

@@ -107,7 +107,7 @@ class Reporter:
         self.seen = set()
 
     @contextmanager
-    def progress(self, label: str, n_files: int = 1):
+    def progress(self, label: str, n_files: int = 1, unit: str = "frames"):
         """Yields tick(kind, n, total=None, name=None), told of ("file", name=...) when a file starts,
         ("frames", n, total) as frames are done and ("files", 1) when a file ends. One file: a bar of
         frames done / total; several: a bar of files, with the current file and its frames beside it."""
@@ -127,7 +127,7 @@ class Reporter:
                     state["total"] = total if total is not None else state["total"]
                 elif kind == "files":
                     state["files"] += n
-                frames = f"{state['frames']}/{state['total'] or '?'} frames"
+                frames = f"{state['frames']}/{state['total'] or '?'} {unit}"
                 if n_files == 1:
                     bar.update(task, completed=state["frames"], total=state["total"], count=frames, detail=state["name"],
                                refresh=True)

@@ -104,7 +104,7 @@ def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | N
     device = pick_device(opts.device)
     tok = tokenizer or load_tokenizer(opts.tokenizer, device, opts.dtype)
     rule = opts.rule(tok)
-    inpainter, note = inpainter_for(tok, opts.threshold, None, path, use_lit, device, rule.unit)
+    inpainter, note = inpainter_for(tok, opts.threshold, None, path, use_lit, device, rule.unit, opts.lit)
     codec = Codec(tok, rule, opts.quant)
     enc = codec.encoder()
     decoders = {"full": codec.decoder(), "hold": codec.decoder(), "interp": codec.decoder(fill="interp"),

@@ -71,8 +71,11 @@ def shipped_lit(tok: Tokenizer, fingerprint: str | None = None) -> ModelRef | No
     return next((r for r in refs if r.fingerprint == fingerprint), None)
 
 
-def lit_identity(tok: Tokenizer) -> dict | None:
-    """What compress records as the LIT a container expects (None: hold-fill only)."""
+def lit_identity(tok: Tokenizer, lit=None) -> dict | None:
+    """What compress records as the LIT a container expects: the one the user names (--lit), else the
+    shipped one (None: hold-fill only)."""
+    if lit:
+        return {"fingerprint": user_lit(tok, lit).fingerprint, "name": Path(lit).stem[:64]}
     ref = shipped_lit(tok)
     return {"fingerprint": ref.fingerprint, "name": f"lit-{tok.name}"} if ref else None
 
@@ -116,29 +119,62 @@ def check_fit(header: dict, tok: Tokenizer, path):
                                  f"but tokeniser {tok.name} gives {want})")
 
 
+def user_lit(tok: Tokenizer, path) -> ModelRef:
+    """A LIT file the user names (--lit), checked to be trained for exactly this tokeniser."""
+    ref = ModelRef(Path(path))
+    try:
+        trained_for = ref.metadata.get("tokenizer_fingerprint")
+    except (OSError, ValueError) as e:
+        raise ModelUnavailableError(f"{path}: not a LIT weights file ({e})") from None
+    if trained_for != tok.fingerprint:
+        raise ModelUnavailableError(f"{path}: a LIT for tokeniser {trained_for}, not {tok.name} ({tok.fingerprint})")
+    return ref
+
+
+def lit_scale(ref: ModelRef, tok: Tokenizer):
+    """The per-channel spread a LIT was trained in: its own (train-lit records it), else the tokeniser's."""
+    import json
+
+    import torch
+    raw = ref.metadata.get("scale")
+    if raw is None:
+        return tok.scale
+    try:
+        scale = torch.tensor(json.loads(raw), dtype=torch.float32)
+    except (ValueError, TypeError):
+        scale = None
+    if scale is None or scale.shape != (tok.channels,) or not bool(torch.isfinite(scale).all() and (scale > 0).all()):
+        raise ModelUnavailableError(f"{ref.path}: its scale is not {tok.channels} positive numbers")
+    return scale
+
+
 def inpainter_for(tok: Tokenizer, threshold: float | None, need: dict | None = None, path="",
-                  use_lit=True, device="cpu", unit=None):
+                  use_lit=True, device="cpu", unit=None, lit=None):
     """The compatibility policy for LIT, in one place -> (Inpainter or None, a note for the user or None).
 
     need: the LIT identity a container records (None: it expects none, or this is not a container);
-    unit: the rule's per-channel unit (None: the tokeniser's scale)."""
+    unit: the rule's per-channel unit (None: the tokeniser's scale); lit: a LIT file the user named,
+    which runs at every threshold (the shipped one only where it measured better than hold-fill)."""
     from .lit import Inpainter
-    if not use_lit or (threshold is not None and threshold < LIT_FROM_THRESHOLD):
+    if not use_lit or (lit is None and threshold is not None and threshold < LIT_FROM_THRESHOLD):
         return None, None
-    ref = shipped_lit(tok, need["fingerprint"] if need else None)
+    ref = user_lit(tok, lit) if lit else shipped_lit(tok, need["fingerprint"] if need else None)
+    if lit and need and need["fingerprint"] != ref.fingerprint:
+        raise ModelUnavailableError(f"{path}: made for LIT {need.get('name')} (fingerprint {need['fingerprint']}), "
+                                    f"but {lit} has fingerprint {ref.fingerprint}")
     if ref is None:
         if need is None:
-            return None, "no trained LIT for this tokeniser yet: dropped positions are hold-filled"
+            return None, "no trained LIT for this tokeniser: dropped positions are hold-filled (adaptok train-lit makes one)"
         raise ModelUnavailableError(f"{path}: needs LIT {need.get('name')} (fingerprint {need['fingerprint']}), "
-                                    f"which is not installed (or use --no-lit)")
-    return Inpainter(ref.load_lit(device), tok.scale, ref.fingerprint, device, threshold, unit), None
+                                    f"which is not installed: pass it with --lit FILE (or use --no-lit)")
+    return Inpainter(ref.load_lit(device), lit_scale(ref, tok), ref.fingerprint, device, threshold, unit), None
 
 
-def models_for(header: dict, path, spec: str | None = None, use_lit=True, device="cpu", dtype="auto"):
+def models_for(header: dict, path, spec: str | None = None, use_lit=True, device="cpu", dtype="auto", lit=None):
     """What decoding a container takes -> (tokeniser, Inpainter or None, note or None)."""
     tok = tokenizer_for(header, path, spec, device, dtype)
     return (tok, *inpainter_for(tok, header.get("threshold"), header.get("lit"), path, use_lit, device,
-                                unit_of(header)))
+                                unit_of(header), lit))
 
 
 def unit_of(header: dict):

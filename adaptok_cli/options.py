@@ -32,6 +32,7 @@ class CompressOptions:
     drop_audio: bool = False           # leave the audio track out (by default its packets are kept)
     unit: str = "decoder"              # the rule's per-channel unit of change (calibration.UNITS)
     dtype: str = "auto"                # precision of a diffusers tokeniser (diffusers_tok.DTYPES)
+    lit: str | None = None             # a LIT file (adaptok train-lit) the container will expect
 
     def check(self):
         if self.threshold is not None and self.keep_ratio is not None:

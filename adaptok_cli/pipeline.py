@@ -46,7 +46,7 @@ def write_audio_records(writer: AtokWriter, packets) -> int:
 
 def expected_settings(opts: CompressOptions, tok: Tokenizer, src) -> dict:
     """settings_of() the container compress(src) would write with these options."""
-    s = settings_of(header_for(tok, lit_identity(tok), opts, 1, 1, Fraction(1), ""))
+    s = settings_of(header_for(tok, lit_identity(tok, opts.lit), opts, 1, 1, Fraction(1), ""))
     return {**s, "audio": not opts.drop_audio and has_audio(src)}
 
 
@@ -84,7 +84,7 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
         if progress:
             progress(0, total=info.frames)          # the container's estimate, or None
         try:
-            header = header_for(tok, lit_identity(tok), opts, info.width, info.height, info.fps, Path(src).name)
+            header = header_for(tok, lit_identity(tok, opts.lit), opts, info.width, info.height, info.fps, Path(src).name)
             if audio is not None:
                 header["audio"] = audio.to_header()
             writer = AtokWriter(out.f, header, opts.level)
@@ -123,10 +123,10 @@ def _write_chunks(chunks, writer: AtokWriter, res: Result, dst, progress) -> flo
     return t_write
 
 
-def decode_tag(src, use_lit, codec, crf, overlay, tokenizer_fp) -> str:
+def decode_tag(src, lit_fp, codec, crf, overlay, tokenizer_fp) -> str:
     """What decompress writes into an mp4/mkv's comment: which .atok (by content) and settings made it,
     so a rerun can tell its own up-to-date output from a video that merely has the same name."""
-    settings = json.dumps({"atok": file_fingerprint(src), "lit": use_lit, "codec": codec, "crf": crf,
+    settings = json.dumps({"atok": file_fingerprint(src), "lit": lit_fp, "codec": codec, "crf": crf,
                            "overlay": overlay, "tokenizer": tokenizer_fp}, sort_keys=True)
     return "adaptok " + hashlib.sha256(settings.encode()).hexdigest()[:16]
 
@@ -151,10 +151,11 @@ def _audio_plan(r: AtokReader, kind: str, src, res: Result) -> AudioTrack | None
 
 def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None, crf=18, force=False,
                device="auto", progress: Callable[[int], None] | None = None, overlay=False, partial=False,
-               limits: Limits = DEFAULT_LIMITS, dtype: str = "auto") -> Result:
+               limits: Limits = DEFAULT_LIMITS, dtype: str = "auto", lit=None) -> Result:
     """Rebuild a video from an .atok container; width, height, frame count and fps are restored.
 
     overlay=True tints the positions that were dropped, to show what the mask did.
+    lit: a LIT file (adaptok train-lit) to fill with; the container's record must match it.
     partial=True recovers every complete chunk of a truncated container (whose index was cut off).
     limits: the resource budget the container must fit (container.Limits).
     progress(n, total=None) is called with the frames written (first with n=0 and the total).
@@ -168,7 +169,7 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
     kind = output_kind(dst, codec)
     with AtokReader(src, partial=partial, limits=limits) as r:
         h = r.header
-        tok, inpainter, note = models_for(h, src, tokenizer, use_lit, dev, dtype)
+        tok, inpainter, note = models_for(h, src, tokenizer, use_lit, dev, dtype, lit)
         res = Result(str(src), str(dst), width=h["width"], height=h["height"],
                      fps=h["fps_num"] / h["fps_den"], tokens_kept=r.tokens_kept, tokens_total=r.tokens_total,
                      bytes_in=r.size, atok_bytes=r.size, notes=[note] if note else [])
@@ -183,7 +184,8 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
         try:
             with write_errors(dst):
                 writer = VideoWriter(out.tmp, h["width"], h["height"], Fraction(h["fps_num"], h["fps_den"]), kind, crf,
-                                     comment=decode_tag(src, inpainter is not None, kind, crf, overlay, tok.fingerprint),
+                                     comment=decode_tag(src, inpainter.fingerprint if inpainter else None, kind, crf, overlay,
+                                                        tok.fingerprint),
                                      audio=track)
             dec = Codec(tok, None).decoder(inpainter)
             _write_frames(r, dec, writer, track, res, dst, overlay, progress)
@@ -233,7 +235,8 @@ def _write_frames(r: AtokReader, dec, writer: VideoWriter, track: AudioTrack | N
         writer.close()
 
 
-def decoded_up_to_date(src, dst, use_lit=True, codec=None, crf=18, overlay=False, tokenizer=None, **_) -> bool:
+def decoded_up_to_date(src, dst, use_lit=True, codec=None, crf=18, overlay=False, tokenizer=None, lit=None,
+                       **_) -> bool:
     """dst is a video this adaptok decoded from exactly this .atok with these settings (its comment tag)."""
     import av
     try:
@@ -241,8 +244,8 @@ def decoded_up_to_date(src, dst, use_lit=True, codec=None, crf=18, overlay=False
             h = r.header
         kind = output_kind(Path(dst), codec)
         tok = tokenizer_for(h, src, tokenizer, "cpu")
-        lit = use_lit and inpainter_for(tok, h.get("threshold"), h.get("lit"), src)[0] is not None
-        want = decode_tag(src, lit, kind, crf, overlay, tok.fingerprint)
+        inpainter = use_lit and inpainter_for(tok, h.get("threshold"), h.get("lit"), src, lit=lit)[0]
+        want = decode_tag(src, inpainter.fingerprint if inpainter else None, kind, crf, overlay, tok.fingerprint)
         with av.open(str(dst)) as c:
             return {k.lower(): v for k, v in c.metadata.items()}.get("comment") == want
     except Exception:

@@ -177,3 +177,40 @@ def test_without_the_extra_a_diffusers_tokenizer_names_it(tmp_path, monkeypatch)
     with pytest.raises(ModelUnavailableError, match=r"adaptok\[diffusers\]"):
         load_tokenizer(str(tmp_path))
     np.testing.assert_equal(load_tokenizer("tinytok").channels, 16)    # everything else works
+
+
+def test_train_lit_resumes_and_decompress_uses_it(tmp_path, monkeypatch):
+    """calibrate + a few steps of train-lit make a LIT that compress records and decompress runs."""
+    from adaptok_cli.models import ModelRef
+    from adaptok_cli.training.user_lit import TrainLitOptions, run_dir, train_lit
+    monkeypatch.setenv("ADAPTOK_CACHE", str(tmp_path / "cache"))
+    save_vae("wan", tmp_path / "wan")
+    clips = []
+    for i in range(2):
+        clips.append(tmp_path / f"c{i}.mp4")
+        write_video(clips[-1], static_frames(13, 32, 48, seed=i))
+    tok = load_tokenizer(str(tmp_path / "wan"))
+    with pytest.raises(ModelUnavailableError, match="calibrate"):
+        train_lit(tok, clips, tmp_path / "lit.safetensors")
+    calibration.save(calibration.calibrate(tok, clips), calibration.stored_path(tok))
+    opts = TrainLitOptions(steps=3, batch=2, crop=8, val_every=2)
+    report = train_lit(tok, clips, tmp_path / "lit.safetensors", opts)
+    assert (report.steps, report.clips, report.held_out) == (3, 2, "last 1 clip(s)")
+    assert report.hold_mse > 0 and np.isfinite(report.gain_db)
+    opts.steps = 5                                            # the same command, longer: resumes at step 3
+    assert train_lit(tok, clips, tmp_path / "lit.safetensors", opts).steps == 5
+    log = [json.loads(line) for line in (run_dir(tmp_path / "lit.safetensors") / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [3, 5]
+    lit = ModelRef(tmp_path / "lit.safetensors")
+    assert lit.metadata["tokenizer_fingerprint"] == tok.fingerprint and len(json.loads(lit.metadata["scale"])) == 4
+    atk.compress(clips[0], tmp_path / "a.atok", tokenizer=str(tmp_path / "wan"), lit=str(lit.path), threshold=0.3)
+    with AtokReader(tmp_path / "a.atok") as r:
+        assert r.header["lit"]["fingerprint"] == lit.fingerprint
+    with pytest.raises(ModelUnavailableError, match="--lit"):
+        atk.decompress(tmp_path / "a.atok", tmp_path / "x.y4m", tokenizer=str(tmp_path / "wan"))
+    res = atk.decompress(tmp_path / "a.atok", tmp_path / "b.y4m", tokenizer=str(tmp_path / "wan"), lit=str(lit.path))
+    assert res.frames == 13 and res.timing["lit"] > 0
+    atk.decompress(tmp_path / "a.atok", tmp_path / "c.y4m", tokenizer=str(tmp_path / "wan"), use_lit=False)
+    save_vae("cogvideox", tmp_path / "cog")
+    with pytest.raises(ModelUnavailableError, match="a LIT for tokeniser"):
+        atk.compress(clips[0], tmp_path / "d.atok", tokenizer=str(tmp_path / "cog"), lit=str(lit.path))

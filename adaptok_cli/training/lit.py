@@ -52,9 +52,10 @@ def load_ema(path) -> tuple[LIT, dict]:
     return model, ck
 
 
-def sample_one(z_all, rng, tok, crop, context, threshold="draw", base="hold"):
-    """One training window -> (held, mask, context flag, target, threshold or None), in scale units,
-    context + CHUNK frames. threshold: a τ, None for a keep-ratio budget, or "draw" to pick either."""
+def sample_one(z_all, rng, tok, crop, context, threshold="draw", base="hold", spread=None, unit=None):
+    """One training window -> (held, mask, context flag, target, threshold or None), in units of the
+    spread (None: tok.scale), context + CHUNK frames. threshold: a τ, None for a keep-ratio budget, or
+    "draw" to pick either. unit: the rule's unit (None: tok.scale), as the container will record it."""
     first_chunk = rng.random() < FIRST_CHUNK_SHARE          # a stream's first chunk: its first frame is kept whole
     warm = 0 if first_chunk else context + int(rng.integers(*WARM_UP))
     length = warm + CHUNK
@@ -70,7 +71,8 @@ def sample_one(z_all, rng, tok, crop, context, threshold="draw", base="hold"):
     tau = threshold
     if tau == "draw":
         tau = float(math.exp(rng.uniform(*np.log(TAU_RANGE)))) if rng.random() < THRESHOLD_SHARE else None
-    rule = Rule(threshold=tau) if tau is not None else Rule(keep_ratio=float(rng.uniform(*KEEP_RATIO_RANGE)))
+    rule = (Rule(threshold=tau, unit=unit) if tau is not None
+            else Rule(keep_ratio=float(rng.uniform(*KEEP_RATIO_RANGE)), unit=unit))
     m, zq, filled = drop_and_fill(tok, z, rule, fill=base)
     if first_chunk:
         ctx = zq[:1].expand(context, -1, -1, -1)          # what Inpainter uses before any C_fill exists
@@ -82,14 +84,14 @@ def sample_one(z_all, rng, tok, crop, context, threshold="draw", base="hold"):
     target = torch.cat([ctx, z[warm:]])
     mask = torch.cat([torch.ones(context, crop, crop), m[warm:].float()])
     flag = torch.cat([torch.ones(context, crop, crop), torch.zeros(CHUNK, crop, crop)])
-    sc = tok.scale.view(1, -1, 1, 1)
+    sc = (tok.scale if spread is None else spread).view(1, -1, 1, 1)
     return held / sc, mask, flag, target / sc, tau
 
 
-def sample(latents, rng, tok, batch, crop, context, threshold="draw", base="hold"):
+def sample(latents, rng, tok, batch, crop, context, threshold="draw", base="hold", spread=None, unit=None):
     """-> held (B, T, C, h, w), mask, context flag (B, T, h, w), target (B, T, C, h, w), rate features
-    (B, 2), L1 radius of the allowed correction (B,) (inf for budget masks)."""
-    items = [sample_one(latents[rng.integers(len(latents))], rng, tok, crop, context, threshold, base)
+    (B, 2), L1 radius of the allowed correction (B,) in the rule's unit (inf for budget masks)."""
+    items = [sample_one(latents[rng.integers(len(latents))], rng, tok, crop, context, threshold, base, spread, unit)
              for _ in range(batch)]
     *parts, taus = zip(*items)
     rate = torch.tensor([rate_features(t) for t in taus])
@@ -106,12 +108,14 @@ def decoder_channel_weights(tok, latents, clips=4, frames=5) -> torch.Tensor:
     return decoder_sensitivity(tok, windows, tok.scale)
 
 
-def loss_fn(model, held, mask, ctx, target, rate, radius, weights=None):
+def loss_fn(model, held, mask, ctx, target, rate, radius, weights=None, to_unit=None):
     """Per sample, MSE on dropped target positions (context frames excluded) over the hold-fill MSE
     there, averaged over the batch; the plain MSEs are returned for the log. weights: (C,) per-channel
-    weights of the squared error (decoder_channel_weights), or None for all alike."""
+    weights of the squared error (decoder_channel_weights), or None for all alike. to_unit: (C,) spread
+    over the rule's unit, where the correction is bounded (None: they are the same)."""
     delta = model(held, mask, ctx, rate)
-    delta = project_l1(delta.movedim(2, -1), radius.view(-1, 1, 1, 1, 1)).movedim(-1, 2)
+    k = 1 if to_unit is None else to_unit.view(1, 1, -1, 1, 1)
+    delta = project_l1((delta * k).movedim(2, -1), radius.view(-1, 1, 1, 1, 1)).movedim(-1, 2) / k
     pred = held + delta
     dropped = ((mask < 0.5) & (ctx < 0.5)).unsqueeze(2).expand_as(pred).float()
     if weights is not None:

@@ -6,6 +6,7 @@ does the rest. Killing a run and starting the same command again resumes from ou
 from __future__ import annotations
 
 import copy
+import sys
 import json
 import math
 import time
@@ -61,12 +62,12 @@ class Trainer:
         self.step, self.extra = 0, {}
         self.ckpt = Path(cfg.out) / "last.pt"
         if self.ckpt.exists():
-            ck = torch.load(self.ckpt, map_location="cpu", weights_only=False)
+            ck = torch.load(self.ckpt, map_location="cpu", weights_only=True)    # a checkpoint cannot run code
             model.load_state_dict(ck["model"]), self.ema.load_state_dict(ck["ema"]), self.opt.load_state_dict(ck["opt"])
             self.rng.bit_generator.state, self.step = ck["rng"], ck["step"]
             torch.set_rng_state(ck["torch_rng"])
             self.extra = ck.get("extra", {})
-            print(f"resumed from step {self.step}", flush=True)
+            print(f"resumed from step {self.step}", file=sys.stderr, flush=True)
 
     def save(self, path: Path | None = None, ema_only=False, **extra):
         """The checkpoint (or, ema_only, the EMA weights and meta alone: what an export needs)."""
@@ -77,8 +78,10 @@ class Trainer:
         with atomic_path(path or self.ckpt) as tmp:
             torch.save(state, tmp)
 
-    def run(self, step_fn: Callable[[], tuple], on_log: Callable[[dict], None] | None = None):
-        """Train until cfg.stop_at or cfg.steps; step_fn() -> (loss, stats). on_log may add to each log record."""
+    def run(self, step_fn: Callable[[], tuple], on_log: Callable[[dict], None] | None = None,
+            progress: Callable[[int, int], None] | None = None, echo: bool = True):
+        """Train until cfg.stop_at or cfg.steps; step_fn() -> (loss, stats). on_log may add to each log
+        record; progress(step, end) follows every step; echo prints the log records on stdout."""
         cfg = self.cfg
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
         end = min(cfg.steps, cfg.stop_at or cfg.steps)
@@ -95,6 +98,8 @@ class Trainer:
                 self.opt.step()
                 self.step += 1
                 update_ema(self.ema, self.model, self.step, cfg.ema)
+                if progress:
+                    progress(self.step, end)
                 acc.append({"loss": loss.item(), **stats})
                 if self.step % cfg.log_every == 0 or self.step == end:
                     rec = {"step": self.step, "lr": lr, "s_per_step": round((time.time() - t0) / len(acc), 3),
@@ -102,7 +107,8 @@ class Trainer:
                     if on_log:
                         on_log(rec)
                     print(json.dumps(rec), file=log, flush=True)
-                    print(json.dumps(rec), flush=True)
+                    if echo:
+                        print(json.dumps(rec), flush=True)
                     t0, acc = time.time(), []
                 if time.time() - last_ckpt > cfg.ckpt_every or self.step == end:
                     self.save()

@@ -1,0 +1,139 @@
+"""`adaptok train-lit`: a LIT for any calibrated tokeniser, trained on the user's own clips, resumable.
+
+The recipe is the shipped LIT's (training/lit.py: windows masked by the real rule at drawn thresholds,
+filled as the decoder fills them, loss on dropped positions weighted by the decoder's sensitivity),
+with what the tokeniser's calibration gives: the spread LIT works in, the rule's unit its correction is
+bounded in, and the channel weights. Everything lives in OUTPUT.run/ (latents, checkpoints, log), so a
+rerun of the same command resumes; the best step on held-out clips is exported to OUTPUT.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..calibration import clip_latents, find
+from ..errors import ModelUnavailableError, UsageError
+from ..lit import LIT, LITConfig, save_lit
+from ..outputs import atomic_path
+from .lit import CHUNK, VAL_BATCHES, VAL_SEED, load_ema, loss_fn, sample
+from .loop import LoopConfig, Trainer
+
+MIN_VAL_FRAMES = 3 * CHUNK      # latent frames a single clip must have to hold some of them out
+
+
+@dataclass
+class TrainLitOptions:
+    steps: int = 2000
+    batch: int = 16
+    crop: int = 16               # latent positions per side of a sample
+    lr: float = 1e-3
+    val_clips: int = 1           # clips held out to choose the step (one clip: its last quarter)
+    val_every: int = 100
+    short_side: int | None = 256
+    max_frames: int = 256        # frames read from each clip
+    seed: int = 0
+
+
+@dataclass
+class TrainLitReport:
+    output: str
+    steps: int
+    best_step: int
+    clips: int
+    held_out: str
+    hold_mse: float              # decoder-weighted latent MSE on held-out dropped positions
+    lit_mse: float
+    gain_db: float = field(default=0.0)   # 10 log10(hold / LIT): LIT's gain over hold-fill
+
+
+def run_dir(output: Path) -> Path:
+    return Path(str(output) + ".run")
+
+
+def cached_latents(tok, clips, run: Path, opts: TrainLitOptions) -> list[np.ndarray]:
+    """Each clip's latents, encoded once into run/latents (a rerun with other clips or another
+    tokeniser is refused rather than mixed)."""
+    folder = run / "latents"
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {"tokenizer": tok.fingerprint, "clips": [str(c) for c in clips], "short_side": opts.short_side,
+                "max_frames": opts.max_frames}
+    mf = folder / "manifest.json"
+    if mf.exists() and json.loads(mf.read_text()) != manifest:
+        raise UsageError(f"{run}: made with other clips, tokeniser or sizes; remove it to start over")
+    mf.write_text(json.dumps(manifest))
+    out = []
+    for i, clip in enumerate(clips):
+        dst = folder / f"{i:05d}.npy"
+        if not dst.exists():
+            z = torch.cat(list(clip_latents(tok, [clip], opts.short_side, opts.max_frames))).half().numpy()
+            with atomic_path(dst) as tmp, open(tmp, "wb") as f:
+                np.save(f, z)
+        out.append(np.load(dst, mmap_mode="r", allow_pickle=False))
+    return out
+
+
+def split(latents, n_val: int):
+    """-> (train, held out, what was held out): whole clips, or one clip's last quarter."""
+    if len(latents) > n_val >= 1:
+        return latents[:-n_val], latents[-n_val:], f"last {n_val} clip(s)"
+    z = latents[0]
+    if len(latents) == 1 and len(z) >= MIN_VAL_FRAMES:
+        cut = len(z) * 3 // 4
+        return [z[:cut]], [z[cut:]], "last quarter of the clip"
+    raise UsageError(f"train-lit needs at least {n_val + 1} clips, or one of {MIN_VAL_FRAMES * 4}+ frames, "
+                     f"to hold some out for choosing the step")
+
+
+def train_lit(tok, clips, output, opts: TrainLitOptions = TrainLitOptions(), progress=None) -> TrainLitReport:
+    """Train (or resume) a LIT for `tok` on `clips`, export the best held-out step to `output`."""
+    cal = find(tok)
+    if cal is None:
+        spec = getattr(tok, "spec", tok.name)
+        raise ModelUnavailableError(f"tokeniser {tok.name} is not calibrated: run 'adaptok calibrate --tokenizer "
+                                    f"{spec} CLIP...' first")
+    output = Path(output)
+    run = run_dir(output)
+    latents = cached_latents(tok, clips, run, opts)
+    train, held_out, held_what = split(latents, opts.val_clips)
+    spread, unit, weights = cal.spread, cal.unit("decoder"), cal.sensitivity
+    to_unit = spread / unit
+    cfg = LITConfig(channels=tok.channels, pos_period=opts.crop, span=CHUNK)
+    draw = dict(tok=tok, batch=opts.batch, crop=opts.crop, context=cfg.context, spread=spread, unit=unit)
+    val_rng = np.random.default_rng(VAL_SEED)
+    val = [sample(held_out, val_rng, **draw) for _ in range(VAL_BATCHES)]
+    torch.manual_seed(opts.seed)
+    loop = LoopConfig(run, opts.steps, opts.lr, warmup=min(200, opts.steps // 10), min_lr=0.05, ema=0.998,
+                      seed=opts.seed, ckpt_every=120, log_every=25)
+    t = Trainer(loop, LIT(cfg), {"config": cfg.to_dict(), "args": {k: str(v) for k, v in vars(opts).items()}})
+    t.extra.setdefault("best_val", math.inf)
+
+    def score(model):
+        with torch.no_grad():
+            vs = [loss_fn(model, *b, weights=weights, to_unit=to_unit)[1] for b in val]
+        return float(np.mean([v["loss"] for v in vs])), sum(v["hold_mse"] for v in vs), sum(v["mse"] for v in vs)
+
+    def on_log(rec):
+        if t.step % opts.val_every == 0 or t.step == opts.steps:
+            rec["val_loss"] = score(t.ema)[0]
+            if rec["val_loss"] < t.extra["best_val"]:
+                t.extra["best_val"] = rec["val_loss"]
+                t.save(run / "best.pt", ema_only=True, val_loss=rec["val_loss"])
+
+    def step():
+        loss, stats = loss_fn(t.model, *sample(train, t.rng, **draw), weights=weights, to_unit=to_unit)
+        stats.pop("loss")
+        return loss, stats
+
+    t.run(step, on_log, progress=progress, echo=False)
+    best = run / "best.pt" if (run / "best.pt").exists() else run / "last.pt"
+    model, ck = load_ema(best)
+    _, hold, lit = score(model)
+    save_lit(model, output, tok.fingerprint, {"step": str(ck["step"]), "scale": json.dumps(spread.tolist()),
+                                              "train": json.dumps(ck["args"])})
+    return TrainLitReport(str(output), t.step, int(ck["step"]), len(clips), held_what, hold, lit,
+                          10 * math.log10(max(hold, 1e-12) / max(lit, 1e-12)))
