@@ -210,7 +210,7 @@ def with_frames(path: Path, frames: int) -> Path:
 
 @pytest.mark.parametrize("fields,tokenizer,frames,word", [
     # lies the container itself exposes: its chunk sizes, shapes or frame count no longer add up
-    ({"channels": 8}, {"channels": 8}, None, "chunk 0 size"),
+    ({"channels": 8, "unit": [1.0] * 8}, {"channels": 8}, None, "chunk 0 size"),
     ({}, {"time_factor": 2}, None, "frame count"),
     ({"latent_width": 2, "latent_height": 1}, {"space_factor": 16}, None, "chunk 0 shape"),
     ({}, {"stateful": False}, None, "frame count"),

@@ -71,11 +71,11 @@ def test_training_command_runs_two_steps_and_resumes(tmp_path):
                                     capture_output=True, text=True, timeout=300)
     p = run("--steps", "2")
     assert p.returncode == 0, p.stderr
-    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert ck["step"] == 2
     p = run("--steps", "3")
-    assert p.returncode == 0 and "resumed from step 2" in p.stdout, p.stdout + p.stderr
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 3
+    assert p.returncode == 0 and "resumed from step 2" in p.stderr, p.stdout + p.stderr
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 3
     p = run("--export", tmp_path / "mine.safetensors")
     assert p.returncode == 0, p.stderr
     tok = load_tokenizer(str(tmp_path / "mine.safetensors"))
