@@ -27,7 +27,7 @@ from .tinytok import to_uint8
 from .tokenizer import Tokenizer, file_fingerprint
 
 MAX_CONFIG_BYTES = 1 << 20
-PROBE_FRAMES, PROBE_SIDE = 17, 64
+PROBE_FRAMES, PROBE_SIDE = 25, 64   # 1 + 24 frames: whole for time factors 1, 2, 3, 4, 6, 8, 12, 24
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 EXTRA = "pip install 'adaptok[diffusers]'"
 
@@ -152,7 +152,7 @@ class DiffusersTokenizer(Tokenizer):
         self.scale = torch.ones(self.channels)
 
     def _probe(self, folder):
-        """Factors from a tiny clip's latent shape: 17 frames of 64x64 -> 1 + 16/tf latent frames."""
+        """Factors from a tiny clip's latent shape: 25 frames of 64x64 -> 1 + 24/tf latent frames."""
         x = torch.zeros(PROBE_FRAMES, 3, PROBE_SIDE, PROBE_SIDE)
         z = self._encode_clip(x)
         t, self.channels, h = z.shape[0], z.shape[1], z.shape[2]

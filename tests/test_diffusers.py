@@ -18,18 +18,20 @@ from adaptok_cli.video import VideoReader  # noqa: E402
 from conftest import static_frames, write_video  # noqa: E402
 from test_cli import ENV, one_line_error, run  # noqa: E402
 
-# three families: Wan (its own causal cache: streams), CogVideoX (causal, coded chunk by chunk),
-# LTX-Video (non-causal decoder, 8x temporal and 32x spatial)
+# four families: Wan (its own causal cache: streams), CogVideoX and HunyuanVideo (causal, coded chunk by
+# chunk), LTX-Video (non-causal decoder, 8x temporal and 32x spatial)
 FAMILIES = {
     "wan": ("AutoencoderKLWan", dict(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                                      temperal_downsample=[False, True, True])),
     "cogvideox": ("AutoencoderKLCogVideoX", dict(block_out_channels=(8, 8, 8, 8), latent_channels=4,
                                                  layers_per_block=1, norm_num_groups=4)),
+    "hunyuanvideo": ("AutoencoderKLHunyuanVideo", dict(block_out_channels=(8, 8, 8, 8), latent_channels=4,
+                                                       layers_per_block=1, norm_num_groups=4)),
     "ltx": ("AutoencoderKLLTXVideo", dict(block_out_channels=(8, 8, 8, 8), latent_channels=4,
                                           layers_per_block=(1, 1, 1, 1, 1), decoder_block_out_channels=(8, 8, 8, 8),
                                           decoder_layers_per_block=(1, 1, 1, 1, 1))),
 }
-FACTORS = {"wan": (4, 8), "cogvideox": (4, 8), "ltx": (8, 32)}
+FACTORS = {"wan": (4, 8), "cogvideox": (4, 8), "hunyuanvideo": (4, 8), "ltx": (8, 32)}
 
 
 def save_vae(name, folder):
@@ -64,6 +66,20 @@ def test_latents_and_frames_are_the_models_own(vae):
     torch.testing.assert_close(z, own, rtol=1e-4, atol=1e-5)
     frames, _ = tok.decode(z)
     torch.testing.assert_close(frames, own_frames, rtol=1e-4, atol=1e-5)
+
+
+def test_reduced_precision_runs_on_the_cpu(tmp_path):
+    """--dtype bf16 runs the VAE in bfloat16 (what a GPU would use); latents come back float32 and close."""
+    save_vae("wan", tmp_path)
+    x = clip(5)
+    full, _ = load_tokenizer(str(tmp_path), "cpu", "fp32").encode(x)
+    tok = load_tokenizer(str(tmp_path), "cpu", "bf16")
+    assert next(tok.vae.parameters()).dtype == torch.bfloat16
+    half, _ = tok.encode(x)
+    assert half.dtype == torch.float32 and half.shape == full.shape
+    assert (half - full).abs().max() < 0.05 * full.abs().max() + 1e-3
+    frames, _ = tok.decode(half, uint8=True)
+    assert frames.dtype == torch.uint8 and frames.shape == (5, 3, 64, 64)
 
 
 def test_wan_chunk_by_chunk_equals_one_pass(tmp_path):
