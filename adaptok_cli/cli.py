@@ -187,6 +187,8 @@ def inspect_cmd(
     sort: Annotated[SortKey, typer.Option("--sort", help="Order of files (bytes: file size).")] = SortKey.name,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write a PNG (timeline + heatmap); for several files a folder (one PNG each).")] = None,
     max_pixels: MaxPixels = None,
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help=(
+        "Also check that the containers were made with this tokeniser (by weights fingerprint; nothing is loaded)."))] = None,
 ):
     """Token rates per clip and per chunk, sizes and model identities (reads only header and index)."""
     from .report import inspect
@@ -200,7 +202,13 @@ def inspect_cmd(
         infos = []
 
         def one(f):
-            infos.append(inspect(f, limits_for(max_pixels)).to_dict())
+            info = inspect(f, limits_for(max_pixels))
+            if tokenizer is not None:
+                from .container import AtokReader
+                from .models import check_named_tokenizer
+                with AtokReader(f, limits=limits_for(max_pixels)) as r:
+                    check_named_tokenizer(r.header, f, tokenizer)
+            infos.append(info.to_dict())
             if plot is not None:
                 write_plot(f, Path(plot) / (f.name + ".png") if plot_dir else Path(plot))
         code = for_each(files, one)

@@ -84,6 +84,15 @@ def tokenizer_for(header: dict, path, spec: str | None = None, device="cpu", dty
     """The tokeniser a container needs: a built-in one by name, or the one the user names with `spec`.
 
     The fingerprint of what the user named is checked before any of it is loaded."""
+    spec = check_named_tokenizer(header, path, spec)
+    tok = cached_tokenizer(spec, str(device), dtype)
+    check_fit(header, tok, path)
+    return tok
+
+
+def check_named_tokenizer(header: dict, path, spec: str | None) -> str:
+    """The spec to load for a container -> spec (a built-in's name when none is given); refuses one whose
+    weights fingerprint is not the container's, from the files alone (nothing is loaded or run)."""
     need = header["tokenizer"]
     wanted = f"tokeniser {need['name']!r} (fingerprint {need['fingerprint']})"
     if spec is None:
@@ -98,9 +107,7 @@ def tokenizer_for(header: dict, path, spec: str | None = None, device="cpu", dty
     if fp != need["fingerprint"]:
         raise ModelUnavailableError(f"{path}: made with {wanted}, but {spec} has fingerprint {fp}: "
                                     f"pass --tokenizer with the file or folder it was made with")
-    tok = cached_tokenizer(spec, str(device), dtype)
-    check_fit(header, tok, path)
-    return tok
+    return spec
 
 
 def check_fit(header: dict, tok: Tokenizer, path):

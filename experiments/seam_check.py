@@ -2,6 +2,7 @@
 then score the same frames: the first latent frame of every chunk after the first, against the clip mean.
 
     python -m experiments.seam_check DEV/cotracker_cat.mp4 [more clips]     # DEV: the dev clips (not distributed)
+    python -m experiments.seam_check --tokenizer hf:ORG/REPO/vae clip.mp4    # any tokeniser adaptok loads
 
 If the two figures agree, the frames that begin chunks are just harder or easier content; if they differ,
 the chunked decode itself shows at the boundary. docs/BENCHMARKS.md cites this for its seam columns.
@@ -36,9 +37,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("clips", nargs="+", type=Path)
     ap.add_argument("--short-side", type=int, default=256)
+    ap.add_argument("--tokenizer", default="tinytok")
+    ap.add_argument("--dtype", default="auto")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    tok = load_tokenizer("tinytok")
+    tok = load_tokenizer(args.tokenizer, "cpu", args.dtype)
     for path in args.clips:
         chunked, starts = full_rate_psnr(tok, path, 8, args.short_side)
         whole, _ = full_rate_psnr(tok, path, 1 << 20, args.short_side)
