@@ -217,6 +217,7 @@ def print_inspect(i: dict, chunks: bool):
     tok = i["tokenizer"]
     lit = i["lit"]["fingerprint"] if i["lit"] else "none (hold-fill)"
     mode = f"threshold {i['threshold']}" if i["threshold"] is not None else f"keep ratio {i['keep_ratio']}"
+    mode += f" ({i['unit']} unit)"
     out.print(f"{i['file']}: {i['width']}x{i['height']}, {i['frames']} frames at {i['fps']:.3f} fps "
               f"({i['duration']:.2f} s)", markup=False)
     out.print(f"  token rate {i['token_rate']:.4f} ({i['tokens_kept']} of {i['tokens_total']} latent positions), "

@@ -38,6 +38,7 @@ class ContainerInfo:
     compression_ratio: float
     threshold: float | None
     keep_ratio: float | None
+    unit: str                          # the rule's unit of change: decoder or spread (format 4)
     quant: str
     chunk: int
     keyframe_interval: int
@@ -81,7 +82,7 @@ def describe(r: AtokReader, path) -> ContainerInfo:
         tokens_kept=r.tokens_kept, tokens_total=r.tokens_total, token_rate=r.tokens_kept / r.tokens_total,
         tokens_per_second=r.tokens_kept / duration, bytes=r.size, bpp=r.size * 8 / (r.frames * pixels),
         compression_ratio=r.frames * pixels * 3 / r.size, threshold=h.get("threshold"), keep_ratio=h.get("keep_ratio"),
-        quant=h["quant"], chunk=h["chunk"], keyframe_interval=h["keyframe_interval"],
+        unit=h.get("unit_name", "spread"), quant=h["quant"], chunk=h["chunk"], keyframe_interval=h["keyframe_interval"],
         tokenizer={k: h["tokenizer"].get(k) for k in ("name", "fingerprint", "source")}, lit=h.get("lit"),
         source=h.get("source"), created_by=h.get("created_by"),
         audio={"codec": audio["codec"], "sample_rate": audio["sample_rate"], "layout": audio["layout"],
