@@ -184,12 +184,19 @@ class AtokDataset(torch.utils.data.Dataset):
     "token_rate") and, for mode="dense", "latents": (T, C, h, w) float32 with dropped positions
     filled (fill="hold" or "lit"); for mode="sparse", "mask": (T, h, w) bool and "tokens": (kept, C)
     float32 in mask order.
+
+    crop=N gives N consecutive latent frames of each clip, from a random start (torch's RNG, so each
+    DataLoader worker draws its own), and "latent_start"; a shorter clip is given whole. Batches of
+    clips of different sizes: collate.pad_collate.
     """
 
-    def __init__(self, folder, mode: str = "dense", fill: str = "hold", tokenizer: str | None = None):
+    def __init__(self, folder, mode: str = "dense", fill: str = "hold", tokenizer: str | None = None,
+                 crop: int | None = None):
         if mode not in ("dense", "sparse"):
             raise ValueError(f"mode must be 'dense' or 'sparse', not {mode!r}")
-        self.mode, self.fill, self.tokenizer = mode, _check_fill(fill), tokenizer
+        if crop is not None and crop < 1:
+            raise ValueError("crop must be at least 1 latent frame")
+        self.mode, self.fill, self.tokenizer, self.crop = mode, _check_fill(fill), tokenizer, crop
         folder = Path(folder)
         if not folder.is_dir():
             raise InputError(f"{folder}: no such folder")
@@ -209,4 +216,9 @@ class AtokDataset(torch.utils.data.Dataset):
                 parts = [f.sparse(c) for c in range(f.num_chunks)]
                 item["mask"] = torch.cat([m for m, _ in parts])
                 item["tokens"] = torch.cat([t for _, t in parts])
+        if self.crop is None:
             return item
+        from .collate import crop_frames
+        t = len(item["latents"] if self.mode == "dense" else item["mask"])
+        start = int(torch.randint(0, max(1, t - self.crop + 1), ()))
+        return crop_frames(item, self.crop, start)
