@@ -18,8 +18,8 @@ from adaptok_cli.video import VideoReader  # noqa: E402
 from conftest import static_frames, write_video  # noqa: E402
 from test_cli import ENV, one_line_error, run  # noqa: E402
 
-# four families: Wan (its own causal cache: streams), CogVideoX and HunyuanVideo (causal, coded chunk by
-# chunk), LTX-Video (non-causal decoder, 8x temporal and 32x spatial)
+# five families: Wan (its own causal cache: streams), CogVideoX, HunyuanVideo and Mochi (causal, coded
+# chunk by chunk; Mochi 6x temporal), LTX-Video (non-causal decoder, 8x temporal and 32x spatial)
 FAMILIES = {
     "wan": ("AutoencoderKLWan", dict(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                                      temperal_downsample=[False, True, True])),
@@ -27,11 +27,14 @@ FAMILIES = {
                                                  layers_per_block=1, norm_num_groups=4)),
     "hunyuanvideo": ("AutoencoderKLHunyuanVideo", dict(block_out_channels=(8, 8, 8, 8), latent_channels=4,
                                                        layers_per_block=1, norm_num_groups=4)),
+    "mochi": ("AutoencoderKLMochi", dict(encoder_block_out_channels=(32, 32, 32, 32),
+                                         decoder_block_out_channels=(32, 32, 32, 32), latent_channels=4,
+                                         layers_per_block=(1, 1, 1, 1, 1), act_fn="silu")),
     "ltx": ("AutoencoderKLLTXVideo", dict(block_out_channels=(8, 8, 8, 8), latent_channels=4,
                                           layers_per_block=(1, 1, 1, 1, 1), decoder_block_out_channels=(8, 8, 8, 8),
                                           decoder_layers_per_block=(1, 1, 1, 1, 1))),
 }
-FACTORS = {"wan": (4, 8), "cogvideox": (4, 8), "hunyuanvideo": (4, 8), "ltx": (8, 32)}
+FACTORS = {"wan": (4, 8), "cogvideox": (4, 8), "hunyuanvideo": (4, 8), "mochi": (6, 8), "ltx": (8, 32)}
 
 
 def save_vae(name, folder):
