@@ -157,8 +157,12 @@ class AtokFile:
                                          unit_of(h))
         return Decoder(self._tok, inpainter)
 
+    owned = None                   # a temporary this file was opened from (a shard member), removed on close
+
     def close(self):
         self._reader.close()
+        if self.owned is not None:
+            self.owned.close()
 
     def __enter__(self):
         return self
@@ -172,9 +176,16 @@ class AtokFile:
 
 
 def open(path, tokenizer: str | None = None, fill: str = "hold", device: str = "cpu",  # noqa: A001
-         limits: Limits = DEFAULT_LIMITS) -> AtokFile:
-    """Open an .atok file for reading (see AtokFile); limits is the resource budget (container.Limits)."""
-    return AtokFile(path, tokenizer, fill, device, limits)
+         limits: Limits = DEFAULT_LIMITS, member: str | None = None) -> AtokFile:
+    """Open an .atok file for reading (see AtokFile); limits is the resource budget (container.Limits).
+    With member=KEY, path is a shard (shards.py) and the clip KEY in it is opened."""
+    if member is None:
+        return AtokFile(path, tokenizer, fill, device, limits)
+    from .shards import MemberFile, find_member
+    tmp = MemberFile(find_member(path, member), member)
+    f = AtokFile(tmp.path, tokenizer, fill, device, limits)
+    f.owned = tmp                  # the temporary copy goes when the file is closed
+    return f
 
 
 class AtokDataset(torch.utils.data.Dataset):
@@ -209,16 +220,22 @@ class AtokDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         with AtokFile(self.files[i], self.tokenizer, fill=self.fill) as f:
-            item = f.metadata()
-            if self.mode == "dense":
-                item["latents"] = f.dense()
-            else:
-                parts = [f.sparse(c) for c in range(f.num_chunks)]
-                item["mask"] = torch.cat([m for m, _ in parts])
-                item["tokens"] = torch.cat([t for _, t in parts])
-        if self.crop is None:
-            return item
-        from .collate import crop_frames
-        t = len(item["latents"] if self.mode == "dense" else item["mask"])
-        start = int(torch.randint(0, max(1, t - self.crop + 1), ()))
-        return crop_frames(item, self.crop, start)
+            return dataset_item(f, self.mode, self.crop)
+
+
+def dataset_item(f: AtokFile, mode: str, crop: int | None = None) -> dict:
+    """One clip as the datasets give it: metadata plus dense latents or sparse mask + tokens, optionally
+    crop latent frames from a random start (torch's RNG)."""
+    item = f.metadata()
+    if mode == "dense":
+        item["latents"] = f.dense()
+    else:
+        parts = [f.sparse(c) for c in range(f.num_chunks)]
+        item["mask"] = torch.cat([m for m, _ in parts])
+        item["tokens"] = torch.cat([t for _, t in parts])
+    if crop is None:
+        return item
+    from .collate import crop_frames
+    t = len(item["latents"] if mode == "dense" else item["mask"])
+    start = int(torch.randint(0, max(1, t - crop + 1), ()))
+    return crop_frames(item, crop, start)

@@ -129,6 +129,9 @@ def compress_cmd(
     quant: Annotated[str, typer.Option("--quant", help="int8 (per-channel scales) or fp16.")] = "int8",
     max_side: Annotated[Optional[int], typer.Option("--max-side", help="Downscale so the longest side is at most N (16 or more).")] = None,
     device: Device = "auto", dtype: Dtype = "auto", lit: LitFile = None,
+    shard_size: Annotated[Optional[int], typer.Option("--shard-size", help=(
+        "Write WebDataset-style tar shards of N clips each into the -o folder (shard-000000.tar + its "
+        "index .json); a rerun skips finished shards."))] = None,
     drop_audio: Annotated[bool, typer.Option("--drop-audio", help="Leave the sound out (by default the first audio stream is kept, copied as it is).")] = False,
     quiet: Quiet = False, verbose: Verbose = False, as_json: Json = False, workers: Workers = None, as_csv: Csv = False,
 ):
@@ -141,9 +144,15 @@ def compress_cmd(
                                device=device, drop_audio=drop_audio, unit=unit, dtype=dtype, lit=lit).check()
         check_common(workers, device, as_json, as_csv)
         pairs = expand_inputs(inputs, want_video)
-        dsts = output_paths(pairs, output, atok_name)
-        code = run_batch([(s, d) for (s, _), d in zip(pairs, dsts)], partial(compress_job, opts, force),
-                         Reporter(quiet, as_json, verbose), "compress", workers, force, partial(compress_skip, opts), as_csv)
+        batch = partial(run_batch, job=partial(compress_job, opts, force), reporter=Reporter(quiet, as_json, verbose),
+                        label="compress", workers=workers, force=force, skip=partial(compress_skip, opts), as_csv=as_csv)
+        if shard_size is not None:
+            from .shards import compress_to_shards
+            if output is None:
+                raise UsageError("--shard-size needs -o FOLDER for the shards")
+            code = compress_to_shards(pairs, Path(output), shard_size, batch)
+        else:
+            code = batch([(s, d) for (s, _), d in zip(pairs, output_paths(pairs, output, atok_name))])
     raise typer.Exit(code)
 
 
@@ -159,7 +168,7 @@ def decompress_cmd(
     max_pixels: MaxPixels = None, workers: Workers = None, as_csv: Csv = False,
 ):
     """Rebuild videos from .atok containers (size, frame count and fps restored)."""
-    from .batch import decompress_job, decompress_skip, video_name, want_atok
+    from .batch import decompress_job, decompress_skip, video_name
     with user_errors():
         check_common(workers, device, as_json, as_csv, dtype)
         if not 0 <= crf <= 51:
@@ -192,8 +201,9 @@ def inspect_cmd(
 ):
     """Token rates per clip and per chunk, sizes and model identities (reads only header and index)."""
     from .report import inspect
+    from .shards import each_container, want_container
     with user_errors():
-        files = [f for f, _ in expand_inputs(inputs, want_atok)]
+        files = [f for f, _ in expand_inputs(inputs, want_container)]
         plot_dir = plot is not None and (plot.endswith(("/", os.sep)) or Path(plot).is_dir()
                                          or len(files) > 1 and not Path(plot).suffix)
         if plot is not None and not plot_dir and (len(files) > 1 or Path(plot).suffix.lower() != ".png"):
@@ -202,15 +212,17 @@ def inspect_cmd(
         infos = []
 
         def one(f):
-            info = inspect(f, limits_for(max_pixels))
-            if tokenizer is not None:
-                from .container import AtokReader
-                from .models import check_named_tokenizer
-                with AtokReader(f, limits=limits_for(max_pixels)) as r:
-                    check_named_tokenizer(r.header, f, tokenizer)
-            infos.append(info.to_dict())
-            if plot is not None:
-                write_plot(f, Path(plot) / (f.name + ".png") if plot_dir else Path(plot))
+            for name, path in each_container(f):          # a shard: each of its clips
+                info = inspect(path, limits_for(max_pixels)).to_dict()
+                info["file"] = name
+                if tokenizer is not None:
+                    from .container import AtokReader
+                    from .models import check_named_tokenizer
+                    with AtokReader(path, limits=limits_for(max_pixels)) as r:
+                        check_named_tokenizer(r.header, name, tokenizer)
+                infos.append(info)
+                if plot is not None:
+                    write_plot(path, Path(plot) / (Path(name).name + ".png") if plot_dir else Path(plot))
         code = for_each(files, one)
         infos.sort(key=lambda i: (i[SORT_KEYS[sort.value]], i["file"]))
         for info in infos if as_json else []:
@@ -226,25 +238,27 @@ def verify_cmd(inputs: Containers, as_json: Json = False,
                max_pixels: MaxPixels = None):
     """Check containers (structure, every chunk's checksum and contents) without decoding frames."""
     from .container import AtokReader
+    from .shards import each_container, want_container
     with user_errors():
         limits = limits_for(max_pixels)
 
         def one(f):
-            with AtokReader(f, limits=limits) as r:
-                for c in range(len(r.chunks)):
-                    r.check_chunk(c)
-                for c in range(len(r.audio)):
-                    r.read_audio(c)
-                n = len(r.chunks)
-            if as_json:
-                print(json.dumps({"status": "ok", "file": str(f), "chunks": n}), flush=True)
-            elif not quiet:
-                print(f"{f}: ok ({n} chunks)", flush=True)
+            for name, path in each_container(f):          # a shard: each of its clips
+                with AtokReader(path, limits=limits) as r:
+                    for c in range(len(r.chunks)):
+                        r.check_chunk(c)
+                    for c in range(len(r.audio)):
+                        r.read_audio(c)
+                    n = len(r.chunks)
+                if as_json:
+                    print(json.dumps({"status": "ok", "file": name, "chunks": n}), flush=True)
+                elif not quiet:
+                    print(f"{name}: ok ({n} chunks)", flush=True)
 
         def failed(f, e):
             if as_json:
                 print(json.dumps({"status": "error", "file": str(f), "error": str(e), "exit_code": e.exit_code}), flush=True)
-        code = for_each([f for f, _ in expand_inputs(inputs, want_atok)], one, failed)
+        code = for_each([f for f, _ in expand_inputs(inputs, want_container)], one, failed)
     raise typer.Exit(code)
 
 
