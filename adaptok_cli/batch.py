@@ -273,3 +273,61 @@ def decompress_skip(kw, src, dst):
         return False
     from .pipeline import decoded_up_to_date
     return decoded_up_to_date(src, dst, **kw)
+
+
+# --- the same batch on a Ray cluster ---------------------------------------------------------------
+
+class RayWorker:
+    """A Ray actor running batch jobs; the models it loads stay cached in its process between files."""
+
+    def call(self, job, src, dst):
+        return src, dst, *_call(job, src, dst)
+
+    def pid(self):
+        return os.getpid()
+
+
+def run_ray(pairs: list[tuple[Path, Path]], job, workers: int | None = None,
+            skip: Callable[[Path, Path], bool] | None = None, progress=None,
+            on_done: Callable[[Outcome], None] | None = None, address: str | None = None,
+            gpus: float = 0.0) -> list[Outcome]:
+    """run() on Ray: the same jobs, skips, outcomes and order of reports, on actors of a cluster
+    (address) or, without one, a local Ray with `workers` CPUs. A worker that dies is restarted and
+    its file retried by Ray; outputs are written atomically, so a retry never meets a half-written one."""
+    try:
+        import ray
+        from ray.util import ActorPool
+    except ImportError:
+        from .errors import ModelUnavailableError
+        raise ModelUnavailableError("--ray needs the extra: pip install 'adaptok[ray]'") from None
+    outcomes: list[Outcome] = []
+
+    def done(o: Outcome):
+        outcomes.append(o)
+        if on_done:
+            on_done(o)
+        if progress:
+            progress("files", 1)
+
+    todo = []
+    for src, dst in pairs:
+        if skip is not None and skip(src, dst):
+            done(Outcome(src, dst, skipped=True))
+        else:
+            todo.append((src, dst))
+    if not todo:
+        return outcomes
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, num_cpus=None if address else (workers or default_workers(len(todo))),
+                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        actor = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=3, max_task_retries=3)(RayWorker)
+        pool = ActorPool([actor.remote() for _ in range(min(n, len(todo)))])
+        for src, dst, res, e in pool.map_unordered(lambda a, p: a.call.remote(job, *p), todo):
+            done(Outcome(src, dst, res, e))
+    finally:
+        if started:
+            ray.shutdown()
+    return outcomes

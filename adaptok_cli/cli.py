@@ -129,6 +129,9 @@ def compress_cmd(
     quant: Annotated[str, typer.Option("--quant", help="int8 (per-channel scales) or fp16.")] = "int8",
     max_side: Annotated[Optional[int], typer.Option("--max-side", help="Downscale so the longest side is at most N (16 or more).")] = None,
     device: Device = "auto", dtype: Dtype = "auto", lit: LitFile = None,
+    use_ray: Annotated[bool, typer.Option("--ray", help=(
+        "Run on Ray: a local Ray without --ray-address (the ray extra); outputs as a local run's."))] = False,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="A Ray cluster to run on (implies --ray).")] = None,
     shard_size: Annotated[Optional[int], typer.Option("--shard-size", help=(
         "Write WebDataset-style tar shards of N clips each into the -o folder (shard-000000.tar + its "
         "index .json); a rerun skips finished shards."))] = None,
@@ -145,7 +148,9 @@ def compress_cmd(
         check_common(workers, device, as_json, as_csv)
         pairs = expand_inputs(inputs, want_video)
         batch = partial(run_batch, job=partial(compress_job, opts, force), reporter=Reporter(quiet, as_json, verbose),
-                        label="compress", workers=workers, force=force, skip=partial(compress_skip, opts), as_csv=as_csv)
+                        label="compress", workers=workers, force=force, skip=partial(compress_skip, opts), as_csv=as_csv,
+                        use_ray=use_ray or ray_address is not None, ray_address=ray_address,
+                        gpus=1.0 if device.startswith("cuda") else 0.0)
         if shard_size is not None:
             from .shards import compress_to_shards
             if output is None:

@@ -270,9 +270,11 @@ def print_eval(results, mean, no_lit: bool):
                                        if thr is not None and thr < LIT_FROM_THRESHOLD else "PSNR is hold-fill"))
 
 
-def run_batch(pairs, job, reporter: Reporter, label: str, workers: Optional[int], force: bool, skip, as_csv: bool):
-    """Run a batch through batch.run with progress, streaming --json/--csv, and the summary; -> exit code."""
-    from .batch import default_workers, run
+def run_batch(pairs, job, reporter: Reporter, label: str, workers: Optional[int], force: bool, skip, as_csv: bool,
+              ray_address: Optional[str] = None, use_ray: bool = False, gpus: float = 0.0):
+    """Run a batch through batch.run (or batch.run_ray) with progress, streaming --json/--csv, and the
+    summary; -> exit code."""
+    from .batch import default_workers, run, run_ray
     plan(pairs)
     rows = CsvRows() if as_csv else None
 
@@ -291,8 +293,11 @@ def run_batch(pairs, job, reporter: Reporter, label: str, workers: Optional[int]
             rows.write(outcome_dict(o))
 
     with reporter.progress(label, len(pairs)) as progress:
-        outcomes = run(pairs, job, default_workers(len(pairs)) if workers is None else workers,
-                       None if force else skip, progress, on_done)
+        if use_ray:
+            outcomes = run_ray(pairs, job, workers, None if force else skip, progress, on_done, ray_address, gpus)
+        else:
+            outcomes = run(pairs, job, default_workers(len(pairs)) if workers is None else workers,
+                           None if force else skip, progress, on_done)
     if not reporter.quiet and not reporter.as_json and not as_csv:
         summary_table(outcomes, label)
     return exit_code([o.error for o in outcomes if o.error is not None], len(pairs))

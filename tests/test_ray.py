@@ -1,0 +1,86 @@
+"""compress on Ray (a local Ray with 2 CPUs): the same outputs, summary and exit code as the local
+batch, and a run that loses a worker still completes with nothing half-written."""
+import json
+import os
+import signal
+import threading
+import time
+from functools import partial
+
+import pytest
+
+from adaptok_cli.batch import compress_job, run_ray
+from adaptok_cli.container import AtokReader
+from adaptok_cli.options import CompressOptions
+from conftest import noise_frames, write_video
+from test_cli import run
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rayclips")
+    for i in range(4):
+        write_video(d / f"c{i}.mp4", noise_frames(9 + 4 * i, 32, 48, seed=i))
+    (d / "broken.mp4").write_bytes(b"not a video")
+    return d
+
+
+def summary(stdout):
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    drop = ("seconds", "timing", "output")
+    return sorted((r["input"], json.dumps({k: v for k, v in r.items() if k not in drop}, sort_keys=True)) for r in rows)
+
+
+def test_ray_and_local_batch_agree(tmp_path, clips, small_tok_path):
+    args = ["--tokenizer", small_tok_path, "--json", "-j", "2"]
+    local = run("compress", clips, "-o", tmp_path / "local", *args)
+    on_ray = run("compress", clips, "-o", tmp_path / "ray", "--ray", *args)
+    assert on_ray.returncode == local.returncode != 0                 # the broken clip: same code, the rest made
+    assert summary(on_ray.stdout) == summary(local.stdout)
+    made = sorted(p.name for p in (tmp_path / "local").glob("*.atok"))
+    assert made == sorted(p.name for p in (tmp_path / "ray").glob("*.atok")) and len(made) == 4
+    for name in made:
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    again = run("compress", clips, "-o", tmp_path / "ray", "--ray", *args)     # up to date: skipped
+    assert sum(json.loads(line).get("status") == "skipped" for line in again.stdout.splitlines()) == 4
+
+
+def worker_pids():
+    pids = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if b"RayWorker" in open(f"/proc/{p}/cmdline", "rb").read():
+                    pids.append(int(p))
+            except OSError:
+                pass
+    return pids
+
+
+def test_a_killed_worker_is_replaced_and_nothing_is_half_written(tmp_path, clips, small_tok_path):
+    srcs = [clips / f"c{i}.mp4" for i in range(4)] * 3
+    pairs = [(s, tmp_path / f"{k}-{s.name}.atok") for k, s in enumerate(srcs)]
+    job = partial(compress_job, CompressOptions(tokenizer=str(small_tok_path)).check(), False)
+    killed = []
+
+    def killer():
+        deadline = time.time() + 60
+        while time.time() < deadline and not killed:
+            pids = worker_pids()
+            if pids and any(p.exists() for _, p in pairs):             # mid-run: something written already
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            time.sleep(0.05)
+    t = threading.Thread(target=killer)
+    t.start()
+    outcomes = run_ray(pairs, job, workers=2)
+    t.join()
+    assert killed, "no worker was killed: the run ended too soon"
+    assert [o.error for o in outcomes if o.error] == [] and len(outcomes) == len(pairs)
+    for _, dst in pairs:
+        with AtokReader(dst) as r:                                     # complete and valid
+            for c in range(len(r.chunks)):
+                r.check_chunk(c)
+    assert not [f for f in tmp_path.iterdir() if f.name.endswith(".tmp")]
