@@ -122,3 +122,15 @@ def test_default_workers_fit_cores_and_free_memory(monkeypatch):
     assert batch.default_workers(100) == 1
     monkeypatch.setattr(batch, "available_mb", lambda: None)      # unknown: the cores decide
     assert batch.default_workers(100) == 8
+
+
+def test_ray_without_the_extra_names_it(monkeypatch, tmp_path):
+    import sys
+
+    import pytest
+
+    from adaptok_cli.batch import run_ray
+    from adaptok_cli.errors import ModelUnavailableError
+    monkeypatch.setitem(sys.modules, "ray", None)          # as if not installed
+    with pytest.raises(ModelUnavailableError, match=r"adaptok\[ray\]"):
+        run_ray([(tmp_path / "a.mp4", tmp_path / "a.atok")], print)
