@@ -386,7 +386,7 @@ def test_memory_is_flat_in_video_length(tmp_path, small_tok_path):
     for n in (30, 300):
         c = peak_rss_kb("compress", tmp_path / f"v{n}.mp4", "--tokenizer", small_tok_path, "-q")
         d = peak_rss_kb("decompress", tmp_path / f"v{n}.mp4.atok", "--tokenizer", small_tok_path, "-q",
-                        "-o", tmp_path / f"o{n}.mp4")
+                        "-o", tmp_path / f"o{n}.mkv")
         rss[n] = (c, d)
     assert rss[300][0] < 1.5 * rss[30][0] and rss[300][1] < 1.5 * rss[30][1], rss
 
