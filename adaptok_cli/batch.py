@@ -154,6 +154,28 @@ def default_workers(n_files: int) -> int:
     return max(1, min(n_files, (os.cpu_count() or 1) // 2, by_memory))
 
 
+def _collector(outcomes: list[Outcome], on_done, progress) -> Callable[[Outcome], None]:
+    """done(outcome): kept, reported to on_done, counted on the progress bar."""
+    def done(o: Outcome):
+        outcomes.append(o)
+        if on_done:
+            on_done(o)
+        if progress:
+            progress("files", 1)
+    return done
+
+
+def _not_up_to_date(pairs, skip, done) -> list[tuple[Path, Path]]:
+    """The pairs to work on; the others are reported as skipped."""
+    todo = []
+    for src, dst in pairs:
+        if skip is not None and skip(src, dst):
+            done(Outcome(src, dst, skipped=True))
+        else:
+            todo.append((src, dst))
+    return todo
+
+
 def run(pairs: list[tuple[Path, Path]], job, workers: int = 1,
         skip: Callable[[Path, Path], bool] | None = None,
         progress=None, on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
@@ -164,20 +186,8 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int = 1,
     frames in-process ("frames", n, total) and when it ends ("files", 1).
     """
     outcomes: list[Outcome] = []
-
-    def done(o: Outcome):
-        outcomes.append(o)
-        if on_done:
-            on_done(o)
-        if progress:
-            progress("files", 1)
-
-    todo = []
-    for src, dst in pairs:
-        if skip is not None and skip(src, dst):
-            done(Outcome(src, dst, skipped=True))
-        else:
-            todo.append((src, dst))
+    done = _collector(outcomes, on_done, progress)
+    todo = _not_up_to_date(pairs, skip, done)
     if workers <= 1 or len(todo) <= 1:
         for src, dst in todo:
             try:
@@ -301,20 +311,8 @@ def run_ray(pairs: list[tuple[Path, Path]], job, workers: int | None = None,
         from .errors import ModelUnavailableError
         raise ModelUnavailableError("--ray needs the extra: pip install 'adaptok[ray]'") from None
     outcomes: list[Outcome] = []
-
-    def done(o: Outcome):
-        outcomes.append(o)
-        if on_done:
-            on_done(o)
-        if progress:
-            progress("files", 1)
-
-    todo = []
-    for src, dst in pairs:
-        if skip is not None and skip(src, dst):
-            done(Outcome(src, dst, skipped=True))
-        else:
-            todo.append((src, dst))
+    done = _collector(outcomes, on_done, progress)
+    todo = _not_up_to_date(pairs, skip, done)
     if not todo:
         return outcomes
     started = not ray.is_initialized()
