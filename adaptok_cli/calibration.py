@@ -15,14 +15,16 @@ container records the unit it was made with, so decoding never needs the calibra
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-UNITS = ("decoder", "spread")
-DEFAULT_UNIT = "decoder"
+from .defaults import UNITS
+
+DEFAULT_UNIT = UNITS[0]
 SENSITIVITY_WINDOWS = 4       # latent windows the decoder is probed on
 SENSITIVITY_FRAMES = 5        # latent frames per window
 NUDGE = 0.1                   # probe noise, in units of each channel's spread
@@ -56,6 +58,11 @@ def decoder_sensitivity(tok, windows, spread, nudge=NUDGE) -> torch.Tensor:
             nudged[:, c] += nudge * float(spread[c]) * torch.randn(nudged[:, c].shape, generator=g)
             total[c] += ((tok.decode(nudged)[0] - base) ** 2).mean() / nudge ** 2
     return (total / total.mean()).clamp_min(1e-4)
+
+
+def probe_windows(latents, n: int = SENSITIVITY_WINDOWS, frames: int = SENSITIVITY_FRAMES) -> list[torch.Tensor]:
+    """n windows of `frames` latent frames, spread over a list of clips' latents (arrays or tensors)."""
+    return [torch.from_numpy(np.asarray(z[:frames], np.float32)) for z in latents[::max(1, len(latents) // n)][:n]]
 
 
 def measure(tok, latents, spread: torch.Tensor | None = None) -> Calibration:
@@ -148,13 +155,21 @@ def stored_path(tok) -> Path:
     return store_dir() / f"{tok.fingerprint}.safetensors"
 
 
+_LOADED: dict = {}
+
+
 def find(tok) -> Calibration | None:
-    """The calibration of this tokeniser: shipped (built-in ones), else stored by `adaptok calibrate`."""
-    if tok.source == "builtin":
-        p = shipped_path(tok)
-        return load(p, tok) if p.is_file() else None
-    p = stored_path(tok)
-    return load(p, tok) if p.is_file() else None
+    """The calibration of this tokeniser: shipped (built-in ones), else stored by `adaptok calibrate`.
+    Read once per file version (a compress asks for it for its rule, its header and its up-to-date check)."""
+    p = shipped_path(tok) if tok.source == "builtin" else stored_path(tok)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        return None
+    key = (str(p), st.st_mtime_ns, st.st_size, tok.fingerprint)
+    if key not in _LOADED:
+        _LOADED[key] = load(p, tok)
+    return _LOADED[key]
 
 
 def rule_unit(tok, name: str = DEFAULT_UNIT) -> tuple[str, torch.Tensor]:

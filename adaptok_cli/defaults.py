@@ -6,6 +6,8 @@ DEFAULT_THRESHOLD = 0.15    # τ, in units of the tokeniser's per-channel scale 
 MAX_THRESHOLD = 100.0       # far past "drop everything" (about 5), so larger values are typos
 DEFAULT_CHUNK = 8           # latent frames per chunk record
 DEFAULT_TOKENIZER = "tinytok"
+UNITS = ("decoder", "spread")   # the rule's unit of change per channel (calibration.py); the first is the default
+DTYPES = ("auto", "fp32", "bf16", "fp16")   # precisions of a diffusers tokeniser (diffusers_tok.py)
 BUILTIN_TOKENIZERS = ("tinytok",)   # names a container may ask for without the user naming a file
 # Audio codecs whose packets an .atok may carry and decompress may write back (copied, never re-encoded).
 # A fixed list, so a container's header can only pick among these FFmpeg code paths.

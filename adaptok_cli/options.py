@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
 from . import __version__
-from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, MAX_THRESHOLD
+from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, DTYPES, MAX_THRESHOLD, UNITS
 from .errors import UsageError
 
 # the header fields that decide a container's content, beside the models and the audio track
@@ -13,8 +13,8 @@ SETTINGS = ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk", "l
 
 
 def check_dtype(dtype: str):
-    if dtype not in ("auto", "fp32", "bf16", "fp16"):
-        raise UsageError(f"unknown --dtype {dtype!r}: use auto, fp32, bf16 or fp16")
+    if dtype not in DTYPES:
+        raise UsageError(f"unknown --dtype {dtype!r}: use {', '.join(DTYPES)}")
 
 
 @dataclass
@@ -52,8 +52,8 @@ class CompressOptions:
                 raise UsageError(f"{name} must be between {lo} and {hi}")
         if self.quant not in ("int8", "fp16"):
             raise UsageError("--quant must be int8 or fp16")
-        if self.unit not in ("decoder", "spread"):
-            raise UsageError("--unit must be decoder or spread")
+        if self.unit not in UNITS:
+            raise UsageError(f"--unit must be one of {', '.join(UNITS)}")
         check_dtype(self.dtype)
         return self
 

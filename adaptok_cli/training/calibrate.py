@@ -7,10 +7,9 @@ is probed on four cached train latents spread over the clip list.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from ..calibration import SENSITIVITY_FRAMES, SENSITIVITY_WINDOWS, measure, save, shipped_path
+from ..calibration import measure, probe_windows, save, shipped_path
 from ..tokenizer import load_tokenizer
 from .data import train_latents
 
@@ -19,9 +18,7 @@ def main():
     torch.set_num_threads(2)
     tok = load_tokenizer("tinytok")
     latents = train_latents(tok)
-    windows = [torch.from_numpy(np.asarray(z[:SENSITIVITY_FRAMES], np.float32))
-               for z in latents[::max(1, len(latents) // SENSITIVITY_WINDOWS)][:SENSITIVITY_WINDOWS]]
-    cal = measure(tok, windows, spread=tok.scale)
+    cal = measure(tok, probe_windows(latents), spread=tok.scale)
     save(cal, shipped_path(tok))
     print(f"wrote {shipped_path(tok)}; sensitivity " + " ".join(f"{x:.2f}" for x in cal.sensitivity)
           + "; decoder unit " + " ".join(f"{x:.3f}" for x in cal.unit("decoder")))

@@ -30,7 +30,7 @@ import torch
 from ..codec import FILLS, Rule, drop_and_fill
 from ..lit import LIT, LITConfig, load_lit, project_l1, rate_features, save_lit
 from ..tokenizer import load_tokenizer
-from ..calibration import decoder_sensitivity
+from ..calibration import decoder_sensitivity, probe_windows
 from .data import FRAME_CACHE, LATENT_CACHE, TRAIN, train_latents
 from .loop import LoopConfig, Trainer, args_of
 
@@ -104,8 +104,7 @@ def decoder_channel_weights(tok, latents, clips=4, frames=5) -> torch.Tensor:
     channel (calibration.decoder_sensitivity on a few cached clips) -> (C,), mean 1. The latent MSE
     weighted by it is the decoder's pixel MSE, linearised and kept diagonal: a pixel term through the
     frozen decoder at no cost per step. (TinyTok's channels differ 40-fold.)"""
-    windows = [torch.from_numpy(np.asarray(z[:frames], np.float32)) for z in latents[::max(1, len(latents) // clips)][:clips]]
-    return decoder_sensitivity(tok, windows, tok.scale)
+    return decoder_sensitivity(tok, probe_windows(latents, clips, frames), tok.scale)
 
 
 def loss_fn(model, held, mask, ctx, target, rate, radius, weights=None, to_unit=None):
