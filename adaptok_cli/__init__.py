@@ -8,7 +8,7 @@ import importlib
 __version__ = "0.1.0"
 
 _API = {"CompressOptions": "pipeline", "Result": "pipeline", "compress": "pipeline", "decompress": "pipeline",
-        "inspect": "report", "AtokDataset": "atokfile", "pad_collate": "collate", "AtokFile": "atokfile", "open": "atokfile",
+        "inspect": "report", "AtokDataset": "atokfile", "ShardDataset": "atokfile", "pad_collate": "collate", "AtokFile": "atokfile", "open": "atokfile",
         "Limits": "container"}
 
 __all__ = sorted(_API) + ["__version__"]

@@ -17,8 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-import torch
-
 from .errors import ContainerError, InputError
 from .outputs import atomic_path
 
@@ -120,54 +118,6 @@ def find_member(path, key: str) -> bytes:
         if k == key:
             return data
     raise InputError(f"{path}: no member {key!r}")
-
-
-class ShardDataset(torch.utils.data.IterableDataset):
-    """Clips streamed from shards, as AtokDataset items (plus "key"), for a DataLoader.
-
-    Shards are split across ranks (rank/world, default torch.distributed's when it is initialised),
-    then across DataLoader workers; shuffle=N keeps a buffer of N items and yields them in random
-    order (seeded by seed, rank and worker)."""
-
-    def __init__(self, shards, mode: str = "sparse", fill: str = "hold", crop: int | None = None,
-                 shuffle: int = 0, seed: int = 0, rank: int | None = None, world: int | None = None):
-        if isinstance(shards, (str, Path)) and Path(shards).is_dir():
-            shards = sorted(Path(shards).glob("shard-*.tar"))
-        self.shards = [Path(s) for s in ([shards] if isinstance(shards, (str, Path)) else shards)]
-        if not self.shards:
-            raise InputError("no shards given")
-        if rank is None and torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        self.rank, self.world = rank or 0, world or 1
-        self.mode, self.fill, self.crop, self.shuffle, self.seed = mode, fill, crop, shuffle, seed
-
-    def _mine(self) -> list[Path]:
-        info = torch.utils.data.get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        return self.shards[self.rank::self.world][wid::nw]
-
-    def _items(self):
-        from .atokfile import AtokFile, dataset_item
-        for shard in self._mine():
-            for key, data, _ in members(shard):
-                with MemberFile(data, key) as tmp, AtokFile(tmp, fill=self.fill) as f:
-                    item = dataset_item(f, self.mode, self.crop)
-                item.update(key=key, path=f"{shard}:{key}")
-                yield item
-
-    def __iter__(self):
-        if not self.shuffle:
-            yield from self._items()
-            return
-        info = torch.utils.data.get_worker_info()
-        g = torch.Generator().manual_seed(self.seed * 1000003 + self.rank * 1009 + (info.id if info else 0))
-        buf = []
-        for item in self._items():
-            buf.append(item)
-            if len(buf) >= self.shuffle:
-                yield buf.pop(int(torch.randint(len(buf), (), generator=g)))
-        while buf:
-            yield buf.pop(int(torch.randint(len(buf), (), generator=g)))
 
 
 def compress_to_shards(pairs: list[tuple[Path, Path]], out: Path, shard_size: int, run_batch) -> int:

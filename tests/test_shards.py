@@ -8,7 +8,8 @@ from torch.utils.data import DataLoader
 
 import adaptok_cli as atk
 from adaptok_cli.errors import InputError
-from adaptok_cli.shards import ShardDataset, members
+from adaptok_cli.atokfile import ShardDataset
+from adaptok_cli.shards import members
 from conftest import noise_frames, static_frames, write_video
 from test_cli import one_line_error, run
 
