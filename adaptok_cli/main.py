@@ -16,6 +16,39 @@ def _interrupt(signum, frame):
 signal.signal(signal.SIGTERM, _interrupt)   # the first thing the process does after the interpreter starts
 
 
+class _SignalsWaitForExtensions:
+    """Signals wait while torch, numpy or PyAV are imported, and arrive the moment the import ends.
+
+    A KeyboardInterrupt raised inside an extension's initialisation does not unwind cleanly: in a
+    pybind11 callback it aborts the process (C++ terminate, exit -6), and a half-imported numpy
+    cannot be imported again (both seen). Blocking the signals delays Ctrl-C by the import's time."""
+    NAMES = ("torch", "numpy", "av")
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in self.NAMES:
+            return None
+        for finder in sys.meta_path:
+            spec = None if finder is self else finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        exec_module = spec.loader.exec_module
+
+        def exec_with_signals_blocked(module):
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            try:
+                exec_module(module)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        spec.loader.exec_module = exec_with_signals_blocked
+        return spec
+
+
+if hasattr(signal, "pthread_sigmask"):
+    sys.meta_path.insert(0, _SignalsWaitForExtensions())
+
+
 from .memory import fix_mmap_threshold    # noqa: E402  (glibc only; imports nothing heavy)
 
 fix_mmap_threshold()    # frame-sized blocks go back to the system when freed (memory.py)
