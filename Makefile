@@ -1,6 +1,7 @@
 # Everything installs into .venv on first use; torch is pinned first (a CPU build is on this disk).
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
+TEST_WORKERS ?= 2
 export PYTHONDONTWRITEBYTECODE=1
 
 .PHONY: install demo test lint bench bench-quick bench-readme man samples clean train-tokenizer export-tokenizer train-lit export-lit calibrate-tinytok
@@ -22,7 +23,7 @@ demo: $(STAMP)
 	@echo "demo: wrote demo-out/static_ball.atok and demo-out/static_ball.decoded.mp4"
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	.venv/bin/ruff check .
