@@ -7,7 +7,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_API = {"CompressOptions": "pipeline", "Result": "pipeline", "compress": "pipeline", "decompress": "pipeline",
+_API = {"CompressOptions": "pipeline", "Result": "pipeline", "compress": "pipeline", "compress_many": "batch", "decompress": "pipeline",
         "inspect": "report", "AtokDataset": "atokfile", "ShardDataset": "atokfile", "pad_collate": "collate", "AtokFile": "atokfile", "open": "atokfile",
         "Limits": "container"}
 

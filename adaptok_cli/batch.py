@@ -11,24 +11,32 @@ import os
 import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .errors import EXIT_INTERRUPTED, AdaptokError, ContainerError, InputError
+from .errors import EXIT_INTERRUPTED, AdaptokError, ContainerError, InputError, UsageError
 from .options import settings_of
-from .outputs import is_temporary
+from . import remote
+from .outputs import is_temporary, plan
+from .remote import is_url
 from .video import VIDEO_EXTENSIONS
 
 THREADS_PER_FILE = 1
 
 
-def expand_inputs(items: Iterable[str], want: Callable[[Path], bool]) -> list[tuple[Path, Path]]:
-    """Files, folders (recursive) and globs -> [(file, path relative to what the user named)]."""
+def expand_inputs(items: Iterable[str], want: Callable[[Path], bool], urls: bool = False) -> list[tuple[Path | str, Path]]:
+    """Files, folders (recursive), globs and (with urls) filesystem URLs -> [(file, path relative to
+    what the user named)]; a file found by URL stays a URL (str)."""
     found = []
     for item in items:
         p = Path(item)
-        if p.is_dir():
+        if is_url(item) and not urls:
+            raise UsageError(f"{item}: only compress reads URLs; fetch the file first")
+        if is_url(item):
+            found += [(url, rel) for url, rel in remote.expand(item, want) if not any(map(is_temporary, rel.parts))]
+        elif p.is_dir():
             for f in sorted(p.rglob("*")):
                 if f.is_file() and want(f) and not any(is_temporary(part) for part in f.relative_to(p).parts):
                     found.append((f, f.relative_to(p)))
@@ -46,23 +54,28 @@ def expand_inputs(items: Iterable[str], want: Callable[[Path], bool]) -> list[tu
 
 def is_folder_target(output: str, n_inputs: int) -> bool:
     """The one -o rule: a folder if it ends with '/', already is a folder, or there are several inputs."""
-    return output.endswith(("/", os.sep)) or Path(output).is_dir() or n_inputs > 1
+    if output.endswith(("/", os.sep)) or n_inputs > 1:
+        return True
+    return remote.is_dir(output) if is_url(output) else Path(output).is_dir()
 
 
-def output_paths(inputs, output: str | None, default_name: Callable[[str], str]) -> list[Path]:
+def output_paths(inputs, output: str | None, default_name: Callable[[str], str]) -> list[Path | str]:
     """One output per input: next to it by default, inside -o when it is a folder (the tree
-    mirrored), else -o itself."""
+    mirrored), else -o itself. URLs give URLs."""
     if output is None:
-        return [f.parent / default_name(f.name) for f, _ in inputs]
-    if not is_folder_target(str(output), len(inputs)):
-        return [Path(output)]
-    return [Path(output) / rel.parent / default_name(rel.name) for _, rel in inputs]
+        return [f"{f.rsplit('/', 1)[0]}/{default_name(f.rsplit('/', 1)[1])}" if is_url(f) else
+                f.parent / default_name(f.name) for f, _ in inputs]
+    output = str(output)
+    if not is_folder_target(output, len(inputs)):
+        return [output if is_url(output) else Path(output)]
+    return [remote.join(output, rel.parent / default_name(rel.name)) if is_url(output) else
+            Path(output) / rel.parent / default_name(rel.name) for _, rel in inputs]
 
 
-def is_up_to_date(src: Path, dst: Path, want_settings: dict | None = None) -> bool:
+def is_up_to_date(src: Path, dst: Path, want_settings: dict | None = None, check_time: bool = True) -> bool:
     """dst exists, is newer than src, is a valid container (when it is one) made with the same settings."""
     try:
-        if dst.stat().st_mtime < Path(src).stat().st_mtime:
+        if check_time and dst.stat().st_mtime < Path(src).stat().st_mtime:
             return False
     except OSError:
         return False
@@ -185,6 +198,7 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int = 1,
     progress(kind, n, total=None, name=None) is told when a file starts ("file", name=src), about its
     frames in-process ("frames", n, total) and when it ends ("files", 1).
     """
+    plan(pairs)
     outcomes: list[Outcome] = []
     done = _collector(outcomes, on_done, progress)
     todo = _not_up_to_date(pairs, skip, done)
@@ -252,20 +266,33 @@ def want_atok(f: Path) -> bool:
 
 
 def compress_job(opts, force, src, dst, progress):
-    """One file of a compress batch (module level so worker processes can run it)."""
+    """One file of a compress batch (module level so worker processes can run it). A URL input is
+    fetched first and a URL output uploaded when it is complete (remote.py)."""
     from .batch import one_torch_thread
     from .pipeline import cached_tokenizer, compress
     one_torch_thread()
-    return compress(src, dst, opts, force=force, progress=progress,
-                    loaded_tokenizer=cached_tokenizer(opts.tokenizer, opts.device, opts.dtype))
+    with remote.local_copy(src) as local_src, remote.published(dst, force) as local_dst:
+        try:
+            res = compress(local_src, local_dst, opts, force=force, progress=progress,
+                           loaded_tokenizer=cached_tokenizer(opts.tokenizer, opts.device, opts.dtype))
+        except AdaptokError as e:       # name what the user named, not the temporary copies
+            e.args = (str(e).replace(str(local_src), str(src)).replace(str(local_dst), str(dst)),)
+            raise
+    res.input, res.output = str(src), str(dst)
+    return res
 
 
 def compress_skip(opts, src, dst):
-    if not dst.exists():
-        return False
-    from .batch import is_up_to_date
     from .pipeline import cached_tokenizer, expected_settings
-    return is_up_to_date(src, dst, expected_settings(opts, cached_tokenizer(opts.tokenizer, opts.device, opts.dtype), src))
+    if not (remote.exists(dst) if is_url(dst) else dst.exists()):
+        return False
+    tok = cached_tokenizer(opts.tokenizer, opts.device, opts.dtype)
+    if not (is_url(src) or is_url(dst)):
+        return is_up_to_date(src, dst, expected_settings(opts, tok, src))
+    if not remote.newer(dst, src):
+        return False
+    with remote.local_copy(src) as local_src, remote.local_copy(dst) as local_dst:
+        return is_up_to_date(local_src, local_dst, expected_settings(opts, tok, local_src), check_time=False)
 
 
 def decompress_job(kw, force, src, dst, progress):
@@ -310,6 +337,7 @@ def run_ray(pairs: list[tuple[Path, Path]], job, workers: int | None = None,
     except ImportError:
         from .errors import ModelUnavailableError
         raise ModelUnavailableError("--ray needs the extra: pip install 'adaptok[ray]'") from None
+    plan(pairs)
     outcomes: list[Outcome] = []
     done = _collector(outcomes, on_done, progress)
     todo = _not_up_to_date(pairs, skip, done)
@@ -329,3 +357,44 @@ def run_ray(pairs: list[tuple[Path, Path]], job, workers: int | None = None,
         if started:
             ray.shutdown()
     return outcomes
+
+
+# --- compress many files, from Python (the CLI's compress is this plus reports) -------------------
+
+def compress_pairs(pairs, output, opts, force: bool = False, workers: int | None = None, ray: bool = False,
+                   ray_address: str | None = None, shard_size: int | None = None, progress=None,
+                   on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """compress_many() on expand_inputs()'s pairs."""
+    job = partial(compress_job, opts, force)
+    skip = None if force else partial(compress_skip, opts)
+
+    def run_all(todo, on_done=on_done):
+        if ray or ray_address is not None:
+            return run_ray(todo, job, workers, skip, progress, on_done, ray_address,
+                           gpus=1.0 if opts.device.startswith("cuda") else 0.0)
+        return run(todo, job, default_workers(len(todo)) if workers is None else workers, skip, progress, on_done)
+
+    if shard_size is not None:
+        from .shards import compress_to_shards
+        if output is None:
+            raise UsageError("--shard-size needs -o FOLDER for the shards")
+        return compress_to_shards(pairs, str(output), shard_size, run_all, on_done, progress)
+    return run_all([(src, dst) for (src, _), dst in zip(pairs, output_paths(pairs, output, atok_name))])
+
+
+def compress_many(inputs, output=None, options=None, force: bool = False, workers: int | None = None,
+                  ray: bool = False, ray_address: str | None = None, shard_size: int | None = None,
+                  on_done: Callable[[Outcome], None] | None = None, **option_values) -> list[Outcome]:
+    """`adaptok compress INPUT... -o OUTPUT` from Python: files, folders, globs or filesystem URLs,
+    compressed by `workers` local processes, or on Ray (ray=True: a local Ray; ray_address: a cluster),
+    or into shards of shard_size clips. Options as for compress(). One Outcome per input file (result,
+    error or skipped); a failing file never stops the others."""
+    from .options import CompressOptions
+    if options is not None and option_values:
+        raise UsageError("give options as a CompressOptions or as keywords, not both")
+    opts = (options or CompressOptions(**option_values)).check()
+    if workers is not None and workers < 1:
+        raise UsageError("workers must be at least 1")
+    pairs = expand_inputs([str(i) for i in ([inputs] if isinstance(inputs, (str, Path)) else inputs)], want_video,
+                          urls=True)
+    return compress_pairs(pairs, output, opts, force, workers, ray, ray_address, shard_size, on_done=on_done)

@@ -19,6 +19,7 @@ from typing_extensions import Annotated
 
 from . import __version__
 from .batch import expand_inputs, output_paths, want_atok, want_video
+from .remote import is_url
 from .cli_output import (Reporter, fail, for_each, print_eval, print_inspect, print_inspect_many, run_batch,
                          user_errors, write_plot)
 from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, is_device_name
@@ -139,25 +140,18 @@ def compress_cmd(
     quiet: Quiet = False, verbose: Verbose = False, as_json: Json = False, workers: Workers = None, as_csv: Csv = False,
 ):
     """Encode videos into .atok containers (INPUT -> INPUT.atok)."""
-    from .batch import atok_name, compress_job, compress_skip, want_video
+    from .batch import compress_pairs, want_video
     from .options import CompressOptions
     with user_errors():
         opts = CompressOptions(threshold=threshold, keep_ratio=keep_ratio, tokenizer=tokenizer, chunk=chunk,
                                keyframe_interval=keyframe_interval, level=level, quant=quant, max_side=max_side,
                                device=device, drop_audio=drop_audio, unit=unit, dtype=dtype, lit=lit).check()
         check_common(workers, device, as_json, as_csv)
-        pairs = expand_inputs(inputs, want_video)
-        batch = partial(run_batch, job=partial(compress_job, opts, force), reporter=Reporter(quiet, as_json, verbose),
-                        label="compress", workers=workers, force=force, skip=partial(compress_skip, opts), as_csv=as_csv,
-                        use_ray=use_ray or ray_address is not None, ray_address=ray_address,
-                        gpus=1.0 if device.startswith("cuda") else 0.0)
-        if shard_size is not None:
-            from .shards import compress_to_shards
-            if output is None:
-                raise UsageError("--shard-size needs -o FOLDER for the shards")
-            code = compress_to_shards(pairs, Path(output), shard_size, batch)
-        else:
-            code = batch([(s, d) for (s, _), d in zip(pairs, output_paths(pairs, output, atok_name))])
+        if shard_size is not None and output is None:
+            raise UsageError("--shard-size needs -o FOLDER for the shards")
+        pairs = expand_inputs(inputs, want_video, urls=True)
+        start = partial(compress_pairs, pairs, output, opts, force, workers, use_ray, ray_address, shard_size)
+        code = run_batch(len(pairs), start, Reporter(quiet, as_json, verbose), "compress", as_csv)
     raise typer.Exit(code)
 
 
@@ -173,21 +167,25 @@ def decompress_cmd(
     max_pixels: MaxPixels = None, workers: Workers = None, as_csv: Csv = False,
 ):
     """Rebuild videos from .atok containers (size, frame count and fps restored)."""
-    from .batch import decompress_job, decompress_skip, video_name
+    from .batch import decompress_job, decompress_skip, default_workers, run, video_name
     with user_errors():
         check_common(workers, device, as_json, as_csv, dtype)
         if not 0 <= crf <= 51:
             raise UsageError("--crf must be between 0 and 51")
         codec = codec.value if codec else None
         pairs = expand_inputs(inputs, want_atok)
+        if output is not None and is_url(output):
+            raise UsageError(f"{output}: only compress writes URLs; decompress to a local path")
         dsts = output_paths(pairs, output, partial(video_name, codec=codec))
         for d in dsts:
             output_kind(d, codec)       # an extension that disagrees with --codec is a usage error, up front
         kw = dict(tokenizer=tokenizer, use_lit=not no_lit, codec=codec, crf=crf, device=device, overlay=overlay,
                   partial=recover, limits=limits_for(max_pixels), dtype=dtype, lit=lit)
-        code = run_batch([(s, d) for (s, _), d in zip(pairs, dsts)], partial(decompress_job, kw, force),
-                         Reporter(quiet, as_json, verbose), "decompress", workers, force, partial(decompress_skip, kw),
-                         as_csv)
+        todo = [(s, d) for (s, _), d in zip(pairs, dsts)]
+        n_workers = default_workers(len(todo)) if workers is None else workers
+        start = partial(run, todo, partial(decompress_job, kw, force), n_workers,
+                        None if force else partial(decompress_skip, kw))
+        code = run_batch(len(todo), start, Reporter(quiet, as_json, verbose), "decompress", as_csv)
     raise typer.Exit(code)
 
 

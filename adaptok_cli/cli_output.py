@@ -11,7 +11,7 @@ import statistics
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable
 
 import typer
 from rich import box as rich_box
@@ -21,7 +21,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PIPE, EXIT_SOME_FAILED, AdaptokError
-from .outputs import plan
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
@@ -270,12 +269,9 @@ def print_eval(results, mean, no_lit: bool):
                                        if thr is not None and thr < LIT_FROM_THRESHOLD else "PSNR is hold-fill"))
 
 
-def run_batch(pairs, job, reporter: Reporter, label: str, workers: Optional[int], force: bool, skip, as_csv: bool,
-              ray_address: Optional[str] = None, use_ray: bool = False, gpus: float = 0.0):
-    """Run a batch through batch.run (or batch.run_ray) with progress, streaming --json/--csv, and the
-    summary; -> exit code."""
-    from .batch import default_workers, run, run_ray
-    plan(pairs)
+def run_batch(n_files: int, start, reporter: Reporter, label: str, as_csv: bool):
+    """Run a batch, start(progress, on_done) -> outcomes (batch.run, run_ray, compress_pairs), with
+    progress, streaming --json/--csv, and the summary; -> exit code."""
     rows = CsvRows() if as_csv else None
 
     def on_done(o):
@@ -292,15 +288,11 @@ def run_batch(pairs, job, reporter: Reporter, label: str, workers: Optional[int]
         if rows:
             rows.write(outcome_dict(o))
 
-    with reporter.progress(label, len(pairs)) as progress:
-        if use_ray:
-            outcomes = run_ray(pairs, job, workers, None if force else skip, progress, on_done, ray_address, gpus)
-        else:
-            outcomes = run(pairs, job, default_workers(len(pairs)) if workers is None else workers,
-                           None if force else skip, progress, on_done)
+    with reporter.progress(label, n_files) as progress:
+        outcomes = start(progress, on_done)
     if not reporter.quiet and not reporter.as_json and not as_csv:
         summary_table(outcomes, label)
-    return exit_code([o.error for o in outcomes if o.error is not None], len(pairs))
+    return exit_code([o.error for o in outcomes if o.error is not None], n_files)
 
 
 def write_plot(f: Path, png: Path):

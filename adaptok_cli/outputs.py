@@ -39,6 +39,11 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name[:200]}.adaptok-"
 
 
+def temporary_name(name: str) -> str:
+    """A fresh name for a temporary of the file called `name`, one that is_temporary() recognises."""
+    return f"{_temp_prefix(Path(name))}{os.getpid()}-{secrets.token_hex(4)}.tmp"
+
+
 def _try_lock(p: Path):
     """An fd holding an exclusive lock on p, or None if a live process holds it."""
     try:
@@ -110,7 +115,7 @@ class AtomicOutput:
     def __init__(self, path, force=False, folder=False):
         self.path, self.force, self.folder = Path(path), force, folder
         check_target(self.path, force, folder)
-        self.tmp = self.path.parent / f"{_temp_prefix(self.path)}{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        self.tmp = self.path.parent / temporary_name(self.path.name)
         self.f, self._lock = None, None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +162,7 @@ class AtomicOutput:
     def _commit_folder(self):
         old = None
         if self.path.exists():              # a frame folder adaptok wrote, and force (check_target)
-            old = self.path.parent / f"{_temp_prefix(self.path)}{os.getpid()}-{secrets.token_hex(4)}.tmp"
+            old = self.path.parent / temporary_name(self.path.name)
             os.rename(self.path, old)
         try:
             os.rename(self.tmp, self.path)

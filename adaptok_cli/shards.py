@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import ContainerError, InputError
-from .outputs import atomic_path
+from . import remote
+from .errors import ContainerError, InputError, UsageError
+from .outputs import atomic_path, temporary_name
+from .remote import is_url
 
 MAX_MEMBER = 1 << 31            # bytes of one member (an .atok); a tar may not make us read more
 SHARD = "shard-{:06d}"
+MAX_INDEX_BYTES = 1 << 24       # a shard's index (its keys): larger is not one of ours
 
 
 def key_of(rel: Path) -> str:
@@ -34,16 +38,26 @@ def shard_plan(keys: list[str], shard_size: int) -> list[list[str]]:
     return [keys[i:i + shard_size] for i in range(0, len(keys), shard_size)]
 
 
-def is_finished(out: Path, i: int, keys: list[str]) -> bool:
-    """Shard i holds exactly these keys, all made (its index exists and lists no failure)."""
-    idx = out / (SHARD.format(i) + ".json")
-    if not idx.is_file() or not (out / (SHARD.format(i) + ".tar")).is_file():
-        return False
+def is_finished(out, i: int, keys: list[str]) -> bool:
+    """Shard i holds exactly these keys, all made (its index exists and lists no failure). out may be a
+    folder or a filesystem URL."""
+    name = SHARD.format(i)
     try:
-        index = json.loads(idx.read_text())
-    except ValueError:
+        if is_url(out):
+            if not remote.exists(remote.join(out, Path(name + ".tar"))):
+                return False
+            raw = remote.read_bytes(remote.join(out, Path(name + ".json")), MAX_INDEX_BYTES)
+        else:
+            if not (Path(out) / (name + ".tar")).is_file():
+                return False
+            idx = Path(out) / (name + ".json")
+            if idx.stat().st_size > MAX_INDEX_BYTES:
+                return False
+            raw = idx.read_bytes()
+        index = json.loads(raw)
+    except (OSError, ValueError, InputError):
         return False
-    return index.get("keys") == keys and not index.get("failed")
+    return isinstance(index, dict) and index.get("keys") == keys and not index.get("failed")
 
 
 def _info(name: str, size: int) -> tarfile.TarInfo:
@@ -120,38 +134,68 @@ def find_member(path, key: str) -> bytes:
     raise InputError(f"{path}: no member {key!r}")
 
 
-def compress_to_shards(pairs: list[tuple[Path, Path]], out: Path, shard_size: int, run_batch) -> int:
-    """compress INPUT... -o OUT --shard-size N: shards of N clips each, in input order.
+def compress_to_shards(pairs, out: str, shard_size: int, run, on_done=None, progress=None) -> list:
+    """compress INPUT... -o OUT --shard-size N: shards of N clips each, in input order, into the
+    folder or filesystem URL out.
 
-    Finished shards are skipped. The clips of the others are compressed by run_batch([(src, dst)])
-    (the local batch: its skipping, reports and exit code) into a staging folder inside OUT, then
-    packed; a clip that failed is left out of its shard and named in its index, so a rerun retries it.
-    -> run_batch's exit code (0 when every shard was already finished)."""
-    import os
-    import secrets
-    import shutil
+    The clips of finished shards are reported as skipped. The others are compressed by
+    run([(src, dst)], on_done) -> outcomes (the local batch or Ray: skipping, reports) into a local staging
+    folder, then packed; a clip that failed is left out of its shard and named in its index, so a
+    rerun retries it. A shard's tar is written (or uploaded) before its index: the index marks it
+    finished. -> one batch.Outcome per clip."""
+    from .batch import Outcome
     if shard_size < 1:
-        from .errors import UsageError
         raise UsageError("--shard-size must be at least 1")
     keys = [key_of(rel) for _, rel in pairs]
     if len(set(keys)) != len(keys):
-        from .errors import UsageError
         raise UsageError("two inputs would get the same shard key: name them from one folder")
     plan = shard_plan(keys, shard_size)
-    todo = [i for i, ks in enumerate(plan) if not is_finished(out, i, ks)]
-    out.mkdir(parents=True, exist_ok=True)
-    staging = out / f".staging.adaptok-{os.getpid()}-{secrets.token_hex(4)}.tmp"
     src_of = dict(zip(keys, (src for src, _ in pairs)))
-    staged = {k: staging / f"{k}.atok" for i in todo for k in plan[i]}
+    outcomes = []
+    todo = []
+    for i, ks in enumerate(plan):
+        if not is_finished(out, i, ks):
+            todo.append(i)
+            continue
+        for k in ks:
+            o = Outcome(src_of[k], f"{out.rstrip('/')}/{SHARD.format(i)}.tar:{k}", skipped=True)   # up to date
+            outcomes.append(o)
+            if on_done:
+                on_done(o)
+            if progress:
+                progress("files", 1)
+    if not todo:
+        return outcomes
+    local_out = None if is_url(out) else Path(out)
+    if local_out is not None:
+        local_out.mkdir(parents=True, exist_ok=True)
+    staging = (local_out or Path(tempfile.gettempdir())) / temporary_name("staging")
+    staging.mkdir()
     try:
-        code = run_batch([(src_of[k], dst) for k, dst in staged.items()]) if staged else 0
+        staged = {k: staging / f"{k}.atok" for i in todo for k in plan[i]}
+        shard_of = {staged[k]: f"{out.rstrip('/')}/{SHARD.format(i)}.tar:{k}" for i in todo for k in plan[i]}
+
+        def reported(o):                     # the staging file is gone when the run returns
+            o.dst = shard_of[o.dst]
+            if o.result is not None:
+                o.result.output = o.dst
+            if on_done:
+                on_done(o)
+        outcomes += run([(src_of[k], dst) for k, dst in staged.items()], reported)
         for i in todo:
             made = [k for k in plan[i] if staged[k].is_file()]
-            write_shard(out, i, [(k, staged[k], _metadata(staged[k], src_of[k])) for k in made],
+            shard_dir = local_out or staging / "shards"
+            shard_dir.mkdir(exist_ok=True)
+            write_shard(shard_dir, i, [(k, staged[k], _metadata(staged[k], src_of[k])) for k in made],
                         {k: "not compressed (see the run's report)" for k in plan[i] if k not in made})
+            if local_out is None:
+                for ext in (".tar", ".json"):        # the index last: it says the shard is finished
+                    name = SHARD.format(i) + ext
+                    with remote.published(remote.join(out, Path(name)), force=True) as up:
+                        shutil.move(shard_dir / name, up)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return code
+    return outcomes
 
 
 def _metadata(atok: Path, src: Path) -> dict:
@@ -159,7 +203,7 @@ def _metadata(atok: Path, src: Path) -> dict:
     info = inspect(atok).to_dict()
     keep = ("width", "height", "fps", "frames", "token_rate", "tokens_kept", "tokens_total", "bytes", "threshold",
             "keep_ratio", "unit", "tokenizer", "lit")
-    return {"source": src.name, **{k: info[k] for k in keep if k in info}}
+    return {"source": Path(str(src)).name, **{k: info[k] for k in keep if k in info}}
 
 
 def each_container(path) -> Iterator[tuple[str, Path]]:

@@ -535,6 +535,39 @@ def long_video_memory(tmp, lengths_s, fps, log, width=854, height=480):
     return rows
 
 
+def ray_against_local(paths, tmp, rounds, log):
+    """Wall time of `adaptok compress CLIPS -o OUT -j 2 -q` against the same with --ray (a local Ray
+    with 2 CPUs, its start-up included), alternating, each round into a fresh folder; the outputs
+    are compared byte for byte."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return None
+    clips = Path(tmp) / "ray-in"
+    clips.mkdir()
+    for p in paths:
+        (clips / p.name).symlink_to(p.resolve())
+    rows = []
+    for r in range(rounds):
+        secs = {}
+        for name, extra in (("local", []), ("ray", ["--ray"])):
+            out = Path(tmp) / f"ray-out-{name}"
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "adaptok_cli", "compress", clips, "-o", out, "-j", "2", "-q", *extra],
+                           check=True, capture_output=True)
+            secs[name] = time.perf_counter() - t0
+        made = sorted(p.name for p in (Path(tmp) / "ray-out-local").iterdir())
+        same = made == sorted(p.name for p in (Path(tmp) / "ray-out-ray").iterdir()) and all(
+            (Path(tmp) / "ray-out-local" / n).read_bytes() == (Path(tmp) / "ray-out-ray" / n).read_bytes() for n in made)
+        rows.append({"round": r + 1, "clips": len(paths), "local_j2_s": secs["local"], "ray_j2_s": secs["ray"],
+                     "ray_over_local": secs["ray"] / secs["local"], "byte_identical": same})
+        log(rows[-1])
+        for name in ("local", "ray"):
+            for p in (Path(tmp) / f"ray-out-{name}").iterdir():
+                p.unlink()
+    return rows
+
+
 # --- report ---------------------------------------------------------------------------------------
 
 def machine():
@@ -593,7 +626,7 @@ def plots(rows, out_dir, codecs=None, default=None):
     return files
 
 
-SECTIONS = ("rd", "codecs", "alloc", "throughput", "memory", "scaling")
+SECTIONS = ("rd", "codecs", "alloc", "throughput", "memory", "scaling", "ray")
 
 
 def main(argv=None):
@@ -683,6 +716,8 @@ def main(argv=None):
                 longs = [float(x) for x in ("1,2" if args.quick else args.long_seconds).split(",")]
                 results["memory"] = long_video_memory(tmp, longs, args.long_fps, log,
                                                       *((64, 48) if args.quick else (854, 480)))
+            elif section == "ray":
+                results["ray"] = ray_against_local(paths, tmp, 1 if args.quick else 2, log)
             runs[section] = {"command": command, "date": time.strftime("%Y-%m-%d"),
                              "minutes": (time.time() - started) / 60}
             results_path.write_text(json.dumps(results, indent=1, default=float))
@@ -753,6 +788,14 @@ def write_markdown(r, pngs, path):
                                       "peak_rss_decompress_mb"],
                         {"seconds_of_video": "{:g}", "fps": "{:g}", "peak_rss_compress_mb": "{:.0f}",
                          "peak_rss_decompress_mb": "{:.0f}"}), ""]
+    if r.get("ray"):
+        lines += ["## Ray against the local batch", "", ran(r, "ray"), "",
+                  f"`adaptok compress CLIPS -o OUT -j 2 -q` against the same with `--ray` (a local Ray with 2 CPUs, "
+                  f"started by the command and included in its time), on the {r['ray'][0]['clips']} clips above at "
+                  "their own size, alternating, each round into empty folders. The target is Ray within 10% of "
+                  "the local batch (ray_over_local <= 1.10).", "",
+                  table(r["ray"], ["round", "clips", "local_j2_s", "ray_j2_s", "ray_over_local", "byte_identical"],
+                        {"local_j2_s": "{:.1f}", "ray_j2_s": "{:.1f}", "ray_over_local": "{:.2f}"}), ""]
     if "scaling" in r:
         f0, f1 = "{:.0f}", "{:.2f}"
         lines += ["## Memory and speed against frame size", "", ran(r, "scaling"), "",

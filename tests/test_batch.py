@@ -134,3 +134,52 @@ def test_ray_without_the_extra_names_it(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)          # as if not installed
     with pytest.raises(ModelUnavailableError, match=r"adaptok\[ray\]"):
         run_ray([(tmp_path / "a.mp4", tmp_path / "a.atok")], print)
+
+
+def test_urls_in_and_out_match_local_files(tmp_path, small_tok_path):
+    """compress_many over fsspec URLs: an object store (memory://, no real rename) and file://. Outputs
+    equal a local run byte for byte, a rerun skips them, an existing one is never replaced, a failing
+    file names the URL, and nothing temporary is left in the store."""
+    import fsspec
+
+    import adaptok_cli as atk
+    src = tmp_path / "in"
+    make_tree(src)
+    local = atk.compress_many(src, tmp_path / "local", workers=1, tokenizer=str(small_tok_path))
+    mem = fsspec.filesystem("memory")
+    for f in src.rglob("*"):
+        if f.is_file():
+            mem.pipe(f"/bucket/in/{f.relative_to(src).as_posix()}", f.read_bytes())
+    outcomes = atk.compress_many("memory://bucket/in", "memory://bucket/out/", workers=1, tokenizer=str(small_tok_path))
+    status = {o.src: ("error" if o.error else "ok") for o in outcomes}
+    assert status == {"memory:///bucket/in/a.mp4": "ok", "memory:///bucket/in/b.mkv": "ok",
+                      "memory:///bucket/in/sub/c.mp4": "ok", "memory:///bucket/in/sub/unreadable.mp4": "error"}
+    bad = next(o.error for o in outcomes if o.error)
+    assert str(bad).startswith("memory:///bucket/in/sub/unreadable.mp4:") and bad.exit_code == errors.EXIT_BAD_INPUT
+    assert sorted(mem.find("/bucket/out")) == ["/bucket/out/a.mp4.atok", "/bucket/out/b.mkv.atok", "/bucket/out/sub/c.mp4.atok"]
+    for rel in ("a.mp4.atok", "b.mkv.atok", "sub/c.mp4.atok"):
+        assert mem.cat(f"/bucket/out/{rel}") == (tmp_path / "local" / rel).read_bytes()
+    assert [o.skipped for o in local if not o.error] == [False] * 3
+
+    # file:// to file:// (how a mounted or local store looks), with a rerun that skips what is done
+    url_out = f"file://{tmp_path}/via-url/"
+    first = atk.compress_many(f"file://{src}", url_out, workers=1, tokenizer=str(small_tok_path))
+    assert sum(o.error is None for o in first) == 3
+    assert (tmp_path / "via-url" / "sub" / "c.mp4.atok").read_bytes() == (tmp_path / "local" / "sub" / "c.mp4.atok").read_bytes()
+    again = atk.compress_many(f"file://{src}", url_out, workers=1, tokenizer=str(small_tok_path))
+    assert sorted(o.skipped for o in again if o.error is None) == [True] * 3
+    # never replaced without force, even when out of date
+    os.utime(src / "a.mp4")
+    (tmp_path / "via-url" / "a.mp4.atok").write_bytes(b"mine")
+    third = atk.compress_many(f"file://{src}/a.mp4", f"file://{tmp_path}/via-url/a.mp4.atok", tokenizer=str(small_tok_path))
+    assert third[0].error.exit_code == errors.EXIT_CANT_CREATE and (tmp_path / "via-url" / "a.mp4.atok").read_bytes() == b"mine"
+    assert not [p for p in (tmp_path / "via-url").rglob("*") if "adaptok-" in p.name]
+    # only compress takes URLs
+    p = run("decompress", f"file://{tmp_path}/via-url/b.mkv.atok", "--tokenizer", small_tok_path)
+    assert p.returncode == errors.EXIT_USAGE and "only compress" in p.stderr
+    try:
+        atk.compress_many("nope://x/y.mp4", tmp_path / "z")
+    except errors.AdaptokError as e:
+        assert e.exit_code == errors.EXIT_BAD_INPUT and "nope://x/y.mp4" in str(e)
+    else:
+        raise AssertionError("an unknown protocol was accepted")

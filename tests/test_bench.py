@@ -17,9 +17,10 @@ def test_bench_quick_writes_a_complete_report(tmp_path):
     assert [a["allocator"] for a in r["allocators"]] == ["adaptok single pass", "search (ElasticTok-style)",
                                                           "probe (InfoTok-style)"]
     assert {c["codec"] for c in r["codecs"]} == {"libx264", "libx265", "libsvtav1"}
+    assert [x["byte_identical"] for x in r["ray"]] == [True]        # Ray and the local batch, same bytes
     full = r["rd"][0]
     assert full["token_rate"] == 1.0 and 15 < full["psnr"] < 60
     md = (tmp_path / "BENCHMARKS.md").read_text()
     for heading in ("Threshold sweep", "Rate-distortion", "Allocation cost", "Ordinary codecs", "Throughput",
-                    "Peak memory"):
+                    "Peak memory", "Ray against the local batch"):
         assert f"## {heading}" in md

@@ -9,7 +9,9 @@ from functools import partial
 
 import pytest
 
+import adaptok_cli as atk
 from adaptok_cli.batch import compress_job, compress_skip, run_ray
+from adaptok_cli.cli_output import outcome_dict
 from adaptok_cli.container import AtokReader
 from adaptok_cli.options import CompressOptions
 from conftest import noise_frames, write_video
@@ -27,22 +29,29 @@ def clips(tmp_path_factory):
     return d
 
 
-def summary(stdout):
-    rows = [json.loads(line) for line in stdout.splitlines()]
-    drop = ("seconds", "timing", "output")
-    return sorted((r["input"], json.dumps({k: v for k, v in r.items() if k not in drop}, sort_keys=True)) for r in rows)
+def summary(rows):
+    drop = ("seconds", "timing", "output", "input", "error")
+    return sorted((r["input"].removeprefix("file://"), json.dumps({k: v for k, v in r.items() if k not in drop},
+                                                                  sort_keys=True)) for r in rows)
 
 
 def test_ray_and_local_batch_agree(tmp_path, clips, small_tok_path):
+    """The CLI on Ray, reading and writing file:// URLs, and compress_many(ray=True) from Python give
+    the local batch's outputs byte for byte, its report and its exit code."""
     args = ["--tokenizer", small_tok_path, "--json", "-j", "2"]
     local = run("compress", clips, "-o", tmp_path / "local", *args)
-    on_ray = run("compress", clips, "-o", tmp_path / "ray", "--ray", *args)
+    on_ray = run("compress", f"file://{clips}", "-o", f"file://{tmp_path}/ray/", "--ray", *args)
     assert on_ray.returncode == local.returncode != 0                 # the broken clip: same code, the rest made
-    assert summary(on_ray.stdout) == summary(local.stdout)
+    local_rows = [json.loads(line) for line in local.stdout.splitlines()]
+    assert summary(json.loads(line) for line in on_ray.stdout.splitlines()) == summary(local_rows)
+    from_python = atk.compress_many(clips, tmp_path / "py", ray=True, workers=2, tokenizer=str(small_tok_path))
+    assert summary(map(outcome_dict, from_python)) == summary(local_rows)
     made = sorted(p.name for p in (tmp_path / "local").glob("*.atok"))
-    assert made == sorted(p.name for p in (tmp_path / "ray").glob("*.atok")) and len(made) == 4
-    for name in made:
-        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    assert len(made) == 4
+    for out in ("ray", "py"):
+        assert made == sorted(p.name for p in (tmp_path / out).glob("*.atok"))
+        for name in made:
+            assert (tmp_path / out / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
 
 
 def worker_pids():

@@ -48,6 +48,15 @@ def test_shards_hold_the_local_batch_bytes_and_resume(tmp_path, clips, small_tok
     assert after["shard-000001.tar"] == before["shard-000001.tar"]
     assert after["shard-000000.tar"] != before["shard-000000.tar"] and "shard-000002.tar" in after
     assert [k for k, _, _ in members(tmp_path / "out" / "shard-000002.tar")] == ["c3_mp4"]
+    # the same shards, written to a filesystem URL from Python, with finished ones reported as skipped
+    url = f"file://{tmp_path}/url-out"
+    first = atk.compress_many(clips, url, shard_size=2, chunk=2, tokenizer=str(small_tok_path), workers=1)
+    assert sorted(str(o.dst) for o in first if o.error is None) == [f"{url}/shard-00000{(i + 1) // 2}.tar:c{i}_mp4"
+                                                                     for i in range(4)]     # after broken.mp4
+    for s in ("shard-000001.tar", "shard-000002.tar", "shard-000001.json"):
+        assert (tmp_path / "url-out" / s).read_bytes() == (tmp_path / "out" / s).read_bytes()
+    again = atk.compress_many(clips, url, shard_size=2, chunk=2, tokenizer=str(small_tok_path), workers=1)
+    assert sorted(o.src.name for o in again if o.skipped) == ["c1.mp4", "c2.mp4", "c3.mp4"]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,138 @@
+"""Inputs and outputs named by filesystem URL (s3://, gs://, hdfs://, file://, ...), through fsspec.
+
+The codec works on local files: a remote input is fetched to a temporary local copy, and a remote
+output is written locally, then uploaded under a temporary name and moved into place, so a reader of
+the bucket never sees half an output. Which protocols work is what fsspec and its plug-ins installed
+here support (s3fs, gcsfs, adlfs, ...); credentials come from their usual environment and config.
+"""
+from __future__ import annotations
+
+import posixpath
+import re
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import InputError, OutputExistsError, WriteError
+from .outputs import temporary_name
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(name) -> bool:
+    return isinstance(name, str) and bool(_URL.match(name))
+
+
+def _fs(url: str):
+    """(filesystem, path inside it) for a URL; an unknown protocol is the user's error."""
+    import fsspec
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as e:
+        raise InputError(f"{url}: cannot open this URL ({e})") from None
+
+
+def join(base: str, rel: Path) -> str:
+    return base.rstrip("/") + "/" + rel.as_posix()
+
+
+def expand(url: str, want: Callable[[Path], bool]) -> list[tuple[str, Path]]:
+    """A URL of a file, a folder (recursive) or a glob -> [(file URL, path relative to what was named)]."""
+    fs, path = _fs(url)
+    try:
+        if any(c in path for c in "*?["):
+            found = [(p, Path(Path(p).name)) for p in sorted(fs.glob(path)) if fs.isfile(p)]
+            if not found:
+                raise InputError(f"{url}: no files match")
+        elif fs.isdir(path):
+            root = path.rstrip("/")
+            found = [(p, Path(p[len(root) + 1:])) for p in sorted(fs.find(path))]
+        elif fs.isfile(path):
+            found = [(path, Path(Path(path).name))]
+        else:
+            raise InputError(f"{url}: no such file or folder")
+    except OSError as e:
+        raise InputError(f"{url}: cannot list ({e})") from None
+    return [(fs.unstrip_protocol(p), rel) for p, rel in found if want(rel)]
+
+
+def exists(url: str) -> bool:
+    fs, path = _fs(url)
+    return fs.exists(path)
+
+
+def is_dir(url: str) -> bool:
+    fs, path = _fs(url)
+    return fs.isdir(path)
+
+
+def newer(dst: str, src) -> bool:
+    """dst was modified after src (either may be a URL); False where a time is unknown."""
+    def mtime(name) -> float | None:
+        if not is_url(name):
+            return Path(name).stat().st_mtime
+        fs, path = _fs(name)
+        try:
+            return fs.modified(path).timestamp()
+        except (NotImplementedError, OSError, AttributeError):
+            return None
+    try:
+        a, b = mtime(dst), mtime(src)
+    except OSError:
+        return False
+    return a is not None and b is not None and a >= b
+
+
+def read_bytes(url: str, limit: int) -> bytes:
+    """A small remote file (an index), refused when larger than limit bytes."""
+    fs, path = _fs(url)
+    if fs.size(path) > limit:
+        raise InputError(f"{url}: larger than {limit} bytes")
+    return fs.cat_file(path)
+
+
+@contextmanager
+def local_copy(name) -> Iterator[Path]:
+    """A local path holding the file `name`: a URL is fetched into a temporary folder under its own
+    file name (the container records the source's name), removed afterwards."""
+    if not is_url(name):
+        yield Path(name)
+        return
+    fs, path = _fs(name)
+    with tempfile.TemporaryDirectory(prefix="adaptok-in-") as tmpdir:
+        local = Path(tmpdir) / posixpath.basename(path)
+        try:
+            fs.get_file(path, str(local))
+        except OSError as e:
+            raise InputError(f"{name}: cannot fetch ({e})") from None
+        yield local
+
+
+@contextmanager
+def published(name, force: bool) -> Iterator[Path]:
+    """A local path to write the output `name` into. For a URL: a file in a temporary folder, uploaded
+    under a temporary name and moved to `name` when the block ends without error; an existing `name`
+    is refused unless force."""
+    if not is_url(name):
+        yield Path(name)
+        return
+    fs, path = _fs(name)
+    if not force and fs.exists(path):
+        raise OutputExistsError(f"{name}: already exists (use --force to overwrite)")
+    staged = posixpath.join(posixpath.dirname(path), temporary_name(posixpath.basename(path)))
+    with tempfile.TemporaryDirectory(prefix="adaptok-out-") as tmpdir:
+        local = Path(tmpdir) / posixpath.basename(path)
+        yield local
+        try:
+            fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            fs.put_file(str(local), staged)
+            fs.mv(staged, path)
+        except OSError as e:
+            raise WriteError(f"{name}: cannot upload ({e})") from None
+        finally:
+            try:
+                if fs.exists(staged):
+                    fs.rm(staged)
+            except OSError:
+                pass
