@@ -25,6 +25,7 @@ from .tokenizer import Tokenizer
 # latent frame), so memory follows the frame size, not the chunk length: small frames still go several
 # latent frames at a time, large ones one by one.
 ENCODE_PIXELS = DECODE_PIXELS = 1 << 21
+BATCH_PIXELS = 1 << 23       # frames x pixels of the chunks batched in one call (stateless tokenisers)
 
 
 def to_tensor(frames: list[np.ndarray], multiple: int) -> torch.Tensor:
@@ -122,6 +123,9 @@ class Encoder:
             return
         self._pixels = first.shape[0] * first.shape[1]
         it = chain([first], it)
+        if not self.tok.stateful and self._chunks_at_once(chunk) > 1:
+            yield from self._chunks_batched(it, chunk, self._chunks_at_once(chunk))
+            return
         while True:
             zs, real, left, short = [], 0, chunk, False
             while left > 0 and not short:
@@ -136,6 +140,33 @@ class Encoder:
                 yield enc
             if short:
                 return
+
+    def _chunks_at_once(self, chunk: int) -> int:
+        """Whole chunks per call: up to the tokeniser's chunks_per_call, while they stay within
+        BATCH_PIXELS (small frames, where one chunk leaves a GPU idle)."""
+        per_chunk = self.tok.frames_for(chunk, True) * self._pixels
+        return max(1, min(self.tok.chunks_per_call, BATCH_PIXELS // max(1, per_chunk)))
+
+    def _chunks_batched(self, it, chunk: int, k: int) -> Iterator[Encoded]:
+        """Chunks of a stateless tokeniser, k whole chunks per call (a GPU codes them as one batch);
+        each chunk is still coded as a clip of its own, so the latents are those of one call per chunk
+        up to float rounding."""
+        short = False
+        while not short:
+            groups = []
+            while len(groups) < k and not short:
+                group, got, need = self._next_group(it, chunk)
+                if got:
+                    groups.append((group, got))
+                short = got < need
+            same = [g for g, _ in groups if len(g) == len(groups[0][0])] if groups else []
+            t0 = time.perf_counter()
+            zs = self.tok.encode_many([to_tensor(g, self.tok.pad_multiple) for g in same]) if len(same) > 1 else []
+            self.timing["encode"] += time.perf_counter() - t0
+            for i, (group, got) in enumerate(groups):
+                enc = self.encode_latents(zs[i] if i < len(zs) else self._encode(group))
+                enc.frames = got
+                yield enc
 
     def _latents_per_call(self) -> int:
         return max(1, ENCODE_PIXELS // max(1, self._pixels * self.tok.time_factor))

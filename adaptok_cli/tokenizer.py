@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -45,13 +46,21 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
 def file_fingerprint(*paths) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
+    """sha256 of the files' bytes (16 hex digits), hashed once per process while their path, size,
+    inode and mtime stay the same: a large VAE is named, checked and loaded without being read thrice."""
+    stats = tuple((str(p), st.st_size, st.st_ino, st.st_mtime_ns) for p, st in zip(paths, map(os.stat, paths)))
+    if stats not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        for p in paths:
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        _FINGERPRINTS[stats] = h.hexdigest()[:16]
+    return _FINGERPRINTS[stats]
 
 
 class Tokenizer:
@@ -67,6 +76,7 @@ class Tokenizer:
     scale: torch.Tensor       # (C,) per-channel latent scale: the unit of the masking threshold
     stateful: bool
     measured_scale = True     # False: scale is a placeholder, and the rule's unit needs `adaptok calibrate`
+    chunks_per_call = 1       # a stateless tokeniser may code this many whole chunks in one call (encode_many)
 
     def frames_for(self, n_latent: int, at_start: bool) -> int:
         """Frames that make n_latent latent frames, at the start of a video or later (layout.py)."""

@@ -103,6 +103,25 @@ def test_wan_chunk_by_chunk_equals_one_pass(tmp_path):
     torch.testing.assert_close(torch.cat(frames), one, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["cogvideox", "ltx"])
+def test_several_chunks_per_call_equal_one_each(tmp_path, name):
+    """A stateless VAE may code whole chunks as one batch (what --device cuda does for small frames):
+    the same chunks, frame counts and latents as one call per chunk, the short last chunk included."""
+    from adaptok_cli.codec import Codec, Rule
+    save_vae(name, tmp_path)
+    tok = load_tokenizer(str(tmp_path), "cpu", "fp32")
+    frames = [np.asarray(f.permute(1, 2, 0).add(1).mul(127.5).round().byte()) for f in clip(4 * tok.frames_for(2, True) + 3)]
+    runs = {}
+    for k in (1, 3):
+        tok.chunks_per_call = k
+        runs[k] = list(Codec(tok, Rule(threshold=0.0)).encoder().chunks(iter(frames), 2))
+    assert [c.frames for c in runs[3]] == [c.frames for c in runs[1]] == [tok.frames_for(2, True)] * 4 + [3]
+    for one, batched in zip(runs[1], runs[3]):
+        torch.testing.assert_close(batched.latents, one.latents, rtol=0, atol=2 * float(one.qscale.max()))
+    batch = tok.encode_many([torch.as_tensor(clip(9, seed=s)) for s in (1, 2)])
+    torch.testing.assert_close(batch[1], tok.encode(clip(9, seed=2))[0], rtol=1e-4, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def odd_clip(tmp_path_factory):
     src = tmp_path_factory.mktemp("odd") / "in.mp4"

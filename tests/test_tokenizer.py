@@ -1,4 +1,5 @@
 """The built-in tokeniser: the shipped file is intact, real footage survives, training runs."""
+import os
 import subprocess
 import sys
 
@@ -142,3 +143,19 @@ def test_large_frames_run_in_stripes_equal_to_one_pass(small_tok_path, monkeypat
     torch.testing.assert_close(out, whole_x, atol=1e-5, rtol=1e-5)
     as_bytes, _ = tok.decode(torch.cat([z, z2]), None, uint8=True)   # converted stripe by stripe: same bytes
     assert as_bytes.dtype == torch.uint8 and torch.equal(as_bytes, tinytok.to_uint8(out.clone()))
+
+
+def test_weights_are_hashed_once_while_unchanged(tmp_path, monkeypatch):
+    """A large VAE's weights are read once per process for its fingerprint, however often it is named;
+    a changed file is hashed again."""
+    import adaptok_cli.tokenizer as tk
+    f = tmp_path / "w.safetensors"
+    f.write_bytes(b"a" * 5000)
+    first = tk.file_fingerprint(f)
+    reads = []
+    monkeypatch.setattr(tk, "open", lambda *a, **k: reads.append(a[0]) or open(*a, **k), raising=False)
+    assert tk.file_fingerprint(f) == first and reads == []
+    f.write_bytes(b"b" * 5000)
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert tk.file_fingerprint(f) != first and reads == [f]
