@@ -49,6 +49,9 @@ class SortKey(str, Enum):
 
 # --- options shared by several commands, declared once ------------------------------------------
 Videos = Annotated[List[str], typer.Argument(metavar="INPUT", help="Videos, folders (recursive) or globs.")]
+VideosOrUrls = Annotated[List[str], typer.Argument(metavar="INPUT", help=(
+    "Videos, folders (recursive), globs, or filesystem URLs of them (s3://..., with that store's fsspec "
+    "plug-in; -o may be a URL too)."))]
 Containers = Annotated[List[str], typer.Argument(metavar="FILE.atok", help=".atok files, folders or globs.")]
 Output = Annotated[Optional[str], typer.Option("-o", "--output", help=(
     "Output: a folder if it ends with '/', already is one, or there are several inputs (the input tree is "
@@ -122,7 +125,7 @@ def check_common(workers: Optional[int], device: str, as_json: bool, as_csv: boo
 
 @app.command("compress", short_help="Encode videos into .atok containers.")
 def compress_cmd(
-    inputs: Videos, output: Output = None, force: Force = False, threshold: Threshold = None,
+    inputs: VideosOrUrls, output: Output = None, force: Force = False, threshold: Threshold = None,
     keep_ratio: KeepRatio = None, tokenizer: Tokenizer = DEFAULT_TOKENIZER, chunk: Chunk = DEFAULT_CHUNK,
     unit: Unit = "decoder",
     keyframe_interval: Annotated[int, typer.Option("--keyframe-interval", help="Keep every N-th latent frame whole (0: only the first).")] = 0,

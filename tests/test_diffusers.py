@@ -18,8 +18,9 @@ from adaptok_cli.video import VideoReader  # noqa: E402
 from conftest import static_frames, write_video  # noqa: E402
 from test_cli import ENV, one_line_error, run  # noqa: E402
 
-# five families: Wan (its own causal cache: streams), CogVideoX, HunyuanVideo and Mochi (causal, coded
-# chunk by chunk; Mochi 6x temporal), LTX-Video (non-causal decoder, 8x temporal and 32x spatial)
+# six families: Wan (its own causal cache: streams), CogVideoX, HunyuanVideo, Mochi and Cosmos (causal,
+# coded chunk by chunk; Mochi 6x temporal; Cosmos with its Haar patching), LTX-Video (non-causal decoder,
+# 8x temporal and 32x spatial)
 FAMILIES = {
     "wan": ("AutoencoderKLWan", dict(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                                      temperal_downsample=[False, True, True])),
@@ -33,8 +34,12 @@ FAMILIES = {
     "ltx": ("AutoencoderKLLTXVideo", dict(block_out_channels=(8, 8, 8, 8), latent_channels=4,
                                           layers_per_block=(1, 1, 1, 1, 1), decoder_block_out_channels=(8, 8, 8, 8),
                                           decoder_layers_per_block=(1, 1, 1, 1, 1))),
+    "cosmos": ("AutoencoderKLCosmos", dict(latent_channels=4, encoder_block_out_channels=(8, 8, 8, 8),
+                                           decode_block_out_channels=(8, 8, 8, 8), attention_resolutions=(),
+                                           resolution=64, num_layers=1, temporal_compression_ratio=4,
+                                           latents_mean=None, latents_std=None)),
 }
-FACTORS = {"wan": (4, 8), "cogvideox": (4, 8), "hunyuanvideo": (4, 8), "mochi": (6, 8), "ltx": (8, 32)}
+FACTORS = {"wan": (4, 8), "cogvideox": (4, 8), "hunyuanvideo": (4, 8), "mochi": (6, 8), "ltx": (8, 32), "cosmos": (4, 8)}
 
 
 def save_vae(name, folder):
