@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import posixpath
 import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ def output_paths(inputs, output: str | None, default_name: Callable[[str], str])
     """One output per input: next to it by default, inside -o when it is a folder (the tree
     mirrored), else -o itself. URLs give URLs."""
     if output is None:
-        return [f"{f.rsplit('/', 1)[0]}/{default_name(f.rsplit('/', 1)[1])}" if is_url(f) else
+        return [posixpath.join(posixpath.dirname(f), default_name(posixpath.basename(f))) if is_url(f) else
                 f.parent / default_name(f.name) for f, _ in inputs]
     output = str(output)
     if not is_folder_target(output, len(inputs)):
@@ -189,12 +190,13 @@ def _not_up_to_date(pairs, skip, done) -> list[tuple[Path, Path]]:
     return todo
 
 
-def run(pairs: list[tuple[Path, Path]], job, workers: int = 1,
+def run(pairs: list[tuple[Path, Path]], job, workers: int | None = 1,
         skip: Callable[[Path, Path], bool] | None = None,
         progress=None, on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """Run job(src, dst, progress) -> Result for every pair; failures are collected, not raised.
 
-    job must be picklable (a module-level function or functools.partial of one) when workers > 1.
+    job must be picklable (a module-level function or functools.partial of one) when workers > 1;
+    workers=None: default_workers().
     progress(kind, n, total=None, name=None) is told when a file starts ("file", name=src), about its
     frames in-process ("frames", n, total) and when it ends ("files", 1).
     """
@@ -202,6 +204,7 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int = 1,
     outcomes: list[Outcome] = []
     done = _collector(outcomes, on_done, progress)
     todo = _not_up_to_date(pairs, skip, done)
+    workers = default_workers(len(todo)) if workers is None else workers
     if workers <= 1 or len(todo) <= 1:
         for src, dst in todo:
             try:
@@ -271,7 +274,7 @@ def compress_job(opts, force, src, dst, progress):
     from .batch import one_torch_thread
     from .pipeline import cached_tokenizer, compress
     one_torch_thread()
-    with remote.local_copy(src) as local_src, remote.published(dst, force) as local_dst:
+    with remote.published(dst, force) as local_dst, remote.local_copy(src) as local_src:
         try:
             res = compress(local_src, local_dst, opts, force=force, progress=progress,
                            loaded_tokenizer=cached_tokenizer(opts.tokenizer, opts.device, opts.dtype))
@@ -291,8 +294,8 @@ def compress_skip(opts, src, dst):
         return is_up_to_date(src, dst, expected_settings(opts, tok, src))
     if not remote.newer(dst, src):
         return False
-    with remote.local_copy(src) as local_src, remote.local_copy(dst) as local_dst:
-        return is_up_to_date(local_src, local_dst, expected_settings(opts, tok, local_src), check_time=False)
+    with remote.opened(src) as source, remote.local_copy(dst) as local_dst:    # the source's header, a container
+        return is_up_to_date(src, local_dst, expected_settings(opts, tok, source), check_time=False)
 
 
 def decompress_job(kw, force, src, dst, progress):
@@ -372,14 +375,21 @@ def compress_pairs(pairs, output, opts, force: bool = False, workers: int | None
         if ray or ray_address is not None:
             return run_ray(todo, job, workers, skip, progress, on_done, ray_address,
                            gpus=1.0 if opts.device.startswith("cuda") else 0.0)
-        return run(todo, job, default_workers(len(todo)) if workers is None else workers, skip, progress, on_done)
+        return run(todo, job, workers, skip, progress, on_done)
 
     if shard_size is not None:
         from .shards import compress_to_shards
-        if output is None:
-            raise UsageError("--shard-size needs -o FOLDER for the shards")
+        check_shard_target(output, shard_size)
         return compress_to_shards(pairs, str(output), shard_size, run_all, on_done, progress)
     return run_all([(src, dst) for (src, _), dst in zip(pairs, output_paths(pairs, output, atok_name))])
+
+
+def check_shard_target(output, shard_size: int | None):
+    """--shard-size needs a folder (or URL) to put the shards in, and at least one clip per shard."""
+    if shard_size is not None and output is None:
+        raise UsageError("--shard-size needs -o FOLDER for the shards")
+    if shard_size is not None and shard_size < 1:
+        raise UsageError("--shard-size must be at least 1")
 
 
 def compress_many(inputs, output=None, options=None, force: bool = False, workers: int | None = None,
@@ -389,12 +399,11 @@ def compress_many(inputs, output=None, options=None, force: bool = False, worker
     compressed by `workers` local processes, or on Ray (ray=True: a local Ray; ray_address: a cluster),
     or into shards of shard_size clips. Options as for compress(). One Outcome per input file (result,
     error or skipped); a failing file never stops the others."""
-    from .options import CompressOptions
-    if options is not None and option_values:
-        raise UsageError("give options as a CompressOptions or as keywords, not both")
-    opts = (options or CompressOptions(**option_values)).check()
+    from .options import options_of
+    opts = options_of(options, option_values)
     if workers is not None and workers < 1:
         raise UsageError("workers must be at least 1")
+    check_shard_target(output, shard_size)
     pairs = expand_inputs([str(i) for i in ([inputs] if isinstance(inputs, (str, Path)) else inputs)], want_video,
                           urls=True)
     return compress_pairs(pairs, output, opts, force, workers, ray, ray_address, shard_size, on_done=on_done)

@@ -143,15 +143,14 @@ def compress_cmd(
     quiet: Quiet = False, verbose: Verbose = False, as_json: Json = False, workers: Workers = None, as_csv: Csv = False,
 ):
     """Encode videos into .atok containers (INPUT -> INPUT.atok)."""
-    from .batch import compress_pairs, want_video
+    from .batch import check_shard_target, compress_pairs, want_video
     from .options import CompressOptions
     with user_errors():
         opts = CompressOptions(threshold=threshold, keep_ratio=keep_ratio, tokenizer=tokenizer, chunk=chunk,
                                keyframe_interval=keyframe_interval, level=level, quant=quant, max_side=max_side,
                                device=device, drop_audio=drop_audio, unit=unit, dtype=dtype, lit=lit).check()
         check_common(workers, device, as_json, as_csv)
-        if shard_size is not None and output is None:
-            raise UsageError("--shard-size needs -o FOLDER for the shards")
+        check_shard_target(output, shard_size)
         pairs = expand_inputs(inputs, want_video, urls=True)
         start = partial(compress_pairs, pairs, output, opts, force, workers, use_ray, ray_address, shard_size)
         code = run_batch(len(pairs), start, Reporter(quiet, as_json, verbose), "compress", as_csv)
@@ -170,7 +169,7 @@ def decompress_cmd(
     max_pixels: MaxPixels = None, workers: Workers = None, as_csv: Csv = False,
 ):
     """Rebuild videos from .atok containers (size, frame count and fps restored)."""
-    from .batch import decompress_job, decompress_skip, default_workers, run, video_name
+    from .batch import decompress_job, decompress_skip, run, video_name
     with user_errors():
         check_common(workers, device, as_json, as_csv, dtype)
         if not 0 <= crf <= 51:
@@ -185,8 +184,7 @@ def decompress_cmd(
         kw = dict(tokenizer=tokenizer, use_lit=not no_lit, codec=codec, crf=crf, device=device, overlay=overlay,
                   partial=recover, limits=limits_for(max_pixels), dtype=dtype, lit=lit)
         todo = [(s, d) for (s, _), d in zip(pairs, dsts)]
-        n_workers = default_workers(len(todo)) if workers is None else workers
-        start = partial(run, todo, partial(decompress_job, kw, force), n_workers,
+        start = partial(run, todo, partial(decompress_job, kw, force), workers,
                         None if force else partial(decompress_skip, kw))
         code = run_batch(len(todo), start, Reporter(quiet, as_json, verbose), "decompress", as_csv)
     raise typer.Exit(code)

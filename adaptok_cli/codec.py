@@ -116,20 +116,20 @@ class Encoder:
         A stateful tokeniser is fed a few latent frames' worth of frames at a time (ENCODE_PIXELS), so
         only those frames and their activations are in memory, never a whole chunk of them; its state
         makes this equal to one call per chunk. A stateless one codes each chunk as a clip, so it
-        gets each chunk whole."""
+        gets each chunk whole (_chunks_batched)."""
         it = iter(frames)
         first = next(it, None)
         if first is None:
             return
         self._pixels = first.shape[0] * first.shape[1]
         it = chain([first], it)
-        if not self.tok.stateful and self._chunks_at_once(chunk) > 1:
+        if not self.tok.stateful:
             yield from self._chunks_batched(it, chunk, self._chunks_at_once(chunk))
             return
         while True:
             zs, real, left, short = [], 0, chunk, False
             while left > 0 and not short:
-                n = min(left, self._latents_per_call()) if self.tok.stateful else left
+                n = min(left, self._latents_per_call())
                 group, got, need = self._next_group(it, n)
                 if got:
                     zs.append(self._encode(group))
@@ -148,9 +148,9 @@ class Encoder:
         return max(1, min(self.tok.chunks_per_call, BATCH_PIXELS // max(1, per_chunk)))
 
     def _chunks_batched(self, it, chunk: int, k: int) -> Iterator[Encoded]:
-        """Chunks of a stateless tokeniser, k whole chunks per call (a GPU codes them as one batch);
-        each chunk is still coded as a clip of its own, so the latents are those of one call per chunk
-        up to float rounding."""
+        """Chunks of a stateless tokeniser, each coded as a clip of its own; with k > 1, k whole chunks
+        per call (a GPU codes them as one batch), the latents those of one call per chunk up to float
+        rounding."""
         short = False
         while not short:
             groups = []

@@ -173,14 +173,12 @@ class DiffusersTokenizer(Tokenizer):
             frames = frames.float().div_(127.5).sub_(1)
         return frames.permute(1, 0, 2, 3)[None].to(self.device, self.dtype)
 
-    @torch.no_grad()
     def _encode_clip(self, frames):
-        z = self.vae.encode(self._input(frames)).latent_dist.mode()
-        return z[0].permute(1, 0, 2, 3).float().cpu()
+        return self.encode_many([frames])[0]
 
     @torch.no_grad()
     def encode_many(self, clips: list) -> list:
-        """Several clips of one shape coded in one batched call -> their latents."""
+        """Clips of one shape coded in one (batched) call -> their latents."""
         z = self.vae.encode(torch.cat([self._input(c) for c in clips])).latent_dist.mode()
         return [zi.permute(1, 0, 2, 3).float().cpu() for zi in z]
 

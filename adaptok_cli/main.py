@@ -28,7 +28,8 @@ class _SignalsWaitForExtensions:
         if name not in self.NAMES:
             return None
         for finder in sys.meta_path:
-            spec = None if finder is self else finder.find_spec(name, path, target)
+            find = None if finder is self else getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if find else None
             if spec is not None:
                 break
         else:

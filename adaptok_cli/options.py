@@ -64,6 +64,13 @@ class CompressOptions:
         return Rule(self.threshold, self.keep_ratio, self.keyframe_interval, rule_unit(tok, self.unit)[1])
 
 
+def options_of(options: CompressOptions | None, values: dict) -> CompressOptions:
+    """The checked options of a Python call that takes a CompressOptions or keywords, not both."""
+    if options is not None and values:
+        raise UsageError("give options as a CompressOptions or as keywords, not both")
+    return (options or CompressOptions(**values)).check()
+
+
 def header_for(tok, lit_identity: dict | None, opts: CompressOptions, width: int, height: int, fps: Fraction,
                source: str) -> dict:
     """The container header compress writes (docs/FORMAT.md)."""

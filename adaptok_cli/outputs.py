@@ -223,6 +223,12 @@ def plan(pairs: list[tuple[Path, Path]]) -> None:
         seen[k] = src
 
 
-def _key(p: Path) -> Path:
-    """A path as the file system sees it (symlinks and .. resolved), for comparing outputs and inputs."""
-    return Path(os.path.realpath(p))
+def _key(p) -> Path | str:
+    """A path as the file system sees it (symlinks and .. resolved), for comparing outputs and inputs;
+    a file:// URL is the path it names, another URL is itself."""
+    s = str(p)
+    if s.startswith("file://"):
+        s = s[len("file://"):]
+    elif "://" in s:
+        return s
+    return Path(os.path.realpath(s))

@@ -19,7 +19,7 @@ from .container import DEFAULT_LIMITS, MAX_FPS, MIN_FPS, AtokReader, AtokWriter,
 from .errors import ContainerError, InputError, UsageError, WriteError
 from .layout import latent_index
 from .models import cached_tokenizer, inpainter_for, lit_identity, models_for, tokenizer_for
-from .options import CompressOptions, Result, header_for, settings_of
+from .options import CompressOptions, Result, header_for, options_of, settings_of
 from .outputs import AtomicOutput, plan
 from .pictures import overlay as tint_dropped
 from .tokenizer import Tokenizer, file_fingerprint, load_tokenizer, pick_device
@@ -69,9 +69,7 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
     Options come as a CompressOptions or as keywords: compress("a.mp4", "a.atok", threshold=0.2).
     progress(n, total=None) is called with the frames done (first with n=0 and the clip's estimated total).
     """
-    if options is not None and kw:
-        raise UsageError("give options as a CompressOptions or as keywords, not both")
-    opts = (options or CompressOptions(**kw)).check()
+    opts = options_of(options, kw)
     plan([(Path(src), Path(dst))])
     t_start = time.perf_counter()
     tok = loaded_tokenizer or load_tokenizer(opts.tokenizer, pick_device(opts.device), opts.dtype)

@@ -42,7 +42,8 @@ def expand(url: str, want: Callable[[Path], bool]) -> list[tuple[str, Path]]:
     fs, path = _fs(url)
     try:
         if any(c in path for c in "*?["):
-            found = [(p, Path(Path(p).name)) for p in sorted(fs.glob(path)) if fs.isfile(p)]
+            found = [(p, Path(Path(p).name)) for p, info in sorted(fs.glob(path, detail=True).items())
+                     if info.get("type") == "file"]
             if not found:
                 raise InputError(f"{url}: no files match")
         elif fs.isdir(path):
@@ -59,12 +60,18 @@ def expand(url: str, want: Callable[[Path], bool]) -> list[tuple[str, Path]]:
 
 def exists(url: str) -> bool:
     fs, path = _fs(url)
-    return fs.exists(path)
+    try:
+        return fs.exists(path)
+    except OSError as e:
+        raise InputError(f"{url}: cannot check ({e})") from None
 
 
 def is_dir(url: str) -> bool:
     fs, path = _fs(url)
-    return fs.isdir(path)
+    try:
+        return fs.isdir(path)
+    except OSError as e:
+        raise InputError(f"{url}: cannot check ({e})") from None
 
 
 def newer(dst: str, src) -> bool:
@@ -75,7 +82,7 @@ def newer(dst: str, src) -> bool:
         fs, path = _fs(name)
         try:
             return fs.modified(path).timestamp()
-        except (NotImplementedError, OSError, AttributeError):
+        except (NotImplementedError, AttributeError):
             return None
     try:
         a, b = mtime(dst), mtime(src)
@@ -87,9 +94,28 @@ def newer(dst: str, src) -> bool:
 def read_bytes(url: str, limit: int) -> bytes:
     """A small remote file (an index), refused when larger than limit bytes."""
     fs, path = _fs(url)
-    if fs.size(path) > limit:
-        raise InputError(f"{url}: larger than {limit} bytes")
-    return fs.cat_file(path)
+    try:
+        if fs.size(path) > limit:
+            raise InputError(f"{url}: larger than {limit} bytes")
+        return fs.cat_file(path)
+    except OSError as e:
+        raise InputError(f"{url}: cannot read ({e})") from None
+
+
+@contextmanager
+def opened(name) -> Iterator:
+    """A local path as it is, or a URL as a seekable file object that reads only what is asked for
+    (a video's header, to see whether it has sound)."""
+    if not is_url(name):
+        yield Path(name)
+        return
+    fs, path = _fs(name)
+    try:
+        f = fs.open(path, "rb")
+    except OSError as e:
+        raise InputError(f"{name}: cannot read ({e})") from None
+    with f:
+        yield f
 
 
 @contextmanager
@@ -112,14 +138,14 @@ def local_copy(name) -> Iterator[Path]:
 @contextmanager
 def published(name, force: bool) -> Iterator[Path]:
     """A local path to write the output `name` into. For a URL: a file in a temporary folder, uploaded
-    under a temporary name and moved to `name` when the block ends without error; an existing `name`
-    is refused unless force."""
+    under a temporary name (folder scans skip it) and moved to `name` when the block ends without
+    error, so no reader sees half a file; an existing `name` is refused unless force."""
     if not is_url(name):
         yield Path(name)
         return
     fs, path = _fs(name)
-    if not force and fs.exists(path):
-        raise OutputExistsError(f"{name}: already exists (use --force to overwrite)")
+    if exists(name) and not force:
+        raise OutputExistsError(f"{name}: already exists (use -f to overwrite)")
     staged = posixpath.join(posixpath.dirname(path), temporary_name(posixpath.basename(path)))
     with tempfile.TemporaryDirectory(prefix="adaptok-out-") as tmpdir:
         local = Path(tmpdir) / posixpath.basename(path)
@@ -129,10 +155,8 @@ def published(name, force: bool) -> Iterator[Path]:
             fs.put_file(str(local), staged)
             fs.mv(staged, path)
         except OSError as e:
-            raise WriteError(f"{name}: cannot upload ({e})") from None
-        finally:
             try:
-                if fs.exists(staged):
-                    fs.rm(staged)
+                fs.rm(staged)
             except OSError:
                 pass
+            raise WriteError(f"{name}: cannot upload ({e})") from None

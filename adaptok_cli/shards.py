@@ -139,31 +139,26 @@ def compress_to_shards(pairs, out: str, shard_size: int, run, on_done=None, prog
     folder or filesystem URL out.
 
     The clips of finished shards are reported as skipped. The others are compressed by
-    run([(src, dst)], on_done) -> outcomes (the local batch or Ray: skipping, reports) into a local staging
-    folder, then packed; a clip that failed is left out of its shard and named in its index, so a
-    rerun retries it. A shard's tar is written (or uploaded) before its index: the index marks it
-    finished. -> one batch.Outcome per clip."""
-    from .batch import Outcome
-    if shard_size < 1:
-        raise UsageError("--shard-size must be at least 1")
+    run([(src, dst)], on_done) -> outcomes (the local batch or Ray: skipping, reports) into a local
+    staging folder, then packed; a clip that failed is left out of its shard and named in its index,
+    so a rerun retries it. A shard's tar is written (or uploaded) before its index: the index marks
+    it finished. -> one batch.Outcome per clip."""
+    from .batch import Outcome, _collector
     keys = [key_of(rel) for _, rel in pairs]
     if len(set(keys)) != len(keys):
         raise UsageError("two inputs would get the same shard key: name them from one folder")
     plan = shard_plan(keys, shard_size)
     src_of = dict(zip(keys, (src for src, _ in pairs)))
+    member = {k: f"{out.rstrip('/')}/{SHARD.format(i)}.tar:{k}" for i, ks in enumerate(plan) for k in ks}
     outcomes = []
+    done = _collector(outcomes, on_done, progress)
     todo = []
     for i, ks in enumerate(plan):
-        if not is_finished(out, i, ks):
+        if is_finished(out, i, ks):
+            for k in ks:
+                done(Outcome(src_of[k], member[k], skipped=True))       # up to date
+        else:
             todo.append(i)
-            continue
-        for k in ks:
-            o = Outcome(src_of[k], f"{out.rstrip('/')}/{SHARD.format(i)}.tar:{k}", skipped=True)   # up to date
-            outcomes.append(o)
-            if on_done:
-                on_done(o)
-            if progress:
-                progress("files", 1)
     if not todo:
         return outcomes
     local_out = None if is_url(out) else Path(out)
@@ -171,12 +166,14 @@ def compress_to_shards(pairs, out: str, shard_size: int, run, on_done=None, prog
         local_out.mkdir(parents=True, exist_ok=True)
     staging = (local_out or Path(tempfile.gettempdir())) / temporary_name("staging")
     staging.mkdir()
+    shard_dir = local_out or staging / "shards"      # a URL's shards are packed here, then uploaded
     try:
+        shard_dir.mkdir(exist_ok=True)
         staged = {k: staging / f"{k}.atok" for i in todo for k in plan[i]}
-        shard_of = {staged[k]: f"{out.rstrip('/')}/{SHARD.format(i)}.tar:{k}" for i in todo for k in plan[i]}
+        key_of_staged = {dst: k for k, dst in staged.items()}
 
         def reported(o):                     # the staging file is gone when the run returns
-            o.dst = shard_of[o.dst]
+            o.dst = member[key_of_staged[o.dst]]
             if o.result is not None:
                 o.result.output = o.dst
             if on_done:
@@ -184,8 +181,6 @@ def compress_to_shards(pairs, out: str, shard_size: int, run, on_done=None, prog
         outcomes += run([(src_of[k], dst) for k, dst in staged.items()], reported)
         for i in todo:
             made = [k for k in plan[i] if staged[k].is_file()]
-            shard_dir = local_out or staging / "shards"
-            shard_dir.mkdir(exist_ok=True)
             write_shard(shard_dir, i, [(k, staged[k], _metadata(staged[k], src_of[k])) for k in made],
                         {k: "not compressed (see the run's report)" for k in plan[i] if k not in made})
             if local_out is None:

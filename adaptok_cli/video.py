@@ -136,9 +136,10 @@ class AudioTrack:
 
 
 def has_audio(path) -> bool:
-    """Whether a video file has an audio stream (False when it cannot be read: compress will say why)."""
+    """Whether a video file (a path or an open binary file) has an audio stream (False when it cannot be
+    read: compress will say why)."""
     try:
-        with av.open(str(path)) as c:
+        with av.open(path if hasattr(path, "read") else str(path)) as c:
             return bool(c.streams.audio)
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError):
         return False
