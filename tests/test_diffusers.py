@@ -170,7 +170,7 @@ def test_the_cli_from_calibration_to_frames(tmp_path, odd_clip):
     p = run("compress", odd_clip, "--tokenizer", wan, "-o", tmp_path / "a.atok", "-q", env=env)
     assert p.returncode == 0, p.stderr
     p = run("inspect", tmp_path / "a.atok", "--tokenizer", wan, "--json", env=env)
-    assert p.returncode == 0 and json.loads(p.stdout)["tokenizer"]["class"] == "AutoencoderKLWan"
+    assert p.returncode == 0 and json.loads(p.stdout)["tokenizer"]["name"] == "diffusers:AutoencoderKLWan"
     assert "fingerprint" in one_line_error(run("inspect", tmp_path / "a.atok", "--tokenizer", cog, env=env), 69)
     line = one_line_error(run("decompress", tmp_path / "a.atok", "--tokenizer", cog, "-o", tmp_path / "x.y4m", env=env), 69)
     assert "fingerprint" in line and not (tmp_path / "x.y4m").exists()
