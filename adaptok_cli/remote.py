@@ -58,20 +58,21 @@ def expand(url: str, want: Callable[[Path], bool]) -> list[tuple[str, Path]]:
     return [(fs.unstrip_protocol(p), rel) for p, rel in found if want(rel)]
 
 
-def exists(url: str) -> bool:
+def _ask(url: str, question: Callable) -> bool:
+    """question(fs, path) for a URL; a store that cannot answer (permissions, network) is an input error."""
     fs, path = _fs(url)
     try:
-        return fs.exists(path)
+        return question(fs, path)
     except OSError as e:
         raise InputError(f"{url}: cannot check ({e})") from None
+
+
+def exists(url: str) -> bool:
+    return _ask(url, lambda fs, path: fs.exists(path))
 
 
 def is_dir(url: str) -> bool:
-    fs, path = _fs(url)
-    try:
-        return fs.isdir(path)
-    except OSError as e:
-        raise InputError(f"{url}: cannot check ({e})") from None
+    return _ask(url, lambda fs, path: fs.isdir(path))
 
 
 def newer(dst: str, src) -> bool:
