@@ -73,18 +73,16 @@ def output_paths(inputs, output: str | None, default_name: Callable[[str], str])
             Path(output) / rel.parent / default_name(rel.name) for _, rel in inputs]
 
 
-def is_up_to_date(src: Path, dst: Path, want_settings: dict | None = None, check_time: bool = True) -> bool:
-    """dst exists, is newer than src, is a valid container (when it is one) made with the same settings."""
-    try:
-        if check_time and dst.stat().st_mtime < Path(src).stat().st_mtime:
-            return False
-    except OSError:
+def is_up_to_date(src, dst, want_settings: dict | None = None) -> bool:
+    """dst exists, is newer than src, is a valid container (when it is one) made with the same settings.
+    Either may be a URL (a URL container is fetched to read its header)."""
+    if not remote.newer(dst, src):
         return False
     if want_settings is None:
         return True
     from .container import AtokReader
     try:
-        with AtokReader(dst) as r:
+        with remote.local_copy(dst) as local, AtokReader(local) as r:
             return settings_of(r.header) == want_settings
     except (AdaptokError, ContainerError):
         return False
@@ -287,15 +285,11 @@ def compress_job(opts, force, src, dst, progress):
 
 def compress_skip(opts, src, dst):
     from .pipeline import cached_tokenizer, expected_settings
-    if not (remote.exists(dst) if is_url(dst) else dst.exists()):
+    if not remote.exists(dst):
         return False
-    tok = cached_tokenizer(opts.tokenizer, opts.device, opts.dtype)
-    if not (is_url(src) or is_url(dst)):
-        return is_up_to_date(src, dst, expected_settings(opts, tok, src))
-    if not remote.newer(dst, src):
-        return False
-    with remote.opened(src) as source, remote.local_copy(dst) as local_dst:    # the source's header, a container
-        return is_up_to_date(src, local_dst, expected_settings(opts, tok, source), check_time=False)
+    with remote.opened(src) as source:      # a URL source: only its header is read
+        return is_up_to_date(src, dst, expected_settings(opts, cached_tokenizer(opts.tokenizer, opts.device,
+                                                                                  opts.dtype), source))
 
 
 def decompress_job(kw, force, src, dst, progress):

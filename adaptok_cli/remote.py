@@ -67,8 +67,9 @@ def _ask(url: str, question: Callable) -> bool:
         raise InputError(f"{url}: cannot check ({e})") from None
 
 
-def exists(url: str) -> bool:
-    return _ask(url, lambda fs, path: fs.exists(path))
+def exists(name) -> bool:
+    """A local path or a URL exists."""
+    return _ask(name, lambda fs, path: fs.exists(path)) if is_url(name) else Path(name).exists()
 
 
 def is_dir(url: str) -> bool:
