@@ -265,3 +265,18 @@ def test_containers_made_with_an_earlier_shipped_lit_decode_with_it(tmp_path, mo
     for fp in (other_fp, "0" * 16):          # trained for another tokeniser, or not shipped at all
         with pytest.raises(errors.ModelUnavailableError, match="not installed"):
             models.inpainter_for(tok, 0.3, {"fingerprint": fp, "name": "lit-tinytok"})
+
+
+def test_latent_cache_is_keyed_by_clip_and_size_not_by_place(tmp_path, small_tok_path):
+    """A cache built for one list of clips or sizes is never read for another (it once was: by list index)."""
+    from adaptok_cli.training.data import build_cache, latent_cache
+    tok = load_tokenizer(str(small_tok_path))
+    data = tmp_path / "clips"
+    data.mkdir()
+    write_video(data / "a.mp4", static_frames(9, 64, 64))
+    write_video(data / "b.mp4", static_frames(9, 64, 64, seed=3))
+    both = latent_cache(tok, build_cache(data, tmp_path / "frames", (64,)), tmp_path / "latents")
+    (data / "a.mp4").unlink()
+    only_b = latent_cache(tok, build_cache(data, tmp_path / "frames", (64,)), tmp_path / "latents")
+    assert len(both) == 2 and len(only_b) == 1
+    assert np.array_equal(only_b[0], both[1]) and not np.array_equal(only_b[0], both[0])

@@ -60,12 +60,15 @@ def build_cache(data: Path = TRAIN, cache: Path = FRAME_CACHE, sizes=(256, 400))
 
 @torch.no_grad()
 def latent_cache(tok, clips, folder: Path, chunk: int = 8) -> list[np.ndarray]:
-    """Encode each cached clip once, chunk by chunk as compress does -> float16 (T, C, h, w) arrays."""
+    """Encode each cached clip once, chunk by chunk as compress does -> float16 (T, C, h, w) arrays.
+    A clip from the frame cache keeps its cache file's name (clip and size), so a cache built for one
+    list of sizes is never read for another; an in-memory clip is named by its place and size."""
     from ..codec import Codec, Rule, to_tensor
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, frames in enumerate(clips):
-        dst = folder / f"clip{i:03d}_{frames.shape[1]}x{frames.shape[2]}.npy"
+        name = getattr(frames, "filename", None)
+        dst = folder / (Path(name).name if name else f"clip{i:03d}_{frames.shape[1]}x{frames.shape[2]}.npy")
         if not dst.exists():
             n = 1 + (len(frames) - 1) // tok.time_factor * tok.time_factor     # whole latent frames only
             codec, state, zs = Codec(tok, Rule(threshold=0.0)), None, []

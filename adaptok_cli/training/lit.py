@@ -30,7 +30,8 @@ import torch
 from ..codec import FILLS, Rule, drop_and_fill
 from ..lit import LIT, LITConfig, load_lit, project_l1, rate_features, save_lit
 from ..tokenizer import load_tokenizer
-from ..calibration import decoder_sensitivity, probe_windows
+from ..calibration import decoder_sensitivity, probe_windows, rule_unit
+from ..defaults import UNITS
 from .data import FRAME_CACHE, LATENT_CACHE, TRAIN, train_latents
 from .loop import LoopConfig, Trainer, args_of
 
@@ -153,6 +154,9 @@ def parse(argv=None):
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--export", type=Path, help="write the best (else the last) EMA weights here and exit")
     ap.add_argument("--init", type=Path, help="start from these LIT weights (a fine-tune)")
+    ap.add_argument("--unit", choices=UNITS, default="spread",
+                    help="the rule's unit the masks are drawn with and the correction is bounded in "
+                         "(decoder: what compress uses by default since format 4)")
     return ap.parse_args(argv)
 
 
@@ -177,9 +181,11 @@ def main(argv=None):
     weights = decoder_channel_weights(tok, latents) if args.channel_weights == "decoder" else None
     if weights is not None:
         print("decoder channel weights " + " ".join(f"{w:.2f}" for w in weights), flush=True)
+    unit = rule_unit(tok, args.unit)[1]
+    to_unit = tok.scale / unit
+    draw = dict(tok=tok, batch=args.batch, crop=args.crop, context=cfg.context, base=cfg.base, unit=unit)
     val_rng = np.random.default_rng(VAL_SEED)
-    val = [sample(held_out, val_rng, tok, args.batch, args.crop, cfg.context, base=cfg.base)
-           for _ in range(VAL_BATCHES)] if n_val else []
+    val = [sample(held_out, val_rng, **draw) for _ in range(VAL_BATCHES)] if n_val else []
     torch.manual_seed(args.seed)
     model = LIT(cfg)
     if args.init:   # parts the given weights lack (a new view) start as no change
@@ -195,7 +201,7 @@ def main(argv=None):
         rec["gain_vs_hold"] = round(rec["hold_mse"] / max(rec["mse"], 1e-9), 3)
         if val and (t.step % args.val_every == 0 or t.step == min(args.steps, args.stop_at or args.steps)):
             with torch.no_grad():
-                vs = [loss_fn(t.ema, *b, weights=weights)[1] for b in val]
+                vs = [loss_fn(t.ema, *b, weights=weights, to_unit=to_unit)[1] for b in val]
             rec["val_loss"] = round(float(np.mean([v["loss"] for v in vs])), 5)
             rec["val_gain_vs_hold"] = round(sum(v["hold_mse"] for v in vs) / max(sum(v["mse"] for v in vs), 1e-9), 3)
             if rec["val_loss"] < t.extra["best_val"]:
@@ -203,8 +209,7 @@ def main(argv=None):
                 t.save(args.out / "best.pt", ema_only=True, val_loss=rec["val_loss"])
 
     def step():
-        loss, stats = loss_fn(model, *sample(train, t.rng, tok, args.batch, args.crop, cfg.context, base=cfg.base),
-                              weights=weights)
+        loss, stats = loss_fn(model, *sample(train, t.rng, **draw), weights=weights, to_unit=to_unit)
         stats.pop("loss")
         return loss, stats
 
