@@ -80,23 +80,26 @@ class Codec:
 
     def frame_chunks(self, frames: Iterable[np.ndarray], chunk: int) -> Iterator[tuple[list, int]]:
         """Frames grouped into chunks of `chunk` latent frames -> (frames padded to whole groups, real count)."""
-        tok, starts, buf = self.tok, True, []
-        it = iter(frames)
+        it, starts = iter(frames), True
         while True:
-            need = tok.frames_for(chunk, starts)
-            for f in it:
-                buf.append(f)
-                if len(buf) == need:
-                    break
-            if not buf:
+            group, real, need = take_frames(self.tok, it, chunk, starts)
+            if not real:
                 return
-            real = len(buf)
-            if real < need:  # last chunk: pad with the last frame up to a whole latent frame
-                buf += [buf[-1]] * (tok.frames_for(tok.latents_for(real, starts), starts) - real)
-            yield buf, real
+            yield group, real
             if real < need:
                 return
-            starts, buf = False, []
+            starts = False
+
+
+def take_frames(tok: Tokenizer, it: Iterator[np.ndarray], n: int, starts: bool) -> tuple[list, int, int]:
+    """The frames of the next n latent frames of a stream (`starts`: its first), a short last group
+    padded with its last frame up to whole latent frames -> (frames, how many are real, how many n take)."""
+    need = tok.frames_for(n, starts)
+    group = list(islice(it, need))
+    real = len(group)
+    if 0 < real < need:
+        group += [group[-1]] * (tok.frames_for(tok.latents_for(real, starts), starts) - real)
+    return group, real, need
 
 
 class Encoder:
@@ -172,15 +175,7 @@ class Encoder:
         return max(1, ENCODE_PIXELS // max(1, self._pixels * self.tok.time_factor))
 
     def _next_group(self, it, n: int) -> tuple[list, int, int]:
-        """The frames of the next n latent frames, the last group padded with its last frame
-        -> (frames, how many are real, how many n latent frames take)."""
-        starts = self.state is None
-        need = self.tok.frames_for(n, starts)
-        group = list(islice(it, need))
-        real = len(group)
-        if 0 < real < need:
-            group += [group[-1]] * (self.tok.frames_for(self.tok.latents_for(real, starts), starts) - real)
-        return group, real, need
+        return take_frames(self.tok, it, n, self.state is None)
 
     def _encode(self, frames: list[np.ndarray]) -> torch.Tensor:
         t0 = time.perf_counter()
