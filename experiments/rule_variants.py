@@ -31,7 +31,7 @@ from adaptok_cli.masking import Selector, change, dequantise
 from adaptok_cli.tokenizer import load_tokenizer
 from adaptok_cli.training.data import DEV
 from adaptok_cli.video import is_video_path
-from bench.bench import CHUNK, load_clip, reconstruct, unit
+from bench.bench import CHUNK, at_rate, load_clip, reconstruct, unit
 
 BORDER = 0.5
 AGE = 4.0
@@ -70,15 +70,6 @@ class VariantSelector(Selector):
             c_sel = torch.where(m[None], zq[i], c_sel)
         self.age_sum = acc
         return mask, None, c_sel
-
-
-def at_rate(rows, rate):
-    """PSNR linearly interpolated at a token rate from (rate, psnr) points; None outside them."""
-    pts = sorted((r["token_rate"], r["psnr"]) for r in rows)
-    for (r0, p0), (r1, p1) in zip(pts, pts[1:]):
-        if r0 <= rate <= r1:
-            return p0 + (p1 - p0) * (rate - r0) / max(r1 - r0, 1e-9)
-    return None
 
 
 def main():

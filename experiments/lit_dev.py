@@ -1,0 +1,68 @@
+"""Does a LIT file beat hold-fill (and the shipped LIT) on the dev clips, decoded as decompress does?
+
+    python -m experiments.lit_dev runs/lit4/lit.safetensors                # dev clips (not distributed)
+    python -m experiments.lit_dev A.safetensors B.safetensors --thresholds 0.15,0.25
+
+Each clip is read and encoded once at short side 256 with the shipped rule (--unit decoder); at every
+threshold the same masks are decoded with hold-fill, with the shipped LIT and with each file given,
+and scored against the input frames (PSNR, mean over clips as docs/BENCHMARKS.md does). LIT's time
+against the decoder's is summed over the clips: the issue's budget is at most 25%.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adaptok_cli.models import ModelRef, shipped_lit
+from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.training.data import DEV
+from adaptok_cli.video import is_video_path
+from bench.bench import load_clip, reconstruct, threshold_masks
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("lits", nargs="*", type=Path, help="LIT .safetensors files to compare with the shipped one")
+    ap.add_argument("--thresholds", default="0.15,0.25,0.4")
+    ap.add_argument("--short-side", type=int, default=256)
+    ap.add_argument("--clips", type=int, default=0, help="only the first N dev clips (0: all)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    tok = load_tokenizer("tinytok")
+    lits = {"shipped": shipped_lit(tok), **{p.stem: ModelRef(p) for p in args.lits}}
+    paths = sorted(p for p in DEV.iterdir() if is_video_path(p))[:args.clips or None]
+    clips = [load_clip(p, tok, args.short_side) for p in paths]
+    summary = []
+    for tau in (float(x) for x in args.thresholds.split(",")):
+        masks = [threshold_masks(tok, c, tau) for c in clips]
+        runs = {"hold": [reconstruct(tok, c, m) for c, m in zip(clips, masks)]}
+        for name, ref in lits.items():
+            runs[name] = [reconstruct(tok, c, m, ref, tau) for c, m in zip(clips, masks)]
+        row = {"threshold": tau, "token_rate": float(np.mean([r["token_rate"] for r in runs["hold"]]))}
+        for name, rs in runs.items():
+            row[f"psnr_{name}"] = float(np.mean([r["psnr"] for r in rs]))
+            row[f"per_clip_{name}"] = [round(r["psnr"], 3) for r in rs]
+            if name != "hold":
+                row[f"lit_share_{name}"] = sum(r["seconds_lit"] for r in rs) / sum(r["seconds_decode"] for r in rs)
+        summary.append(row)
+        print(json.dumps(row), flush=True)
+    names = [n for n in lits]
+    print("\n| threshold | token rate | hold | " + " | ".join(f"{n} | {n} - hold | {n} worst clip - hold | {n} time / decoder"
+                                                        for n in names) + " |")
+    print("|---|---|---|" + "---|---|---|---|" * len(names))
+    for r in summary:
+        cells = []
+        for n in names:
+            worst = min(a - b for a, b in zip(r[f"per_clip_{n}"], r["per_clip_hold"]))
+            cells += [f"{r[f'psnr_{n}']:.2f}", f"{r[f'psnr_{n}'] - r['psnr_hold']:+.2f}", f"{worst:+.2f}",
+                      f"{100 * r[f'lit_share_{n}']:.1f}%"]
+        print(f"| {r['threshold']:g} | {r['token_rate']:.3f} | {r['psnr_hold']:.2f} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
