@@ -50,9 +50,10 @@ if hasattr(signal, "pthread_sigmask"):
     sys.meta_path.insert(0, _SignalsWaitForExtensions())
 
 
-from .memory import fix_mmap_threshold    # noqa: E402  (glibc only; imports nothing heavy)
+from .memory import bound_kernel_cache, fix_mmap_threshold    # noqa: E402  (imports nothing heavy)
 
 fix_mmap_threshold()    # frame-sized blocks go back to the system when freed (memory.py)
+bound_kernel_cache()    # at most KERNEL_CACHE compiled CPU kernels, whatever the frame sizes met
 
 EXIT_INTERRUPTED = 130   # errors.EXIT_INTERRUPTED, repeated so that nothing is imported before the handlers
 EXIT_PIPE = 141          # errors.EXIT_PIPE

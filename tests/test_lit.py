@@ -66,6 +66,21 @@ def random_lit(seed=0, std=0.5, **cfg):
     return model
 
 
+def test_lit_runs_few_distinct_shapes_whatever_the_number_dropped():
+    """Every count of dropped positions used to give the last MLP a new input shape, and the CPU kernel
+    library keeps one compiled kernel per shape: memory grew chunk after chunk of a long video."""
+    assert [lit_module.row_bucket(n) for n in (1, 64, 65, 300, 1024, 1025)] == [64, 64, 128, 512, 1024, 2048]
+    model, shapes = random_lit(seed=1), set()
+    model.layers[-1].mlp.register_forward_pre_hook(lambda mod, args: shapes.add(args[0].shape[0]))
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(8, 16, 24, 40)
+    for share in torch.linspace(0.05, 0.95, 40):
+        mask = torch.rand(8, 24, 40, generator=g) > share
+        mask[0] = True
+        Inpainter(model, torch.ones(16), "x", threshold=0.5).fill(HoldFill().fill(gather_kept(z, mask), mask), mask)
+    assert len(shapes) <= 6            # 40 different counts of dropped positions, a handful of shapes
+
+
 def test_full_frames_meet_only_position_codes_seen_in_training():
     """Training crops are pos_period positions square. On a wider frame positions repeat with that period,
     so a frame made of two identical halves gets two identical fills (no unseen position codes)."""
@@ -114,7 +129,8 @@ def test_work_whose_output_is_unused_is_skipped_without_changing_the_fill(monkey
     model.layers[-1].mlp.register_forward_pre_hook(lambda mod, args: tokens_in_mlp.append(args[0].shape[0]))
     skipped = Inpainter(model, torch.ones(16), "x", threshold=0.5).fill(held, mask)
     assert tiles_run == [1, 1]                        # one tile of six in each span
-    assert sum(tokens_in_mlp) == int((~mask).sum())   # the last MLP ran on the dropped positions only
+    # the last MLP ran on the dropped positions only, padded to a few fixed row counts (one kernel each)
+    assert tokens_in_mlp == [lit_module.row_bucket(int((~m).sum())) for m in (mask[:8], mask[8:])] == [64, 64]
     forward = model.forward
     monkeypatch.setattr(model, "forward", lambda *a: forward(*a[:4]))   # every tile, every output computed
     full_pass = Inpainter(model, torch.ones(16), "x", threshold=0.5).fill(held, mask)
