@@ -245,6 +245,18 @@ def choose_threshold(rows, full_psnr):
     return max(ok) if ok else min(r["param"] for r in main)
 
 
+def lit_cost(tok, clips, lit, thresholds, log):
+    """LIT's time over the decoder's on the dev clips, as decompress runs them, alone on the machine:
+    the sweep above measures the same while it runs for an hour, where other work skews the ratio."""
+    rows = []
+    for tau in thresholds:
+        res = [reconstruct(tok, c, threshold_masks(tok, c, tau), lit, tau) for c in clips]
+        rows.append({"threshold": tau, "lit_decoder_time": sum(r["seconds_lit"] for r in res)
+                     / sum(r["seconds_decode"] for r in res), "psnr_lit": float(np.mean([r["psnr"] for r in res]))})
+        log(rows[-1])
+    return rows
+
+
 # --- 2. allocation cost ---------------------------------------------------------------------------
 
 class Stream:
@@ -644,7 +656,7 @@ def plots(rows, out_dir, codecs=None, default=None):
     return files
 
 
-SECTIONS = ("rd", "codecs", "alloc", "throughput", "memory", "scaling", "ray")
+SECTIONS = ("rd", "lit_cost", "codecs", "alloc", "throughput", "memory", "scaling", "ray")
 
 
 def main(argv=None):
@@ -661,7 +673,7 @@ def main(argv=None):
     ap.add_argument("--long-fps", type=float, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plots-only", action="store_true",
-                    help="redraw the figures from the saved bench-results.json (no measuring)")
+                    help="redraw the figures and BENCHMARKS.md from the saved bench-results.json (no measuring)")
     ap.add_argument("--unit", choices=UNITS, default=DEFAULT_UNIT, help="the rule's unit of change")
     ap.add_argument("--lit", type=Path, help="a LIT .safetensors to measure instead of the shipped one")
     ap.add_argument("--readme", action="store_true",
@@ -680,7 +692,9 @@ def main(argv=None):
     results_path = out / "bench-results.json"
     if args.plots_only:
         saved = json.loads(results_path.read_text())
-        print("wrote", plots(saved["rd"], out, saved.get("codecs"), saved.get("threshold")))
+        pngs = plots(saved["rd"], out, saved.get("codecs"), saved.get("threshold")) if "rd" in saved else []
+        write_markdown(saved, pngs, out / "BENCHMARKS.md")
+        print("wrote", *pngs, out / "BENCHMARKS.md")
         return
     results = json.loads(results_path.read_text()) if results_path.exists() and set(sections) != set(SECTIONS) else {}
     log_file = open(out / "bench-log.jsonl", "a")
@@ -706,7 +720,7 @@ def main(argv=None):
         clips = None
         for section in sections:
             started = time.time()
-            if section in ("rd", "codecs") and clips is None:
+            if section in ("rd", "lit_cost", "codecs") and clips is None:
                 clips = [load_clip(p, tok, short_side) for p in paths]
                 results["clips"] = [(c.name, c.width, c.height, c.frames) for c in clips]
                 log({"clips": results["clips"]})
@@ -717,6 +731,8 @@ def main(argv=None):
                 results["loss_maps"] = loss_maps(tok, clips, lit, tau, out / "loss_maps.png")
                 log({"loss_maps": results["loss_maps"]})
                 results.update(rd=rd, threshold=tau, per_clip={c.name: per_clip[(tau, c.name)] for c in clips})
+            elif section == "lit_cost":
+                results["lit_cost"] = lit_cost(tok, clips, lit, [results["threshold"], 0.25, 0.4], log)
             elif section == "codecs":
                 results["codecs"] = codecs(clips, {k: v["lit"] for k, v in results["per_clip"].items()}, log)
             elif section == "alloc":
@@ -762,6 +778,13 @@ def write_markdown(r, pngs, path):
                   ""]
     if "rd" in r:
         lines += rd_markdown(r, pngs)
+    if "lit_cost" in r:
+        lines += ["## LIT's cost, measured alone", "", ran(r, "lit_cost"), "",
+                  "LIT's time over the decoder's, summed over the dev clips' chunks, decoded as decompress does at "
+                  "a few thresholds, with nothing else running (the sweep's column is taken over an hour, where other "
+                  "work skews it).", "",
+                  table(r["lit_cost"], ["threshold", "lit_decoder_time", "psnr_lit"],
+                        {"threshold": "{:g}", "lit_decoder_time": "{:.1%}", "psnr_lit": "{:.2f}"}), ""]
     if "allocators" in r:
         lines += ["## Allocation cost at equal quality", "", ran(r, "alloc"), "",
                   f"Same tokeniser and LIT, threshold {r['threshold']:g}, the first {max(r['alloc_frames'])} frames of "
@@ -821,15 +844,81 @@ def write_markdown(r, pngs, path):
                         | {"cli_ray_over_local": "{:.2f}", "engine_ray_over_local": "{:.2f}"}), ""]
     if "scaling" in r:
         f0, f1 = "{:.0f}", "{:.2f}"
+        first = r["scaling"][0]
+        scaled = [x | {f"{c}_mpx_s_vs_first": x[f"{c}_mpx_s"] / first[f"{c}_mpx_s"] for c in ("compress", "decompress")}
+                  for x in r["scaling"]]
         lines += ["## Memory and speed against frame size", "", ran(r, "scaling"), "",
                   "Each command in its own process on a generated panning clip (x264 input, FFV1 output), default "
                   "settings; peak RSS is VmHWM, speed the command's own time (`--json` seconds). Megapixels/s is "
                   "what says whether large frames run at the per-pixel speed of small ones.", "",
-                  table(r["scaling"], ["size", "frames", "compress_peak_rss_mb", "compress_fps", "compress_mpx_s",
-                                       "decompress_peak_rss_mb", "decompress_fps", "decompress_mpx_s"],
+                  table(scaled, ["size", "frames", "compress_peak_rss_mb", "compress_fps", "compress_mpx_s",
+                                 "compress_mpx_s_vs_first", "decompress_peak_rss_mb", "decompress_fps",
+                                 "decompress_mpx_s", "decompress_mpx_s_vs_first"],
                         {"compress_peak_rss_mb": f0, "decompress_peak_rss_mb": f0, "compress_fps": f1,
-                         "decompress_fps": f1, "compress_mpx_s": f1, "decompress_mpx_s": f1}), ""]
+                         "decompress_fps": f1, "compress_mpx_s": f1, "decompress_mpx_s": f1,
+                         "compress_mpx_s_vs_first": "{:.2f}x", "decompress_mpx_s_vs_first": "{:.2f}x"}), "",
+                  f"`_vs_first`: megapixels/s over that at {r['scaling'][0]['size']}, in the same run.", ""]
+    lines += targets_markdown(r)
     path.write_text("\n".join(lines))
+
+
+def at_rate(rows, rate):
+    """PSNR linearly interpolated at a token rate from rows with token_rate and psnr; None outside them."""
+    pts = sorted((x["token_rate"], x["psnr"]) for x in rows)
+    for (r0, p0), (r1, p1) in zip(pts, pts[1:]):
+        if r0 <= rate <= r1:
+            return p0 + (p1 - p0) * (rate - r0) / max(r1 - r0, 1e-9)
+    return None
+
+
+def targets_markdown(r) -> list[str]:
+    """The figures the open issues set targets on, worked out from the sections above."""
+    rows = []
+    if "rd" in r:
+        tau, full = r["threshold"], r["rd"][0]["psnr"]
+        lit = [x for x in r["rd"] if x["method"] == "threshold + LIT"] or [
+            x for x in r["rd"] if x["method"] == "threshold + hold-fill"]      # no LIT installed
+        at = next(x for x in lit if x["param"] == tau)
+        clips = r["per_clip"].values()
+        best_fill = max(("hold", "interp"), key=lambda f: np.mean([v[f]["psnr"] for v in clips if f in v]))
+        fill = np.mean([v[best_fill]["psnr"] for v in clips])
+        p57 = at_rate(lit, 0.57)
+        rows += [
+            ("PSNR at token rate 0.57 (threshold + LIT, interpolated)", ">= 27.6 dB", f"{p57:.2f} dB" if p57 else "-"),
+            (f"loss against full rate at the default ({tau:g})", "<= 0.3 dB at rate <= 0.60",
+             f"{full - at['psnr']:.2f} dB at rate {at['token_rate']:.3f}"),
+            (f"LIT over the best non-learned fill ({best_fill}) at the default", ">= 0.3 dB",
+             f"{at['psnr'] - fill:+.2f} dB"),
+            ("worst clip, LIT against that fill", ">= -0.05 dB",
+             "{:+.2f} dB ({})".format(*min((v["lit"]["psnr"] - v[best_fill]["psnr"], k) for k, v in r["per_clip"].items()))),
+            ("worst clip's loss against its full rate", "<= 1.0 dB",
+             "{:.2f} dB ({})".format(*max((v["full"]["psnr"] - v["lit"]["psnr"], k) for k, v in r["per_clip"].items()))),
+            ("LIT time / decoder at the default" + (" (measured alone)" if "lit_cost" in r else ""), "<= 25%",
+             f"{next((x for x in r.get('lit_cost', []) if x['threshold'] == tau), at).get('lit_decoder_time', float('nan')):.1%}")]
+    by_size = {x["size"]: x for x in r.get("scaling", [])}
+    if {"256x256", "854x480", "1920x1080", "3840x2160"} <= set(by_size):
+        s0 = by_size["256x256"]
+        for size, bound in (("854x480", 500), ("1920x1080", 1000), ("3840x2160", 2000)):
+            x = by_size[size]
+            rows.append((f"peak RSS at {size}, compress / decompress", f"{'<' if size == '3840x2160' else '<='} {bound} MB",
+                         f"{x['compress_peak_rss_mb']:.0f} / {x['decompress_peak_rss_mb']:.0f} MB"))
+        for size in ("854x480", "1920x1080"):
+            x = by_size[size]
+            rows.append((f"megapixels/s at {size} over 256x256, compress / decompress", ">= 0.80x",
+                         f"{x['compress_mpx_s'] / s0['compress_mpx_s']:.2f}x / "
+                         f"{x['decompress_mpx_s'] / s0['decompress_mpx_s']:.2f}x"))
+    if len(r.get("memory", [])) >= 2:
+        short, long = r["memory"][0], r["memory"][-1]
+        rows.append((f"peak RSS, {long['seconds_of_video']:g} s against {short['seconds_of_video']:g} s at "
+                     f"{short['size']}, compress / decompress", "within 5%",
+                     f"{long['peak_rss_compress_mb'] / short['peak_rss_compress_mb'] - 1:+.1%} / "
+                     f"{long['peak_rss_decompress_mb'] / short['peak_rss_decompress_mb'] - 1:+.1%}"))
+    if not rows:
+        return []
+    return ["## Targets", "", "Worked out from the tables above; the targets are those of the quality and memory "
+            "issues. Experiments that changed nothing shipped (rule variants, LIT designs) are in "
+            "docs/EXPERIMENTS.md with their commands.", "",
+            table([{"figure": a, "target": b, "measured": c} for a, b, c in rows], ["figure", "target", "measured"]), ""]
 
 
 def headline(r) -> str:

@@ -18,9 +18,11 @@ def test_bench_quick_writes_a_complete_report(tmp_path):
                                                           "probe (InfoTok-style)"]
     assert {c["codec"] for c in r["codecs"]} == {"libx264", "libx265", "libsvtav1"}
     assert [x["byte_identical"] for x in r["ray"]] == [True]        # Ray and the local batch, same bytes
+    assert [x["threshold"] for x in r["lit_cost"]] == [r["threshold"], 0.25, 0.4]
+    assert all(0 < x["lit_decoder_time"] < 10 for x in r["lit_cost"])
     full = r["rd"][0]
     assert full["token_rate"] == 1.0 and 15 < full["psnr"] < 60
     md = (tmp_path / "BENCHMARKS.md").read_text()
     for heading in ("Threshold sweep", "Rate-distortion", "Allocation cost", "Ordinary codecs", "Throughput",
-                    "Peak memory", "Ray against the local batch"):
+                    "Peak memory", "Ray against the local batch", "LIT's cost, measured alone", "Targets"):
         assert f"## {heading}" in md
