@@ -15,30 +15,21 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from adaptok_cli.models import ModelRef, shipped_lit
-from adaptok_cli.tokenizer import load_tokenizer
-from adaptok_cli.training.data import DEV
-from adaptok_cli.video import is_video_path
-from bench.bench import load_clip, reconstruct, threshold_masks
+from bench.bench import reconstruct, threshold_masks
+from experiments import dev_clips
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("lits", nargs="*", type=Path, help="LIT .safetensors files to compare with the shipped one")
-    ap.add_argument("--thresholds", default="0.15,0.25,0.4")
-    ap.add_argument("--short-side", type=int, default=256)
-    ap.add_argument("--clips", type=int, default=0, help="only the first N dev clips (0: all)")
-    ap.add_argument("--threads", type=int, default=2)
+    dev_clips.add_options(ap, "0.15,0.25,0.4")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    tok = load_tokenizer("tinytok")
+    tok, clips, thresholds = dev_clips.load(args)
     lits = {"shipped": shipped_lit(tok), **{p.stem: ModelRef(p) for p in args.lits}}
-    paths = sorted(p for p in DEV.iterdir() if is_video_path(p))[:args.clips or None]
-    clips = [load_clip(p, tok, args.short_side) for p in paths]
     summary = []
-    for tau in (float(x) for x in args.thresholds.split(",")):
+    for tau in thresholds:
         masks = [threshold_masks(tok, c, tau) for c in clips]
         runs = {"hold": [reconstruct(tok, c, m) for c, m in zip(clips, masks)]}
         for name, ref in lits.items():

@@ -28,10 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from adaptok_cli.masking import Selector, change, dequantise
-from adaptok_cli.tokenizer import load_tokenizer
-from adaptok_cli.training.data import DEV
-from adaptok_cli.video import is_video_path
-from bench.bench import CHUNK, at_rate, load_clip, reconstruct, unit
+from bench.bench import CHUNK, at_rate, reconstruct, unit
+from experiments import dev_clips
 
 BORDER = 0.5
 AGE = 4.0
@@ -75,19 +73,13 @@ class VariantSelector(Selector):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", default="mean,rms,border,age")
-    ap.add_argument("--thresholds", default="0.15,0.2,0.25,0.3,0.35")
-    ap.add_argument("--short-side", type=int, default=256)
-    ap.add_argument("--clips", type=int, default=0, help="only the first N dev clips (0: all)")
-    ap.add_argument("--threads", type=int, default=2)
+    dev_clips.add_options(ap, "0.15,0.2,0.25,0.3,0.35")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    tok = load_tokenizer("tinytok")
-    paths = sorted(p for p in DEV.iterdir() if is_video_path(p))[:args.clips or None]
-    clips = [load_clip(p, tok, args.short_side) for p in paths]
+    tok, clips, thresholds = dev_clips.load(args)
     print(f"{len(clips)} clips, {sum(c.frames for c in clips)} frames, chunks of {CHUNK}", flush=True)
     curves = {}
     for variant in args.variants.split(","):
-        for tau in (float(x) for x in args.thresholds.split(",")):
+        for tau in thresholds:
             per_clip = []
             for c in clips:
                 sel = VariantSelector(unit(tok), tau, variant)
