@@ -148,6 +148,11 @@ def reconstruct(tok, clip: Clip, masks, lit=None, threshold=None, fill="hold") -
     return d
 
 
+def lit_share(results) -> float:
+    """LIT's time over the decoder's, summed over reconstruct() results (every chunk of every clip)."""
+    return sum(r["seconds_lit"] for r in results) / sum(r["seconds_decode"] for r in results)
+
+
 def mean(rows, key):
     vals = [r[key] for r in rows if r.get(key) is not None]
     return float(np.mean(vals)) if vals else None
@@ -179,7 +184,7 @@ def rate_distortion(tok, clips, lit, thresholds, log):
                                                         ("token_rate", "bpp", "psnr", "ssim", "latent_mse_dropped",
                                                          "seam_psnr_minus_mean")}})
             if name.endswith("LIT"):   # LIT's time against the decoder's, summed over the clips
-                rows[-1]["lit_decoder_time"] = sum(r["seconds_lit"] for r in res) / sum(r["seconds_decode"] for r in res)
+                rows[-1]["lit_decoder_time"] = lit_share(res)
             log(rows[-1])
         rate = mean(res_lit, "token_rate")
         # the same mean rate, spent evenly (keep-ratio) or blindly (random); both filled by LIT
@@ -251,8 +256,8 @@ def lit_cost(tok, clips, lit, thresholds, log):
     rows = []
     for tau in thresholds:
         res = [reconstruct(tok, c, threshold_masks(tok, c, tau), lit, tau) for c in clips]
-        rows.append({"threshold": tau, "lit_decoder_time": sum(r["seconds_lit"] for r in res)
-                     / sum(r["seconds_decode"] for r in res), "psnr_lit": float(np.mean([r["psnr"] for r in res]))})
+        rows.append({"threshold": tau, "lit_decoder_time": lit_share(res),
+                     "psnr_lit": float(np.mean([r["psnr"] for r in res]))})
         log(rows[-1])
     return rows
 

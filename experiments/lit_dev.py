@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptok_cli.models import ModelRef, shipped_lit
-from bench.bench import reconstruct, threshold_masks
+from bench.bench import lit_share, reconstruct, threshold_masks
 from experiments import dev_clips
 
 
@@ -39,7 +39,7 @@ def main():
             row[f"psnr_{name}"] = float(np.mean([r["psnr"] for r in rs]))
             row[f"per_clip_{name}"] = [round(r["psnr"], 3) for r in rs]
             if name != "hold":
-                row[f"lit_share_{name}"] = sum(r["seconds_lit"] for r in rs) / sum(r["seconds_decode"] for r in rs)
+                row[f"lit_share_{name}"] = lit_share(rs)
         summary.append(row)
         print(json.dumps(row), flush=True)
     names = [n for n in lits]
