@@ -39,6 +39,8 @@ class _SignalsWaitForExtensions:
         def exec_with_signals_blocked(module):
             held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:
+                from .stages import reached
+                reached("import")       # a test may stop here, signals held (stages.py)
                 exec_module(module)
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)
@@ -49,18 +51,17 @@ class _SignalsWaitForExtensions:
 if hasattr(signal, "pthread_sigmask"):
     sys.meta_path.insert(0, _SignalsWaitForExtensions())
 
-
-from .memory import bound_kernel_cache, fix_mmap_threshold    # noqa: E402  (imports nothing heavy)
-
-fix_mmap_threshold()    # frame-sized blocks go back to the system when freed (memory.py)
-bound_kernel_cache()    # at most KERNEL_CACHE compiled CPU kernels, whatever the frame sizes met
-
 EXIT_INTERRUPTED = 130   # errors.EXIT_INTERRUPTED, repeated so that nothing is imported before the handlers
 EXIT_PIPE = 141          # errors.EXIT_PIPE
 
 
 def main():
     try:
+        from .stages import reached
+        reached("entry")        # a test may stop here (stages.py): a signal from here on is a clean 130
+        from .memory import bound_kernel_cache, fix_mmap_threshold
+        fix_mmap_threshold()    # frame-sized blocks go back to the system when freed (memory.py)
+        bound_kernel_cache()    # at most KERNEL_CACHE compiled CPU kernels, whatever the frame sizes met
         from .cli import main as cli_main
         from .cli_output import quiet_stdout
         cli_main()

@@ -22,6 +22,7 @@ from .models import cached_tokenizer, inpainter_for, lit_identity, models_for, t
 from .options import CompressOptions, Result, header_for, options_of, settings_of
 from .outputs import AtomicOutput, plan
 from .pictures import overlay as tint_dropped
+from .stages import reached
 from .tokenizer import Tokenizer, file_fingerprint, load_tokenizer, pick_device
 from .video import AudioTrack, VideoReader, VideoWriter, audio_packets, audio_track, has_audio, output_kind
 
@@ -73,6 +74,7 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
     plan([(Path(src), Path(dst))])
     t_start = time.perf_counter()
     tok = loaded_tokenizer or load_tokenizer(opts.tokenizer, pick_device(opts.device), opts.dtype)
+    reached("models")
     reader, audio = _open_source(src, opts)
     info = reader.info
     with reader:
@@ -112,6 +114,7 @@ def _write_chunks(chunks, writer: AtokWriter, res: Result, dst, progress) -> flo
         with write_errors(dst):
             writer.write_chunk(c.mask, c.codes, c.qscale, c.frames)
         t_write += time.perf_counter() - t0
+        reached("frames")
         res.frames += c.frames
         res.tokens_kept += int(c.mask.sum())
         res.tokens_total += c.mask.numel()
@@ -168,6 +171,7 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
     with AtokReader(src, partial=partial, limits=limits) as r:
         h = r.header
         tok, inpainter, note = models_for(h, src, tokenizer, use_lit, dev, dtype, lit)
+        reached("models")
         res = Result(str(src), str(dst), width=h["width"], height=h["height"],
                      fps=h["fps_num"] / h["fps_den"], tokens_kept=r.tokens_kept, tokens_total=r.tokens_total,
                      bytes_in=r.size, atok_bytes=r.size, notes=[note] if note else [])
@@ -220,6 +224,7 @@ def _write_frames(r: AtokReader, dec, writer: VideoWriter, track: AudioTrack | N
                 while pending is not None and pending[1] * track.time_base <= res.frames / fps:
                     writer.write_audio(*pending)
                     pending = next(audio, None)
+            reached("frames")
             if progress:
                 progress(len(frames))
             del frames          # before the next group decodes (a 4K group is 100 MB of frames)
