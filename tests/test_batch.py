@@ -3,7 +3,6 @@ import csv
 import io
 import json
 import os
-import time
 
 from adaptok_cli import errors
 
@@ -58,8 +57,8 @@ def test_batch_with_bad_files_then_resume(tmp_path, small_tok_path):
     p = run("compress", src / "a.mp4", "-o", out / "a.mp4.atok", "--tokenizer", small_tok_path, "-t", "0.5")
     assert p.returncode == errors.EXIT_CANT_CREATE
     # a newer input makes the output stale
-    time.sleep(0.01)
-    os.utime(src / "b.mkv")
+    later = (out / "b.mkv.atok").stat().st_mtime_ns + 10**9
+    os.utime(src / "b.mkv", ns=(later, later))
     p = run("compress", src / "b.mkv", "-o", out / "b.mkv.atok", "--tokenizer", small_tok_path)
     assert p.returncode == errors.EXIT_CANT_CREATE
     p = run("compress", src / "b.mkv", "-o", out / "b.mkv.atok", "--tokenizer", small_tok_path, "-f", "--json")

@@ -4,12 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from waiting import HANG_GUARD
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bench_quick_writes_a_complete_report(tmp_path):
     p = subprocess.run([sys.executable, "-m", "bench.bench", "--quick", "--threads", "1", "--out", tmp_path],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+                       capture_output=True, text=True, timeout=HANG_GUARD, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads((tmp_path / "bench-results.json").read_text())
     methods = {row["method"] for row in r["rd"]}

@@ -10,13 +10,14 @@ import pytest
 from adaptok_cli import errors
 
 from conftest import noise_frames, write_video
+from waiting import HANG_GUARD
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 
 def run(*args, cwd=None, env=None):
     p = subprocess.run([sys.executable, "-m", "adaptok_cli", *map(str, args)], capture_output=True, text=True,
-                       cwd=cwd, env=env or ENV, timeout=300)
+                       cwd=cwd, env=env or ENV, timeout=HANG_GUARD)
     assert "Traceback" not in p.stderr, p.stderr
     return p
 
@@ -158,7 +159,7 @@ def test_shell_completion_scripts_and_completions():
     for shell, marker in (("bash", "complete "), ("zsh", "compdef"), ("fish", "complete ")):
         p = run("completion", shell)
         assert p.returncode == 0 and marker in p.stdout, (shell, p.stdout[:200])
-    p = subprocess.run([sys.executable, "-m", "adaptok_cli"], capture_output=True, text=True, timeout=60,
+    p = subprocess.run([sys.executable, "-m", "adaptok_cli"], capture_output=True, text=True, timeout=HANG_GUARD,
                        env={**ENV, "_ADAPTOK_COMPLETE": "complete_bash", "COMP_WORDS": "adaptok decomp",
                             "COMP_CWORD": "1"})
     assert p.stdout.split() == ["decompress"]

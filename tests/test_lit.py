@@ -20,6 +20,7 @@ from adaptok_cli.video import read_frames
 
 from conftest import static_frames, write_video
 from make_reference import LIT_REFERENCE, run_lit_reference
+from waiting import HANG_GUARD
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +209,7 @@ def test_training_command_runs_two_steps_on_generated_latents(tmp_path, small_to
         [sys.executable, "-m", "adaptok_cli.training.lit", "--data", data, "--tokenizer", small_tok_path,
          "--frame-cache", tmp_path / "frames", "--cache", tmp_path / "latents", "--out", tmp_path / "run",
          "--sizes", "128", "--batch", "2", "--crop", "8", "--threads", "1", "--val-clips", "1", *a],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=HANG_GUARD)
     p = run("--steps", "2", "--val-every", "1", "--channel-weights", "decoder")
     assert p.returncode == 0, p.stderr
     weights = [float(w) for w in p.stdout.split("decoder channel weights ")[1].splitlines()[0].split()]

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import threading
-import time
 from functools import partial
 
 import pytest
@@ -16,6 +15,7 @@ from adaptok_cli.container import AtokReader
 from adaptok_cli.options import CompressOptions
 from conftest import noise_frames, write_video
 from test_cli import run
+from waiting import Pause
 
 ray = pytest.importorskip("ray")
 
@@ -54,37 +54,29 @@ def test_ray_and_local_batch_agree(tmp_path, clips, small_tok_path):
             assert (tmp_path / out / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
 
 
-def worker_pids():
-    pids = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                if b"RayWorker" in open(f"/proc/{p}/cmdline", "rb").read():
-                    pids.append(int(p))
-            except OSError:
-                pass
-    return pids
-
-
-def test_a_killed_worker_is_replaced_and_nothing_is_half_written(tmp_path, clips, small_tok_path):
+def test_a_killed_worker_is_replaced_and_nothing_is_half_written(tmp_path, clips, small_tok_path, monkeypatch):
+    """The first worker to have written part of an output stops there (adaptok_cli/stages.py) and is
+    killed: Ray restarts it and retries its file, which is written whole."""
     srcs = [clips / f"c{i}.mp4" for i in range(4)] * 3
     pairs = [(s, tmp_path / f"{k}-{s.name}.atok") for k, s in enumerate(srcs)]
-    job = partial(compress_job, CompressOptions(tokenizer=str(small_tok_path)).check(), False)
+    job = partial(compress_job, CompressOptions(tokenizer=str(small_tok_path), chunk=1).check(), False)
     killed = []
+    ended_r, ended_w = os.pipe()
+    with Pause(tmp_path / "pause", "frames") as pause:
+        monkeypatch.setenv("ADAPTOK_PAUSE_AT", pause.env["ADAPTOK_PAUSE_AT"])   # Ray's workers take the driver's
 
-    def killer():
-        deadline = time.time() + 60
-        while time.time() < deadline and not killed:
-            pids = worker_pids()
-            if pids and any(p.exists() for _, p in pairs):             # mid-run: something written already
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(pids[0])
-            time.sleep(0.05)
-    t = threading.Thread(target=killer)
-    t.start()
-    outcomes = run_ray(pairs, job, workers=2)
-    t.join()
-    assert killed, "no worker was killed: the run ended too soon"
+        def killer():
+            killed.extend(pause.wait(unless=[ended_r]))     # fails if the run ends without a stop
+            os.kill(killed[0], signal.SIGKILL)
+        t = threading.Thread(target=killer)
+        t.start()
+        try:
+            outcomes = run_ray(pairs, job, workers=2)
+        finally:
+            os.write(ended_w, b"x")
+            t.join()
+    os.close(ended_r), os.close(ended_w)
+    assert killed, "no worker stopped in the middle of a file"
     assert [o.error for o in outcomes if o.error] == [] and len(outcomes) == len(pairs)
     for _, dst in pairs:
         with AtokReader(dst) as r:                                     # complete and valid

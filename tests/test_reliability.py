@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from adaptok_cli.video import VideoReader
 
 from conftest import noise_frames, static_frames, write_video
 from test_cli import ENV, one_line_error, run
+from waiting import HANG_GUARD, Pause
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("fuzz_container", ROOT / "tests" / "fuzz_container.py")
@@ -44,7 +44,7 @@ def test_fuzz_short_run_only_clean_errors():
 def test_fuzz_through_decompress_short_run():
     """The CI slice of `tests/fuzz_container.py --decode`: mutants of real containers through the
     whole decompress (built-in tokeniser and LIT); docs/RELIABILITY.md has the 100,000-case run."""
-    stats = fuzz_container.fuzz_decode(300, seed=0)
+    stats = fuzz_container.fuzz_decode(300, seed=0, case_seconds=HANG_GUARD)   # a hang, not a speed
     assert stats["crashes"] == [] and stats["hangs"] == 0, stats["crashes"][:3]
     assert stats["outcomes"]["clean error"] > 150 and stats["outcomes"].get("decoded", 0) > 10
     assert set(stats["kinds"]) == {"plausible", "payload", "audio", "header", "index", "bitflip", "truncate"}
@@ -134,25 +134,25 @@ def leftovers(folder):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_compress_and_decompress_leaves_nothing(tmp_path, small_tok_path, sig):
-    src = write_video(tmp_path / "long.mkv", noise_frames(241, 192, 256))
+    """A signal while the output is half written (the run stops there: adaptok_cli/stages.py)."""
+    src = write_video(tmp_path / "long.mkv", noise_frames(41, 192, 256))
     out = tmp_path / "out"
     out.mkdir()
     tok = ["--tokenizer", str(small_tok_path)]
     run("compress", src, "-o", tmp_path / "done.atok", "--chunk", "1", *tok, "-q")
-    for args, tmp_glob in ((["compress", src, "-o", out / "a.atok", "--chunk", "1"], ".a.atok.*"),
-                           (["decompress", tmp_path / "done.atok", "-o", out / "a.mkv"], ".a.mkv.*")):
-        # A shell that starts us in the background (`make test &`) ignores SIGINT, and Python keeps an
-        # ignored SIGINT ignored: give the child the default a terminal user has.
-        p = subprocess.Popen([sys.executable, "-m", "adaptok_cli", *map(str, args), *tok], env=ENV,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        deadline = time.time() + 120
-        while not list(out.glob(tmp_glob)) and p.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.05)
-        assert p.poll() is None, "finished before it could be interrupted"
-        p.send_signal(sig)
-        _, stderr = p.communicate(timeout=60)
+    for k, (args, tmp_glob) in enumerate(((["compress", src, "-o", out / "a.atok", "--chunk", "1"], ".a.atok.*"),
+                                          (["decompress", tmp_path / "done.atok", "-o", out / "a.mkv"], ".a.mkv.*"))):
+        with Pause(tmp_path / f"pause{k}", "frames") as pause:
+            # A shell that starts us in the background (`make test &`) ignores SIGINT, and Python keeps an
+            # ignored SIGINT ignored: give the child the default a terminal user has.
+            p = subprocess.Popen([sys.executable, "-m", "adaptok_cli", *map(str, args), *tok], env={**ENV, **pause.env},
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            pause.wait(unless=[p])
+            assert list(out.glob(tmp_glob)), "stopped with its first frames written, its temporary is there"
+            p.send_signal(sig)
+            pause.release()
+            _, stderr = p.communicate(timeout=HANG_GUARD)
         assert p.returncode == errors.EXIT_INTERRUPTED, stderr
         assert stderr.strip() == "adaptok: interrupted" and "Traceback" not in stderr
         assert list(out.iterdir()) == [], list(out.iterdir())
@@ -364,7 +364,7 @@ def test_pickle_weights_are_never_loaded(tmp_path):
 
 def peak_rss_kb(*args):
     p = subprocess.run([sys.executable, ROOT / "tests" / "peak_rss.py", *map(str, args)], capture_output=True,
-                       text=True, env=ENV, timeout=600)
+                       text=True, env=ENV, timeout=HANG_GUARD)
     assert p.returncode == 0, p.stderr
     return int(p.stderr.strip().splitlines()[-1])
 
@@ -399,7 +399,7 @@ def test_two_writers_of_one_output_never_corrupt_it(tmp_path, small_tok_path):
                               env=ENV, stderr=subprocess.PIPE, text=True) for src in (a, b)]
     codes = []
     for p in procs:
-        _, stderr = p.communicate(timeout=120)
+        _, stderr = p.communicate(timeout=HANG_GUARD)
         codes.append(p.returncode)
         # the later writer is refused while the first holds the output (or both run, one after the other)
         assert p.returncode == 0 or (p.returncode == errors.EXIT_CANT_CREATE and "another adaptok process" in stderr)

@@ -371,13 +371,6 @@ def children_of(pid):
     return kids
 
 
-def alive(pid):
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
 def adaptok_popen(*args, env=None):
     """adaptok in the background, with the default Ctrl-C a terminal user has (a shell that starts us in
     the background, `make test &`, ignores SIGINT, and Python keeps an ignored SIGINT ignored)."""

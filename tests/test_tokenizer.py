@@ -14,6 +14,7 @@ from adaptok_cli.video import VideoReader, VideoWriter
 
 from conftest import SHARED_DATA, static_frames, write_video
 from make_reference import REFERENCE, run_reference
+from waiting import HANG_GUARD
 
 
 def test_shipped_weights_reproduce_reference():
@@ -69,7 +70,7 @@ def test_training_command_runs_two_steps_and_resumes(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "adaptok_cli.training.tokenizer", "--data", data,
                                      "--cache", tmp_path / "cache", "--out", tmp_path / "run", "--batch", "1",
                                      "--crop", "64", "--frames", "5", "--sizes", "64", "--threads", "1", *a],
-                                    capture_output=True, text=True, timeout=300)
+                                    capture_output=True, text=True, timeout=HANG_GUARD)
     p = run("--steps", "2")
     assert p.returncode == 0, p.stderr
     ck = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
@@ -87,7 +88,7 @@ def test_training_refuses_dev(tmp_path):
     dev = tmp_path / "dev"
     dev.mkdir()
     p = subprocess.run([sys.executable, "-m", "adaptok_cli.training.tokenizer", "--data", dev, "--out", tmp_path / "r",
-                        "--steps", "1"], capture_output=True, text=True, timeout=120)
+                        "--steps", "1"], capture_output=True, text=True, timeout=HANG_GUARD)
     assert p.returncode != 0 and "dev/" in p.stderr
 
 
@@ -119,7 +120,7 @@ def test_fine_tune_starts_from_the_given_weights(tmp_path):
     p = subprocess.run([sys.executable, "-m", "adaptok_cli.training.tokenizer", "--data", data, "--cache", tmp_path / "cache",
                         "--out", tmp_path / "run", "--batch", "1", "--crop", "64", "--frames", "5", "--sizes", "64",
                         "--threads", "1", "--steps", "2", "--lr", "1e-9", "--init", shipped,
-                        "--temporal-l1", "0.1", "--hold-weight", "1"], capture_output=True, text=True, timeout=300)
+                        "--temporal-l1", "0.1", "--hold-weight", "1"], capture_output=True, text=True, timeout=HANG_GUARD)
     assert p.returncode == 0, p.stderr
     ema = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["ema"]
     start = load_tokenizer("tinytok").model.state_dict()
