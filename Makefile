@@ -4,7 +4,7 @@ STAMP   := .venv/.installed
 TEST_WORKERS ?= 2
 export PYTHONDONTWRITEBYTECODE=1
 
-.PHONY: install demo test lint bench bench-quick bench-readme man samples clean train-tokenizer export-tokenizer train-lit export-lit calibrate-tinytok
+.PHONY: install demo test test-quick lint bench bench-quick bench-readme man samples clean train-tokenizer export-tokenizer train-lit export-lit calibrate-tinytok
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS)
+
+# for development: everything but the tests marked slow (make test, and CI, run them all)
+test-quick: $(STAMP)
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 lint: $(STAMP)
 	.venv/bin/ruff check .
