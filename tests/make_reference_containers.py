@@ -82,6 +82,10 @@ class Replay:
         self.used += n
         return z.clone(), ("replay", self.used)
 
+    def unused(self) -> int:
+        """Latent frames of the recording no call asked for."""
+        return len(self._z) - self.used
+
 
 def latents_path(name: str) -> Path:
     return OUT / f"{name}.latents.npy.xz"

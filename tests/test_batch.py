@@ -4,6 +4,8 @@ import io
 import json
 import os
 
+import pytest
+
 from adaptok_cli import errors
 
 from conftest import noise_frames, static_frames, write_video
@@ -18,6 +20,7 @@ def make_tree(root):
     (root / "sub" / "unreadable.mp4").write_bytes(os.urandom(2000))
 
 
+@pytest.mark.slow
 def test_batch_with_bad_files_then_resume(tmp_path, small_tok_path):
     src, out = tmp_path / "in", tmp_path / "out"
     make_tree(src)
@@ -65,6 +68,7 @@ def test_batch_with_bad_files_then_resume(tmp_path, small_tok_path):
     assert p.returncode == 0 and json.loads(p.stdout)["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_workers_give_identical_bytes(tmp_path, small_tok_path):
     src = tmp_path / "in"
     make_tree(src)
@@ -95,6 +99,7 @@ def test_inspect_many_sorted_with_distribution(tmp_path, small_tok_path):
     assert run("inspect", tmp_path / "out", "--sort", "colour").returncode == errors.EXIT_USAGE
 
 
+@pytest.mark.slow
 def test_plot_and_overlay(tmp_path, small_tok_path):
     src = write_video(tmp_path / "a.mp4", static_frames(9, 32, 48))
     run("compress", src, "-o", tmp_path / "a.atok", "--tokenizer", small_tok_path, "-q")

@@ -4,11 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from waiting import HANG_GUARD
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_bench_quick_writes_a_complete_report(tmp_path):
     p = subprocess.run([sys.executable, "-m", "bench.bench", "--quick", "--threads", "1", "--out", tmp_path],
                        capture_output=True, text=True, timeout=HANG_GUARD, cwd=ROOT)

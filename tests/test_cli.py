@@ -97,6 +97,7 @@ def test_decompress_refuses_other_weights(tmp_path, atok):
     assert "fingerprint" in one_line_error(p, errors.EXIT_UNAVAILABLE)
 
 
+@pytest.mark.slow
 def test_error_paths(tmp_path, small_tok_path, atok):
     notvideo = tmp_path / "notes.mp4"
     notvideo.write_text("hello")

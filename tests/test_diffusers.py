@@ -156,6 +156,7 @@ def test_any_size_and_frame_count_round_trip(vae, odd_clip, tmp_path, monkeypatc
     assert len(frames) == 14 and frames[0].shape == (37, 51, 3)
 
 
+@pytest.mark.slow
 def test_the_cli_from_calibration_to_frames(tmp_path, odd_clip):
     """The user's path (docs/TOKENIZERS.md): calibrate, compress, decompress; a mismatched tokeniser is
     refused with one line and exit 69 (uncalibrated: the API test above, missing: test_security)."""

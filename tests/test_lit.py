@@ -200,6 +200,7 @@ def test_small_and_large_chunks_decode_alike(tmp_path, shipped):
     assert abs(scores[1] - scores[64]) <= 0.3, scores
 
 
+@pytest.mark.slow
 def test_training_command_runs_two_steps_on_generated_latents(tmp_path, small_tok_path):
     data = tmp_path / "clips"
     data.mkdir()

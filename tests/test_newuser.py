@@ -97,6 +97,7 @@ def test_closed_pipe_ends_quietly(tmp_path, work):
     assert proc.returncode == errors.EXIT_PIPE and stderr == b""
 
 
+@pytest.mark.slow
 def test_eval_never_upscales_and_says_what_it_measured(tmp_path, small_tok_path):
     small = write_video(tmp_path / "small.mkv", noise_frames(5, 40, 56))
     p = run("eval", small, "--tokenizer", small_tok_path, "--json")

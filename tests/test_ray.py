@@ -35,6 +35,7 @@ def summary(rows):
                                                                   sort_keys=True)) for r in rows)
 
 
+@pytest.mark.slow
 def test_ray_and_local_batch_agree(tmp_path, clips, small_tok_path):
     """The CLI on Ray, reading and writing file:// URLs, and compress_many(ray=True) from Python give
     the local batch's outputs byte for byte, its report and its exit code."""

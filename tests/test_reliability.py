@@ -33,6 +33,7 @@ BASES = fuzz_container.base_containers()
 
 # --- hostile and damaged containers -------------------------------------------------------------
 
+@pytest.mark.slow
 def test_fuzz_short_run_only_clean_errors():
     """The CI slice of tests/fuzz_container.py (docs/RELIABILITY.md has the 100,000-case run)."""
     stats = fuzz_container.fuzz(1500, seed=0)
@@ -242,6 +243,7 @@ def test_edge_sizes_round_trip(tmp_path, small_tok_path, h, w, t):
     assert out.shape == (t, h, w, 3)
 
 
+@pytest.mark.slow
 def test_10bit_and_yuv444_inputs(tmp_path, small_tok_path):
     frames = static_frames(9, 32, 48)
     for pix_fmt in ("yuv420p10le", "yuv444p"):
@@ -327,6 +329,7 @@ def test_audio_where_it_cannot_go_is_said(tmp_path, small_tok_path):
     assert "write .mkv" in line and not (tmp_path / "v.mp4").exists()
 
 
+@pytest.mark.slow
 def test_drop_audio_leaves_the_sound_out(tmp_path, small_tok_path):
     """--drop-audio leaves the sound out: no audio in the header, no audio records, no index entries."""
     src = tone_video(tmp_path / "talk.mkv", seconds=0.4)
@@ -369,6 +372,7 @@ def peak_rss_kb(*args):
     return int(p.stderr.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_memory_is_flat_in_video_length(tmp_path, small_tok_path):
     """300 frames of 480p (a buffered pipeline would hold ~280 MB more) against 30 frames."""
     rng = np.random.default_rng(0)

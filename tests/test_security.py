@@ -85,6 +85,7 @@ def hostile_names(tmp_path):
     return [str(evil), "evil", str(tmp_path / "w.safetensors"), "../evil", "tinytok/../evil"]
 
 
+@pytest.mark.slow
 def test_header_naming_a_path_is_refused_by_the_cli(tmp_path, clip):
     for i, name in enumerate(hostile_names(tmp_path)):
         bad = forge(clip, tmp_path / f"b{i}.atok", tokenizer={"name": name, "source": "builtin"})

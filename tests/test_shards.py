@@ -23,6 +23,7 @@ def clips(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_shards_hold_the_local_batch_bytes_and_resume(tmp_path, clips, small_tok_path):
     tok = ["--tokenizer", small_tok_path, "--chunk", "2"]
     local = run("compress", clips, "-o", tmp_path / "local", *tok, "-q")

@@ -63,6 +63,7 @@ def test_real_clip_round_trip_above_psnr_floor(tmp_path):
     assert np.mean([psnr(a, b) for a, b in zip(frames, out)]) > 26.0
 
 
+@pytest.mark.slow
 def test_training_command_runs_two_steps_and_resumes(tmp_path):
     data = tmp_path / "clips"
     data.mkdir()
