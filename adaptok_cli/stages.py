@@ -25,8 +25,8 @@ def reached(stage: str):
     if not spec or stage in _passed:
         return
     _passed.add(stage)
-    want, count, folder = spec.split(":", 2)
-    if want == stage and any(_claim(folder, i) for i in range(int(count))):
+    want, count, folder = (spec.split(":", 2) + ["", ""])[:3]
+    if want == stage and count.isdigit() and any(_claim(folder, i) for i in range(int(count))):
         _pause(folder)
 
 
@@ -34,7 +34,7 @@ def _claim(folder: str, i: int) -> bool:
     try:
         os.mkdir(os.path.join(folder, f"claimed-{i}"))
         return True
-    except FileExistsError:
+    except OSError:        # taken already, or no such folder: go on
         return False
 
 
