@@ -331,7 +331,7 @@ def train_one(arm: str, seed: int, clips: list[Clip], dev: list[torch.Tensor], a
             "step_cpu_s": {"mean": cpu / args.steps}, "data_wall_s": {"mean": sum(datas) / len(datas)}}
 
 
-def assembly_ms(data: dict[str, list[Clip]], args, scale: torch.Tensor, rounds: int = 300) -> dict:
+def assembly_ms(data: dict[str, list[Clip]], args, scale: torch.Tensor, rounds: int = 1000) -> dict:
     """Median wall time (ms) to assemble one batch per arm, the arms interleaved batch by batch on the
     same windows, so that the machine's other load falls on all of them alike."""
     g = torch.Generator().manual_seed(0)
@@ -364,30 +364,42 @@ def loss_at(curve: list[dict], key: str, x: float) -> float:
 
 def summarise(runs: list[dict], meta: dict, config: dict, copy_loss: float, assembly: dict) -> dict:
     """Per arm: final held-out loss (mean, std over seeds), the paired difference with fp32 seed by seed,
-    step and load times, and the curve loss at equal CPU time (each arm's one load pass plus its steps,
-    up to the time the cheapest arm's whole run took)."""
+    step and load times, and the curve loss at equal time.
+
+    Equal time: an arm's cost is its one load pass plus its steps, each step the model's (the fp32 runs'
+    mean CPU time per step: the same model on the same shapes in every arm) plus what assembling its
+    batch costs beyond fp32's (measured interleaved, assembly_ms). The runs' own per-step times are
+    kept too, but they follow the load other users put on the machine while each ran."""
     by_arm = {a: sorted((r for r in runs if r["arm"] == a), key=lambda r: r["seed"]) for a in ARMS}
     by_arm = {a: rs for a, rs in by_arm.items() if rs}
     fp32 = {r["seed"]: r["final_loss"] for r in by_arm.get("fp32", [])}
-    total = {a: meta["load"][a]["cpu_s"] + min(r["curve"][-1]["cpu_s"] for r in rs) for a, rs in by_arm.items()}
-    budget = min(total.values())
+    ref = by_arm.get("fp32") or runs
+    step_s = sum(r["step_cpu_s"]["mean"] for r in ref) / len(ref)
+    base = assembly.get("fp32", min(assembly.values()))
+    cost = {a: step_s + (assembly[a] - base) / 1000 for a in by_arm}
+    budget = min(meta["load"][a]["cpu_s"] + rs[0]["steps"] * cost[a] for a, rs in by_arm.items())
+    fp32_time = {r["seed"]: loss_at(r["curve"], "step", (budget - meta["load"]["fp32"]["cpu_s"]) / cost["fp32"])
+                 for r in by_arm.get("fp32", [])}
     arms = {}
     for a, rs in by_arm.items():
         final = [r["final_loss"] for r in rs]
         diff = [r["final_loss"] - fp32[r["seed"]] for r in rs if r["seed"] in fp32]
-        at_time = [loss_at(r["curve"], "cpu_s", budget - meta["load"][a]["cpu_s"]) for r in rs]
-        steps_at = [next((p["step"] for p in r["curve"] if p["cpu_s"] >= budget - meta["load"][a]["cpu_s"]), r["steps"])
-                    for r in rs]
+        steps_at = (budget - meta["load"][a]["cpu_s"]) / cost[a]
+        at_time = [loss_at(r["curve"], "step", steps_at) for r in rs]
+        diff_time = [t - fp32_time[r["seed"]] for t, r in zip(at_time, rs) if r["seed"] in fp32_time]
         arms[a] = {"seeds": [r["seed"] for r in rs], "final_loss": _mean_std(final), "final_losses": final,
                    "minus_fp32": _mean_std(diff) if diff else None,
                    "curve_loss_end": _mean_std([r["curve"][-1]["loss"] for r in rs]),
-                   "curve_loss_equal_time": _mean_std(at_time), "steps_by_equal_time": steps_at,
+                   "curve_loss_equal_time": _mean_std(at_time),
+                   "curve_minus_fp32_equal_time": _mean_std(diff_time) if diff_time else None, "steps_by_equal_time": round(steps_at),
+                   "modelled_step_ms": 1000 * cost[a],
                    "step_wall_ms": _mean_std([1000 * r["step_wall_s"]["median"] for r in rs]),
                    "step_cpu_ms": _mean_std([1000 * r["step_cpu_s"]["mean"] for r in rs]),
                    "data_ms": _mean_std([1000 * r["data_wall_s"]["mean"] for r in rs]),
                    "batch_assembly_ms_interleaved": assembly.get(a),
                    "load": meta["load"][a], "train_data": meta["data"].get(a)}
     return {"config": config, "copy_baseline_loss": copy_loss, "equal_time_budget_cpu_s": budget,
+            "model_step_cpu_ms": 1000 * step_s,
             "train_clips": meta["train"], "dev_clips": meta["dev"], "skipped": meta["skipped"],
             "train_token_rates": meta["token_rates"], "train_bytes": meta["bytes"], "load_note":
             "one pass over the train set through each arm's reader, warm page cache, one thread",
@@ -398,24 +410,34 @@ def plot(runs: list[dict], summary: dict, dst: Path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8), gridspec_kw={"width_ratios": [1, 1, 0.7]})
     for a in summary["arms"]:
         rs = [r for r in runs if r["arm"] == a]
-        for ax, key, off in ((axes[0], "step", 0.0), (axes[1], "cpu_s", summary["arms"][a]["load"]["cpu_s"])):
-            xs = [p[key] + off for p in rs[0]["curve"]] if key == "step" else None
-            if key == "cpu_s":      # seeds differ a little in time: their mean time per point
-                xs = [sum(r["curve"][i][key] for r in rs) / len(rs) + off for i in range(len(rs[0]["curve"]))]
+        s = summary["arms"][a]
+        for ax, scale, off in ((axes[0], 1.0, 0.0), (axes[1], s["modelled_step_ms"] / 1000, s["load"]["cpu_s"])):
+            xs = [p["step"] * scale + off for p in rs[0]["curve"]]
             ys = torch.tensor([[p["loss"] for p in r["curve"]] for r in rs], dtype=torch.float64)
             mean, std = ys.mean(0), (ys.std(0) if len(rs) > 1 else torch.zeros(ys.shape[1]))
             ax.plot(xs[1:], mean[1:], label=f"{a} ({len(rs)} seeds)")
             ax.fill_between(xs[1:], (mean - std)[1:], (mean + std)[1:], alpha=0.2)
-    for ax, xl in ((axes[0], "training step"), (axes[1], "CPU seconds (one load pass of the train set + steps)")):
-        ax.axhline(summary["copy_baseline_loss"], color="grey", ls=":", label="copy frame t-1")
+    top = min(summary["copy_baseline_loss"], 0.62)
+    for ax, xl in ((axes[0], "training step"), (axes[1], "CPU seconds, one thread: a load pass of the train set + steps")):
+        ax.set_ylim(top=top)
+        ax.plot([], [], " ", label=f"copying frame t-1: {summary['copy_baseline_loss']:.3f}")
         ax.set_xlabel(xl)
-        ax.set_ylabel("held-out MSE (dev, fp32 full rate, scale units)")
+        ax.set_ylabel(f"held-out MSE (dev, 1 target frame in {summary['config']['eval_stride']}; scale units)")
         ax.grid(alpha=0.3)
     axes[1].axvline(summary["equal_time_budget_cpu_s"], color="k", lw=0.8, ls="--")
     axes[0].legend()
+    names = list(summary["arms"])
+    for i, a in enumerate(names):           # the final losses, seed by seed
+        s = summary["arms"][a]
+        axes[2].plot([i] * len(s["final_losses"]), s["final_losses"], "o", color=f"C{i}", alpha=0.6)
+        axes[2].errorbar(i + 0.15, s["final_loss"][0], yerr=s["final_loss"][1], fmt="s", color=f"C{i}", capsize=4)
+    axes[2].set_xticks(range(len(names)), names)
+    axes[2].set_ylabel("final held-out MSE, all dev windows")
+    axes[2].set_title("after the last step: seeds (dots), mean ± std", fontsize=9)
+    axes[2].grid(alpha=0.3)
     fig.suptitle("Next-latent-frame prediction trained on each data source, evaluated on dev (mean ± std over seeds)")
     fig.tight_layout()
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -510,16 +532,18 @@ def main(argv=None) -> int:
 
 
 def print_table(s: dict):
-    print(f"copy-previous-frame baseline: {s['copy_baseline_loss']:.5f}; equal-time budget {s['equal_time_budget_cpu_s']:.0f} CPU s")
-    print("| arm | final dev MSE | minus fp32 (paired) | curve MSE at equal CPU time | ms/step wall | ms/step CPU | "
-          "batch assembly ms | load pass CPU s | train data MSE vs fp32 |")
+    print(f"copy-previous-frame baseline: {s['copy_baseline_loss']:.5f}; model step {s['model_step_cpu_ms']:.1f} CPU ms; "
+          f"equal-time budget {s['equal_time_budget_cpu_s']:.1f} CPU s")
+    print("| arm | final dev MSE | minus fp32 (paired) | curve MSE at equal time (steps) | ms/step wall (run) | "
+          "ms/step CPU (run) | batch assembly ms | load pass CPU s | train data MSE vs fp32 |")
     print("|---|---|---|---|---|---|---|---|---|")
     for a, r in s["arms"].items():
         d, td = r["minus_fp32"], r["train_data"]
         diff = "" if d is None else f"{d[0]:+.5f} ± {d[1]:.5f}"
         data = "" if td is None else f"{td['mse']:.5f} ({td['positions_seen']:.2f} of positions)"
         print(f"| {a} | {r['final_loss'][0]:.5f} ± {r['final_loss'][1]:.5f} | "
-              f"{diff} | {r['curve_loss_equal_time'][0]:.5f} ± {r['curve_loss_equal_time'][1]:.5f} | "
+              f"{diff} | {r['curve_loss_equal_time'][0]:.5f} ± {r['curve_loss_equal_time'][1]:.5f} ({r['steps_by_equal_time']}; "
+              f"{r['curve_minus_fp32_equal_time'][0]:+.5f} ± {r['curve_minus_fp32_equal_time'][1]:.5f}) | "
               f"{r['step_wall_ms'][0]:.1f} | {r['step_cpu_ms'][0]:.1f} | {r['batch_assembly_ms_interleaved']} | {r['load']['cpu_s']:.1f} | "
               f"{data} |")
 
