@@ -4,7 +4,7 @@
     python -m experiments.latent_ab --summary-only          # the table and figure from the runs so far
 
 The same small next-latent-frame predictor (given latent frames t-k..t-1, predict t) is trained on
-TinyTok latents of the train clips from five sources, and every one is evaluated on the dev clips'
+TinyTok latents of the train clips from five sources (and a diagnostic arm), and every one is evaluated on the dev clips'
 full-rate fp32 latents (held out; nothing trains on them):
 
     fp32    the latents as the tokeniser gives them (one safetensors file per clip)
@@ -19,8 +19,9 @@ Every arm gets the same model, initial weights and windows for a seed, so arms d
 data. Latents are encoded once per clip and the .atok files written once with `adaptok_cli.compress`
 (cached under --out/cache); each (arm, seed) result is saved as it finishes and skipped on a rerun.
 Times: each arm's one pass over the train set through its reader ("load", measured when the cache is
-built) and every step's wall and CPU time, batch assembly included (the sparse arm builds its dense
-input from tokens and mask each step).
+built), every step's wall and CPU time, and each arm's batch assembly timed with the arms interleaved
+(the sparse arm builds its dense input from tokens and mask each step); summarise() puts the arms at
+equal time from these parts, since on a shared machine the runs' own wall times follow other users' load.
 """
 from __future__ import annotations
 
