@@ -221,13 +221,16 @@ def _conv_count(vae, part: str) -> int:
 
 
 def wan_encode(vae, x, state):
-    """x: (1, 3, T, H, W); T = 1 + 4k at the start of a stream (state None), 4k after -> (latents, state)."""
+    """x: (1, 3, T, H, W); T = 1 + 4k at the start of a stream (state None), 4k after -> (latents, state).
+
+    k may be 0: at 480p and above the codec starts a stream with a call of its first frame alone, and
+    splitting the empty rest gives one empty group, which the encoder's convolutions cannot take."""
     if state is None:
         state = [None] * _conv_count(vae, "encoder")
         groups = [x[:, :, :1], *x[:, :, 1:].split(4, 2)]
     else:
         groups = list(x.split(4, 2))
-    groups = [_wan_patch(vae, g) for g in groups]
+    groups = [_wan_patch(vae, g) for g in groups if g.shape[2]]
     out = torch.cat([vae.encoder(g, feat_cache=state, feat_idx=[0]) for g in groups], 2)
     mean = vae.quant_conv(out)[:, :vae.config.z_dim]
     return mean[0].permute(1, 0, 2, 3).float().cpu(), state

@@ -72,3 +72,10 @@ def videos(tmp_path_factory):
         "odd": write_video(d / "odd.mkv", noise_frames(7, h=29, w=37), fps=Fraction(30000, 1001)),
         "one": write_video(d / "one.mkv", noise_frames(1, h=16, w=24)),
     }
+
+
+@pytest.fixture(scope="session")
+def video_480p(tmp_path_factory):
+    """Five frames at 854x480, the smallest size users train at (lossless, so tests see the frames
+    compress reads): two latent frames for every time factor up to 8."""
+    return write_video(tmp_path_factory.mktemp("480p") / "clip.mkv", static_frames(5, 480, 854))

@@ -96,7 +96,7 @@ def test_wan_chunk_by_chunk_equals_one_pass(tmp_path):
     x = clip(1 + 4 * 5, seed=1)
     whole, _ = tok.encode(x)
     state, parts = None, []
-    for a, b in ((0, 5), (5, 13), (13, 21)):          # 1 + 4, then 8 and 8 frames
+    for a, b in ((0, 1), (1, 5), (5, 13), (13, 21)):  # the first frame alone (what 480p gets), then 4, 8, 8
         z, state = tok.encode(x[a:b], state)
         parts.append(z)
     torch.testing.assert_close(torch.cat(parts), whole, rtol=1e-4, atol=1e-5)
@@ -106,6 +106,55 @@ def test_wan_chunk_by_chunk_equals_one_pass(tmp_path):
         f, state = tok.decode(whole[i:i + 1], state)
         frames.append(f)
     torch.testing.assert_close(torch.cat(frames), one, rtol=1e-4, atol=1e-5)
+
+
+def test_wan_one_frame_clip_and_one_latent_chunks(tmp_path):
+    """A stream whose first call holds its first frame alone: a one-frame clip, --chunk 1, and every
+    frame size above 512x512 (ENCODE_PIXELS gives one latent frame per call). Wan's adapter once split
+    the empty rest of that call into one empty group, which crashed its encoder."""
+    from adaptok_cli.codec import Codec, Rule
+    model = save_vae("wan", tmp_path)
+    tok = load_tokenizer(str(tmp_path), "cpu", "fp32")
+    x = clip(9, seed=3)
+    with torch.no_grad():
+        own = model.encode(x.permute(1, 0, 2, 3)[None]).latent_dist.mode()[0].permute(1, 0, 2, 3)
+    torch.testing.assert_close(tok.encode(x[:1])[0], own[:1], rtol=1e-4, atol=1e-5)
+    frames = [np.asarray(f.permute(1, 2, 0).add(1).mul(127.5).round().byte()) for f in x]
+    for n, chunk, counts in ((1, 4, [1]), (9, 1, [1, 4, 4])):
+        chunks = list(Codec(tok, Rule(threshold=0.0)).encoder().chunks(iter(frames[:n]), chunk))
+        assert [c.frames for c in chunks] == counts
+
+
+@pytest.mark.slow
+def test_wan_at_480p_streams_like_one_pass(tmp_path, video_480p):
+    """Calibrate, compress and decompress 854x480 (the size of issue 28's crash): compress codes one
+    latent frame per call, its first frame alone, and decompress one latent frame per call; the
+    container's latents are those of Wan's own one-pass encode (to int8 rounding) and the decoded
+    frames those of its one-pass decode of them. Calibrated at short side 64: the unit is not what
+    is tested, and at the default 256 it would cost five decodes."""
+    from adaptok_cli.codec import to_tensor
+    from adaptok_cli.tinytok import to_uint8
+    from adaptok_cli.video import read_frames
+    model = save_vae("wan", tmp_path / "wan")
+    tok = load_tokenizer(str(tmp_path / "wan"), "cpu", "fp32")
+    calibration.save(calibration.calibrate(tok, [video_480p], short_side=64), calibration.stored_path(tok))
+    atk.compress(video_480p, tmp_path / "a.atok", tokenizer=str(tmp_path / "wan"), chunk=2, threshold=0.0,
+                 loaded_tokenizer=tok)
+    atk.decompress(tmp_path / "a.atok", tmp_path / "b.mkv", tokenizer=str(tmp_path / "wan"), device="cpu")
+    frames = read_frames(video_480p)
+    x = to_tensor(list(frames), tok.pad_multiple).float().div(127.5).sub(1)
+    with torch.no_grad():
+        own = model.encode(x.permute(1, 0, 2, 3)[None]).latent_dist.mode()[0].permute(1, 0, 2, 3)
+    with atk.open(tmp_path / "a.atok") as f:
+        dense = f.dense()
+    step = float(own.abs().amax()) / 127                 # int8 quantisation, per channel and chunk
+    torch.testing.assert_close(dense, own, rtol=0, atol=0.5 * step + 1e-4)
+    with torch.no_grad():
+        whole = model.decode(dense.permute(1, 0, 2, 3)[None]).sample[0].permute(1, 0, 2, 3).clamp(-1, 1)
+    ours = read_frames(tmp_path / "b.mkv")
+    want = to_uint8(whole)[:, :, :480, :854].permute(0, 2, 3, 1).numpy()
+    assert ours.shape == want.shape == (5, 480, 854, 3)
+    assert np.abs(ours.astype(int) - want).max() <= 1           # float order only: one level of rounding
 
 
 @pytest.mark.parametrize("name", ["cogvideox", "ltx"])
