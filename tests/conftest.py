@@ -79,3 +79,28 @@ def video_480p(tmp_path_factory):
     """Five frames at 854x480, the smallest size users train at (lossless, so tests see the frames
     compress reads): two latent frames for every time factor up to 8."""
     return write_video(tmp_path_factory.mktemp("480p") / "clip.mkv", static_frames(5, 480, 854))
+
+
+def round_trip(spec, src, tmp_path, tok=None, **compress_kw):
+    """The user's path for a tokeniser, in process: calibrate, compress, decompress (lossless .mkv).
+    Calibrates at short side 64 (the unit is not what the callers test; the default 256 costs
+    channels + 1 decodes). Checks what must hold at any size: the frame count, the frame size and
+    the latent grid (frames padded to the tokeniser's multiple) -> (tokenizer, decoded frames)."""
+    import adaptok_cli as atk
+    from adaptok_cli import calibration
+    from adaptok_cli.tokenizer import load_tokenizer
+    from adaptok_cli.video import read_frames
+    tok = tok or load_tokenizer(spec, "cpu")
+    calibration.save(calibration.calibrate(tok, [src], short_side=64), calibration.stored_path(tok))
+    source = read_frames(src)
+    t, h, w = source.shape[:3]
+    atk.compress(src, tmp_path / "a.atok", tokenizer=spec, device="cpu", loaded_tokenizer=tok, **compress_kw)
+    with atk.open(tmp_path / "a.atok") as f:
+        side = lambda n: -(-n // tok.pad_multiple) * tok.pad_multiple // tok.space_factor
+        assert (f.frames, f.header["width"], f.header["height"]) == (t, w, h)
+        assert f.latent_shape[1:] == (tok.channels, side(h), side(w))
+        assert f.header["tokenizer"]["fingerprint"] == tok.fingerprint
+    atk.decompress(tmp_path / "a.atok", tmp_path / "b.mkv", tokenizer=spec, device="cpu")
+    frames = read_frames(tmp_path / "b.mkv")
+    assert frames.shape == source.shape
+    return tok, frames

@@ -8,7 +8,7 @@ from adaptok_cli.errors import ModelUnavailableError
 from adaptok_cli.tokenizer import CosmosTokenizer, load_tokenizer
 from adaptok_cli.video import read_frames
 
-from conftest import noise_frames, write_video
+from conftest import noise_frames, round_trip, write_video
 
 
 class Encoder(torch.nn.Module):
@@ -72,6 +72,11 @@ def test_round_trip_through_cosmos(tmp_path, cosmos_dir):
     decompress(dst, out, tokenizer=str(cosmos_dir), device="cpu")
     frames = read_frames(out)
     assert frames.shape == (23, 24, 40, 3)
+
+
+def test_round_trip_at_480p(tmp_path, cosmos_dir, video_480p):
+    """854x480 (not a multiple of 16 wide) through calibrate, compress and decompress."""
+    round_trip(str(cosmos_dir), video_480p, tmp_path, chunk=2)
 
 
 def test_missing_or_broken_folder(tmp_path):
