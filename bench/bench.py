@@ -12,7 +12,8 @@ latent positions it keeps and how it fills the rest, so the comparisons isolate 
 2. allocation cost: our single pass against an ElasticTok-style search allocator and an
    InfoTok-style probe allocator, tuned to the same mean PSNR (within 0.2 dB);
 3. libx264 / libx265 / libsvtav1 at adaptok's bits per pixel;
-4. throughput of compress/decompress at 256x256 and 480p with stage shares, and peak memory for a long video.
+4. throughput of compress/decompress at 256x256 and 480p with stage shares, and peak memory for a long video;
+5. the published diffusers VAEs at 854x480 against their own encode/decode (bench/families.py).
 """
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ from adaptok_cli.options import CompressOptions, header_for
 from adaptok_cli.tokenizer import load_tokenizer
 from adaptok_cli.training.data import DEV
 from adaptok_cli.video import VIDEO_EXTENSIONS, VideoReader
+
+from . import families
 
 os.environ.setdefault("SVT_LOG", "1")  # libsvtav1: errors only
 ROOT = Path(__file__).resolve().parents[1]
@@ -661,7 +664,7 @@ def plots(rows, out_dir, codecs=None, default=None):
     return files
 
 
-SECTIONS = ("rd", "lit_cost", "codecs", "alloc", "throughput", "memory", "scaling", "ray")
+SECTIONS = ("rd", "lit_cost", "codecs", "alloc", "throughput", "memory", "scaling", "ray", "families")
 
 
 def main(argv=None):
@@ -683,6 +686,7 @@ def main(argv=None):
     ap.add_argument("--lit", type=Path, help="a LIT .safetensors to measure instead of the shipped one")
     ap.add_argument("--readme", action="store_true",
                     help="write the headline of the saved docs/bench-results.json into README.md (no measuring)")
+    families.add_arguments(ap)
     args = ap.parse_args(argv)
     if args.readme:
         return update_readme(json.loads((ROOT / "docs" / "bench-results.json").read_text()))
@@ -757,6 +761,8 @@ def main(argv=None):
                                                       *((64, 48) if args.quick else (854, 480)))
             elif section == "ray":
                 results["ray"] = ray_against_local(paths, tmp, 1 if args.quick else 3, log)
+            elif section == "families":
+                results["families"] = families.run(args, tmp, log, moving_video)
             runs[section] = {"command": command, "date": time.strftime("%Y-%m-%d"),
                              "minutes": (time.time() - started) / 60}
             results_path.write_text(json.dumps(results, indent=1, default=float))
@@ -863,6 +869,7 @@ def write_markdown(r, pngs, path):
                          "decompress_fps": f1, "compress_mpx_s": f1, "decompress_mpx_s": f1,
                          "compress_mpx_s_vs_first": "{:.2f}x", "decompress_mpx_s_vs_first": "{:.2f}x"}), "",
                   f"`_vs_first`: megapixels/s over that at {r['scaling'][0]['size']}, in the same run.", ""]
+    lines += families.markdown(r, ran, table)
     lines += targets_markdown(r)
     path.write_text("\n".join(lines))
 

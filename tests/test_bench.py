@@ -25,9 +25,13 @@ def test_bench_quick_writes_a_complete_report(tmp_path):
     assert [x["byte_identical"] for x in r["ray"]] == [True]        # Ray and the local batch, same bytes
     assert [x["threshold"] for x in r["lit_cost"]] == [r["threshold"], 0.25, 0.4]
     assert all(0 < x["lit_decoder_time"] < 10 for x in r["lit_cost"])
+    fams = r["families"]                    # tiny configs in --quick: the code path, not the figures
+    assert [x["family"] for x in fams] == ["wan2.1", "cogvideox"] and all(x["frames"] == 5 for x in fams)
+    assert all(x[k] > 0 for x in fams for k in ("compress_fps", "decompress_fps", "vae_encode_fps", "vae_decode_fps"))
     full = r["rd"][0]
     assert full["token_rate"] == 1.0 and 15 < full["psnr"] < 60
     md = (tmp_path / "BENCHMARKS.md").read_text()
     for heading in ("Threshold sweep", "Rate-distortion", "Allocation cost", "Ordinary codecs", "Throughput",
-                    "Peak memory", "Ray against the local batch", "LIT's cost, measured alone", "Targets"):
+                    "Peak memory", "Ray against the local batch", "LIT's cost, measured alone", "Published diffusers VAEs at real frame sizes",
+                    "Targets"):
         assert f"## {heading}" in md
