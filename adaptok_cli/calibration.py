@@ -15,7 +15,6 @@ container records the unit it was made with, so decoding never needs the calibra
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,10 +143,8 @@ def shipped_path(tok) -> Path:
 def store_dir() -> Path:
     """Where `adaptok calibrate` keeps calibrations: $ADAPTOK_CACHE/calibration, else
     $XDG_CACHE_HOME/adaptok/calibration (~/.cache/adaptok/calibration)."""
-    root = os.environ.get("ADAPTOK_CACHE")
-    if not root:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "adaptok"
-    return Path(root) / "calibration"
+    from .cache import root
+    return root() / "calibration"
 
 
 def stored_path(tok) -> Path:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from . import cache
+from .container import MAX_CHANNELS
 from .errors import ModelUnavailableError
 from .tinytok import to_uint8
 from .tokenizer import Tokenizer, file_fingerprint
@@ -110,6 +112,19 @@ def fingerprint_of(folder: Path) -> str:
     return file_fingerprint(folder / "config.json", *weight_files(folder))
 
 
+def probe_factors(t: int, channels: int, h: int) -> tuple[int, int, int] | None:
+    """The probe's latent shape (t, C, h) -> (time factor, space factor, channels); None if the
+    shape is not one a VAE of the supported kind can give."""
+    if t < 2 or (PROBE_FRAMES - 1) % (t - 1) or h < 1 or PROBE_SIDE % h or not 1 <= channels <= MAX_CHANNELS:
+        return None
+    return (PROBE_FRAMES - 1) // (t - 1), PROBE_SIDE // h, channels
+
+
+def _diffusers_version() -> str:
+    import diffusers
+    return diffusers.__version__
+
+
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
@@ -155,14 +170,23 @@ class DiffusersTokenizer(Tokenizer):
         self.scale = torch.ones(self.channels)
 
     def _probe(self, folder):
-        """Factors from a tiny clip's latent shape: 25 frames of 64x64 -> 1 + 24/tf latent frames."""
-        x = torch.zeros(PROBE_FRAMES, 3, PROBE_SIDE, PROBE_SIDE)
-        z = self._encode_clip(x)
-        t, self.channels, h = z.shape[0], z.shape[1], z.shape[2]
-        if t < 2 or (PROBE_FRAMES - 1) % (t - 1) or PROBE_SIDE % h:
-            raise ModelUnavailableError(f"{folder}: unexpected latent shape {tuple(z.shape)} for a "
-                                        f"{PROBE_FRAMES}x{PROBE_SIDE}x{PROBE_SIDE} probe")
-        self.time_factor, self.space_factor = (PROBE_FRAMES - 1) // (t - 1), PROBE_SIDE // h
+        """Factors from a tiny clip's latent shape: 25 frames of 64x64 -> 1 + 24/tf latent frames.
+        A published VAE takes tens of seconds for it on a CPU, so what it found for these exact files
+        (fingerprint) and this diffusers is kept in the cache (cache.py), and checked when read as
+        the probe's own result is."""
+        ident = {"fingerprint": self.fingerprint, "class": self.class_name, "diffusers": _diffusers_version(),
+                 "probe": [PROBE_FRAMES, PROBE_SIDE]}
+        found = cache.get("probes", ident) or {}
+        shape = found.get("latent_shape")
+        if not (isinstance(shape, list) and len(shape) == 3 and all(type(n) is int for n in shape)
+                and probe_factors(*shape)):
+            x = torch.zeros(PROBE_FRAMES, 3, PROBE_SIDE, PROBE_SIDE)
+            shape = list(self._encode_clip(x).shape[:3])
+            if not probe_factors(*shape):
+                raise ModelUnavailableError(f"{folder}: unexpected latent shape {tuple(shape)} for a "
+                                            f"{PROBE_FRAMES}x{PROBE_SIDE}x{PROBE_SIDE} probe")
+            cache.put("probes", ident, {"latent_shape": shape})
+        self.time_factor, self.space_factor, self.channels = probe_factors(*shape)
         self.pad_multiple = self.space_factor
 
     def identity(self) -> dict:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import re
 import warnings
 from pathlib import Path
 
@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import layout
+from . import cache, layout
 from .outputs import atomic_path
 from .defaults import BUILTIN_TOKENIZERS, DEFAULT_TOKENIZER, is_device_name
 from .errors import ModelUnavailableError, UsageError
@@ -46,21 +46,32 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-_FINGERPRINTS: dict[tuple, str] = {}
+_FINGERPRINTS: dict[str, str] = {}
+FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+KEEP_FROM_BYTES = 1 << 26    # files this large in all keep their hash across processes (hashing them takes seconds)
 
 
 def file_fingerprint(*paths) -> str:
-    """sha256 of the files' bytes (16 hex digits), hashed once per process while their path, size,
-    inode and mtime stay the same: a large VAE is named, checked and loaded without being read thrice."""
-    stats = tuple((str(p), st.st_size, st.st_ino, st.st_mtime_ns) for p, st in zip(paths, map(os.stat, paths)))
-    if stats not in _FINGERPRINTS:
-        h = hashlib.sha256()
-        for p in paths:
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-        _FINGERPRINTS[stats] = h.hexdigest()[:16]
-    return _FINGERPRINTS[stats]
+    """sha256 of the files' bytes (16 hex digits), hashed once while the files stay the same (path,
+    inode, size, mtime, ctime): within a process a large VAE is named, checked and loaded without
+    being read thrice, and across processes (from KEEP_FROM_BYTES) the cache keeps it (cache.py)."""
+    ident = cache.file_identity(paths)
+    key = repr(ident)
+    if key not in _FINGERPRINTS:
+        keep = sum(size for _, _, _, size, _, _ in ident) >= KEEP_FROM_BYTES
+        stored = cache.get("fingerprints", ident) if keep else None
+        fp = stored.get("sha256") if stored else None
+        if not (isinstance(fp, str) and FINGERPRINT.fullmatch(fp)):
+            h = hashlib.sha256()
+            for p in paths:
+                with open(p, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+            fp = h.hexdigest()[:16]
+            if keep:
+                cache.put("fingerprints", ident, {"sha256": fp})
+        _FINGERPRINTS[key] = fp
+    return _FINGERPRINTS[key]
 
 
 class Tokenizer:

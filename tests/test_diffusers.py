@@ -236,6 +236,30 @@ def test_the_cli_from_calibration_to_frames(tmp_path, odd_clip):
         assert sum(1 for _ in r) == 14
 
 
+def test_probed_factors_are_kept_across_processes(tmp_path, monkeypatch):
+    """A second load of the same files skips the probe (tens of seconds for a published VAE on a CPU);
+    an entry that is damaged, or whose shape no probe could give, is ignored and the probe runs."""
+    from adaptok_cli import cache
+    from adaptok_cli.diffusers_tok import DiffusersTokenizer
+    monkeypatch.setenv("ADAPTOK_CACHE", str(tmp_path / "cache"))
+    save_vae("ltx", tmp_path / "v")
+    probes = []
+    encode_clip = DiffusersTokenizer._encode_clip
+    monkeypatch.setattr(DiffusersTokenizer, "_encode_clip", lambda self, x: probes.append(len(x)) or encode_clip(self, x))
+    factors = lambda t: (t.time_factor, t.space_factor, t.channels, t.pad_multiple)
+    first = factors(load_tokenizer(str(tmp_path / "v")))
+    assert probes == [25] and first == (8, 32, 4, 32)
+    assert factors(load_tokenizer(str(tmp_path / "v"))) == first and probes == [25]
+    (entry,) = (tmp_path / "cache" / "probes").glob("*.json")
+    ident = json.loads(entry.read_text())["ident"]
+    assert json.loads(entry.read_text())["value"] == {"latent_shape": [4, 4, 2]}    # 1 + 24 / 8 latent frames
+    for shape in ([6, 4, 2], [4, 0, 2], [4, 4, 3], [4, 4, 2.0], "x", [4, 4]):
+        cache.put("probes", ident, {"latent_shape": shape})      # well-formed entries, impossible shapes
+        assert factors(load_tokenizer(str(tmp_path / "v"))) == first
+    entry.write_text(entry.read_text().replace('"latent_shape": [4', '"latent_shape": [5'))   # edited by hand
+    assert factors(load_tokenizer(str(tmp_path / "v"))) == first and len(probes) == 8
+
+
 def test_unsupported_or_unsafe_folders_are_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "os.system"}))
     with pytest.raises(ModelUnavailableError, match="not a supported video VAE"):
