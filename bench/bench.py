@@ -13,7 +13,8 @@ latent positions it keeps and how it fills the rest, so the comparisons isolate 
    InfoTok-style probe allocator, tuned to the same mean PSNR (within 0.2 dB);
 3. libx264 / libx265 / libsvtav1 at adaptok's bits per pixel;
 4. throughput of compress/decompress at 256x256 and 480p with stage shares, and peak memory for a long video;
-5. the published diffusers VAEs at 854x480 against their own encode/decode (bench/families.py).
+5. the published diffusers VAEs at 854x480 against their own encode/decode (bench/families.py), and the
+   CLI's time to its first frame with one of them (bench/startup.py).
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ from adaptok_cli.tokenizer import load_tokenizer
 from adaptok_cli.training.data import DEV
 from adaptok_cli.video import VIDEO_EXTENSIONS, VideoReader
 
-from . import families
+from . import families, startup
 
 os.environ.setdefault("SVT_LOG", "1")  # libsvtav1: errors only
 ROOT = Path(__file__).resolve().parents[1]
@@ -664,7 +665,7 @@ def plots(rows, out_dir, codecs=None, default=None):
     return files
 
 
-SECTIONS = ("rd", "lit_cost", "codecs", "alloc", "throughput", "memory", "scaling", "ray", "families")
+SECTIONS = ("rd", "lit_cost", "codecs", "alloc", "throughput", "memory", "scaling", "ray", "families", "startup")
 
 
 def main(argv=None):
@@ -687,6 +688,7 @@ def main(argv=None):
     ap.add_argument("--readme", action="store_true",
                     help="write the headline of the saved docs/bench-results.json into README.md (no measuring)")
     families.add_arguments(ap)
+    startup.add_arguments(ap)
     args = ap.parse_args(argv)
     if args.readme:
         return update_readme(json.loads((ROOT / "docs" / "bench-results.json").read_text()))
@@ -763,6 +765,8 @@ def main(argv=None):
                 results["ray"] = ray_against_local(paths, tmp, 1 if args.quick else 3, log)
             elif section == "families":
                 results["families"] = families.run(args, tmp, log, moving_video)
+            elif section == "startup":
+                results["startup"] = startup.run(args, tmp, log)
             runs[section] = {"command": command, "date": time.strftime("%Y-%m-%d"),
                              "minutes": (time.time() - started) / 60}
             results_path.write_text(json.dumps(results, indent=1, default=float))
@@ -869,7 +873,7 @@ def write_markdown(r, pngs, path):
                          "decompress_fps": f1, "compress_mpx_s": f1, "decompress_mpx_s": f1,
                          "compress_mpx_s_vs_first": "{:.2f}x", "decompress_mpx_s_vs_first": "{:.2f}x"}), "",
                   f"`_vs_first`: megapixels/s over that at {r['scaling'][0]['size']}, in the same run.", ""]
-    lines += families.markdown(r, ran, table)
+    lines += families.markdown(r, ran, table) + startup.markdown(r, ran, table)
     lines += targets_markdown(r)
     path.write_text("\n".join(lines))
 

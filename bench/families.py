@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from adaptok_cli.memory import fix_mmap_threshold, trim
+
 # The published VAEs of docs/TOKENIZERS.md. {} is the class defaults, which are the published
 # model's; Wan 2.2's differs from them (Wan-AI/Wan2.2-TI2V-5B-Diffusers vae/config.json, without
 # the latent statistics, which only the pipelines use).
@@ -61,6 +63,7 @@ def run(args, tmp, log, make_video) -> list[dict]:
         log({"families": "skipped: diffusers is not installed (pip install 'adaptok[diffusers]')"})
         return []
     from adaptok_cli.tokenizer import pick_device
+    fix_mmap_threshold()                # large blocks go back to the system when freed, as in the CLI
     table = TINY if args.quick else PUBLISHED
     names = [n for n in args.families.split(",") if n in table]
     width, height = (128, 96) if args.quick else SIZE
@@ -68,7 +71,7 @@ def run(args, tmp, log, make_video) -> list[dict]:
     device = pick_device(args.device)
     src = make_video(Path(tmp) / "families.mp4", width, height, frames)
     rows = []
-    with _calibration_store(Path(tmp) / "cache"):
+    with cache_folder(Path(tmp) / "cache"):
         for name in names:
             cls, config = table[name]
             folder = Path(tmp) / f"vae-{name}"
@@ -78,7 +81,7 @@ def run(args, tmp, log, make_video) -> list[dict]:
             model.save_pretrained(folder, safe_serialization=True)
             del model
             row = {"family": name, "class": cls, "params_m": params / 1e6, "frames": frames,
-                   "size": f"{width}x{height}", "device": str(device)}
+                   "size": f"{width}x{height}", "device": str(device), "load_avg": os.getloadavg()[0]}
             row.update(measure(str(folder), src, device, args.dtype, Path(tmp)))
             rows.append(row)
             log(row)
@@ -148,6 +151,7 @@ def _peak(device):
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     else:
+        trim()                          # freed memory back to the system first, so the mark starts low
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
@@ -162,8 +166,8 @@ def _peak(device):
 
 
 @contextlib.contextmanager
-def _calibration_store(path):
-    """The section's calibrations go to a temporary store, never the user's."""
+def cache_folder(path):
+    """ADAPTOK_CACHE inside the block: a section's calibrations and cache entries never go to the user's."""
     old = os.environ.get("ADAPTOK_CACHE")
     os.environ["ADAPTOK_CACHE"] = str(path)
     try:
@@ -177,7 +181,7 @@ def _calibration_store(path):
 
 COLUMNS = ["family", "params_m", "device", "dtype", "frames", "load_s", "vae_encode_fps", "compress_fps",
            "compress_vs_vae", "vae_decode_fps", "decompress_fps", "decompress_vs_vae", "vae_encode_peak_mb",
-           "compress_peak_mb", "vae_decode_peak_mb", "decompress_peak_mb", "token_rate"]
+           "compress_peak_mb", "vae_decode_peak_mb", "decompress_peak_mb", "token_rate", "load_avg"]
 
 
 def markdown(r, ran, table) -> list[str]:
@@ -187,10 +191,14 @@ def markdown(r, ran, table) -> list[str]:
     return ["## Published diffusers VAEs at real frame sizes", "", ran(r, "families"), "",
             "Each family's published architecture with random weights (bench/families.py), on one generated "
             f"clip of {r['families'][0]['size']}. `vs VAE`: the VAE's own encode (decode) time of the same frames "
-            "over adaptok's compress (decompress) time, model loaded: 1.00 is no overhead. Peak memory: resident "
-            "set on the CPU (the whole process, weights included), CUDA allocated on a GPU. Random weights "
-            "change everywhere, so the token rate says nothing about real footage.", "",
+            "over adaptok's compress (decompress) time, model loaded: 1.00 is no overhead. Peak memory: CUDA "
+            "allocated on a GPU; on the CPU the resident set of the whole process, weights included, its mark "
+            "reset before each step to what the process then holds, so an upper bound of the step's own need. "
+            "Random weights "
+            "change everywhere, so the token rate says nothing about real footage. `load_avg`: the machine's "
+            "1-minute load average as the family started (other work on a shared machine slows every column "
+            "alike, so the ratios hold better than the speeds).", "",
             table(r["families"], COLUMNS, {"params_m": "{:.0f}", "load_s": "{:.1f}", "vae_encode_fps": f2,
                                            "compress_fps": f2, "vae_decode_fps": f2, "decompress_fps": f2,
-                                           "compress_vs_vae": f2, "decompress_vs_vae": f2, "token_rate": "{:.3f}",
+                                           "compress_vs_vae": f2, "decompress_vs_vae": f2, "token_rate": "{:.3f}", "load_avg": "{:.1f}",
                                            **{c: f0 for c in COLUMNS if c.endswith("_mb")}}), ""]

@@ -28,10 +28,12 @@ def test_bench_quick_writes_a_complete_report(tmp_path):
     fams = r["families"]                    # tiny configs in --quick: the code path, not the figures
     assert [x["family"] for x in fams] == ["wan2.1", "cogvideox"] and all(x["frames"] == 5 for x in fams)
     assert all(x[k] > 0 for x in fams for k in ("compress_fps", "decompress_fps", "vae_encode_fps", "vae_decode_fps"))
+    assert [x["command"] for x in r["startup"]] == ["load alone", "adaptok, empty cache", "adaptok, cache filled"]
+    assert all(x["fastest_s"] > 0 for x in r["startup"])
     full = r["rd"][0]
     assert full["token_rate"] == 1.0 and 15 < full["psnr"] < 60
     md = (tmp_path / "BENCHMARKS.md").read_text()
     for heading in ("Threshold sweep", "Rate-distortion", "Allocation cost", "Ordinary codecs", "Throughput",
                     "Peak memory", "Ray against the local batch", "LIT's cost, measured alone", "Published diffusers VAEs at real frame sizes",
-                    "Targets"):
+                    "Start-up with a published VAE", "Targets"):
         assert f"## {heading}" in md
