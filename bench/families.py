@@ -187,7 +187,7 @@ COLUMNS = ["family", "params_m", "device", "dtype", "frames", "load_s", "vae_enc
 def markdown(r, ran, table) -> list[str]:
     if not r.get("families"):
         return []
-    f0, f2 = "{:.0f}", "{:.2f}"
+    f0, f2, fps = "{:.0f}", "{:.2f}", "{:.3g}"
     return ["## Published diffusers VAEs at real frame sizes", "", ran(r, "families"), "",
             "Each family's published architecture with random weights (bench/families.py), on one generated "
             f"clip of {r['families'][0]['size']}. `vs VAE`: the VAE's own encode (decode) time of the same frames "
@@ -197,8 +197,11 @@ def markdown(r, ran, table) -> list[str]:
             "Random weights "
             "change everywhere, so the token rate says nothing about real footage. `load_avg`: the machine's "
             "1-minute load average as the family started (other work on a shared machine slows every column "
-            "alike, so the ratios hold better than the speeds).", "",
-            table(r["families"], COLUMNS, {"params_m": "{:.0f}", "load_s": "{:.1f}", "vae_encode_fps": f2,
-                                           "compress_fps": f2, "vae_decode_fps": f2, "decompress_fps": f2,
+            "alike, so the ratios hold better than the speeds). `load_s`: the tokeniser loaded from its folder "
+            "with an empty cache (weights hash, load, factor probe), as a first run on a machine does; later runs "
+            "take the hash and the probe from the cache (see the start-up section). On a GPU: `python -m bench.bench "
+            "--sections families --device cuda --family-frames 97` (each step runs once untimed first).", "",
+            table(r["families"], COLUMNS, {"params_m": "{:.0f}", "load_s": "{:.1f}", "vae_encode_fps": fps,
+                                           "compress_fps": fps, "vae_decode_fps": fps, "decompress_fps": fps,
                                            "compress_vs_vae": f2, "decompress_vs_vae": f2, "token_rate": "{:.3f}", "load_avg": "{:.1f}",
                                            **{c: f0 for c in COLUMNS if c.endswith("_mb")}}), ""]
