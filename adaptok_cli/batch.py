@@ -99,6 +99,7 @@ class Outcome:
 
 
 _IN_JOB = False
+_WORKER_SLOT: int | None = None    # this process's place in its pool (0, 1, ...); None outside a pool
 
 
 def one_torch_thread():
@@ -107,8 +108,12 @@ def one_torch_thread():
     torch.set_num_threads(THREADS_PER_FILE)
 
 
-def _worker_init(parent: int):
-    """A worker ignores Ctrl-C (the parent decides), stops on SIGTERM, and dies with its parent."""
+def _worker_init(parent: int, slots=None):
+    """A worker takes its place in the pool (slots: a shared counter), ignores Ctrl-C (the parent
+    decides), stops on SIGTERM, and dies with its parent."""
+    global _WORKER_SLOT
+    if slots is not None:
+        _WORKER_SLOT = take_slot(slots)
     one_torch_thread()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -124,6 +129,30 @@ def _die_with_parent(parent: int):
         pass
     if os.getppid() != parent:      # the parent died before the request took effect
         os._exit(EXIT_INTERRUPTED)
+
+
+def take_slot(slots) -> int:
+    """The next free place from a shared counter (a multiprocessing Value)."""
+    with slots.get_lock():
+        slot = slots.value
+        slots.value += 1
+    return slot
+
+
+def spread_device(device: str, slot: int | None, gpus: int) -> str:
+    """The device of pool worker `slot` when `gpus` GPUs are visible: worker i on GPU i mod N for 'cuda'
+    (and 'auto', which would pick a GPU); one GPU, a named 'cuda:N', the CPU, or no pool: as asked."""
+    if slot is None or gpus < 2 or device not in ("cuda", "auto"):
+        return device
+    return f"cuda:{slot % gpus}"
+
+
+def worker_device(device: str) -> str:
+    """The device this process runs a job on: spread_device() with the GPUs torch sees."""
+    if _WORKER_SLOT is None or device not in ("cuda", "auto"):
+        return device
+    import torch
+    return spread_device(device, _WORKER_SLOT, torch.cuda.device_count() if torch.cuda.is_available() else 0)
 
 
 def _on_sigterm(signum, frame):
@@ -213,8 +242,9 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int | None = 1,
             except AdaptokError as e:
                 done(Outcome(src, dst, error=e))
         return outcomes
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init,
-                               initargs=(os.getpid(),))
+    ctx = get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                               initargs=(os.getpid(), ctx.Value("i", 0)))
     try:
         queue, futures = list(reversed(todo)), {}
         while queue or futures:
@@ -269,9 +299,12 @@ def want_atok(f: Path) -> bool:
 def compress_job(opts, force, src, dst, progress):
     """One file of a compress batch (module level so worker processes can run it). A URL input is
     fetched first and a URL output uploaded when it is complete (remote.py)."""
-    from .batch import one_torch_thread
+    from dataclasses import replace
+
+    from .batch import one_torch_thread, worker_device
     from .pipeline import cached_tokenizer, compress
     one_torch_thread()
+    opts = replace(opts, device=worker_device(opts.device))
     with remote.published(dst, force) as local_dst, remote.local_copy(src) as local_src:
         try:
             res = compress(local_src, local_dst, opts, force=force, progress=progress,
@@ -296,10 +329,10 @@ def decompress_job(kw, force, src, dst, progress):
     from .container import AtokReader
     with AtokReader(src, partial=kw["partial"], limits=kw["limits"]):
         pass    # a corrupt or hostile file is refused here, before torch and the models are loaded
-    from .batch import one_torch_thread
+    from .batch import one_torch_thread, worker_device
     from .pipeline import decompress
     one_torch_thread()
-    return decompress(src, dst, force=force, progress=progress, **kw)
+    return decompress(src, dst, force=force, progress=progress, **{**kw, "device": worker_device(kw["device"])})
 
 
 def decompress_skip(kw, src, dst):
@@ -358,17 +391,31 @@ def run_ray(pairs: list[tuple[Path, Path]], job, workers: int | None = None,
 
 # --- compress many files, from Python (the CLI's compress is this plus reports) -------------------
 
+def gpus_per_worker(tokenizer: str) -> float:
+    """The GPU share a Ray actor asks for when none is given: a TinyTok-architecture model (a built-in
+    name or a .safetensors file, 8 MB of weights) a quarter, so four actors share a GPU; a VAE (a
+    diffusers or Cosmos folder, hf:...), whose activations at 480p take gigabytes, a whole one."""
+    return 1.0 if tokenizer.startswith("hf:") or Path(tokenizer).is_dir() else 0.25
+
+
+def check_gpus_per_worker(gpus: float | None):
+    """Ray takes a fraction of one GPU or a whole number of them."""
+    if gpus is not None and not (0 < gpus <= 1 or gpus == int(gpus) and 1 <= gpus <= 64):
+        raise UsageError("--ray-gpus-per-worker must be in (0, 1] or a whole number of GPUs")
+
+
 def compress_pairs(pairs, output, opts, force: bool = False, workers: int | None = None, ray: bool = False,
                    ray_address: str | None = None, shard_size: int | None = None, progress=None,
-                   on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+                   on_done: Callable[[Outcome], None] | None = None, ray_gpus: float | None = None) -> list[Outcome]:
     """compress_many() on expand_inputs()'s pairs."""
     job = partial(compress_job, opts, force)
     skip = None if force else partial(compress_skip, opts)
 
     def run_all(todo, on_done=on_done):
         if ray or ray_address is not None:
-            return run_ray(todo, job, workers, skip, progress, on_done, ray_address,
-                           gpus=1.0 if opts.device.startswith("cuda") else 0.0)
+            gpus = ray_gpus if ray_gpus is not None else (gpus_per_worker(opts.tokenizer) if opts.device.startswith("cuda")
+                                                          else 0.0)
+            return run_ray(todo, job, workers, skip, progress, on_done, ray_address, gpus=gpus)
         return run(todo, job, workers, skip, progress, on_done)
 
     if shard_size is not None:
@@ -388,16 +435,20 @@ def check_shard_target(output, shard_size: int | None):
 
 def compress_many(inputs, output=None, options=None, force: bool = False, workers: int | None = None,
                   ray: bool = False, ray_address: str | None = None, shard_size: int | None = None,
-                  on_done: Callable[[Outcome], None] | None = None, **option_values) -> list[Outcome]:
+                  on_done: Callable[[Outcome], None] | None = None, ray_gpus: float | None = None,
+                  **option_values) -> list[Outcome]:
     """`adaptok compress INPUT... -o OUTPUT` from Python: files, folders, globs or filesystem URLs,
     compressed by `workers` local processes, or on Ray (ray=True: a local Ray; ray_address: a cluster),
     or into shards of shard_size clips. Options as for compress(). One Outcome per input file (result,
-    error or skipped); a failing file never stops the others."""
+    error or skipped); a failing file never stops the others. ray_gpus: the GPU share each Ray actor
+    asks for with device="cuda" (default gpus_per_worker()); local workers spread over the visible GPUs."""
     from .options import options_of
     opts = options_of(options, option_values)
     if workers is not None and workers < 1:
         raise UsageError("workers must be at least 1")
     check_shard_target(output, shard_size)
+    check_gpus_per_worker(ray_gpus)
     pairs = expand_inputs([str(i) for i in ([inputs] if isinstance(inputs, (str, Path)) else inputs)], want_video,
                           urls=True)
-    return compress_pairs(pairs, output, opts, force, workers, ray, ray_address, shard_size, on_done=on_done)
+    return compress_pairs(pairs, output, opts, force, workers, ray, ray_address, shard_size, on_done=on_done,
+                          ray_gpus=ray_gpus)

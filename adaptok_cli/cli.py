@@ -136,6 +136,9 @@ def compress_cmd(
     use_ray: Annotated[bool, typer.Option("--ray", help=(
         "Run on Ray: a local Ray without --ray-address (the ray extra); outputs as a local run's."))] = False,
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="A Ray cluster to run on (implies --ray).")] = None,
+    ray_gpus: Annotated[Optional[float], typer.Option("--ray-gpus-per-worker", help=(
+        "GPU share each Ray actor asks for with --device cuda (default: 0.25 for TinyTok-architecture models, "
+        "1 for a VAE folder)."))] = None,
     shard_size: Annotated[Optional[int], typer.Option("--shard-size", help=(
         "Write WebDataset-style tar shards of N clips each into the -o folder (shard-000000.tar + its "
         "index .json); a rerun skips finished shards."))] = None,
@@ -143,7 +146,7 @@ def compress_cmd(
     quiet: Quiet = False, verbose: Verbose = False, as_json: Json = False, workers: Workers = None, as_csv: Csv = False,
 ):
     """Encode videos into .atok containers (INPUT -> INPUT.atok)."""
-    from .batch import check_shard_target, compress_pairs, want_video
+    from .batch import check_gpus_per_worker, check_shard_target, compress_pairs, want_video
     from .options import CompressOptions
     with user_errors():
         opts = CompressOptions(threshold=threshold, keep_ratio=keep_ratio, tokenizer=tokenizer, chunk=chunk,
@@ -151,8 +154,10 @@ def compress_cmd(
                                device=device, drop_audio=drop_audio, unit=unit, dtype=dtype, lit=lit).check()
         check_common(workers, device, as_json, as_csv)
         check_shard_target(output, shard_size)
+        check_gpus_per_worker(ray_gpus)
         pairs = expand_inputs(inputs, want_video, urls=True)
-        start = partial(compress_pairs, pairs, output, opts, force, workers, use_ray, ray_address, shard_size)
+        start = partial(compress_pairs, pairs, output, opts, force, workers, use_ray, ray_address, shard_size,
+                        ray_gpus=ray_gpus)
         code = run_batch(len(pairs), start, Reporter(quiet, as_json, verbose), "compress", as_csv)
     raise typer.Exit(code)
 

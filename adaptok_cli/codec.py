@@ -28,9 +28,18 @@ ENCODE_PIXELS = DECODE_PIXELS = 1 << 21
 BATCH_PIXELS = 1 << 23       # frames x pixels of the chunks batched in one call (stateless tokenisers)
 
 
-def to_tensor(frames: list[np.ndarray], multiple: int) -> torch.Tensor:
+def to_tensor(frames: list, multiple: int) -> torch.Tensor:
     """uint8 (H, W, 3) frames -> uint8 (T, 3, H', W'), edge-padded to the tokeniser's multiple. Frames stay
-    uint8, a quarter of float32, until the network reads them (Tokenizer.encode takes uint8 or [-1, 1])."""
+    uint8, a quarter of float32, until the network reads them (Tokenizer.encode takes uint8 or [-1, 1]).
+    Frames already on a device (staged()) are stacked and laid out there."""
+    if isinstance(frames[0], torch.Tensor):
+        x = torch.stack(frames).permute(0, 3, 1, 2)
+        ph, pw = -x.shape[2] % multiple, -x.shape[3] % multiple
+        if ph:
+            x = torch.cat([x, x[:, :, -1:].expand(-1, -1, ph, -1)], 2)
+        if pw:
+            x = torch.cat([x, x[:, :, :, -1:].expand(-1, -1, -1, pw)], 3)
+        return x.contiguous()
     a = np.stack(frames)
     ph, pw = -a.shape[1] % multiple, -a.shape[2] % multiple
     if ph or pw:
@@ -39,9 +48,30 @@ def to_tensor(frames: list[np.ndarray], multiple: int) -> torch.Tensor:
 
 
 def to_frames(x: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """(T, 3, H', W') in [-1, 1] (used up: worked on in place) or uint8 -> cropped uint8 (T, H, W, 3)."""
+    """(T, 3, H', W') in [-1, 1] (used up: worked on in place) or uint8 -> cropped uint8 (T, H, W, 3) whose
+    rows are C-contiguous, as video encoders take them. A tokeniser's uint8 frames come laid out channels
+    last (tokenizer.host_frames), so the crop is a view (rows keep the padded width's stride)."""
     x = x[:, :, :height, :width]
-    return (x if x.dtype == torch.uint8 else to_uint8(x)).permute(0, 2, 3, 1).numpy()
+    x = (x if x.dtype == torch.uint8 else to_uint8(x)).permute(0, 2, 3, 1)
+    if x.stride()[2:] != (3, 1):
+        x = x.contiguous()
+    return x.numpy()
+
+
+def staged(frames: Iterable[np.ndarray], device) -> Iterator:
+    """Frames on their way to the tokeniser's device: on the CPU the arrays as they are; to a GPU each frame
+    crosses once, as uint8 from pinned memory, without waiting (to_tensor lays it out there)."""
+    if torch.device(device).type != "cuda":
+        yield from frames
+        return
+    for a in frames:
+        try:
+            pinned = torch.empty(a.shape, dtype=torch.uint8, pin_memory=True)
+        except RuntimeError:       # no pinned memory to be had: the plain copy
+            yield torch.from_numpy(a).to(device)
+            continue
+        pinned.copy_(torch.from_numpy(a))      # the one host copy (PyAV's rows may be padded)
+        yield pinned.to(device, non_blocking=True)     # pinned memory is kept until the copy is done
 
 
 @dataclass
@@ -114,7 +144,15 @@ class Encoder:
         self.timing = {"encode": 0.0, "mask": 0.0}
 
     def chunks(self, frames: Iterable[np.ndarray], chunk: int) -> Iterator[Encoded]:
-        """A whole stream of frames -> its chunks, encoded.
+        """A whole stream of frames -> its chunks, encoded."""
+        for z, real in self.latent_chunks(frames, chunk):
+            enc = self.encode_latents(z)
+            enc.frames = real
+            yield enc
+
+    def latent_chunks(self, frames: Iterable[np.ndarray], chunk: int) -> Iterator[tuple[torch.Tensor, int]]:
+        """A whole stream of frames -> each chunk's latents and real frame count (encode_latents makes
+        the rest; compress runs the two in different threads).
 
         A stateful tokeniser is fed a few latent frames' worth of frames at a time (ENCODE_PIXELS), so
         only those frames and their activations are in memory, never a whole chunk of them; its state
@@ -138,9 +176,7 @@ class Encoder:
                     zs.append(self._encode(group))
                 real, left, short = real + got, left - n, got < need
             if zs:
-                enc = self.encode_latents(torch.cat(zs))
-                enc.frames = real
-                yield enc
+                yield torch.cat(zs), real
             if short:
                 return
 
@@ -150,7 +186,7 @@ class Encoder:
         per_chunk = self.tok.frames_for(chunk, True) * self._pixels
         return max(1, min(self.tok.chunks_per_call, BATCH_PIXELS // max(1, per_chunk)))
 
-    def _chunks_batched(self, it, chunk: int, k: int) -> Iterator[Encoded]:
+    def _chunks_batched(self, it, chunk: int, k: int) -> Iterator[tuple[torch.Tensor, int]]:
         """Chunks of a stateless tokeniser, each coded as a clip of its own; with k > 1, k whole chunks
         per call (a GPU codes them as one batch), the latents those of one call per chunk up to float
         rounding."""
@@ -167,9 +203,7 @@ class Encoder:
             zs = self.tok.encode_many([to_tensor(g, self.tok.pad_multiple) for g in same]) if len(same) > 1 else []
             self.timing["encode"] += time.perf_counter() - t0
             for i, (group, got) in enumerate(groups):
-                enc = self.encode_latents(zs[i] if i < len(zs) else self._encode(group))
-                enc.frames = got
-                yield enc
+                yield (zs[i] if i < len(zs) else self._encode(group)), got
 
     def _latents_per_call(self) -> int:
         return max(1, ENCODE_PIXELS // max(1, self._pixels * self.tok.time_factor))
@@ -215,12 +249,18 @@ class Decoder:
         self.state = None
         self.timing = {"fill": 0.0, "lit": 0.0, "decode": 0.0}
 
-    def dense(self, chunk) -> torch.Tensor:
-        """The chunk's latents (t, C, h, w), dropped positions filled."""
+    def fill(self, chunk) -> torch.Tensor:
+        """The chunk's latents (t, C, h, w), dropped positions filled by the fill alone (no inpainter):
+        dense()'s first step, which decompress runs in its reading thread."""
         t0 = time.perf_counter()
         z = self.filler.fill(dequantise(chunk.codes, chunk.qscale), chunk.mask)
+        self.timing["fill"] += time.perf_counter() - t0
+        return z
+
+    def dense(self, chunk, filled: torch.Tensor | None = None) -> torch.Tensor:
+        """The chunk's latents (t, C, h, w), dropped positions filled (filled: fill(chunk), if made already)."""
+        z = self.fill(chunk) if filled is None else filled
         t1 = time.perf_counter()
-        self.timing["fill"] += t1 - t0
         if self.inpainter is not None:
             z = self.inpainter.fill(z, chunk.mask)
         self.timing["lit"] += time.perf_counter() - t1
@@ -230,10 +270,10 @@ class Decoder:
         """Follow a chunk's hold state without filling or decoding it (to start later in a stream)."""
         self.filler.update(dequantise(chunk.codes, chunk.qscale), chunk.mask)
 
-    def decode_chunk(self, chunk, n: int, height: int, width: int):
+    def decode_chunk(self, chunk, n: int, height: int, width: int, filled: torch.Tensor | None = None):
         """A chunk -> (latent slice, uint8 frames cropped to height x width) group by group, its n real
-        frames in all (the last chunk's padding frames are dropped)."""
-        for lat, x in self.frame_groups(self.dense(chunk), height * width, uint8=True):
+        frames in all (the last chunk's padding frames are dropped); filled: fill(chunk), if made already."""
+        for lat, x in self.frame_groups(self.dense(chunk, filled), height * width, uint8=True):
             frames = to_frames(x[:n], height, width)
             del x               # not kept alive while the next group decodes: memory is one group's
             n -= len(frames)

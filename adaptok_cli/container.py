@@ -15,6 +15,7 @@ import io
 import math
 import os
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from fractions import Fraction
@@ -114,13 +115,34 @@ def encode_chunk(mask: torch.Tensor, codes: torch.Tensor, qscale, quant) -> byte
     return b"".join(parts)
 
 
+class ChunkRecord(NamedTuple):
+    """One chunk, compressed and ready to append (AtokWriter.record)."""
+    comp: bytes
+    raw_size: int
+    latent_frames: int
+    kept: int
+    frames: int
+    crc: int
+
+
+_ZSTD = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    """This thread's zstd compressor at `level` (a compressor must not be shared between threads)."""
+    cache = _ZSTD.__dict__.setdefault("by_level", {})
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
+    return cache[level]
+
+
 class AtokWriter:
     """Streams chunk records to a file object; `close()` writes index and trailer."""
 
     def __init__(self, f, header: dict, level: int = 10):
         self.f = f
-        self.header = header
-        self._zstd = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
+        self.header, self.level = header, level
+        self._zstd = _compressor(level)
         raw = msgpack.packb(header, use_bin_type=True)
         if len(raw) > MAX_HEADER:
             raise ValueError("header too large")
@@ -131,13 +153,22 @@ class AtokWriter:
 
     def write_chunk(self, mask, codes, qscale, frames: int) -> int:
         """One chunk record: its mask, kept codes and scales, and the video frames it decodes to."""
+        return self.write_record(self.record(mask, codes, qscale, frames))
+
+    def record(self, mask, codes, qscale, frames: int) -> ChunkRecord:
+        """A chunk record made ready to write: packed and compressed. Safe to call from several threads
+        at once (each has its own compressor), so chunks compress in parallel; the bytes are those of
+        one single-threaded compressor (zstd's own threads would split large records differently)."""
         raw = encode_chunk(mask, codes, qscale, self.header["quant"])
-        comp = self._zstd.compress(raw)
-        self.f.write(RECORD.pack(len(comp)) + comp)
-        self.chunks.append([self.offset, len(comp), int(mask.shape[0]), int(codes.shape[1]), len(raw),
-                            zlib.crc32(comp), int(frames)])
-        self.offset += RECORD.size + len(comp)
-        return RECORD.size + len(comp)
+        comp = _compressor(self.level).compress(raw)
+        return ChunkRecord(comp, len(raw), int(mask.shape[0]), int(codes.shape[1]), int(frames), zlib.crc32(comp))
+
+    def write_record(self, rec: ChunkRecord) -> int:
+        """Append a record made by record(); records go into the file in the order written."""
+        self.f.write(RECORD.pack(len(rec.comp)) + rec.comp)
+        self.chunks.append([self.offset, len(rec.comp), rec.latent_frames, rec.kept, rec.raw_size, rec.crc, rec.frames])
+        self.offset += RECORD.size + len(rec.comp)
+        return RECORD.size + len(rec.comp)
 
     def write_audio(self, packets: list) -> int:
         """One audio record: packets [pts, dts, duration, keyframe, data] as stored, after all chunks."""
@@ -238,6 +269,7 @@ class AtokReader:
     def __init__(self, path, partial: bool = False, limits: Limits = DEFAULT_LIMITS):
         self.path = Path(path)
         self.partial, self.salvaged, self.limits = partial, False, limits
+        self._io = threading.Lock()     # records are read from two threads while decompress writes audio
         try:
             self.f = open(self.path, "rb")
             self.size = os.fstat(self.f.fileno()).st_size
@@ -456,8 +488,9 @@ class AtokReader:
         """A record (chunk or audio) decompressed, checked against its index entry: length field, CRC,
         the zstd frame's declared size, zstd's own checksum, the size it gives."""
         p = self.path
-        self.f.seek(off)
-        rec = self.f.read(RECORD.size + length)
+        with self._io:
+            self.f.seek(off)
+            rec = self.f.read(RECORD.size + length)
         _check(len(rec) == RECORD.size + length and RECORD.unpack(rec[:4])[0] == length, p, f"{what} record length")
         comp = rec[4:]
         _check(zlib.crc32(comp) == crc, p, f"{what} checksum mismatch")

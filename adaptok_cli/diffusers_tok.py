@@ -26,7 +26,7 @@ from . import cache
 from .container import MAX_CHANNELS
 from .errors import ModelUnavailableError
 from .tinytok import to_uint8
-from .tokenizer import Tokenizer, file_fingerprint
+from .tokenizer import Tokenizer, file_fingerprint, host_frames
 
 MAX_CONFIG_BYTES = 1 << 20
 PROBE_FRAMES, PROBE_SIDE = 25, 64   # 1 + 24 frames: whole for time factors 1, 2, 3, 4, 6, 8, 12, 24
@@ -219,8 +219,8 @@ class DiffusersTokenizer(Tokenizer):
             x, state = wan_decode(self.vae, z, state)
         else:
             x, state = self.vae.decode(z).sample, None
-        x = x[0].permute(1, 0, 2, 3).float().cpu().clamp_(-1, 1)
-        return (to_uint8(x) if uint8 else x), state
+        x = x[0].permute(1, 0, 2, 3).float().clamp_(-1, 1)      # converted on the device: a quarter to copy
+        return host_frames(to_uint8(x) if uint8 else x, uint8), state
 
 
 # --- Wan: its own causal cache, carried between calls ---------------------------------------------

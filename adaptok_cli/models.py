@@ -177,9 +177,16 @@ def inpainter_for(tok: Tokenizer, threshold: float | None, need: dict | None = N
     return Inpainter(ref.load_lit(device), lit_scale(ref, tok), ref.fingerprint, device, threshold, unit), None
 
 
-def models_for(header: dict, path, spec: str | None = None, use_lit=True, device="cpu", dtype="auto", lit=None):
-    """What decoding a container takes -> (tokeniser, Inpainter or None, note or None)."""
-    tok = tokenizer_for(header, path, spec, device, dtype)
+def models_for(header: dict, path, spec: str | None = None, use_lit=True, device="cpu", dtype="auto", lit=None,
+               loaded: Tokenizer | None = None):
+    """What decoding a container takes -> (tokeniser, Inpainter or None, note or None). loaded: a tokeniser
+    the caller has loaded already (Python API), held to the container's fingerprint and layout."""
+    if loaded is not None:
+        if loaded.fingerprint != header["tokenizer"]["fingerprint"]:
+            raise ModelUnavailableError(f"{path}: made with tokeniser {header['tokenizer']['fingerprint']}, "
+                                        f"not the loaded {loaded.name} ({loaded.fingerprint})")
+        check_fit(header, loaded, path)
+    tok = loaded or tokenizer_for(header, path, spec, device, dtype)
     return (tok, *inpainter_for(tok, header.get("threshold"), header.get("lit"), path, use_lit, device,
                                 unit_of(header), lit))
 

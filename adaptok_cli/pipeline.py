@@ -2,19 +2,26 @@
 
 Work happens in chunks of latent frames, so memory is O(chunk) whatever the video length; outputs are
 written to a locked temporary beside the target and renamed into place only when complete (outputs.py).
+Reading, the device work and writing run at once, in threads joined by bounded queues (overlap.py):
+
+    compress:   read + decode frames, stage them on the device -> tokeniser -> mask -> zstd (a few threads) -> write
+    decompress: read + unpack chunks, fill -> inpainter + tokeniser decode -> encode + mux the video (+ audio)
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import os
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
 from . import memory
-from .codec import Codec
+from .codec import Codec, staged
 from .container import DEFAULT_LIMITS, MAX_FPS, MIN_FPS, AtokReader, AtokWriter, Limits
 from .errors import ContainerError, InputError, UsageError, WriteError
 from .layout import latent_index
@@ -23,10 +30,15 @@ from .options import CompressOptions, Result, header_for, options_of, settings_o
 from .outputs import AtomicOutput, plan
 from .pictures import overlay as tint_dropped
 from .stages import reached
+from .overlap import Behind, Busy, ahead, timed_iter
 from .tokenizer import Tokenizer, file_fingerprint, load_tokenizer, pick_device
 from .video import AudioTrack, VideoReader, VideoWriter, audio_packets, audio_track, has_audio, output_kind
 
 AUDIO_RECORD_BYTES = 1 << 19     # packets are grouped into records of about this size
+ZSTD_THREADS = max(1, min(4, os.cpu_count() or 1))   # chunk records compressed at once
+# frames read ahead of the tokeniser: 48 MB of uint8 RGB (two calls' worth at 1080p, more for smaller
+# frames), and never less than one call's worth (at 4K: the next call's frames, 125 MB)
+AHEAD_PIXELS = 1 << 24
 # codecs the mp4 muxer takes as they are; .mkv takes every one of defaults.AUDIO_CODECS
 MP4_AUDIO = ("aac", "mp3", "mp2", "opus", "flac", "ac3", "eac3", "alac")
 
@@ -64,11 +76,13 @@ def _open_source(src, opts: CompressOptions):
 
 
 def compress(src, dst, options: CompressOptions | None = None, force=False,
-             progress: Callable[[int], None] | None = None, loaded_tokenizer: Tokenizer | None = None, **kw) -> Result:
+             progress: Callable[[int], None] | None = None, loaded_tokenizer: Tokenizer | None = None,
+             pipelined: bool = True, **kw) -> Result:
     """Compress one video file to an .atok container (written atomically).
 
     Options come as a CompressOptions or as keywords: compress("a.mp4", "a.atok", threshold=0.2).
     progress(n, total=None) is called with the frames done (first with n=0 and the clip's estimated total).
+    pipelined=False runs the stages one after another in this thread (same bytes; for measuring).
     """
     opts = options_of(options, kw)
     plan([(Path(src), Path(dst))])
@@ -89,7 +103,7 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
                 header["audio"] = audio.to_header()
             writer = AtokWriter(out.f, header, opts.level)
             enc = Codec(tok, opts.rule(tok), opts.quant).encoder()
-            t_write = _write_chunks(enc.chunks(reader, opts.chunk), writer, res, dst, progress)
+            busy = _encode_chunks(enc, reader, opts.chunk, writer, res, dst, progress, pipelined)
             if res.frames == 0:
                 raise InputError(f"{src}: the video has no frames")
             with write_errors(dst):
@@ -102,26 +116,61 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
             raise
     res.bytes_out = res.atok_bytes = Path(dst).stat().st_size
     res.seconds = time.perf_counter() - t_start
-    res.timing = {**enc.timing, "write": t_write}
+    res.timing = {"read": busy.pop("read"), **enc.timing, **busy}
     return res
 
 
-def _write_chunks(chunks, writer: AtokWriter, res: Result, dst, progress) -> float:
-    """Encoded chunks into the container, counted into res; -> seconds spent writing."""
-    t_write = 0.0
-    for c in chunks:
-        t0 = time.perf_counter()
-        with write_errors(dst):
-            writer.write_chunk(c.mask, c.codes, c.qscale, c.frames)
-        t_write += time.perf_counter() - t0
-        reached("frames")
-        res.frames += c.frames
-        res.tokens_kept += int(c.mask.sum())
-        res.tokens_total += c.mask.numel()
-        if progress:
-            progress(c.frames)
-        memory.trim()        # a long video's peak stays that of its first chunks
-    return t_write
+def _encode_chunks(enc, reader: VideoReader, chunk: int, writer: AtokWriter, res: Result, dst, progress,
+                   pipelined: bool) -> dict:
+    """The compress stages, each in its own thread: frames read, decoded and staged on the tokeniser's
+    device; the tokeniser; the mask (this thread); zstd (ZSTD_THREADS); writing. Chunks are counted
+    into res -> the seconds each stage of its own was busy."""
+    tok = enc.tok
+    info = reader.info
+    depth = max(tok.time_factor + 1, AHEAD_PIXELS // (info.width * info.height))
+    read, zstd, write = Busy(), Busy(), Busy()
+    pool = ThreadPoolExecutor(ZSTD_THREADS, "adaptok-zstd") if pipelined else None
+
+    def pack(mask, codes, qscale, frames):
+        with zstd.timed():
+            return writer.record(mask, codes, qscale, frames)
+
+    def append(record: Future):
+        rec = record.result()
+        with write.timed(), write_errors(dst):
+            writer.write_record(rec)
+
+    source = timed_iter(staged(reader, getattr(tok, "device", "cpu")), read)
+    stop = threading.Event()
+    try:
+        with ahead(source, depth, pipelined, "adaptok-read", stop) as frames, \
+                ahead(enc.latent_chunks(frames, chunk), 1, pipelined, "adaptok-encode", stop) as latents, \
+                Behind(append, ZSTD_THREADS, pipelined, "adaptok-write", stop) as sink:
+            for z, n in latents:
+                c = enc.encode_latents(z)
+                del z
+                sink.put(pool.submit(pack, c.mask, c.codes, c.qscale, n) if pool else _done(pack, c.mask, c.codes,
+                                                                                               c.qscale, n))
+                reached("frames")   # a test may stop the run here, the first chunk on its way out (stages.py)
+                res.frames += n
+                res.tokens_kept += int(c.mask.sum())
+                res.tokens_total += c.mask.numel()
+                del c
+                if progress:
+                    progress(n)
+                memory.trim()        # a long video's peak stays that of its first chunks
+            sink.close()
+    finally:
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return {"read": read.seconds, "zstd": zstd.seconds, "write": write.seconds}
+
+
+def _done(fn, *args) -> Future:
+    """fn(*args) run now, as a finished Future (the serial program's stand-in for the zstd pool)."""
+    f = Future()
+    f.set_result(fn(*args))
+    return f
 
 
 def decode_tag(src, lit_fp, codec, crf, overlay, tokenizer_fp) -> str:
@@ -152,14 +201,17 @@ def _audio_plan(r: AtokReader, kind: str, src, res: Result) -> AudioTrack | None
 
 def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None, crf=18, force=False,
                device="auto", progress: Callable[[int], None] | None = None, overlay=False, partial=False,
-               limits: Limits = DEFAULT_LIMITS, dtype: str = "auto", lit=None) -> Result:
+               limits: Limits = DEFAULT_LIMITS, dtype: str = "auto", lit=None, pipelined: bool = True,
+               loaded_tokenizer: Tokenizer | None = None) -> Result:
     """Rebuild a video from an .atok container; width, height, frame count and fps are restored.
 
     overlay=True tints the positions that were dropped, to show what the mask did.
     lit: a LIT file (adaptok train-lit) to fill with; the container's record must match it.
     partial=True recovers every complete chunk of a truncated container (whose index was cut off).
     limits: the resource budget the container must fit (container.Limits).
+    loaded_tokenizer: a tokeniser already loaded, used if it is the container's (by fingerprint).
     progress(n, total=None) is called with the frames written (first with n=0 and the total).
+    pipelined=False runs the stages one after another in this thread (same frames; for measuring).
     """
     t_start = time.perf_counter()
     dev = pick_device(device)
@@ -170,7 +222,7 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
     kind = output_kind(dst, codec)
     with AtokReader(src, partial=partial, limits=limits) as r:
         h = r.header
-        tok, inpainter, note = models_for(h, src, tokenizer, use_lit, dev, dtype, lit)
+        tok, inpainter, note = models_for(h, src, tokenizer, use_lit, dev, dtype, lit, loaded_tokenizer)
         reached("models")
         res = Result(str(src), str(dst), width=h["width"], height=h["height"],
                      fps=h["fps_num"] / h["fps_den"], tokens_kept=r.tokens_kept, tokens_total=r.tokens_total,
@@ -190,7 +242,7 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
                                                         tok.fingerprint),
                                      audio=track)
             dec = Codec(tok, None).decoder(inpainter)
-            _write_frames(r, dec, writer, track, res, dst, overlay, progress)
+            busy = _write_frames(r, dec, writer, track, res, dst, overlay, progress, pipelined)
             out.commit()
         except BaseException:
             if writer is not None:
@@ -200,35 +252,52 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
             raise
     res.bytes_out = _size(dst)
     res.seconds = time.perf_counter() - t_start
-    res.timing = dec.timing
+    res.timing = {"read": busy["read"], **dec.timing, "write": busy["write"]}
     return res
 
 
 def _write_frames(r: AtokReader, dec, writer: VideoWriter, track: AudioTrack | None, res: Result, dst, overlay: bool,
-                  progress):
-    """Every chunk decoded into the writer, the audio interleaved up to the frames written so far."""
+                  progress, pipelined: bool) -> dict:
+    """Every chunk decoded into the writer, the audio interleaved up to the frames written so far. Three
+    stages: chunks read, unpacked and filled (a thread); inpainter and tokeniser (this thread); frames
+    encoded and muxed with the audio (a thread) -> the seconds reading and writing were busy."""
     h, tok = r.header, dec.tok
     fps = Fraction(h["fps_num"], h["fps_den"])
     audio = r.iter_audio() if writer.writes_audio else iter(())
-    pending = next(audio, None)
-    for i in range(len(r.chunks)):
-        chunk = r.read_chunk(i)
-        for lat, frames in dec.decode_chunk(chunk, r.entry(i).frames, h["height"], h["width"]):
-            if overlay:
-                first = latent_index(len(frames), tok.time_factor, lat.start == 0 and r.starts_stream(i))
-                frames = tint_dropped(frames, chunk.mask[lat], first, tok.space_factor)
-            with write_errors(dst):
-                for f in frames:
-                    writer.write(f)
+    pending, written = next(audio, None), 0
+    read, write = Busy(), Busy()
+
+    def filled():
+        for i in range(len(r.chunks)):
+            chunk = r.read_chunk(i)
+            yield i, chunk, dec.fill(chunk)
+
+    def put(frames):
+        nonlocal pending, written
+        with write.timed(), write_errors(dst):
+            for f in frames:
+                writer.write(f)
+            written += len(frames)
+            while pending is not None and pending[1] * track.time_base <= written / fps:
+                writer.write_audio(*pending)
+                pending = next(audio, None)
+
+    with ahead(timed_iter(filled(), read), 1, pipelined, "adaptok-read") as chunks, \
+            Behind(put, 2, pipelined, "adaptok-write") as sink:
+        for i, chunk, held in chunks:
+            for lat, frames in dec.decode_chunk(chunk, r.entry(i).frames, h["height"], h["width"], held):
+                if overlay:
+                    first = latent_index(len(frames), tok.time_factor, lat.start == 0 and r.starts_stream(i))
+                    frames = tint_dropped(frames, chunk.mask[lat], first, tok.space_factor)
+                sink.put(frames)
+                reached("frames")   # a test may stop the run here, the first frames on their way out (stages.py)
                 res.frames += len(frames)
-                while pending is not None and pending[1] * track.time_base <= res.frames / fps:
-                    writer.write_audio(*pending)
-                    pending = next(audio, None)
-            reached("frames")
-            if progress:
-                progress(len(frames))
-            del frames          # before the next group decodes (a 4K group is 100 MB of frames)
-        memory.trim()           # a long video's peak stays that of its first chunks
+                if progress:
+                    progress(len(frames))
+                del frames      # before the next group decodes (a 4K group is 100 MB of frames)
+            del chunk, held
+            memory.trim()       # a long video's peak stays that of its first chunks
+        sink.close()
     if res.frames != r.frames:   # the reader's checks make this impossible; never write a short video
         raise ContainerError(f"{r.path}: corrupt container (decoded {res.frames} frames, header says {r.frames})")
     with write_errors(dst):
@@ -236,6 +305,7 @@ def _write_frames(r: AtokReader, dec, writer: VideoWriter, track: AudioTrack | N
             writer.write_audio(*pending)
             pending = next(audio, None)
         writer.close()
+    return {"read": read.seconds, "write": write.seconds}
 
 
 def decoded_up_to_date(src, dst, use_lit=True, codec=None, crf=18, overlay=False, tokenizer=None, lit=None,

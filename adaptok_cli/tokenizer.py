@@ -46,6 +46,25 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def host_frames(x: torch.Tensor, uint8: bool) -> torch.Tensor:
+    """Decoded frames (T, 3, H, W) to the CPU. uint8 frames, the ones written out, are laid out channels
+    last (memory (T, H, W, 3), as video frames are) on the device before the one copy, so the host never
+    transposes them; the shape and values are the same. From a GPU they land in pinned memory (a copy
+    at full speed) and this waits for them: the caller reads them next."""
+    if not uint8:
+        return x.cpu()
+    x = x.contiguous(memory_format=torch.channels_last)
+    if x.device.type != "cuda":
+        return x
+    try:
+        out = torch.empty_strided(x.size(), x.stride(), dtype=x.dtype, pin_memory=True)
+    except RuntimeError:          # no pinned memory to be had: the plain copy
+        return x.cpu()
+    out.copy_(x, non_blocking=True)
+    torch.cuda.current_stream(x.device).synchronize()
+    return out
+
+
 _FINGERPRINTS: dict[str, str] = {}
 FINGERPRINT = re.compile(r"[0-9a-f]{16}")
 KEEP_FROM_BYTES = 1 << 26    # files this large in all keep their hash across processes (hashing them takes seconds)
@@ -101,7 +120,7 @@ class Tokenizer:
         raise NotImplementedError
 
     def decode(self, latents: torch.Tensor, state=None, uint8=False):
-        """-> (frames in [-1, 1], or uint8 0..255 with uint8=True, state)."""
+        """-> (frames in [-1, 1], or uint8 0..255 with uint8=True (laid out by host_frames), state), on the CPU."""
         raise NotImplementedError
 
     def identity(self) -> dict:
@@ -143,7 +162,7 @@ class TinyTokTokenizer(Tokenizer):
     @torch.no_grad()
     def decode(self, latents, state=None, uint8=False):
         x, state = self.model.decode(latents[None].to(self.device), state, uint8)
-        return x[0].cpu(), state
+        return host_frames(x[0], uint8), state
 
 
 def safetensors_metadata(f) -> dict:
@@ -211,8 +230,8 @@ class CosmosTokenizer(Tokenizer):
     @torch.no_grad()
     def decode(self, latents, state=None, uint8=False):
         x = self.decoder(latents.permute(1, 0, 2, 3)[None].to(self.device))
-        x = (x[0] if isinstance(x, (tuple, list)) else x)[0].permute(1, 0, 2, 3).float().cpu()
-        return (to_uint8(x) if uint8 else x), None
+        x = (x[0] if isinstance(x, (tuple, list)) else x)[0].permute(1, 0, 2, 3).float()
+        return host_frames(to_uint8(x) if uint8 else x, uint8), None
 
 
 def builtin_path(name: str) -> Path:

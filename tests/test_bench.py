@@ -1,5 +1,6 @@
 """`make bench-quick`: the benchmark runs end to end on generated clips and writes its report."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,30 @@ def test_bench_quick_writes_a_complete_report(tmp_path):
     full = r["rd"][0]
     assert full["token_rate"] == 1.0 and 15 < full["psnr"] < 60
     md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert [x["size"] for x in r["pipeline"]] == ["128x96"] and all(
+        x[f"{c}_fps_{m}"] > 0 for x in r["pipeline"] for c in ("compress", "decompress") for m in ("serial", "pipelined"))
     for heading in ("Threshold sweep", "Rate-distortion", "Allocation cost", "Ordinary codecs", "Throughput",
-                    "Peak memory", "Ray against the local batch", "LIT's cost, measured alone", "Published diffusers VAEs at real frame sizes",
-                    "Start-up with a published VAE", "Targets"):
+                    "Peak memory", "Ray against the local batch", "LIT's cost, measured alone",
+                    "Published diffusers VAEs at real frame sizes", "Start-up with a published VAE",
+                    "The pipeline's own ceiling", "On a GPU: bench/gpu_check.py", "Targets"):
         assert f"## {heading}" in md
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_its_checks_on_a_cpu(tmp_path):
+    """bench/gpu_check.py's code path, so that the one run on a GPU machine does not fail on a typo:
+    its throughput and agreement checks at small sizes, every figure there, no error recorded."""
+    out = tmp_path / "g.json"
+    p = subprocess.run([sys.executable, "bench/gpu_check.py", "--quick", "--device", "cpu", "--frames", "5",
+                        "--skip", "workers,families", "--out", out], capture_output=True, text=True,
+                       timeout=HANG_GUARD, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stderr[-2000:]
+    g = json.loads(out.read_text())
+    assert g["errors"] == [] and [x["size"] for x in g["throughput"]] == ["128x96", "256x144"]
+    for x in g["throughput"]:
+        assert all(x[k] > 0 for k in ("compress_fps", "decompress_fps", "device_compress_fps", "device_decompress_fps",
+                                      "compress_fps_serial", "compress_vs_device", "compress_network_share"))
+        assert {"read", "encode", "mask", "zstd", "write"} == set(x["compress_shares"])
+    a = g["agreement"]
+    assert a["same_bytes"] and a["device_container_on_cpu_identical"] and a["token_rate_cpu"] > 0
+    assert "goal at 1080p" not in p.stdout and "== throughput" in p.stdout
