@@ -196,10 +196,11 @@ def _check(cond, path, what):
 
 
 def _unpack(raw, path, what):
-    """msgpack with every length bounded, so a small header cannot unfold into a huge object tree."""
+    """msgpack with every length bounded, so a small header cannot unfold into a huge object tree. The
+    longest array a header holds is the rule's unit, one number per channel (LTX-Video has 128)."""
     try:
         return msgpack.unpackb(raw, raw=False, strict_map_key=True, max_str_len=4096, max_bin_len=MAX_EXTRADATA,
-                               max_array_len=64, max_map_len=64, max_ext_len=0)
+                               max_array_len=MAX_CHANNELS, max_map_len=64, max_ext_len=0)
     except Exception:
         raise ContainerError(f"{path}: corrupt container ({what} is not valid msgpack)") from None
 

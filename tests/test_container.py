@@ -56,6 +56,21 @@ def test_exact_round_trip(tmp_path, quant):
                 assert torch.equal(c.qscale, qscale)
 
 
+@pytest.mark.parametrize("channels", [128, 1024])
+def test_wide_latents_with_a_unit_per_channel_read_back(tmp_path, channels):
+    """LTX-Video's VAE has 128 latent channels, so its header carries a 128-number rule unit: the
+    header's array bound follows MAX_CHANNELS (a bound of 64 once refused every LTX container)."""
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(1, 2, 3, dtype=torch.bool)
+    codes = torch.randint(-127, 128, (channels, 6), generator=g, dtype=torch.int8)
+    unit = [0.5 + i / channels for i in range(channels)]
+    h = header(channels=channels, unit=unit, tokenizer={**header()["tokenizer"], "channels": channels})
+    p = write(tmp_path, write_bytes(h, [(mask, codes, torch.rand(channels, generator=g), 1)], frames=1))
+    with AtokReader(p) as r:
+        assert r.header["unit"] == unit
+        assert torch.equal(r.read_chunk(0).codes, codes)
+
+
 def test_inspect_reads_index_only(tmp_path):
     data = bytearray(write_bytes(header(), chunks(), frames=21))
     # destroy the chunk payloads: inspect must still answer from header and index
