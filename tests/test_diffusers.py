@@ -75,8 +75,8 @@ def test_latents_and_frames_are_the_models_own(vae):
         own = model.encode(x.permute(1, 0, 2, 3)[None]).latent_dist.mode()[0].permute(1, 0, 2, 3)
         own_frames = model.decode(own.permute(1, 0, 2, 3)[None]).sample[0].permute(1, 0, 2, 3).clamp(-1, 1)
     torch.testing.assert_close(z, own, rtol=1e-4, atol=1e-5)
-    frames, _ = tok.decode(z)
-    torch.testing.assert_close(frames, own_frames, rtol=1e-4, atol=1e-5)
+    frames, _ = tok.decode(z)     # frames in [-1, 1]; the oneDNN 3-D convolutions round apart (measured 1.3e-5)
+    torch.testing.assert_close(frames, own_frames, rtol=1e-4, atol=5e-5)
 
 
 def test_reduced_precision_runs_on_the_cpu(tmp_path):
