@@ -22,7 +22,7 @@ from .batch import expand_inputs, output_paths, want_atok, want_video
 from .remote import is_url
 from .cli_output import (Reporter, fail, for_each, print_eval, print_inspect, print_inspect_many, run_batch,
                          user_errors, write_plot)
-from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, is_device_name
+from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, TOKENIZER_KINDS, is_device_name
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from .video import output_kind
 
@@ -66,7 +66,7 @@ Unit = Annotated[str, typer.Option("--unit", help=(
     "The rule's unit of change per channel: decoder (each channel's spread weighted by how much the decoder "
     "uses it, from the tokeniser's calibration) or spread (the spread alone, as before format 4)."))]
 Tokenizer = Annotated[str, typer.Option("--tokenizer", help=(
-    "Built-in name, a .safetensors file, or a Cosmos-Tokenizer folder."))]
+    f"The tokeniser: {TOKENIZER_KINDS}. Any but the built-in needs adaptok calibrate once."))]
 DecodeTokenizer = Annotated[Optional[str], typer.Option("--tokenizer", help=(
     "The tokeniser's file or folder, if it is not built in (checked against the container's fingerprint)."))]
 Chunk = Annotated[int, typer.Option("--chunk", help="Latent frames per chunk record.")]

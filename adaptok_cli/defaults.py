@@ -9,6 +9,12 @@ DEFAULT_TOKENIZER = "tinytok"
 UNITS = ("decoder", "spread")   # the rule's unit of change per channel (calibration.py); the first is the default
 DTYPES = ("auto", "fp32", "bf16", "fp16")   # precisions of a diffusers tokeniser (diffusers_tok.py)
 BUILTIN_TOKENIZERS = ("tinytok",)   # names a container may ask for without the user naming a file
+# What --tokenizer accepts (tokenizer.spec_files tells the kinds apart): said once, for the CLI's help
+# and for the errors that name them.
+TOKENIZER_KINDS = (f"a built-in name ({', '.join(BUILTIN_TOKENIZERS)}), a TinyTok .safetensors file, a diffusers "
+                   "video VAE folder (config.json + .safetensors) or pipeline folder (with vae/), hf:ORG/REPO[/vae] "
+                   "from the local Hugging Face cache, or a Cosmos-Tokenizer TorchScript folder (encoder.jit + "
+                   "decoder.jit)")
 # Audio codecs whose packets an .atok may carry and decompress may write back (copied, never re-encoded).
 # A fixed list, so a container's header can only pick among these FFmpeg code paths.
 AUDIO_CODECS = ("aac", "mp3", "mp2", "opus", "vorbis", "flac", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s24le",

@@ -82,6 +82,8 @@ def resolve(spec: str) -> Path:
     if not (folder / "config.json").is_file() and (folder / "vae" / "config.json").is_file():
         folder = folder / "vae"               # a pipeline folder
     if not (folder / "config.json").is_file():
+        if (folder / "model_index.json").is_file():
+            raise ModelUnavailableError(f"{spec}: a pipeline folder (model_index.json) without vae/config.json")
         raise ModelUnavailableError(f"{spec}: no config.json (a diffusers VAE folder, or a pipeline with vae/)")
     return folder
 

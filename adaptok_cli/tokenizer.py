@@ -29,11 +29,12 @@ from safetensors.torch import load_file, save_file
 
 from . import cache, layout
 from .outputs import atomic_path
-from .defaults import BUILTIN_TOKENIZERS, DEFAULT_TOKENIZER, is_device_name
+from .defaults import BUILTIN_TOKENIZERS, DEFAULT_TOKENIZER, TOKENIZER_KINDS, is_device_name
 from .errors import ModelUnavailableError, UsageError
 from .tinytok import TinyTok, TinyTokConfig, to_uint8
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+FOLDER_FILES = ("config.json", "model_index.json", "encoder.jit", "decoder.jit")   # name their folder instead
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -249,7 +250,8 @@ def load_builtin(name: str, device="cpu") -> Tokenizer:
 
 
 def spec_files(spec: str) -> list[Path]:
-    """The files a user's tokeniser spec names (what its fingerprint is computed over), or [] for a built-in."""
+    """The files a user's tokeniser spec names (what its fingerprint is computed over), or [] for a built-in.
+    A spec that names no tokeniser is refused with what each kind it could be is missing."""
     p = Path(spec)
     from .diffusers_tok import is_diffusers_spec, read_config, resolve, weight_files
     if is_diffusers_spec(spec):
@@ -257,14 +259,24 @@ def spec_files(spec: str) -> list[Path]:
         read_config(folder)
         return [folder / "config.json", *weight_files(folder)]
     if p.is_dir():
-        return [p / "encoder.jit", p / "decoder.jit"]
+        cosmos = [p / "encoder.jit", p / "decoder.jit"]
+        if any(f.is_file() for f in cosmos):
+            return cosmos                   # a Cosmos folder: the one missing is named when it is read
+        raise ModelUnavailableError(f"{spec}: no tokeniser in this folder: a diffusers VAE folder needs config.json "
+                                    f"and .safetensors weights, a pipeline folder vae/config.json, a Cosmos-Tokenizer "
+                                    f"folder encoder.jit and decoder.jit")
+    if p.is_file() and p.parent != p and (p.name in FOLDER_FILES or p.suffix == ".safetensors"
+                                          and (p.parent / "config.json").is_file()):
+        raise ModelUnavailableError(f"{spec}: a file of a tokeniser folder: name the folder (--tokenizer {p.parent})")
     if p.suffix == ".safetensors" and p.is_file():
         return [p]
     if spec in BUILTIN_TOKENIZERS:
         return []
+    if p.is_file():
+        raise ModelUnavailableError(f"{spec}: not a tokeniser: give {TOKENIZER_KINDS}")
     if "/" not in spec and "." not in spec:
-        raise ModelUnavailableError(f"unknown tokeniser {spec!r}: use 'tinytok', a .safetensors file, or a Cosmos folder")
-    raise ModelUnavailableError(f"tokeniser {spec!r} not found: give 'tinytok', a .safetensors file, or a Cosmos folder")
+        raise ModelUnavailableError(f"unknown tokeniser {spec!r}: give {TOKENIZER_KINDS}")
+    raise ModelUnavailableError(f"tokeniser {spec!r} not found: give {TOKENIZER_KINDS}")
 
 
 def spec_fingerprint(spec: str) -> str:

@@ -161,3 +161,42 @@ def test_weights_are_hashed_once_while_unchanged(tmp_path, monkeypatch):
     st = f.stat()
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert tk.file_fingerprint(f) != first and reads == [f]
+
+
+def test_tokenizer_specs_that_name_nothing_say_what_is_accepted(tmp_path):
+    """A wrong --tokenizer says what each kind it could be needs (exit 69, one line), and the help of
+    every command that takes one names every kind."""
+    from adaptok_cli.defaults import TOKENIZER_KINDS
+    from adaptok_cli.errors import EXIT_UNAVAILABLE, ModelUnavailableError
+    from test_cli import one_line_error, run
+    for kind in ("tinytok", ".safetensors", "diffusers", "pipeline", "vae/", "hf:ORG/REPO", "Cosmos", "encoder.jit"):
+        assert kind in TOKENIZER_KINDS
+    for cmd in ("compress", "eval", "calibrate", "train-lit"):
+        p = run(cmd, "--help")
+        assert p.returncode == 0 and " ".join(TOKENIZER_KINDS.split()) in " ".join(p.stdout.split()), cmd
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / "config.json").write_text("{}")
+    (tmp_path / "vae" / "w.safetensors").write_bytes(b"")
+    (tmp_path / "pipe").mkdir()
+    (tmp_path / "pipe" / "model_index.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("")
+    cases = {"wan": "unknown tokeniser 'wan': give a built-in name",
+             str(tmp_path / "nope"): "not found: give a built-in name",
+             str(tmp_path / "empty"): "config.json and .safetensors weights, a pipeline folder vae/config.json, "
+                                      "a Cosmos-Tokenizer folder encoder.jit and decoder.jit",
+             str(tmp_path / "vae" / "config.json"): f"name the folder (--tokenizer {tmp_path / 'vae'})",
+             str(tmp_path / "vae" / "w.safetensors"): f"name the folder (--tokenizer {tmp_path / 'vae'})",
+             str(tmp_path / "pipe"): "a pipeline folder (model_index.json) without vae/config.json",
+             str(tmp_path / "notes.txt"): "not a tokeniser: give a built-in name"}
+    for spec, want in cases.items():
+        with pytest.raises(ModelUnavailableError) as e:
+            load_tokenizer(spec)
+        assert want in str(e.value) and e.value.exit_code == EXIT_UNAVAILABLE, (spec, str(e.value))
+    clip = tmp_path / "c.mp4"
+    write_video(clip, static_frames(3, 32, 32))
+    line = one_line_error(run("compress", clip, "--tokenizer", tmp_path / "empty", "-o", tmp_path / "c.atok"),
+                          EXIT_UNAVAILABLE)
+    assert "encoder.jit and decoder.jit" in line and not (tmp_path / "c.atok").exists()
+    line = one_line_error(run("calibrate", clip, "--tokenizer", tmp_path / "vae" / "config.json"), EXIT_UNAVAILABLE)
+    assert "name the folder" in line
