@@ -20,8 +20,8 @@ from typing_extensions import Annotated
 from . import __version__
 from .batch import expand_inputs, output_paths, want_atok, want_video
 from .remote import is_url
-from .cli_output import (Reporter, fail, for_each, print_eval, print_inspect, print_inspect_many, run_batch,
-                         user_errors, write_plot)
+from .cli_output import (Reporter, fail, for_each, plural, print_eval, print_inspect, print_inspect_many, run_batch,
+                         say, user_errors, write_plot)
 from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, TOKENIZER_KINDS, is_device_name
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from .video import output_kind
@@ -332,14 +332,16 @@ def calibrate_cmd(
         dst = Path(output) if output else stored_path(tok)
         if dst.exists() and not force:
             raise OutputExistsError(f"{dst}: exists (use -f to replace it)")
-        cal = calibrate(tok, clips, short_side or None, max_frames)
+        with Reporter(quiet, as_json).stages() as update:
+            cal = calibrate(tok, clips, short_side or None, max_frames,
+                            lambda done, total: update(f"calibrate {tok.name}", done, total, "Mpx"))
         save(cal, dst)
         if as_json:
             print(json.dumps({"tokenizer": tok.name, "fingerprint": tok.fingerprint, "clips": len(clips),
                               "output": str(dst), "spread": cal.spread.tolist(),
                               "sensitivity": cal.sensitivity.tolist(), "unit": cal.unit("decoder").tolist()}))
         elif not quiet:
-            print(f"calibrated {tok.name} on {len(clips)} clips: {dst}", file=sys.stderr)
+            print(f"calibrated {tok.name} on {plural(len(clips), 'clip')}: {dst}", file=sys.stderr)
     raise typer.Exit(0)
 
 
@@ -359,26 +361,30 @@ def train_lit_cmd(
 
     from .errors import OutputExistsError
     from .tokenizer import load_tokenizer, pick_device
-    from .training.user_lit import TrainLitOptions, run_dir, train_lit
+    from .training.user_lit import TrainLitOptions, check_output, run_dir, train_lit
     with user_errors():
         check_common(None, device, as_json, False, dtype)
         if steps < 1 or val_clips < 0 or max_frames < 1 or short_side < 0:
             raise UsageError("--steps and --max-frames must be 1 or more, --val-clips and --short-side 0 or more")
-        dst = Path(output)
+        dst = check_output(output)
         if dst.exists() and not force and not run_dir(dst).exists():
             raise OutputExistsError(f"{dst}: exists (use -f to replace it)")
         clips = [f for f, _ in expand_inputs(inputs, want_video)]
         tok = load_tokenizer(tokenizer, pick_device(device), dtype)
         opts = TrainLitOptions(steps=steps, val_clips=val_clips, short_side=short_side or None, max_frames=max_frames)
-        reporter = Reporter(quiet, as_json)
-        with reporter.progress(f"train-lit {dst.name}", unit="steps") as tick:
-            report = train_lit(tok, clips, dst, opts, progress=lambda step, end: tick("frames", 1, end))
+        labels = {"encode": ("train-lit: encoding clips", "Mpx"), "train": (f"train-lit {dst.name}", "steps")}
+        with Reporter(quiet, as_json).stages() as update:
+            report = train_lit(tok, clips, dst, opts, progress=lambda stage, done, total, note:
+                               update(labels[stage][0], done, total, labels[stage][1], note))
         if as_json:
             print(json.dumps(asdict(report)))
         elif not quiet:
             print(f"{dst}: step {report.best_step} of {report.steps} (best on the {report.held_out}); "
                   f"LIT {report.gain_db:+.2f} dB over hold-fill on held-out dropped latents "
                   f"(decoder-weighted MSE {report.lit_mse:.4g} vs {report.hold_mse:.4g})", file=sys.stderr)
+        if report.gain_db <= 0 and not quiet:
+            say(f"warning: this LIT does no better than hold-fill on the held-out latents ({report.gain_db:+.2f} dB): "
+                f"train longer or on more clips, or decompress with --no-lit")
     raise typer.Exit(0)
 
 

@@ -135,10 +135,38 @@ class Reporter:
                                detail=f"{state['name']} {frames}" if state["name"] else "", refresh=True)
             yield tick
 
+    @contextmanager
+    def stages(self):
+        """Yields update(label, done, total, unit, note=""): a bar of absolute counts with an ETA for a
+        long single job (calibrate, train-lit); a new label starts a new bar (its own speed and ETA).
+        unit "Mpx" shows pixel counts in millions."""
+        if not self.show_progress:
+            yield lambda *a, **k: None
+            return
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
+                      TimeRemainingColumn(), TextColumn("{task.fields[detail]}"), console=err, transient=True) as bar:
+            tasks = {}
+
+            def update(label, done, total, unit, note=""):
+                if label not in tasks:
+                    for t in tasks.values():
+                        bar.update(t, visible=False)
+                    tasks[label] = bar.add_task(label, total=total, count="", detail="")
+                count = (f"{done / 1e6:.1f}/{total / 1e6:.1f} Mpx" if unit == "Mpx" and total
+                         else f"{done}/{total or '?'} {unit}")
+                bar.update(tasks[label], completed=done, total=total, count=count,
+                           detail=note, refresh=True)
+            yield update
+
     def note_once(self, msg: str):
         if not self.quiet and msg not in self.seen:
             self.seen.add(msg)
             say(msg)
+
+
+def plural(n: int, word: str) -> str:
+    """'1 clip', '3 clips'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def short_name(path, width: int = 40) -> str:

@@ -91,3 +91,31 @@ def test_another_unit_makes_an_output_out_of_date(moving):
     assert a != b and a["unit"] != b["unit"]
     with pytest.raises(UsageError, match="--unit"):
         CompressOptions(unit="pixels").check()
+
+
+def test_calibrate_probes_small_crops_spread_over_the_clips(tmp_path, small_tok_path):
+    """calibrate at the size users use (854x480 shrunk to 256): the decoder is probed on at most
+    SENSITIVITY_WINDOWS centre crops of PROBE_SIDE latent positions, taken from every clip, and
+    progress ends at its total."""
+    tok = load_tokenizer(str(small_tok_path))
+    clips = [write_video(tmp_path / f"c{i}.mp4", static_frames(33, 480, 854, seed=i)) for i in range(3)]
+    decoded, calls = [], []
+    real_decode = tok.decode
+    tok.decode = lambda z, *a, **k: decoded.append(tuple(z.shape)) or real_decode(z, *a, **k)
+    cal = calibration.calibrate(tok, clips, progress=lambda done, total: calls.append((done, total)))
+    side = calibration.PROBE_SIDE
+    assert all(h <= side and w <= side for _, _, h, w in decoded)
+    windows = len(decoded) // (tok.channels + 1)
+    assert len(decoded) == windows * (tok.channels + 1) and cal.windows == windows
+    # 3 clips of 33 frames: chunks of 8 and 1 latent frames each; the three full ones are all probed
+    assert windows == 3 and decoded[0] == (calibration.SENSITIVITY_FRAMES, tok.channels, side, side)
+    dones = [d for d, _ in calls]
+    assert dones == sorted(dones) and calls[-1][0] == calls[-1][1] > 0
+
+
+def test_evenly_spaced_windows_cover_the_whole_stream():
+    for n_items, want in ((3, [0, 1, 2]), (16, [0, 2, 4, 6, 8, 10, 12, 14]), (100, [0, 8, 24, 32, 48, 64, 72, 88])):
+        keep = calibration.EvenlySpaced(8)
+        for i in range(n_items):
+            keep.offer(lambda i=i: i)
+        assert keep.result() == want and len(keep.items) < 16

@@ -317,8 +317,13 @@ def test_train_lit_resumes_and_decompress_uses_it(tmp_path, monkeypatch):
         train_lit(tok, clips, tmp_path / "lit.safetensors")
     calibration.save(calibration.calibrate(tok, clips), calibration.stored_path(tok))
     opts = TrainLitOptions(steps=3, batch=2, crop=8, val_every=2)
-    report = train_lit(tok, clips, tmp_path / "lit.safetensors", opts)
+    told = []
+    report = train_lit(tok, clips, tmp_path / "lit.safetensors", opts, progress=lambda *a: told.append(a))
     assert (report.steps, report.clips, report.held_out) == (3, 2, "last 1 clip(s)")
+    # progress: the clips' pixels as they are encoded, then the steps with the loss and held-out gain
+    stages = [t[0] for t in told]
+    assert stages == sorted(stages) and stages[0] == "encode" and told[-1][:3] == ("train", 3, 3)
+    assert told[-1][3].startswith("loss ") and "held-out gain" in told[-1][3]
     assert report.hold_mse > 0 and np.isfinite(report.gain_db)
     opts.steps = 5                                            # the same command, longer: resumes at step 3
     assert train_lit(tok, clips, tmp_path / "lit.safetensors", opts).steps == 5

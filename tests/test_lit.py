@@ -298,3 +298,23 @@ def test_latent_cache_is_keyed_by_clip_and_size_not_by_place(tmp_path, small_tok
     only_b = latent_cache(tok, build_cache(data, tmp_path / "frames", (64,)), tmp_path / "latents")
     assert len(both) == 2 and len(only_b) == 1
     assert np.array_equal(only_b[0], both[1]) and not np.array_equal(only_b[0], both[0])
+
+
+def test_train_lit_refuses_other_outputs_and_warns_when_lit_does_not_help(tmp_path, monkeypatch):
+    """-o must name a .safetensors file (exit 2, before any work); a LIT whose held-out gain over
+    hold-fill is not positive is written, with a warning that says what to do."""
+    from typer.testing import CliRunner
+
+    from adaptok_cli.cli import app
+    from adaptok_cli.training import user_lit
+    from test_cli import one_line_error, run
+    clip = write_video(tmp_path / "c.mp4", static_frames(5))
+    line = one_line_error(run("train-lit", clip, clip, "-o", tmp_path / "lit.pt"), 2)
+    assert "lit.pt" in line and ".safetensors" in line and not list(tmp_path.glob("lit.pt*"))
+
+    def fake(tok, clips, output, opts, progress=None):
+        return user_lit.TrainLitReport(str(output), 10, 10, len(clips), "last 1 clip(s)", 1.0, 1.2, gain_db)
+    monkeypatch.setattr(user_lit, "train_lit", fake)
+    for gain_db, warned in ((-0.79, True), (0.0, True), (0.4, False)):
+        res = CliRunner().invoke(app, ["train-lit", str(clip), str(clip), "-o", str(tmp_path / "lit.safetensors")])
+        assert res.exit_code == 0 and ("warning: this LIT does no better than hold-fill" in res.stderr) == warned, res.stderr

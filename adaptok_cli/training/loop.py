@@ -98,8 +98,6 @@ class Trainer:
                 self.opt.step()
                 self.step += 1
                 update_ema(self.ema, self.model, self.step, cfg.ema)
-                if progress:
-                    progress(self.step, end)
                 acc.append({"loss": loss.item(), **stats})
                 if self.step % cfg.log_every == 0 or self.step == end:
                     rec = {"step": self.step, "lr": lr, "s_per_step": round((time.time() - t0) / len(acc), 3),
@@ -110,6 +108,8 @@ class Trainer:
                     if echo:
                         print(json.dumps(rec), flush=True)
                     t0, acc = time.time(), []
+                if progress:
+                    progress(self.step, end)        # after the log record, so it can show what on_log measured
                 if time.time() - last_ckpt > cfg.ckpt_every or self.step == end:
                     self.save()
                     last_ckpt = time.time()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..calibration import clip_latents, find
+from ..calibration import Tally, clip_latents, find, pixels_to_read
 from ..errors import ModelUnavailableError, UsageError
 from ..lit import LIT, LITConfig, save_lit
 from ..outputs import atomic_path
@@ -55,9 +55,17 @@ def run_dir(output: Path) -> Path:
     return Path(str(output) + ".run")
 
 
-def cached_latents(tok, clips, run: Path, opts: TrainLitOptions) -> list[np.ndarray]:
+def check_output(output) -> Path:
+    """train-lit writes safetensors (weights that cannot run code): the name must say so."""
+    output = Path(output)
+    if output.suffix != ".safetensors":
+        raise UsageError(f"{output}: train-lit writes a .safetensors file: name the output LIT.safetensors")
+    return output
+
+
+def cached_latents(tok, clips, run: Path, opts: TrainLitOptions, progress=None) -> list[np.ndarray]:
     """Each clip's latents, encoded once into run/latents (a rerun with other clips or another
-    tokeniser is refused rather than mixed)."""
+    tokeniser is refused rather than mixed). progress(done, total): pixels encoded."""
     folder = run / "latents"
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {"tokenizer": tok.fingerprint, "clips": [str(c) for c in clips], "short_side": opts.short_side,
@@ -66,11 +74,12 @@ def cached_latents(tok, clips, run: Path, opts: TrainLitOptions) -> list[np.ndar
     if mf.exists() and json.loads(mf.read_text()) != manifest:
         raise UsageError(f"{run}: made with other clips, tokeniser or sizes; remove it to start over")
     mf.write_text(json.dumps(manifest))
-    out = []
+    out, todo = [], [c for i, c in enumerate(clips) if not (folder / f"{i:05d}.npy").exists()]
+    tally = Tally(progress, pixels_to_read(todo, opts.short_side, opts.max_frames)) if progress and todo else None
     for i, clip in enumerate(clips):
         dst = folder / f"{i:05d}.npy"
         if not dst.exists():
-            z = torch.cat(list(clip_latents(tok, [clip], opts.short_side, opts.max_frames))).half().numpy()
+            z = torch.cat(list(clip_latents(tok, [clip], opts.short_side, opts.max_frames, progress=tally))).half().numpy()
             with atomic_path(dst) as tmp, open(tmp, "wb") as f:
                 np.save(f, z)
         out.append(np.load(dst, mmap_mode="r", allow_pickle=False))
@@ -90,15 +99,17 @@ def split(latents, n_val: int):
 
 
 def train_lit(tok, clips, output, opts: TrainLitOptions = TrainLitOptions(), progress=None) -> TrainLitReport:
-    """Train (or resume) a LIT for `tok` on `clips`, export the best held-out step to `output`."""
+    """Train (or resume) a LIT for `tok` on `clips`, export the best held-out step to `output`.
+    progress(stage, done, total, note): stage "encode" (pixels of the clips, encoded once), then
+    "train" (steps; note: the running loss and the last held-out gain over hold-fill)."""
+    output = check_output(output)
     cal = find(tok)
     if cal is None:
         spec = getattr(tok, "spec", tok.name)
         raise ModelUnavailableError(f"tokeniser {tok.name} is not calibrated: run 'adaptok calibrate --tokenizer "
                                     f"{spec} CLIP...' first")
-    output = Path(output)
     run = run_dir(output)
-    latents = cached_latents(tok, clips, run, opts)
+    latents = cached_latents(tok, clips, run, opts, progress and (lambda done, total: progress("encode", done, total, "")))
     train, held_out, held_what = split(latents, opts.val_clips)
     spread, unit, weights = cal.spread, cal.unit("decoder"), cal.sensitivity
     to_unit = spread / unit
@@ -111,6 +122,7 @@ def train_lit(tok, clips, output, opts: TrainLitOptions = TrainLitOptions(), pro
                       seed=opts.seed, ckpt_every=120, log_every=25)
     t = Trainer(loop, LIT(cfg), {"config": cfg.to_dict(), "args": {k: str(v) for k, v in vars(opts).items()}})
     t.extra.setdefault("best_val", math.inf)
+    live = {}           # what the progress note shows: the running loss, the last held-out gain
 
     def score(model):
         with torch.no_grad():
@@ -119,21 +131,30 @@ def train_lit(tok, clips, output, opts: TrainLitOptions = TrainLitOptions(), pro
 
     def on_log(rec):
         if t.step % opts.val_every == 0 or t.step == opts.steps:
-            rec["val_loss"] = score(t.ema)[0]
+            rec["val_loss"], hold, lit = score(t.ema)
+            rec["val_gain_db"] = live["gain"] = gain_db(hold, lit)
             if rec["val_loss"] < t.extra["best_val"]:
                 t.extra["best_val"] = rec["val_loss"]
                 t.save(run / "best.pt", ema_only=True, val_loss=rec["val_loss"])
 
     def step():
         loss, stats = loss_fn(t.model, *sample(train, t.rng, **draw), weights=weights, to_unit=to_unit)
-        stats.pop("loss")
+        live["loss"] = stats.pop("loss") if "loss" not in live else 0.9 * live["loss"] + 0.1 * stats.pop("loss")
         return loss, stats
 
-    t.run(step, on_log, progress=progress, echo=False)
+    def note():
+        gain = f", held-out gain {live['gain']:+.2f} dB" if "gain" in live else ""
+        return f"loss {live['loss']:.3f}{gain}" if "loss" in live else ""
+
+    t.run(step, on_log, progress=progress and (lambda done, end: progress("train", done, end, note())), echo=False)
     best = run / "best.pt" if (run / "best.pt").exists() else run / "last.pt"
     model, ck = load_ema(best)
     _, hold, lit = score(model)
     save_lit(model, output, tok.fingerprint, {"step": str(ck["step"]), "scale": json.dumps(spread.tolist()),
                                               "train": json.dumps(ck["args"])})
-    return TrainLitReport(str(output), t.step, int(ck["step"]), len(clips), held_what, hold, lit,
-                          10 * math.log10(max(hold, 1e-12) / max(lit, 1e-12)))
+    return TrainLitReport(str(output), t.step, int(ck["step"]), len(clips), held_what, hold, lit, gain_db(hold, lit))
+
+
+def gain_db(hold_mse: float, lit_mse: float) -> float:
+    """LIT's gain over hold-fill: 10 log10(hold / LIT), positive where LIT helps."""
+    return 10 * math.log10(max(hold_mse, 1e-12) / max(lit_mse, 1e-12))
