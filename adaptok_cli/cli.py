@@ -132,6 +132,15 @@ def compress_cmd(
     level: Annotated[int, typer.Option("--level", "-l", help="zstd level, 1-22.")] = 10,
     quant: Annotated[str, typer.Option("--quant", help="int8 (per-channel scales) or fp16.")] = "int8",
     max_side: Annotated[Optional[int], typer.Option("--max-side", help="Downscale so the longest side is at most N (16 or more).")] = None,
+    short_side: Annotated[Optional[int], typer.Option("--short-side", help=(
+        "Resize so the short side is N (16 or more; smaller clips are enlarged), as training sets fix it; "
+        "not with --max-side."))] = None,
+    start: Annotated[Optional[float], typer.Option("--start", metavar="SECONDS", help=(
+        "Begin this many seconds after the first frame (ffmpeg's -ss); the audio is cut to the range."))] = None,
+    duration: Annotated[Optional[float], typer.Option("--duration", metavar="SECONDS", help="Keep at most this many seconds (ffmpeg's -t).")] = None,
+    frames: Annotated[Optional[int], typer.Option("--frames", metavar="N", help="Keep at most N frames (ffmpeg's -frames).")] = None,
+    fps: Annotated[Optional[str], typer.Option("--fps", metavar="RATE", help=(
+        "Resample to this constant frame rate, dropping or repeating frames (24, 29.97 or 30000/1001)."))] = None,
     device: Device = "auto", dtype: Dtype = "auto", lit: LitFile = None,
     use_ray: Annotated[bool, typer.Option("--ray", help=(
         "Run on Ray: a local Ray without --ray-address (the ray extra); outputs as a local run's."))] = False,
@@ -151,7 +160,8 @@ def compress_cmd(
     with user_errors():
         opts = CompressOptions(threshold=threshold, keep_ratio=keep_ratio, tokenizer=tokenizer, chunk=chunk,
                                keyframe_interval=keyframe_interval, level=level, quant=quant, max_side=max_side,
-                               device=device, drop_audio=drop_audio, unit=unit, dtype=dtype, lit=lit).check()
+                               short_side=short_side, device=device, drop_audio=drop_audio, unit=unit, dtype=dtype,
+                               lit=lit, start=start, duration=duration, frames=frames, fps=fps).check()
         check_common(workers, device, as_json, as_csv)
         check_shard_target(output, shard_size)
         check_gpus_per_worker(ray_gpus)

@@ -50,6 +50,8 @@ MAX_FRAMES = 1 << 31
 MAX_CHANNELS = 1024
 MAX_CHUNK = 1024
 MIN_FPS, MAX_FPS = Fraction(1, 3600), Fraction(1000)
+MAX_SECONDS = 1e7           # a frame range's start or duration (about 116 days)
+MAX_FRAME_LIMIT = 1 << 40
 QUANT_BYTES = {"int8": 1, "fp16": 2}
 MAX_AUDIO_RECORD = 1 << 20  # an audio record never decompresses to more than 1 MiB
 MAX_EXTRADATA = 1 << 16
@@ -242,6 +244,12 @@ def validate_header(h, path, limits: Limits = DEFAULT_LIMITS):
     _check(unit is None or isinstance(unit, list) and len(unit) == h["channels"]
            and all(_is_number(u, MIN_UNIT, MAX_UNIT) and u > 0 for u in unit), path, "rule unit")
     _check(isinstance(h.get("unit_name", ""), str) and len(h.get("unit_name", "")) <= 32, path, "rule unit name")
+    for key in ("start", "duration"):       # the frame range and rate (absent unless asked)
+        _check(key not in h or _is_number(h[key], 0, MAX_SECONDS), path, f"header field {key}")
+    _check("frame_limit" not in h or _is_int(h["frame_limit"], 1, MAX_FRAME_LIMIT), path, "header field frame_limit")
+    rf = h.get("resample_fps")
+    _check(rf is None or isinstance(rf, list) and len(rf) == 2 and all(_is_int(x, 1, 1 << 30) for x in rf)
+           and Fraction(rf[0], rf[1]) == Fraction(h["fps_num"], h["fps_den"]), path, "header field resample_fps")
     pixels = h["width"] * h["height"]
     if pixels > limits.max_pixels:
         raise ContainerError(f"{path}: frames of {h['width']}x{h['height']} exceed the budget of {limits.max_pixels} "

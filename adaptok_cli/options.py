@@ -10,6 +10,9 @@ from .errors import UsageError
 
 # the header fields that decide a container's content, beside the models and the audio track
 SETTINGS = ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk", "level", "max_side", "short_side", "unit")
+# the frame range and rate (timeline.py): option -> header field, written only when asked, so that a
+# container made without them is byte for byte what it was before they existed
+TIMELINE_FIELDS = {"start": "start", "duration": "duration", "frames": "frame_limit", "fps": "resample_fps"}
 
 
 def check_dtype(dtype: str):
@@ -33,6 +36,10 @@ class CompressOptions:
     unit: str = "decoder"              # the rule's per-channel unit of change (calibration.UNITS)
     dtype: str = "auto"                # precision of a diffusers tokeniser (diffusers_tok.DTYPES)
     lit: str | None = None             # a LIT file (adaptok train-lit) the container will expect
+    start: float | None = None         # seconds from the first frame (ffmpeg's -ss)
+    duration: float | None = None      # seconds (ffmpeg's -t)
+    frames: int | None = None          # at most this many frames (ffmpeg's -frames)
+    fps: Fraction | str | float | None = None   # resample to this constant rate, e.g. 24 or "30000/1001"
 
     def check(self):
         if self.threshold is not None and self.keep_ratio is not None:
@@ -55,7 +62,32 @@ class CompressOptions:
         if self.unit not in UNITS:
             raise UsageError(f"--unit must be one of {', '.join(UNITS)}")
         check_dtype(self.dtype)
+        if self.max_side is not None and self.short_side is not None:
+            raise UsageError("give --short-side or --max-side, not both")
+        self._check_timeline()
         return self
+
+    def _check_timeline(self):
+        from .container import MAX_FPS, MAX_FRAME_LIMIT, MAX_SECONDS, MIN_FPS
+        for name, value, lo in (("--start", self.start, 0.0), ("--duration", self.duration, 1e-3)):
+            if value is not None and not (isinstance(value, (int, float)) and lo <= value <= MAX_SECONDS):
+                raise UsageError(f"{name} must be between {lo:g} and {MAX_SECONDS:g} seconds")
+        if self.frames is not None and not (isinstance(self.frames, int) and 1 <= self.frames <= MAX_FRAME_LIMIT):
+            raise UsageError("--frames must be 1 or more")
+        if self.fps is not None:
+            try:
+                fps = Fraction(str(self.fps)).limit_denominator(1 << 20)
+            except (ValueError, ZeroDivisionError):
+                raise UsageError(f"--fps {self.fps}: give a rate such as 24, 29.97 or 30000/1001") from None
+            if not MIN_FPS <= fps <= MAX_FPS:
+                raise UsageError(f"--fps must be between {MIN_FPS} and {MAX_FPS} frames/s")
+            self.fps = fps
+
+    def timeline(self):
+        """The frame range and rate asked (timeline.Timeline), or None."""
+        from .timeline import Timeline
+        values = {k: getattr(self, k) for k in TIMELINE_FIELDS}
+        return Timeline(**values) if any(v is not None for v in values.values()) else None
 
     def rule(self, tok):
         """The rule for this tokeniser: the options plus the unit its calibration gives."""
@@ -86,13 +118,26 @@ def header_for(tok, lit_identity: dict | None, opts: CompressOptions, width: int
         **{k: getattr(opts, k) for k in SETTINGS if k != "unit"},
         "unit": [float(x) for x in unit], "unit_name": unit_name,
         "source": source, "created_by": f"adaptok {__version__}",
+        **timeline_header(opts),
     }
+
+
+def timeline_header(opts: CompressOptions) -> dict:
+    """The header fields of the frame range and rate, only those asked (docs/FORMAT.md)."""
+    h = {key: getattr(opts, k) for k, key in TIMELINE_FIELDS.items() if getattr(opts, k) is not None}
+    if "resample_fps" in h:
+        h["resample_fps"] = [h["resample_fps"].numerator, h["resample_fps"].denominator]
+    for key in ("start", "duration"):
+        if key in h:
+            h[key] = float(h[key])
+    return h
 
 
 def settings_of(header: dict) -> dict:
     """What decides a container's content (models, options, audio), for up-to-date checks."""
     return {"tokenizer": header["tokenizer"]["fingerprint"], "audio": bool(header.get("audio")),
-            "lit": (header.get("lit") or {}).get("fingerprint"), **{k: header.get(k) for k in SETTINGS}}
+            "lit": (header.get("lit") or {}).get("fingerprint"),
+            **{k: header.get(k) for k in (*SETTINGS, *TIMELINE_FIELDS.values())}}
 
 
 @dataclass

@@ -65,7 +65,7 @@ def expected_settings(opts: CompressOptions, tok: Tokenizer, src) -> dict:
 
 def _open_source(src, opts: CompressOptions):
     """-> (VideoReader, AudioTrack or None), refused early for an impossible frame rate."""
-    reader = VideoReader(src, short_side=opts.short_side, max_side=opts.max_side)
+    reader = VideoReader(src, short_side=opts.short_side, max_side=opts.max_side, timeline=opts.timeline())
     try:
         if not MIN_FPS <= reader.info.fps <= MAX_FPS:
             raise InputError(f"{src}: frame rate {float(reader.info.fps):.6g} is outside {MIN_FPS}..{MAX_FPS} frames/s")
@@ -105,10 +105,10 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
             enc = Codec(tok, opts.rule(tok), opts.quant).encoder()
             busy = _encode_chunks(enc, reader, opts.chunk, writer, res, dst, progress, pipelined)
             if res.frames == 0:
-                raise InputError(f"{src}: the video has no frames")
+                raise InputError(f"{src}: no frames in the range asked" if opts.timeline() else f"{src}: the video has no frames")
             with write_errors(dst):
                 if audio is not None:
-                    res.audio_bytes = write_audio_records(writer, audio_packets(src))
+                    res.audio_bytes = write_audio_records(writer, reader.audio_in_range(audio_packets(src), audio.time_base))
                 writer.close(res.frames)
                 out.commit()
         except BaseException:

@@ -47,7 +47,7 @@ def scaled_size(width, height, short_side=None, max_side=None):
 class VideoReader:
     """Iterates the first video stream of a file as (H, W, 3) uint8 RGB frames."""
 
-    def __init__(self, path, short_side=None, max_side=None):
+    def __init__(self, path, short_side=None, max_side=None, timeline=None):
         self.path = Path(path)
         if not self.path.exists():
             raise InputError(f"{path}: no such file")
@@ -85,7 +85,12 @@ class VideoReader:
         if self.quarter_turns % 2:
             w, h = h, w
         ow, oh = scaled_size(w, h, short_side, max_side)
-        self.info = VideoInfo(ow, oh, Fraction(fps), self._stream.frames or None, w, h)
+        self.source_fps, self.timeline = Fraction(fps), timeline       # timeline.Timeline: a range, a rate
+        self.origin = (self._first.time or 0.0) if self._first is not None else 0.0   # first frame's time (s)
+        frames = self._stream.frames or None
+        if timeline is not None:
+            fps, frames = timeline.rate(self.source_fps), timeline.estimate(frames, self.source_fps)
+        self.info = VideoInfo(ow, oh, Fraction(fps), frames, w, h)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         """Frames as a player shows them: display rotation applied, resized as asked."""
@@ -97,16 +102,39 @@ class VideoReader:
         # one reformatter for the stream: a frame's own would set up swscale again for every frame
         # (about two thirds of the conversion's time at 1080p), for the same pixels
         convert = VideoReformatter()
-        try:
-            frame, self._first = self._first, None
-            while frame is not None:
+        frames = self._frames()
+        if self.timeline is not None:
+            frames = self.timeline.select(self._timed(frames), self.source_fps)
+        last = a = None
+        for frame in frames:
+            if frame is not last:                  # a frame the output rate repeats is converted once
                 if frame.width != sw or frame.height != sh:
                     raise InputError(f"{self.path}: frame size changes mid-stream, which is not supported")
                 a = convert.reformat(frame, width=tw, height=th, format="rgb24", interpolation="AREA").to_ndarray()
-                yield np.ascontiguousarray(np.rot90(a, turns)) if turns else a
+                a = np.ascontiguousarray(np.rot90(a, turns)) if turns else a
+                last = frame
+            yield a
+
+    def _frames(self):
+        """The decoded frames, in display order."""
+        try:
+            frame, self._first = self._first, None
+            while frame is not None:
+                yield frame
                 frame = next(self._decoded, None)
         except av.error.FFmpegError as e:
             raise InputError(f"{self.path}: decoding failed ({_reason(e)})") from None
+
+    def _timed(self, frames):
+        """(seconds from the first frame, frame); a frame without a timestamp is placed by its index."""
+        for i, f in enumerate(frames):
+            yield (float(f.time) - self.origin if f.time is not None else i / float(self.source_fps)), f
+
+    def audio_in_range(self, packets, time_base):
+        """The audio packets of the frames this reader yields (all of them without a timeline range)."""
+        if self.timeline is None:
+            return packets
+        return self.timeline.audio(packets, time_base, self.origin, self.source_fps)
 
     def close(self):
         self._container.close()
