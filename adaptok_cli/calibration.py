@@ -26,7 +26,7 @@ from .defaults import UNITS
 DEFAULT_UNIT = UNITS[0]
 SENSITIVITY_WINDOWS = 8       # latent windows the decoder is probed on, spread over the clips
 SENSITIVITY_FRAMES = 5        # latent frames per window
-PROBE_SIDE = 16               # latent positions per side of the centre crop each window is probed on
+PROBE_SIDE = 24               # latent positions per side of the centre crop each window is probed on
 NUDGE = 0.1                   # probe noise, in units of each channel's spread
 
 
