@@ -20,7 +20,7 @@ demo: $(STAMP)
 	.venv/bin/adaptok compress sample_videos/static_ball.mp4 -o demo-out/static_ball.atok
 	.venv/bin/adaptok inspect demo-out/static_ball.atok
 	.venv/bin/adaptok decompress demo-out/static_ball.atok -o demo-out/static_ball.decoded.mp4
-	@echo "demo: wrote demo-out/static_ball.atok and demo-out/static_ball.decoded.mp4"
+	@echo "demo: wrote demo-out/static_ball.atok and demo-out/static_ball.decoded.mp4 (manual: man ./man/adaptok.1)"
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS)

@@ -17,7 +17,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .errors import EXIT_INTERRUPTED, AdaptokError, ContainerError, InputError, UsageError
+from .errors import EXIT_INTERRUPTED, AdaptokError, ContainerError, InputError, OutputExistsError, UsageError
 from .options import settings_of
 from . import remote
 from .outputs import is_temporary, plan
@@ -76,16 +76,26 @@ def output_paths(inputs, output: str | None, default_name: Callable[[str], str])
 def is_up_to_date(src, dst, want_settings: dict | None = None) -> bool:
     """dst exists, is newer than src, is a valid container (when it is one) made with the same settings.
     Either may be a URL (a URL container is fetched to read its header)."""
+    return stale_reason(src, dst, want_settings) is None
+
+
+def stale_reason(src, dst, want_settings: dict | None = None) -> str | None:
+    """Why dst is not an up-to-date output of src (is_up_to_date), or None: the settings that differ
+    are named, with the file's value and the one asked now."""
     if not remote.newer(dst, src):
-        return False
+        return "older than its input" if remote.exists(dst) else "missing"
     if want_settings is None:
-        return True
+        return None
     from .container import AtokReader
     try:
         with remote.local_copy(dst) as local, AtokReader(local) as r:
-            return settings_of(r.header) == want_settings
-    except (AdaptokError, ContainerError):
-        return False
+            have = settings_of(r.header)
+    except (AdaptokError, ContainerError) as e:
+        return f"not a container adaptok reads ({e})"
+    differ = [k for k in want_settings if have.get(k) != want_settings[k]]
+    if not differ:
+        return None
+    return "made with other settings: " + ", ".join(f"{k} {have.get(k)} (asked: {want_settings[k]})" for k in differ)
 
 
 @dataclass
@@ -305,6 +315,10 @@ def compress_job(opts, force, src, dst, progress):
     from .pipeline import cached_tokenizer, compress
     one_torch_thread()
     opts = replace(opts, device=worker_device(opts.device))
+    if not force and remote.exists(dst):        # not up to date (else it was skipped): say why
+        reason = compress_stale_reason(opts, src, dst)
+        if reason:
+            raise OutputExistsError(f"{dst}: already exists, {reason} (use -f to overwrite)")
     with remote.published(dst, force) as local_dst, remote.local_copy(src) as local_src:
         try:
             res = compress(local_src, local_dst, opts, force=force, progress=progress,
@@ -317,12 +331,15 @@ def compress_job(opts, force, src, dst, progress):
 
 
 def compress_skip(opts, src, dst):
+    return remote.exists(dst) and compress_stale_reason(opts, src, dst) is None
+
+
+def compress_stale_reason(opts, src, dst) -> str | None:
+    """stale_reason() for the container compress(src) would write to dst with these options."""
     from .pipeline import cached_tokenizer, expected_settings
-    if not remote.exists(dst):
-        return False
     with remote.opened(src) as source:      # a URL source: only its header is read
-        return is_up_to_date(src, dst, expected_settings(opts, cached_tokenizer(opts.tokenizer, opts.device,
-                                                                                  opts.dtype), source))
+        return stale_reason(src, dst, expected_settings(opts, cached_tokenizer(opts.tokenizer, opts.device,
+                                                                                 opts.dtype), source))
 
 
 def decompress_job(kw, force, src, dst, progress):

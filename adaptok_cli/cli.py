@@ -22,7 +22,7 @@ from .batch import expand_inputs, output_paths, want_atok, want_video
 from .remote import is_url
 from .cli_output import (Reporter, fail, for_each, plural, print_eval, print_inspect, print_inspect_many, run_batch,
                          say, user_errors, write_plot)
-from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, TOKENIZER_KINDS, is_device_name
+from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, DTYPES, TOKENIZER_KINDS, UNITS, is_device_name
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from .video import output_kind
 
@@ -47,6 +47,12 @@ class SortKey(str, Enum):
     frames = "frames"
 
 
+def choices(*values):
+    """Shell completion for an option of a few fixed values that stays a plain string (--device also
+    takes cuda:N, checked by the command)."""
+    return lambda incomplete: [v for v in values if v.startswith(incomplete)]
+
+
 # --- options shared by several commands, declared once ------------------------------------------
 Videos = Annotated[List[str], typer.Argument(metavar="INPUT", help="Videos, folders (recursive) or globs.")]
 VideosOrUrls = Annotated[List[str], typer.Argument(metavar="INPUT", help=(
@@ -62,7 +68,7 @@ Threshold = Annotated[Optional[float], typer.Option("--threshold", "-t", help=(
     f"[default: {DEFAULT_THRESHOLD}]."))]
 KeepRatio = Annotated[Optional[float], typer.Option("--keep-ratio", "-r", help=(
     "Instead of a threshold: keep this fraction of each chunk's latent positions (the largest changes)."))]
-Unit = Annotated[str, typer.Option("--unit", help=(
+Unit = Annotated[str, typer.Option("--unit", autocompletion=choices(*UNITS), help=(
     "The rule's unit of change per channel: decoder (each channel's spread weighted by how much the decoder "
     "uses it, from the tokeniser's calibration) or spread (the spread alone, as before format 4)."))]
 Tokenizer = Annotated[str, typer.Option("--tokenizer", help=(
@@ -70,8 +76,8 @@ Tokenizer = Annotated[str, typer.Option("--tokenizer", help=(
 DecodeTokenizer = Annotated[Optional[str], typer.Option("--tokenizer", help=(
     "The tokeniser's file or folder, if it is not built in (checked against the container's fingerprint)."))]
 Chunk = Annotated[int, typer.Option("--chunk", help="Latent frames per chunk record.")]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
-Dtype = Annotated[str, typer.Option("--dtype", help=(
+Device = Annotated[str, typer.Option("--device", autocompletion=choices("auto", "cpu", "cuda"), help="auto, cpu or cuda (cuda:N: GPU N).")]
+Dtype = Annotated[str, typer.Option("--dtype", autocompletion=choices(*DTYPES), help=(
     "Precision of a diffusers tokeniser: auto (bf16 on a GPU that has it, else fp32), fp32, bf16 or fp16."))]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
 Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="Print timings.")]
@@ -130,7 +136,7 @@ def compress_cmd(
     unit: Unit = "decoder",
     keyframe_interval: Annotated[int, typer.Option("--keyframe-interval", help="Keep every N-th latent frame whole (0: only the first).")] = 0,
     level: Annotated[int, typer.Option("--level", "-l", help="zstd level, 1-22.")] = 10,
-    quant: Annotated[str, typer.Option("--quant", help="int8 (per-channel scales) or fp16.")] = "int8",
+    quant: Annotated[str, typer.Option("--quant", autocompletion=choices("int8", "fp16"), help="int8 (per-channel scales) or fp16.")] = "int8",
     max_side: Annotated[Optional[int], typer.Option("--max-side", help="Downscale so the longest side is at most N (16 or more).")] = None,
     short_side: Annotated[Optional[int], typer.Option("--short-side", help=(
         "Resize so the short side is N (16 or more; smaller clips are enlarged), as training sets fix it; "

@@ -58,12 +58,13 @@ def test_batch_with_bad_files_then_resume(tmp_path, small_tok_path):
 
     # other settings: not up to date, and never overwritten without -f
     p = run("compress", src / "a.mp4", "-o", out / "a.mp4.atok", "--tokenizer", small_tok_path, "-t", "0.5")
-    assert p.returncode == errors.EXIT_CANT_CREATE
+    assert p.returncode == errors.EXIT_CANT_CREATE          # ... and the error says which setting differs
+    assert "already exists, made with other settings: threshold 0.15 (asked: 0.5) (use -f to overwrite)" in p.stderr
     # a newer input makes the output stale
     later = (out / "b.mkv.atok").stat().st_mtime_ns + 10**9
     os.utime(src / "b.mkv", ns=(later, later))
     p = run("compress", src / "b.mkv", "-o", out / "b.mkv.atok", "--tokenizer", small_tok_path)
-    assert p.returncode == errors.EXIT_CANT_CREATE
+    assert p.returncode == errors.EXIT_CANT_CREATE and "already exists, older than its input" in p.stderr
     p = run("compress", src / "b.mkv", "-o", out / "b.mkv.atok", "--tokenizer", small_tok_path, "-f", "--json")
     assert p.returncode == 0 and json.loads(p.stdout)["status"] == "ok"
 

@@ -116,10 +116,21 @@ def test_eval_never_upscales_and_says_what_it_measured(tmp_path, small_tok_path)
 
 def test_completion_offers_values(tmp_path):
     for words, cword, want in (("adaptok inspect --sort ", "3", {"name", "rate", "bpp", "bytes", "frames"}),
-                               ("adaptok decompress x.atok --codec ", "4", {"x264", "ffv1", "y4m", "png"})):
+                               ("adaptok decompress x.atok --codec ", "4", {"x264", "ffv1", "y4m", "png"}),
+                               ("adaptok compress x.mp4 --unit ", "4", {"decoder", "spread"}),
+                               ("adaptok compress x.mp4 --quant ", "4", {"int8", "fp16"}),
+                               ("adaptok eval x.mp4 --device ", "4", {"auto", "cpu", "cuda"}),
+                               ("adaptok calibrate x.mp4 --device c", "4", {"cpu", "cuda"})):
         p = subprocess.run([sys.executable, "-m", "adaptok_cli"], capture_output=True, text=True, timeout=HANG_GUARD,
                            env={**ENV, "_ADAPTOK_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": cword})
         assert set(p.stdout.split()) == want, p.stdout
+
+
+def test_man_page_names_the_environment():
+    page = (Path(__file__).resolve().parent.parent / "man" / "adaptok.1").read_text()
+    env = page.split(".SH ENVIRONMENT")[1].split(".SH ")[0]
+    for name in ("ADAPTOK_CACHE", "ADAPTOK_DEBUG", "OMP_WAIT_POLICY"):
+        assert name in env
 
 
 def test_help_starts_fast_without_torch():

@@ -75,7 +75,8 @@ def test_compress_records_the_range_and_a_changed_one_is_stale(tmp_path, countin
     assert "frame_limit" not in h and (h["fps_num"], h["fps_den"]) == (15, 1)
     p = run(*args)
     assert p.returncode == 0 and json.loads(p.stdout)["status"] == "skipped"         # same range: up to date
-    one_line_error(run(*args[:-1], "--frames", "3"), 73)                                # another range: stale
+    line = one_line_error(run(*args[:-1], "--frames", "3"), 73)                         # another range: stale
+    assert "already exists, made with other settings: frame_limit None (asked: 3) (use -f" in line
     atk.compress(counting, tmp_path / "plain.atok", tokenizer=tok, chunk=2)
     with AtokReader(tmp_path / "plain.atok") as r:
         assert not {"start", "duration", "frame_limit", "resample_fps"} & set(r.header)   # only when asked
