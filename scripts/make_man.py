@@ -36,8 +36,9 @@ EXAMPLES = [
     ("Quality against full rate and hold-fill:", "adaptok eval clip.mp4 \\-t 0.25"),
 ]
 ENVIRONMENT = [
-    ("ADAPTOK_CACHE", "where calibrate keeps calibrations (in calibration/ below it), and compress, train\\-lit "
-                      "find them [default: $XDG_CACHE_HOME/adaptok, else ~/.cache/adaptok]"),
+    ("ADAPTOK_CACHE", "what adaptok keeps across runs: the calibrations calibrate measures (calibration/), large "
+                      "weights' fingerprints and diffusers VAEs' probed factors; deleting it is always safe "
+                      "[default: $XDG_CACHE_HOME/adaptok, else ~/.cache/adaptok]"),
     ("ADAPTOK_DEBUG", "when set, an internal error (exit 70) prints its Python traceback"),
     ("COLUMNS", "width of tables and progress bars on a terminal"),
     ("CUDA_VISIBLE_DEVICES", "which GPUs \\-\\-device auto and cuda may use"),
