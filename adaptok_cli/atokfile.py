@@ -150,13 +150,17 @@ class AtokFile:
         chunks = [r.read_chunk(i) for i in range(start, stop)]
         mask = torch.cat([c.mask for c in chunks]) if len(chunks) > 1 else chunks[0].mask
         c, hw = self.header["channels"], mask.shape[1] * mask.shape[2]
-        table = torch.empty(c, hw + sum(k.codes.shape[1] for k in chunks))
-        table[:, :hw] = hold.held(c, *mask.shape[1:])
+        table = np.empty((c, hw + sum(k.codes.shape[1] for k in chunks)), np.float32)
+        table[:, :hw] = hold.held(c, *mask.shape[1:]).numpy()
         at = hw
-        for k in chunks:                       # dequantised straight into the table
+        for k in chunks:                       # dequantised straight into the table (as masking.dequantise)
             n = k.codes.shape[1]
-            table[:, at:at + n] = k.codes if k.qscale is None else torch.mul(k.codes, k.qscale[:, None])
+            if k.qscale is None:
+                table[:, at:at + n] = k.codes.numpy()
+            else:
+                np.multiply(k.codes.numpy(), k.qscale.numpy()[:, None], out=table[:, at:at + n])
             at += n
+        table = torch.from_numpy(table)
         if norm is not None:
             table = norm(table)
         return hold_gather(table, mask, layout).to(dtype)      # float32 gathers fastest; then one cast
