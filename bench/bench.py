@@ -773,7 +773,7 @@ def main(argv=None):
             elif section == "pipeline":
                 results["pipeline"] = pipeline_bench.run(tmp, args.quick, log)
             elif section == "cache":
-                results["cache"] = cache.run(tok, paths, short_side, log, args.quick)
+                results["cache"] = {**cache.run(tok, paths, short_side, log, args.quick), "machine": machine()}
             runs[section] = {"command": command, "date": time.strftime("%Y-%m-%d"),
                              "minutes": (time.time() - started) / 60}
             results_path.write_text(json.dumps(results, indent=1, default=float))

@@ -30,7 +30,7 @@ import adaptok_cli as atk
 from adaptok_cli.atokfile import AtokFile, ShardDataset
 from adaptok_cli.calibration import rule_unit
 from adaptok_cli.codec import Codec, Rule, to_tensor
-from adaptok_cli.container import AtokWriter
+from adaptok_cli.container import AtokReader, AtokWriter
 from adaptok_cli.defaults import DEFAULT_THRESHOLD
 from adaptok_cli.models import lit_identity
 from adaptok_cli.options import CompressOptions, header_for
@@ -247,6 +247,15 @@ class Files(torch.utils.data.Dataset):
         return {"latents": self.load(self.files[i]), "layout": "CTHW"}
 
 
+def zstd_payloads(path) -> torch.Tensor:
+    """Every chunk record of an .atok read, CRC-checked and decompressed, nothing more: the floor under
+    AtokDataset. -> an empty (0, latent frames) tensor (one_pass counts its frames)."""
+    with AtokReader(path) as r:
+        for i in range(len(r.chunks)):
+            r._payload(i, r.chunks[i].tolist())
+        return torch.empty(0, r.latent_frames)
+
+
 def drop_from_page_cache(files) -> None:
     """posix_fadvise(DONTNEED) on each (clean: fsynced when written) file: its pages leave the page cache."""
     for f in files:
@@ -327,8 +336,9 @@ def loader_datasets(files: dict, root: Path, quick: bool) -> tuple[dict, dict]:
         "AtokDataset dense, LIT": atk.AtokDataset(folder, "dense", fill="lit"),
         "AtokDataset sparse": atk.AtokDataset(folder, "sparse"),
         "ShardDataset dense, hold": ShardDataset(shards, mode="dense"),
+        "zstd payloads alone (no fill)": Files(files[default], zstd_payloads),
     }
-    reads = {k: files[default] for k in datasets if k.startswith("AtokDataset")}
+    reads = {k: files[default] for k in datasets if k.startswith(("AtokDataset", "zstd payloads"))}
     reads.update({"safetensors bf16 (load_file)": files["safetensors bf16"],
                   "torch.load bf16 .pt": files["torch.save bf16"], "ShardDataset dense, hold": shard_files})
     return datasets, reads
@@ -475,7 +485,8 @@ def markdown(results: dict, ran, table) -> list[str]:
     err_fmt = {"rel_mse_all_own": "{:.2e}", "rel_mse_dropped_own": "{:.2e}", "snr_db_all_own": f1,
                "snr_db_all_decoder": f1, "snr_db_dropped_own": f1, "snr_db_dropped_decoder": f1, "token_rate": f3}
     lines = [
-        "## adaptok as a latent cache: bytes, latent error, loading speed", "", ran, "",
+        "## adaptok as a latent cache: bytes, latent error, loading speed", "", ran,
+        f"Machine: {r['machine']}." if r.get("machine") else "", "",
         f"The same TinyTok fp32 latents of the {len(c)} dev clips (short side {r['short_side']}, "
         f"{sum(x[4][0] for x in c)} latent frames of 16 x h x w) stored as trainers store them, one file per clip "
         "(baselines in (C, T, h, w)), and as `.atok` (int8 and fp16 quantisation; thresholds in the decoder-weighted "
@@ -503,6 +514,8 @@ def markdown(results: dict, ran, table) -> list[str]:
                              "warm_latent_frames_per_cpu_s", "cold_items_s", "cold_latent_frames_s", "resident_after_drop"],
               {"mb_per_pass": f2, "warm_items_s": "{:.0f}", "warm_latent_frames_s": "{:.0f}",
                "warm_latent_frames_per_cpu_s": "{:.0f}", "cold_items_s": "{:.0f}", "cold_latent_frames_s": "{:.0f}"}), "",
+        "`zstd payloads alone`: each file's chunk records read, CRC-checked and decompressed, nothing else: "
+        "the floor under any `.atok` reader of these files. "
         "`warm_latent_frames_per_cpu_s`: the same over the CPU time of the reading thread (less sensitive to other "
         "work on the machine than wall time). `resident_after_drop`: bytes of the files still in the page cache after "
         "the drop (fincore), worst pass.", "",

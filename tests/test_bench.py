@@ -71,3 +71,11 @@ def test_gpu_check_runs_its_checks_on_a_cpu(tmp_path):
     a = g["agreement"]
     assert a["same_bytes"] and a["device_container_on_cpu_identical"] and a["token_rate_cpu"] > 0
     assert "goal at 1080p" not in p.stdout and "== throughput" in p.stdout
+
+
+def test_cache_section_skips_cleanly_without_the_dev_clips(tmp_path):
+    env = {**os.environ, "ADAPTOK_BENCH_DATA": str(tmp_path / "absent")}
+    p = subprocess.run([sys.executable, "-m", "bench.bench", "--sections", "cache", "--out", tmp_path],
+                       capture_output=True, text=True, timeout=HANG_GUARD, cwd=ROOT, env=env)
+    assert p.returncode == 0 and "absent not found: section cache skipped" in p.stdout, p.stderr[-2000:]
+    assert not (tmp_path / "bench-results.json").exists()
