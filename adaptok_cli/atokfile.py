@@ -15,6 +15,9 @@ frame ranges out of bounds, as Python sequences raise them.
 """
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
@@ -22,21 +25,31 @@ import numpy as np
 import torch
 
 from .codec import Decoder
-from .container import DEFAULT_LIMITS, AtokReader, Limits
-from .errors import InputError
-from .masking import dequantise
+from .container import DEFAULT_LIMITS, FRAMES, AtokReader, Limits
+from .errors import CacheMismatchError, ContainerError, InputError
+from .masking import HoldFill, dequantise, hold_gather
 from .models import inpainter_for, tokenizer_for, unit_of
 from .report import describe
 from .shards import MemberFile, find_member, members
-from .tokenizer import pick_device
+from .tokenizer import pick_device, spec_fingerprint
 
 FILLS = ("hold", "lit")
+LAYOUTS = ("TCHW", "CTHW")      # dense latents: time first (adaptok's), or channels first (diffusers trainers')
+ON_ERROR = ("raise", "skip")
+# what settings= may ask a cache to have been made with: header fields (unit: the rule's unit's name)
+CACHE_SETTINGS = ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk", "unit", "max_side", "short_side")
 
 
 def _check_fill(fill):
     if fill not in FILLS:
         raise ValueError(f"fill must be 'hold' or 'lit', not {fill!r}")
     return fill
+
+
+def _check_layout(layout):
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be 'TCHW' or 'CTHW', not {layout!r}")
+    return layout
 
 
 class AtokFile:
@@ -51,9 +64,13 @@ class AtokFile:
         self.device = pick_device(device)
         self._reader = AtokReader(path, limits=limits)
         self.header = self._reader.header
-        self.info = describe(self._reader, path)
         self._tokenizer_spec = tokenizer
         self._tok = None
+
+    @cached_property
+    def info(self):
+        """inspect()'s ContainerInfo of this file (header and index only), made on first use."""
+        return describe(self._reader, self.path)
 
     # metadata -----------------------------------------------------------------------------
     width = property(lambda self: self.header["width"])
@@ -61,18 +78,20 @@ class AtokFile:
     frames = property(lambda self: self._reader.frames)
     fps = property(lambda self: self.header["fps_num"] / self.header["fps_den"])
     num_chunks = property(lambda self: len(self._reader.chunks))
-    token_rate = property(lambda self: self.info.token_rate)
+    token_rate = property(lambda self: self._reader.tokens_kept / self._reader.tokens_total)
     chunk_token_rates = property(lambda self: [c.token_rate for c in self.info.chunks])
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
         """(T, C, h, w) of the dense latents of the whole clip."""
-        return tuple(self.info.latent_shape)
+        h = self.header
+        return self._reader.latent_frames, h["channels"], h["latent_height"], h["latent_width"]
 
     @property
     def chunk_frames(self) -> list[tuple[int, int]]:
         """(first frame, frame count) of each chunk."""
-        return [(c.first_frame, c.frames) for c in self.info.chunks]
+        r = self._reader
+        return list(zip(r.frame_starts[:-1].tolist(), r.chunks[:, FRAMES].tolist()))
 
     def metadata(self) -> dict:
         """What a training loop wants beside the tokens: path, size, fps, frames, token rate."""
@@ -106,13 +125,45 @@ class AtokFile:
             if i >= start:
                 yield z
 
-    def dense(self, start: int = 0, stop: int | None = None, fill: str | None = None) -> torch.Tensor:
-        """Dense latents of chunks start..stop-1 joined in time: (T, C, h, w)."""
+    def dense(self, start: int = 0, stop: int | None = None, fill: str | None = None, dtype=torch.float32,
+              layout: str = "TCHW", norm=None) -> torch.Tensor:
+        """Dense latents of chunks start..stop-1 joined in time: (T, C, h, w), or (C, T, h, w) with
+        layout="CTHW"; in dtype; norm (a latent_norm.Normalisation) applied first, in float32."""
+        fill, layout = _check_fill(fill or self.fill), _check_layout(layout)
         stop = self.num_chunks if stop is None else stop
         if not 0 <= start < stop <= self.num_chunks:
             raise IndexError(f"chunks {start}..{stop - 1} out of range: {self.path} has {self.num_chunks} chunks "
                              f"(0..{self.num_chunks - 1}), and start must be below stop")
-        return torch.cat(list(self.iter_dense(fill, start, stop)))
+        if fill == "hold":
+            return self._dense_hold(start, stop, dtype, layout, norm)
+        z = torch.cat(list(self.iter_dense(fill, start, stop)))
+        z = norm(z, 1) if norm is not None else z
+        return (z.transpose(0, 1) if layout == "CTHW" else z).to(dtype).contiguous()
+
+    def _dense_hold(self, start, stop, dtype, layout, norm) -> torch.Tensor:
+        """Hold-fill of chunks start..stop-1 as one gather from [held | every kept value]
+        (masking.hold_gather); normalisation runs on the kept values alone, before they are spread."""
+        r, hold = self._reader, HoldFill()
+        for i in range(start):
+            c = r.read_chunk(i)
+            hold.update(dequantise(c.codes, c.qscale), c.mask)
+        chunks = [r.read_chunk(i) for i in range(start, stop)]
+        mask = torch.cat([c.mask for c in chunks]) if len(chunks) > 1 else chunks[0].mask
+        c, hw = self.header["channels"], mask.shape[1] * mask.shape[2]
+        table = np.empty((c, hw + sum(k.codes.shape[1] for k in chunks)), np.float32)
+        table[:, :hw] = hold.held(c, *mask.shape[1:]).numpy()
+        at = hw
+        for k in chunks:                       # dequantised straight into the table (as masking.dequantise)
+            n = k.codes.shape[1]
+            if k.qscale is None:
+                table[:, at:at + n] = k.codes.numpy()
+            else:
+                np.multiply(k.codes.numpy(), k.qscale.numpy()[:, None], out=table[:, at:at + n])
+            at += n
+        table = torch.from_numpy(table)
+        if norm is not None:
+            table = norm(table)
+        return hold_gather(table, mask, layout).to(dtype)      # float32 gathers fastest; then one cast
 
     def iter_frames(self, fill: str | None = None) -> Iterator[np.ndarray]:
         """Decoded frames per chunk: uint8 (n, H, W, 3); the clip's frame count is restored exactly."""
@@ -188,55 +239,144 @@ def open(path, tokenizer: str | None = None, fill: str = "hold", device: str = "
     return f
 
 
-class AtokDataset(torch.utils.data.Dataset):
-    """The .atok files under a folder, one item per clip, read as latents (no pixels decoded).
+class Items:
+    """What both datasets do with one container: check it is the cache asked for, read it as an item.
 
-    Each item is a dict with the clip's metadata ("path", "width", "height", "fps", "frames",
-    "token_rate") and, for mode="dense", "latents": (T, C, h, w) float32 with dropped positions
-    filled (fill="hold" or "lit"); for mode="sparse", "mask": (T, h, w) bool and "tokens": (kept, C)
-    float32 in mask order.
+    tokenizer: the tokeniser the cache must have been made with (checked by weights fingerprint, from
+    the files alone, on every clip); settings: header settings it must have been made with (e.g.
+    {"threshold": 0.15, "quant": "int8"}; keys CACHE_SETTINGS). A clip that fails either is refused
+    with CacheMismatchError whatever on_error says: a stale cache is never silently used.
+    on_error="skip": a corrupt or unreadable clip (ContainerError, InputError) is reported with a
+    warning and its item is None (collate.pad_collate leaves it out) instead of raising."""
 
-    crop=N gives N consecutive latent frames of each clip, from a random start (torch's RNG, so each
-    DataLoader worker draws its own), and "latent_start"; a shorter clip is given whole. Batches of
-    clips of different sizes: collate.pad_collate.
-    """
-
-    def __init__(self, folder, mode: str = "dense", fill: str = "hold", tokenizer: str | None = None,
-                 crop: int | None = None):
+    def __init__(self, mode="dense", fill="hold", tokenizer=None, crop=None, layout="TCHW", dtype=None,
+                 normalize=False, settings=None, on_error="raise"):
         if mode not in ("dense", "sparse"):
             raise ValueError(f"mode must be 'dense' or 'sparse', not {mode!r}")
         if crop is not None and crop < 1:
             raise ValueError("crop must be at least 1 latent frame")
-        self.mode, self.fill, self.tokenizer, self.crop = mode, _check_fill(fill), tokenizer, crop
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a torch floating-point dtype, not {dtype!r}")
+        unknown = set(settings or {}) - set(CACHE_SETTINGS)
+        if unknown:
+            raise ValueError(f"settings may name {', '.join(CACHE_SETTINGS)}; not {', '.join(sorted(unknown))}")
+        if normalize and tokenizer is None:
+            raise ValueError("normalize=True needs tokenizer= (the tokeniser whose normalisation to apply)")
+        self.mode, self.fill, self.crop, self.layout = mode, _check_fill(fill), crop, _check_layout(layout)
+        self.dtype, self.normalize, self.on_error = dtype or torch.float32, normalize, on_error
+        self.tokenizer, self.settings = tokenizer, dict(settings or {})
+        self.fingerprint = spec_fingerprint(tokenizer) if tokenizer is not None else None
+        self._norm = None
+
+    def check(self, header: dict, name):
+        """Refuse a container made with another tokeniser or other settings than asked for."""
+        tok = header["tokenizer"]
+        if self.fingerprint is not None and tok["fingerprint"] != self.fingerprint:
+            raise CacheMismatchError(f"{name}: made with tokeniser {tok['name']!r} (fingerprint {tok['fingerprint']}), "
+                                     f"not {self.tokenizer} ({self.fingerprint}): a cache of another tokeniser")
+        for key, want in self.settings.items():
+            got = header.get("unit_name", "spread") if key == "unit" else header.get(key)
+            if got != want:
+                raise CacheMismatchError(f"{name}: made with {key} {got}, not {want}: a cache made with other settings")
+
+    def norm(self, header: dict):
+        if self.normalize and self._norm is None:
+            from .latent_norm import for_spec
+            self._norm = for_spec(self.tokenizer, header["channels"])
+        return self._norm
+
+    def read(self, path, name=None) -> dict | None:
+        """The item of the container at path (named `name` in messages), or None (on_error="skip")."""
+        with self._errors(path, name):
+            if not Path(path).is_file():     # a FIFO or device named *.atok would block the reader
+                raise InputError(f"{path}: not a regular file")
+            with AtokFile(path, self.tokenizer, fill=self.fill) as f:
+                self.check(f.header, name or path)
+                return dataset_item(f, self.mode, self.crop, self.dtype, self.layout, self.norm(f.header))
+
+    def bucket_key(self, path, name=None) -> tuple[int, int, int] | None:
+        """(latent height, width, length) of a clip's items, from its header and index alone (None: a
+        clip skipped with on_error="skip"); the clip is checked as read() checks it."""
+        with self._errors(path, name):
+            with AtokReader(path) as r:
+                self.check(r.header, name or path)
+                self.norm(r.header)
+                h, t = r.header, r.latent_frames
+                return h["latent_height"], h["latent_width"], min(t, self.crop or t)
+
+    @contextmanager
+    def _errors(self, path, name):
+        """ContainerError / InputError: raised naming the clip, or (on_error="skip") a warning."""
+        try:
+            yield
+        except (ContainerError, InputError) as e:
+            if name is not None:
+                e.args = (str(e).replace(str(path), str(name)),)
+            if self.on_error == "raise":
+                raise
+            warnings.warn(f"adaptok: skipped a clip: {e}", RuntimeWarning, stacklevel=3)
+
+
+class AtokDataset(torch.utils.data.Dataset):
+    """The .atok files under a folder, one item per clip, read as latents (no pixels decoded).
+
+    Each item is a dict with the clip's metadata ("path", "width", "height", "fps", "frames",
+    "token_rate", "layout") and, for mode="dense", "latents": (T, C, h, w) (layout="CTHW": (C, T, h, w),
+    as diffusers trainers take them) with dropped positions filled (fill="hold" or "lit"); for
+    mode="sparse", "mask": (T, h, w) bool and "tokens": (kept, C) in mask order. Values are float32, or
+    dtype=; normalize=True applies the tokeniser's own normalisation (latent_norm.py) and needs
+    tokenizer=.
+
+    crop=N gives N consecutive latent frames of each clip, from a random start (torch's RNG, so each
+    DataLoader worker draws its own), and "latent_start"; a shorter clip is given whole. Batches of
+    clips of different sizes: collate.pad_collate; batches without padding: collate.BucketBatchSampler.
+    tokenizer=, settings= and on_error= are Items'.
+    """
+
+    def __init__(self, folder, mode: str = "dense", fill: str = "hold", tokenizer: str | None = None,
+                 crop: int | None = None, layout: str = "TCHW", dtype: torch.dtype | None = None,
+                 normalize: bool = False, settings: dict | None = None, on_error: str = "raise"):
+        self.items = Items(mode, fill, tokenizer, crop, layout, dtype, normalize, settings, on_error)
+        self.mode, self.fill, self.tokenizer, self.crop = mode, fill, tokenizer, crop
         folder = Path(folder)
         if not folder.is_dir():
             raise InputError(f"{folder}: no such folder")
-        self.files = sorted(folder.rglob("*.atok"))
+        self.files = sorted(f for f in folder.rglob("*.atok") if f.is_file())
         if not self.files:
             raise InputError(f"{folder}: no .atok files in it")
+        if tokenizer is not None or settings:
+            self.items.bucket_key(self.files[0])      # a cache of another tokeniser fails here, not in training
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, i):
-        with AtokFile(self.files[i], self.tokenizer, fill=self.fill) as f:
-            return dataset_item(f, self.mode, self.crop)
+        return self.items.read(self.files[i])
+
+    def bucket_keys(self) -> list:
+        """(latent height, width, length) of every clip's items, from headers alone (BucketBatchSampler)."""
+        return [self.items.bucket_key(f) for f in self.files]
 
 
-def dataset_item(f: AtokFile, mode: str, crop: int | None = None) -> dict:
+def dataset_item(f: AtokFile, mode: str, crop: int | None = None, dtype=torch.float32, layout: str = "TCHW",
+                 norm=None) -> dict:
     """One clip as the datasets give it: metadata plus dense latents or sparse mask + tokens, optionally
     crop latent frames from a random start (torch's RNG)."""
     item = f.metadata()
+    item["layout"] = layout
     if mode == "dense":
-        item["latents"] = f.dense()
+        item["latents"] = f.dense(dtype=dtype, layout=layout, norm=norm)
     else:
         parts = [f.sparse(c) for c in range(f.num_chunks)]
+        tokens = torch.cat([t for _, t in parts])
         item["mask"] = torch.cat([m for m, _ in parts])
-        item["tokens"] = torch.cat([t for _, t in parts])
+        item["tokens"] = (norm(tokens, 1) if norm is not None else tokens).to(dtype)
     if crop is None:
         return item
     from .collate import crop_frames
-    t = len(item["latents"] if mode == "dense" else item["mask"])
+    t = f.latent_shape[0]
     start = int(torch.randint(0, max(1, t - crop + 1), ()))
     return crop_frames(item, crop, start)
 
@@ -246,10 +386,15 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
     Shards are split across ranks (rank/world, default torch.distributed's when it is initialised),
     then across DataLoader workers; shuffle=N keeps a buffer of N items and yields them in random
-    order (seeded by seed, rank and worker)."""
+    order (seeded by seed, rank and worker). tokenizer=, layout=, dtype=, normalize=, settings= and
+    on_error= as for AtokDataset; a skipped clip is left out of the stream. Batches without padding:
+    collate.Bucketed."""
 
     def __init__(self, shards, mode: str = "sparse", fill: str = "hold", crop: int | None = None,
-                 shuffle: int = 0, seed: int = 0, rank: int | None = None, world: int | None = None):
+                 shuffle: int = 0, seed: int = 0, rank: int | None = None, world: int | None = None,
+                 tokenizer: str | None = None, layout: str = "TCHW", dtype: torch.dtype | None = None,
+                 normalize: bool = False, settings: dict | None = None, on_error: str = "raise"):
+        self.items = Items(mode, fill, tokenizer, crop, layout, dtype, normalize, settings, on_error)
         if isinstance(shards, (str, Path)) and Path(shards).is_dir():
             shards = sorted(Path(shards).glob("shard-*.tar"))
         self.shards = [Path(s) for s in ([shards] if isinstance(shards, (str, Path)) else shards)]
@@ -265,13 +410,24 @@ class ShardDataset(torch.utils.data.IterableDataset):
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         return self.shards[self.rank::self.world][wid::nw]
 
+    def _members(self, shard):
+        """(key, bytes) of a shard's clips; an unreadable shard is one skipped clip with on_error="skip"."""
+        try:
+            for key, data, _ in members(shard):
+                yield key, data
+        except (ContainerError, InputError) as e:
+            if self.items.on_error == "raise":
+                raise
+            warnings.warn(f"adaptok: skipped the rest of a shard: {e}", RuntimeWarning, stacklevel=2)
+
     def _items(self):
         for shard in self._mine():
-            for key, data, _ in members(shard):
-                with MemberFile(data, key) as tmp, AtokFile(tmp, fill=self.fill) as f:
-                    item = dataset_item(f, self.mode, self.crop)
-                item.update(key=key, path=f"{shard}:{key}")
-                yield item
+            for key, data in self._members(shard):
+                with MemberFile(data, key) as tmp:
+                    item = self.items.read(tmp, f"{shard}:{key}")
+                if item is not None:
+                    item.update(key=key, path=f"{shard}:{key}")
+                    yield item
 
     def __iter__(self):
         if not self.shuffle:

@@ -260,31 +260,50 @@ def inspect_cmd(
 @app.command("verify", short_help="Check containers without decoding frames.")
 def verify_cmd(inputs: Containers, as_json: Json = False,
                quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only failures.")] = False,
-               max_pixels: MaxPixels = None):
-    """Check containers (structure, every chunk's checksum and contents) without decoding frames."""
-    from .container import AtokReader
-    from .shards import each_container, want_container
+               max_pixels: MaxPixels = None,
+               jobs: Annotated[int, typer.Option("--jobs", "-j", help=(
+                   "Files checked in parallel processes (results still in input order)."))] = 1):
+    """Check containers (structure, every chunk's checksum and contents) without decoding frames; with
+    several files, a last line on stderr names the bad ones."""
+    from .shards import want_container
+    from .verify import checked
     with user_errors():
         limits = limits_for(max_pixels)
+        if jobs < 1:
+            raise UsageError("--jobs must be at least 1")
+        files = [f for f, _ in expand_inputs(inputs, want_container)]
+        bad, containers = [], [0]
 
-        def one(f):
-            for name, path in each_container(f):          # a shard: each of its clips
-                with AtokReader(path, limits=limits) as r:
-                    for c in range(len(r.chunks)):
-                        r.check_chunk(c)
-                    for c in range(len(r.audio)):
-                        r.read_audio(c)
-                    n = len(r.chunks)
+        def one(result):
+            _, passed, error = result
+            for name, n in passed:
+                containers[0] += 1
                 if as_json:
                     print(json.dumps({"status": "ok", "file": name, "chunks": n}), flush=True)
                 elif not quiet:
                     print(f"{name}: ok ({n} chunks)", flush=True)
+            if error is not None:
+                raise error
 
-        def failed(f, e):
+        def failed(result, e):
+            bad.append(str(result[0]))
             if as_json:
-                print(json.dumps({"status": "error", "file": str(f), "error": str(e), "exit_code": e.exit_code}), flush=True)
-        code = for_each([f for f, _ in expand_inputs(inputs, want_container)], one, failed)
+                print(json.dumps({"status": "error", "file": str(result[0]), "error": str(e), "exit_code": e.exit_code}),
+                      flush=True)
+        with checked(files, jobs, limits) as results:
+            code = for_each(results, one, failed)
+        if len(files) > 1 and (bad or not quiet):
+            say(verify_summary(len(files), bad, containers[0]))
     raise typer.Exit(code)
+
+
+def verify_summary(n_files: int, bad: list, containers: int, show: int = 20) -> str:
+    """The last line of a verify over many files: how many passed, and which did not."""
+    head = f"verify: {n_files - len(bad)} of {n_files} files ok ({containers} containers checked)"
+    if not bad:
+        return head
+    more = f", and {len(bad) - show} more" if len(bad) > show else ""
+    return f"{head}; {len(bad)} bad: {', '.join(bad[:show])}{more}"
 
 
 @app.command("eval", short_help="Quality and rate of videos, in memory.")

@@ -35,9 +35,11 @@ def exit_code(errors: list, n_files: int) -> int:
 
 
 def for_each(files: Iterable, work: Callable, on_error: Callable | None = None) -> int:
-    """Run work(f) for every file; a failing file is reported on one line and the rest go on -> exit code."""
-    files, failed = list(files), []
+    """Run work(f) for every file (files may be an iterator); a failing file is reported on one line and
+    the rest go on -> exit code."""
+    failed, n = [], 0
     for f in files:
+        n += 1
         try:
             work(f)
         except AdaptokError as e:
@@ -45,7 +47,7 @@ def for_each(files: Iterable, work: Callable, on_error: Callable | None = None) 
             failed.append(e)
             if on_error:
                 on_error(f, e)
-    return exit_code(failed, len(files))
+    return exit_code(failed, n)
 
 
 class CsvRows:

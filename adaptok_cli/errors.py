@@ -44,3 +44,8 @@ class OutputExistsError(AdaptokError):
 
 class WriteError(AdaptokError):
     exit_code = EXIT_IO
+
+
+class CacheMismatchError(AdaptokError):
+    """A cache made with another tokeniser or other settings than its reader asked for."""
+    exit_code = EXIT_UNAVAILABLE

@@ -6,7 +6,7 @@ same C_sel from the container, the error of a held position can never drift past
 """
 from __future__ import annotations
 
-
+import numpy as np
 import torch
 
 
@@ -108,38 +108,53 @@ class Selector:
         return mask
 
 
+def hold_index(mask: torch.Tensor) -> torch.Tensor:
+    """Where each position's hold-filled value comes from, as columns of [held (C, h*w) | kept (C, kept)]:
+    (t, h, w) -> (t, h*w) int64. Kept values are stored in (t, y, x) order, so the last value kept at a
+    position up to frame t is the largest kept column seen there so far: a running maximum down time,
+    starting from the position's held column (smaller than every kept one). Index arithmetic only (numpy:
+    several times faster than torch's cummax here), so filling is one gather."""
+    t, h, w = mask.shape
+    hw = h * w
+    m = mask.numpy().reshape(t, hw)
+    kept_col = np.cumsum(m.reshape(-1), dtype=np.int64).reshape(t, hw) + (hw - 1)
+    return torch.from_numpy(np.maximum.accumulate(np.where(m, kept_col, np.arange(hw)), axis=0))
+
+
+def hold_gather(table: torch.Tensor, mask: torch.Tensor, layout: str = "TCHW") -> torch.Tensor:
+    """Hold-filled latents from table = [held (C, h*w) | kept values (C, kept)]: (t, C, h, w), or
+    (C, t, h, w) with layout "CTHW"; in the table's dtype."""
+    t, h, w = mask.shape
+    c, idx = table.shape[0], hold_index(mask)
+    if layout == "CTHW":
+        return table.index_select(1, idx.view(-1)).view(c, t, h, w)
+    out = table.new_empty(t, c, h, w)
+    for i in range(t):                          # frame by frame: written in place, no transposed copy
+        torch.index_select(table, 1, idx[i], out=out[i].view(c, h * w))
+    return out
+
+
 class HoldFill:
     """Decoder side: rebuilds dense latents, each dropped position holding its last kept value."""
 
     def __init__(self):
         self.c_sel = None
 
+    def held(self, channels: int, h: int, w: int) -> torch.Tensor:
+        """C_sel as (C, h*w): the first columns of a hold_gather table (zeros before the first chunk)."""
+        return torch.zeros(channels, h * w) if self.c_sel is None else self.c_sel.reshape(channels, h * w)
+
     def update(self, values: torch.Tensor, mask: torch.Tensor):
         """What fill() does to C_sel, without building the dense output (to skip ahead cheaply)."""
-        t, h, w = mask.shape
-        if self.c_sel is None:
-            self.c_sel = torch.zeros(values.shape[0], h, w)
-        start = 0
-        for i in range(t):
-            m = mask[i]
-            n = int(m.sum())
-            self.c_sel[:, m] = values[:, start:start + n]
-            start += n
+        c, (_, h, w) = values.shape[0], mask.shape
+        table = torch.cat([self.held(c, h, w), values.float()], 1)
+        self.c_sel = table.index_select(1, hold_index(mask)[-1]).view(c, h, w)
 
     def fill(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """values: (C, kept) dequantised kept latents in (t, h, w) order; mask: (t, h, w) -> (t, C, h, w)."""
-        t, h, w = mask.shape
-        c = values.shape[0]
-        out = torch.empty(t, c, h, w)
-        start = 0
-        for i in range(t):
-            m = mask[i]
-            n = int(m.sum())
-            frame = torch.zeros(c, h, w) if self.c_sel is None else self.c_sel.clone()
-            frame[:, m] = values[:, start:start + n]
-            start += n
-            out[i] = frame
-            self.c_sel = frame
+        c, (_, h, w) = values.shape[0], mask.shape
+        out = hold_gather(torch.cat([self.held(c, h, w), values.float()], 1), mask)
+        self.c_sel = out[-1].clone()
         return out
 
 

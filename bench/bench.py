@@ -50,7 +50,7 @@ from adaptok_cli.tokenizer import load_tokenizer
 from adaptok_cli.training.data import DEV
 from adaptok_cli.video import VIDEO_EXTENSIONS, VideoReader
 
-from . import families, startup
+from . import cache, families, startup
 from . import pipeline as pipeline_bench
 
 os.environ.setdefault("SVT_LOG", "1")  # libsvtav1: errors only
@@ -664,13 +664,15 @@ def plots(rows, out_dir, codecs=None, default=None):
     return files
 
 
-SECTIONS = ("rd", "lit_cost", "codecs", "alloc", "throughput", "memory", "scaling", "ray", "families", "startup", "pipeline")
+SECTIONS = ("rd", "lit_cost", "codecs", "alloc", "throughput", "memory", "scaling", "ray", "families", "startup", "pipeline",
+            "cache")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke test on generated clips, under a minute")
-    ap.add_argument("--data", type=Path, default=DEV)
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("ADAPTOK_BENCH_DATA", DEV)),
+                    help="the dev clips (default: $ADAPTOK_BENCH_DATA or the project's dev folder)")
     ap.add_argument("--out", type=Path, help="folder for BENCHMARKS.md, bench-results.json and plots "
                                              "(docs/; bench-out/ with --quick)")
     ap.add_argument("--sections", default=",".join(SECTIONS),
@@ -723,6 +725,8 @@ def main(argv=None):
             paths = [moving_video(Path(tmp) / f"q{i}.mp4", 128, 96, 21, seed=i) for i in range(2)]
             thresholds, short_side = [0.1, 0.3], None
         else:
+            if not args.data.is_dir() and sections == ["cache"]:
+                return print(f"bench: {args.data} not found: section cache skipped")
             if not args.data.is_dir():
                 sys.exit(f"bench: {args.data} not found (use --quick for generated clips)")
             paths = sorted(p for p in args.data.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
@@ -768,6 +772,8 @@ def main(argv=None):
                 results["startup"] = startup.run(args, tmp, log)
             elif section == "pipeline":
                 results["pipeline"] = pipeline_bench.run(tmp, args.quick, log)
+            elif section == "cache":
+                results["cache"] = {**cache.run(tok, paths, short_side, log, args.quick), "machine": machine()}
             runs[section] = {"command": command, "date": time.strftime("%Y-%m-%d"),
                              "minutes": (time.time() - started) / 60}
             results_path.write_text(json.dumps(results, indent=1, default=float))
@@ -877,6 +883,7 @@ def write_markdown(r, pngs, path):
                          "compress_mpx_s_vs_first": "{:.2f}x", "decompress_mpx_s_vs_first": "{:.2f}x"}), "",
                   f"`_vs_first`: megapixels/s over that at {r['scaling'][0]['size']}, in the same run.", ""]
     lines += families.markdown(r, ran, table) + startup.markdown(r, ran, table) + pipeline_bench.markdown(r, ran, table)
+    lines += cache.markdown(r, ran, table)
     lines += targets_markdown(r)
     path.write_text("\n".join(lines))
 

@@ -33,13 +33,23 @@ def test_bench_quick_writes_a_complete_report(tmp_path):
     assert all(x["fastest_s"] > 0 for x in r["startup"])
     full = r["rd"][0]
     assert full["token_rate"] == 1.0 and 15 < full["psnr"] < 60
+    cache = {row["format"]: row for row in r["cache"]["rows"]}
+    bf16, default = cache["safetensors bf16"], cache[".atok int8 t=0.15"]
+    assert bf16["bytes_per_position"] > 32 and bf16["snr_db_all_own"] > 40          # 16 channels x 2 bytes, bf16 rounding
+    assert default["token_rate"] < cache[".atok int8 t=0"]["token_rate"] == 1.0 and default["x_smaller_than_bf16"] > 2
+    assert default["snr_db_dropped_own"] < default["snr_db_all_own"] < cache[".atok fp16 t=0"]["snr_db_all_own"]
+    speed = {row["dataset"]: row for row in r["cache"]["loading"]}
+    assert all(x["warm_items_s"] > 0 and x["cold_latent_frames_s"] > 0 for x in speed.values())
+    assert {"torch.load bf16 .pt", "AtokDataset dense, hold", "ShardDataset dense, hold"} <= set(speed)
+    assert r["cache"]["vae"]["item"]["shape"][0] == 16 and r["cache"]["vae"]["item"]["dtype"] == "torch.bfloat16"
     md = (tmp_path / "BENCHMARKS.md").read_text()
     assert [x["size"] for x in r["pipeline"]] == ["128x96"] and all(
         x[f"{c}_fps_{m}"] > 0 for x in r["pipeline"] for c in ("compress", "decompress") for m in ("serial", "pipelined"))
     for heading in ("Threshold sweep", "Rate-distortion", "Allocation cost", "Ordinary codecs", "Throughput",
                     "Peak memory", "Ray against the local batch", "LIT's cost, measured alone",
                     "Published diffusers VAEs at real frame sizes", "Start-up with a published VAE",
-                    "The pipeline's own ceiling", "On a GPU: bench/gpu_check.py", "Targets"):
+                    "The pipeline's own ceiling", "On a GPU: bench/gpu_check.py",
+                    "adaptok as a latent cache: bytes, latent error, loading speed", "Targets"):
         assert f"## {heading}" in md
 
 
@@ -61,3 +71,11 @@ def test_gpu_check_runs_its_checks_on_a_cpu(tmp_path):
     a = g["agreement"]
     assert a["same_bytes"] and a["device_container_on_cpu_identical"] and a["token_rate_cpu"] > 0
     assert "goal at 1080p" not in p.stdout and "== throughput" in p.stdout
+
+
+def test_cache_section_skips_cleanly_without_the_dev_clips(tmp_path):
+    env = {**os.environ, "ADAPTOK_BENCH_DATA": str(tmp_path / "absent")}
+    p = subprocess.run([sys.executable, "-m", "bench.bench", "--sections", "cache", "--out", tmp_path],
+                       capture_output=True, text=True, timeout=HANG_GUARD, cwd=ROOT, env=env)
+    assert p.returncode == 0 and "absent not found: section cache skipped" in p.stdout, p.stderr[-2000:]
+    assert not (tmp_path / "bench-results.json").exists()

@@ -1,0 +1,64 @@
+"""`adaptok verify`: every container of a cache checked without decoding frames, in parallel processes.
+
+Torch-free (container.py and shards.py only), so workers start fast. Results come back in input order,
+whatever order the workers finish in, so output and exit code do not depend on --jobs.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from multiprocessing import get_context
+from typing import Iterator
+
+from .container import DEFAULT_LIMITS, AtokReader, Limits
+from .errors import AdaptokError
+from .shards import each_container
+
+
+def check_file(f, limits: Limits = DEFAULT_LIMITS) -> tuple[list[tuple[str, int]], AdaptokError | None]:
+    """Structure, every chunk's checksum and contents, every audio record of the containers in f (an
+    .atok, or each member of a shard) -> ([(name, chunks)] of those that passed, the error that stopped it)."""
+    ok = []
+    try:
+        for name, path in each_container(f):
+            with AtokReader(path, limits=limits) as r:
+                for c in range(len(r.chunks)):
+                    r.check_chunk(c)
+                for c in range(len(r.audio)):
+                    r.read_audio(c)
+                ok.append((name, len(r.chunks)))
+    except AdaptokError as e:
+        return ok, e
+    return ok, None
+
+
+def _worker_init(parent: int):
+    """Ctrl-C is the parent's to handle; a worker dies with its parent."""
+    from .batch import _die_with_parent
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
+
+
+@contextmanager
+def checked(files: list, jobs: int = 1, limits: Limits = DEFAULT_LIMITS) -> Iterator[Iterator[tuple]]:
+    """Yields an iterator of (file, passed, error) per file, in the order of files; with jobs > 1 the
+    files are checked by that many worker processes, which end with the block (also on Ctrl-C)."""
+    if jobs <= 1 or len(files) <= 1:
+        yield ((f, *check_file(f, limits)) for f in files)
+        return
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=get_context("spawn"),
+                               initializer=_worker_init, initargs=(os.getpid(),))
+    try:
+        futures = [pool.submit(check_file, f, limits) for f in files]
+        yield ((f, *fut.result()) for f, fut in zip(files, futures))
+    except BaseException:
+        for p in list(getattr(pool, "_processes", {}).values()):
+            try:
+                p.terminate()
+            except Exception:
+                pass
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True, cancel_futures=True)
