@@ -27,7 +27,7 @@ from .errors import InputError
 from .masking import dequantise
 from .models import inpainter_for, tokenizer_for, unit_of
 from .report import describe
-from .shards import MemberFile, find_member, members
+from .shards import find_member, members
 from .tokenizer import pick_device
 
 FILLS = ("hold", "lit")
@@ -46,12 +46,12 @@ class AtokFile:
 
     def __init__(self, path, tokenizer: str | None = None, fill: str = "hold", device: str = "cpu",
                  limits: Limits = DEFAULT_LIMITS):
-        self.path = Path(path)
         self.fill = _check_fill(fill)
         self.device = pick_device(device)
-        self._reader = AtokReader(path, limits=limits)
+        self._reader = AtokReader(path, limits=limits)     # a path, or a container.Section (a shard member)
+        self.path = self._reader.path
         self.header = self._reader.header
-        self.info = describe(self._reader, path)
+        self.info = describe(self._reader, self.path)
         self._tokenizer_spec = tokenizer
         self._tok = None
 
@@ -158,12 +158,8 @@ class AtokFile:
                                          unit_of(h))
         return Decoder(self._tok, inpainter)
 
-    owned = None                   # a temporary this file was opened from (a shard member), removed on close
-
     def close(self):
         self._reader.close()
-        if self.owned is not None:
-            self.owned.close()
 
     def __enter__(self):
         return self
@@ -179,13 +175,10 @@ class AtokFile:
 def open(path, tokenizer: str | None = None, fill: str = "hold", device: str = "cpu",  # noqa: A001
          limits: Limits = DEFAULT_LIMITS, member: str | None = None) -> AtokFile:
     """Open an .atok file for reading (see AtokFile); limits is the resource budget (container.Limits).
-    With member=KEY, path is a shard (shards.py) and the clip KEY in it is opened."""
-    if member is None:
-        return AtokFile(path, tokenizer, fill, device, limits)
-    tmp = MemberFile(find_member(path, member), member)
-    f = AtokFile(tmp.path, tokenizer, fill, device, limits)
-    f.owned = tmp                  # the temporary copy goes when the file is closed
-    return f
+    With member=KEY, path is a shard (shards.py) and the clip KEY in it is opened, read in place."""
+    if member is not None:
+        path = find_member(path, member, limits)
+    return AtokFile(path, tokenizer, fill, device, limits)
 
 
 class AtokDataset(torch.utils.data.Dataset):
@@ -267,10 +260,12 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
     def _items(self):
         for shard in self._mine():
-            for key, data, _ in members(shard):
-                with MemberFile(data, key) as tmp, AtokFile(tmp, fill=self.fill) as f:
+            for m in members(shard):
+                if m.error is not None:
+                    raise m.error
+                with AtokFile(m.atok, fill=self.fill) as f:
                     item = dataset_item(f, self.mode, self.crop)
-                item.update(key=key, path=f"{shard}:{key}")
+                item.update(key=m.key, path=m.name)
                 yield item
 
     def __iter__(self):

@@ -213,26 +213,29 @@ def inspect_cmd(
         if plot is not None and not plot_dir and (len(files) > 1 or Path(plot).suffix.lower() != ".png"):
             raise UsageError(f"--plot {plot}: give a .png file for one container, or a folder (ending in /) "
                              f"for one PNG each")
-        infos = []
+        infos, sources, limits = [], {}, limits_for(max_pixels)
 
-        def one(f):
-            for name, path in each_container(f):          # a shard: each of its clips
-                info = inspect(path, limits_for(max_pixels)).to_dict()
-                info["file"] = name
-                if tokenizer is not None:
-                    from .container import AtokReader
-                    from .models import check_named_tokenizer
-                    with AtokReader(path, limits=limits_for(max_pixels)) as r:
-                        check_named_tokenizer(r.header, name, tokenizer)
-                infos.append(info)
-                if plot is not None:
-                    write_plot(path, Path(plot) / (Path(name).name + ".png") if plot_dir else Path(plot))
-        code = for_each(files, one)
+        def one(name, source):                            # a file, or one clip of a shard
+            info = inspect(source, limits).to_dict()
+            info["file"] = name
+            if tokenizer is not None:
+                from .container import AtokReader
+                from .models import check_named_tokenizer
+                with AtokReader(source, limits=limits) as r:
+                    check_named_tokenizer(r.header, name, tokenizer)
+            infos.append(info)
+            sources[name] = source
+            if plot is not None:
+                write_plot(source, Path(plot) / (Path(name).name + ".png") if plot_dir else Path(plot))
+        code = for_each(files, one, parts=partial(each_container, limits=limits))
         infos.sort(key=lambda i: (i[SORT_KEYS[sort.value]], i["file"]))
         for info in infos if as_json else []:
             print(json.dumps(info), flush=True)
         if not as_json and infos:
-            print_inspect(infos[0], chunks is not False) if len(infos) == 1 else print_inspect_many(infos, bool(chunks))
+            if len(infos) == 1:
+                print_inspect(infos[0], chunks is not False, sources[infos[0]["file"]])
+            else:
+                print_inspect_many(infos, bool(chunks))
     raise typer.Exit(code)
 
 
@@ -246,23 +249,24 @@ def verify_cmd(inputs: Containers, as_json: Json = False,
     with user_errors():
         limits = limits_for(max_pixels)
 
-        def one(f):
-            for name, path in each_container(f):          # a shard: each of its clips
-                with AtokReader(path, limits=limits) as r:
-                    for c in range(len(r.chunks)):
-                        r.check_chunk(c)
-                    for c in range(len(r.audio)):
-                        r.read_audio(c)
-                    n = len(r.chunks)
-                if as_json:
-                    print(json.dumps({"status": "ok", "file": name, "chunks": n}), flush=True)
-                elif not quiet:
-                    print(f"{name}: ok ({n} chunks)", flush=True)
-
-        def failed(f, e):
+        def one(name, source):                            # a file, or one clip of a shard
+            with AtokReader(source, limits=limits) as r:
+                for c in range(len(r.chunks)):
+                    r.check_chunk(c)
+                for c in range(len(r.audio)):
+                    r.read_audio(c)
+                n = len(r.chunks)
             if as_json:
-                print(json.dumps({"status": "error", "file": str(f), "error": str(e), "exit_code": e.exit_code}), flush=True)
-        code = for_each([f for f, _ in expand_inputs(inputs, want_container)], one, failed)
+                print(json.dumps({"status": "ok", "file": name, "chunks": n}), flush=True)
+            elif not quiet:
+                print(f"{name}: ok ({n} chunks)", flush=True)
+
+        def failed(name, e):
+            if as_json:
+                print(json.dumps({"status": "error", "file": str(name), "error": str(e), "exit_code": e.exit_code}),
+                      flush=True)
+        code = for_each([f for f, _ in expand_inputs(inputs, want_container)], one, failed,
+                        parts=partial(each_container, limits=limits))
     raise typer.Exit(code)
 
 

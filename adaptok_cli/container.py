@@ -52,6 +52,7 @@ MIN_FPS, MAX_FPS = Fraction(1, 3600), Fraction(1000)
 QUANT_BYTES = {"int8": 1, "fp16": 2}
 MAX_AUDIO_RECORD = 1 << 20  # an audio record never decompresses to more than 1 MiB
 MAX_EXTRADATA = 1 << 16
+ZSTD_FRAME_OVERHEAD = 1 << 12   # more than zstd's frame header, block headers and checksum add to a payload
 # index entry columns: [offset, length, latent frames, kept positions, payload size, crc32 of the zstd
 # frame, video frames]; versions 1 and 2 store the first six, and the reader adds the frame counts
 OFFSET, LENGTH, LATENT_FRAMES, KEPT, RAW_SIZE, CRC, FRAMES = range(7)
@@ -79,6 +80,16 @@ class Limits:
     max_chunk_values: int = 1 << 25        # latent values (t x h x w x C) of one chunk: 128 MiB as float32
     max_chunks: int = 1 << 20              # index entries: 56 bytes each once read
 
+    @property
+    def max_file_bytes(self) -> int:
+        """The largest container this budget admits: header, index, trailer and max_chunks records of the
+        largest payload (fp16 values of max_chunk_values, a mask bit each) plus as many audio records.
+        A shard member declaring more is refused before it is read (shards.py)."""
+        record = RECORD.size + ZSTD_FRAME_OVERHEAD + chunk_raw_size(1, self.max_chunk_values, 1, self.max_chunk_values,
+                                                                   1, "fp16")
+        audio = RECORD.size + ZSTD_FRAME_OVERHEAD + MAX_AUDIO_RECORD
+        return PRELUDE.size + MAX_HEADER + self.max_chunks * (record + audio) + MAX_INDEX + TRAILER.size
+
     @classmethod
     def for_pixels(cls, max_pixels: int) -> "Limits":
         """A budget for frames up to max_pixels, chunks scaled with it (never below the defaults)."""
@@ -88,6 +99,50 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class Section:
+    """A container stored inside another file and read in place: `size` bytes from `offset` of `file`
+    (a shard member). `name` is what messages call it: shard.tar:key."""
+    file: Path
+    offset: int
+    size: int
+    name: str
+
+    def __str__(self):
+        return self.name
+
+    def read_bytes(self) -> bytes:
+        """The whole container, in memory (to copy a member out)."""
+        with open(self.file, "rb") as f:
+            f.seek(self.offset)
+            return f.read(self.size)
+
+
+class _SectionFile:
+    """A read-only file object over a Section: no read leaves it."""
+
+    def __init__(self, s: Section):
+        self.f = open(s.file, "rb")
+        self.start, self.size, self.pos = s.offset, s.size, 0
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self.pos = max(0, pos + (0, self.pos, self.size)[whence])
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.size - self.pos if n < 0 else max(0, min(n, self.size - self.pos))
+        self.f.seek(self.start + self.pos)
+        data = self.f.read(n)
+        self.pos += len(data)
+        return data
+
+    def close(self):
+        self.f.close()
 
 
 @dataclass
@@ -236,11 +291,15 @@ class AtokReader:
     """
 
     def __init__(self, path, partial: bool = False, limits: Limits = DEFAULT_LIMITS):
-        self.path = Path(path)
+        """path: a file, or a Section of one (a shard member, read in place)."""
+        self.path = Path(str(path))
         self.partial, self.salvaged, self.limits = partial, False, limits
         try:
-            self.f = open(self.path, "rb")
-            self.size = os.fstat(self.f.fileno()).st_size
+            if isinstance(path, Section):
+                self.f, self.size = _SectionFile(path), path.size
+            else:
+                self.f = open(self.path, "rb")
+                self.size = os.fstat(self.f.fileno()).st_size
         except IsADirectoryError:
             raise ContainerError(f"{path}: is a folder, not an .atok file") from None
         except OSError as e:
