@@ -1,5 +1,6 @@
 """Many files at once: inputs from files, folders and globs, mirrored outputs, up-to-date skipping,
-and a pool of worker processes. One failing file never stops a batch.
+and a pool of worker processes. One failing file never stops a batch, whatever it fails with (a bug
+on one file is that file's internal error, exit 70 for it alone).
 
 Every file is encoded with one torch thread (parallelism comes from --workers), so a container's bytes
 do not depend on the worker count or the machine's core count.
@@ -17,7 +18,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .errors import EXIT_INTERRUPTED, AdaptokError, ContainerError, InputError, UsageError
+from .errors import EXIT_INTERRUPTED, AdaptokError, ContainerError, InputError, UsageError, internal_error
 from .options import settings_of
 from . import remote
 from .outputs import is_temporary, plan
@@ -139,6 +140,8 @@ def _call(job, src, dst):
         return job(src, dst, None), None
     except AdaptokError as e:
         return None, e
+    except Exception as e:          # a bug on this file: reported for it, the batch goes on
+        return None, internal_error(e, src)
     except KeyboardInterrupt:
         os._exit(EXIT_INTERRUPTED)  # never go on to another queued file
     finally:
@@ -212,6 +215,8 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int | None = 1,
                 done(Outcome(src, dst, job(src, dst, tick)))
             except AdaptokError as e:
                 done(Outcome(src, dst, error=e))
+            except Exception as e:  # a bug on this file: reported for it, the batch goes on
+                done(Outcome(src, dst, error=internal_error(e, src)))
         return outcomes
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init,
                                initargs=(os.getpid(),))

@@ -255,6 +255,7 @@ def verify_cmd(inputs: Containers, as_json: Json = False,
                     r.check_chunk(c)
                 for c in range(len(r.audio)):
                     r.read_audio(c)
+                r.probe_audio()
                 n = len(r.chunks)
             if as_json:
                 print(json.dumps({"status": "ok", "file": name, "chunks": n}), flush=True)

@@ -275,6 +275,10 @@ def validate_header(h, path, limits: Limits = DEFAULT_LIMITS):
            and len(audio["layout"]) <= 64 and _is_int(audio.get("time_base_num"), 1, 1 << 30)
            and _is_int(audio.get("time_base_den"), 1, 1 << 30) and isinstance(audio.get("extradata"), bytes),
            path, "audio track description")
+    if audio is not None:
+        from .audio import header_problem       # what FFmpeg will be handed, tried as the writer uses it
+        problem = header_problem(audio)
+        _check(problem is None, path, problem)
     frame_values = h["latent_width"] * h["latent_height"] * h["channels"]
     _check(frame_values <= limits.max_chunk_values, path,
            f"a latent frame of {frame_values} values exceeds the budget of {limits.max_chunk_values}")
@@ -595,7 +599,9 @@ class AtokReader:
         return int(self.audio[:, 1].sum()) if len(self.audio) else 0
 
     def read_audio(self, i: int) -> list:
-        """Audio record i: packets [pts, dts, duration, keyframe, data] exactly as they were read."""
+        """Audio record i: packets [pts, dts, duration, keyframe, data] exactly as they were read;
+        timestamps within audio.MAX_SECONDS, durations not negative."""
+        from .audio import timestamp_ok
         p = self.path
         raw = self._record(f"audio record {i}", *self.audio[i].tolist())
         try:
@@ -603,10 +609,22 @@ class AtokReader:
                                       max_array_len=1 << 16, max_map_len=0, max_ext_len=0)
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
             raise ContainerError(f"{p}: corrupt container (audio record {i})") from None
+        a = self.header["audio"]
         _check(isinstance(packets, list) and all(
-            isinstance(k, list) and len(k) == 5 and all(_is_int(v, -(1 << 62), 1 << 62) for v in k[:3])
-            and isinstance(k[3], bool) and isinstance(k[4], bytes) for k in packets), p, f"audio record {i} packets")
+            isinstance(k, list) and len(k) == 5 and all(_is_int(v, -(1 << 62), 1 << 62) and timestamp_ok(v, a)
+                                                        for v in k[:3])
+            and k[2] >= 0 and isinstance(k[3], bool) and isinstance(k[4], bytes) for k in packets), p,
+               f"audio record {i} packets")
         return packets
+
+    def probe_audio(self):
+        """The first audio packets decoded as the codec the header names (audio.packets_problem):
+        verify and decompress refuse a track whose packets are not what it says."""
+        if not len(self.audio):
+            return
+        from .audio import packets_problem
+        problem = packets_problem(self.header["audio"], self.read_audio(0))
+        _check(problem is None, self.path, problem)
 
     def iter_audio(self):
         for i in range(len(self.audio)):

@@ -280,6 +280,30 @@ def forge_payload(data: bytes, rng: random.Random) -> bytes:
     return bytes(body) + iraw + TRAILER.pack(ioff + delta, len(iraw), zlib.crc32(iraw), end)
 
 
+def audio_record(data: bytes, i: int) -> list:
+    """Audio record i's packets, as stored."""
+    ioff, ilen, _, _ = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    off, length = msgpack.unpackb(data[ioff:ioff + ilen], raw=False)["audio"][i][:2]
+    return msgpack.unpackb(zstandard.ZstdDecompressor().decompress(data[off + RECORD.size:off + RECORD.size + length]),
+                           raw=False)
+
+
+def with_audio_record(data: bytes, i: int, packets) -> bytes:
+    """data with audio record i replaced by these packets; sizes, offsets and every checksum valid."""
+    ioff, ilen, _, end = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    index = msgpack.unpackb(data[ioff:ioff + ilen], raw=False)
+    off, length = index["audio"][i][:2]
+    raw = msgpack.packb(packets, use_bin_type=True)
+    comp = zstandard.ZstdCompressor(level=1, write_checksum=True, write_content_size=True).compress(raw)
+    delta = len(comp) - length
+    index["audio"][i][1:4] = [len(comp), len(raw), zlib.crc32(comp)]
+    for e in index["audio"][i + 1:]:
+        e[0] += delta
+    body = data[:off] + RECORD.pack(len(comp)) + comp + data[off + RECORD.size + length:ioff]
+    iraw = msgpack.packb(index, use_bin_type=True)
+    return body + iraw + TRAILER.pack(ioff + delta, len(iraw), zlib.crc32(iraw), end)
+
+
 def forge_audio(data: bytes, rng: random.Random) -> bytes:
     """Rewrite one audio record's packets (timestamps, flags, data, shape) with every checksum valid."""
     ioff, ilen, _, end = TRAILER.unpack_from(data, len(data) - TRAILER.size)
@@ -287,9 +311,7 @@ def forge_audio(data: bytes, rng: random.Random) -> bytes:
     if not index.get("audio"):
         return data
     i = rng.randrange(len(index["audio"]))
-    off, length = index["audio"][i][:2]
-    packets = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(data[off + RECORD.size:off + RECORD.size + length]),
-                              raw=False)
+    packets = audio_record(data, i)
     k = rng.randrange(len(packets))
     field = rng.randrange(6)
     if field < 3:
@@ -300,15 +322,7 @@ def forge_audio(data: bytes, rng: random.Random) -> bytes:
         packets[k][4] = rng.choice([b"", b"\xff" * 7, bytes(rng.randrange(256) for _ in range(50))])
     else:
         packets[k] = rng.choice([[], [1, 2], "x", None, packets[k] * 2])
-    raw = msgpack.packb(packets, use_bin_type=True)
-    comp = zstandard.ZstdCompressor(level=1, write_checksum=True, write_content_size=True).compress(raw)
-    delta = len(comp) - length
-    index["audio"][i][1:4] = [len(comp), len(raw), zlib.crc32(comp)]
-    for e in index["audio"][i + 1:]:
-        e[0] += delta
-    body = data[:off] + RECORD.pack(len(comp)) + comp + data[off + RECORD.size + length:ioff]
-    iraw = msgpack.packb(index, use_bin_type=True)
-    return body + iraw + TRAILER.pack(ioff + delta, len(iraw), zlib.crc32(iraw), end)
+    return with_audio_record(data, i, packets)
 
 
 def mutate_for_decode(data: bytes, rng: random.Random) -> tuple[str, bytes]:

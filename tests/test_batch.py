@@ -186,3 +186,25 @@ def test_urls_in_and_out_match_local_files(tmp_path, small_tok_path):
         assert e.exit_code == errors.EXIT_BAD_INPUT and "nope://x/y.mp4" in str(e)
     else:
         raise AssertionError("an unknown protocol was accepted")
+
+
+def test_an_unexpected_error_on_one_file_is_that_files_alone(tmp_path, monkeypatch):
+    """A bug met on one file (any exception) is that file's internal error (70) and the batch goes on:
+    in the serial loop, in a worker's call, and in the per-file loop of inspect/verify."""
+    from adaptok_cli.batch import _call, run as run_batch
+    from adaptok_cli.cli_output import for_each
+    monkeypatch.delenv(errors.DEBUG_VARIABLE, raising=False)
+    seen = []
+
+    def job(src, dst, progress):
+        seen.append(src)
+        if src == "a":
+            raise KeyError("surprise")
+        return f"made {dst}"
+    outcomes = run_batch([("a", tmp_path / "a.out"), ("b", tmp_path / "b.out")], job)
+    assert seen == ["a", "b"] and outcomes[1].result == f"made {tmp_path / 'b.out'}"
+    assert outcomes[0].error.exit_code == errors.EXIT_INTERNAL and "a: internal error: KeyError" in str(outcomes[0].error)
+    res, err = _call(job, "a", tmp_path / "x")
+    assert res is None and err.exit_code == errors.EXIT_INTERNAL
+    assert for_each(["a", "b", "c"], lambda f: job(f, f, None)) == errors.EXIT_SOME_FAILED and seen[-2:] == ["b", "c"]
+    assert for_each(["a"], lambda f: job(f, f, None)) == errors.EXIT_INTERNAL
