@@ -5,7 +5,8 @@
     --tokenizer hf:ORG/REPO[/SUBFOLDER]     from the local Hugging Face cache only (never downloaded)
 
 The class comes from config.json's `_class_name`, but only from the fixed table FAMILIES: a folder
-picks among known adapters, it cannot name code. Weights are read from safetensors only.
+picks among known adapters, it cannot name code. Weights are read from safetensors only, and the
+fingerprint covers exactly the files diffusers reads (`model_files`: config, shard index, shards).
 
 Layout: every family here codes the first frame of a clip alone and then `time_factor` frames per
 latent frame (1 + 4k or 1 + 8k frames), so adaptok's layout rule (layout.py) holds as it is. The
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from . import safejson
 from .errors import ModelUnavailableError
 from .tinytok import to_uint8
 from .tokenizer import Tokenizer, file_fingerprint
@@ -83,12 +85,40 @@ def resolve(spec: str) -> Path:
     return folder
 
 
+WEIGHTS = "diffusion_pytorch_model.safetensors"      # what diffusers loads with use_safetensors=True ...
+WEIGHTS_INDEX = WEIGHTS + ".index.json"              # ... or, when this exists, the shards it names
+MAX_INDEX_BYTES = 1 << 22
+
+
 def weight_files(folder: Path) -> list[Path]:
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise ModelUnavailableError(f"{folder}: no .safetensors weights (other weight formats can run code: "
-                                    f"adaptok reads safetensors only)")
-    return files
+    """Exactly the weight files diffusers will read from this folder (from_pretrained with
+    use_safetensors=True, no variant): the shard index and the shards it names when the index exists,
+    else the one weights file. Anything but safetensors is refused, since other formats can run code."""
+    index = folder / WEIGHTS_INDEX
+    if not index.is_file():
+        if not (folder / WEIGHTS).is_file():
+            raise ModelUnavailableError(f"{folder}: no {WEIGHTS} (other weight formats can run code: adaptok "
+                                        f"reads safetensors only)")
+        return [folder / WEIGHTS]
+    try:
+        weight_map = safejson.read(index, MAX_INDEX_BYTES).get("weight_map")
+    except (safejson.JSONError, AttributeError, OSError) as e:
+        raise ModelUnavailableError(f"{index}: not a shard index ({e})") from None
+    if not (isinstance(weight_map, dict) and weight_map and all(isinstance(v, str) for v in weight_map.values())):
+        raise ModelUnavailableError(f"{index}: its weight_map does not name the shard files")
+    names = sorted(set(weight_map.values()))
+    for name in names:
+        if not name.endswith(".safetensors") or name != Path(name).name or name in (".", ".."):
+            raise ModelUnavailableError(f"{index}: names {name!r}, not a .safetensors file in the folder (other "
+                                        f"weight formats can run code: adaptok reads safetensors only)")
+        if not (folder / name).is_file():
+            raise ModelUnavailableError(f"{index}: names {name}, which is missing")
+    return [index, *(folder / name for name in names)]
+
+
+def model_files(folder: Path) -> list[Path]:
+    """Every file diffusers reads for the model, in the order the fingerprint hashes them."""
+    return [folder / "config.json", *weight_files(folder)]
 
 
 def read_config(folder: Path) -> dict:
@@ -107,7 +137,8 @@ def read_config(folder: Path) -> dict:
 
 
 def fingerprint_of(folder: Path) -> str:
-    return file_fingerprint(folder / "config.json", *weight_files(folder))
+    """The hash of exactly what is loaded: config, shard index (if any) and weights (model_files)."""
+    return file_fingerprint(*model_files(folder))
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -132,12 +163,12 @@ class DiffusersTokenizer(Tokenizer):
             raise ModelUnavailableError(f"{spec}: diffusers tokenisers need the extra: {EXTRA}") from None
         self.device = torch.device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        weight_files(folder)
+        self.fingerprint = fingerprint_of(folder)       # what from_pretrained below reads, and nothing else
         diffusers.utils.logging.set_verbosity_error()     # its load-time advice is not for adaptok's users
         try:
             cls = getattr(diffusers, config["_class_name"])
-            self.vae = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, torch_dtype=self.dtype,
-                                           low_cpu_mem_usage=False).eval()
+            self.vae = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, variant=None,
+                                           torch_dtype=self.dtype, low_cpu_mem_usage=False).eval()
         except (OSError, ValueError, RuntimeError, TypeError) as e:
             raise ModelUnavailableError(f"{folder}: cannot load ({str(e).splitlines()[0]})") from None
         self.vae.to(self.device)
@@ -147,7 +178,6 @@ class DiffusersTokenizer(Tokenizer):
         self.config_hash = hashlib.sha256((folder / "config.json").read_bytes()).hexdigest()[:16]
         self.name, self.spec = f"diffusers:{self.class_name}", spec
         self.source = "file"
-        self.fingerprint = fingerprint_of(folder)
         self.stateful = self.family.streams
         if not self.stateful and self.device.type == "cuda":
             self.chunks_per_call = CHUNKS_PER_CALL_GPU

@@ -221,11 +221,11 @@ def load_builtin(name: str, device="cpu") -> Tokenizer:
 def spec_files(spec: str) -> list[Path]:
     """The files a user's tokeniser spec names (what its fingerprint is computed over), or [] for a built-in."""
     p = Path(spec)
-    from .diffusers_tok import is_diffusers_spec, read_config, resolve, weight_files
+    from .diffusers_tok import is_diffusers_spec, model_files, read_config, resolve
     if is_diffusers_spec(spec):
         folder = resolve(spec)
         read_config(folder)
-        return [folder / "config.json", *weight_files(folder)]
+        return model_files(folder)
     if p.is_dir():
         return [p / "encoder.jit", p / "decoder.jit"]
     if p.suffix == ".safetensors" and p.is_file():
