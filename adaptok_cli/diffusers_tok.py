@@ -17,7 +17,6 @@ clip of its own (stateless); their chunk seams are measured in docs/TOKENIZERS.m
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,12 +122,10 @@ def model_files(folder: Path) -> list[Path]:
 
 def read_config(folder: Path) -> dict:
     path = folder / "config.json"
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ModelUnavailableError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        config = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelUnavailableError(f"{path}: not JSON ({e})") from None
+        config = safejson.read(path, MAX_CONFIG_BYTES)
+    except (safejson.JSONError, OSError) as e:
+        raise ModelUnavailableError(f"{path}: {e}") from None
     if not isinstance(config, dict) or config.get("_class_name") not in FAMILIES:
         name = config.get("_class_name") if isinstance(config, dict) else None
         raise ModelUnavailableError(f"{path}: class {name!r} is not a supported video VAE "

@@ -303,12 +303,13 @@ def save_lit(model: LIT, path, tokenizer_fingerprint: str, extra: dict | None = 
 
 def load_lit(path, device="cpu"):
     """-> (LIT model, metadata). Safetensors only: nothing in a weights file can run code."""
-    from .tokenizer import safetensors_metadata
+    from . import safejson
+    from .tokenizer import MAX_CONFIG_JSON, safetensors_metadata
     try:
         tensors = load_file(str(path))
         with open(path, "rb") as f:
             meta = safetensors_metadata(f)
-        model = LIT(LITConfig(**json.loads(meta["config"])))
+        model = LIT(LITConfig(**safejson.loads(meta["config"], MAX_CONFIG_JSON)))
         model.load_state_dict({k: v.float() for k, v in tensors.items()})
     except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ModelUnavailableError(f"{path}: not a LIT weights file ({str(e)[:200]})") from None

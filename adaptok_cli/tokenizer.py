@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import layout
+from . import layout, safejson
 from .outputs import atomic_path
 from .defaults import BUILTIN_TOKENIZERS, DEFAULT_TOKENIZER, is_device_name
 from .errors import ModelUnavailableError, UsageError
@@ -107,7 +107,7 @@ class TinyTokTokenizer(Tokenizer):
             tensors = load_file(str(path))
             with open(path, "rb") as f:
                 meta = safetensors_metadata(f)
-            cfg = TinyTokConfig(**json.loads(meta["config"]))
+            cfg = TinyTokConfig(**safejson.loads(meta["config"], MAX_CONFIG_JSON))
         except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
             raise ModelUnavailableError(f"{path}: not a tinytok weights file ({e})") from None
         self.scale = tensors.pop("scale").float()
@@ -135,12 +135,25 @@ class TinyTokTokenizer(Tokenizer):
         return x[0].cpu(), state
 
 
+MAX_SAFETENSORS_HEADER = 1 << 24     # bytes of a safetensors header: its JSON is bounded before it is parsed
+MAX_CONFIG_JSON = 1 << 16            # bytes of a model config stored in the metadata
+
+
 def safetensors_metadata(f) -> dict:
+    """A safetensors file's __metadata__ (str -> str), from its header alone; ValueError when the header
+    is not one (too large, nested too deep, not a map of strings)."""
     import struct
-    n = struct.unpack("<Q", f.read(8))[0]
-    if n > 100_000_000:
-        raise ValueError("header too large")
-    return json.loads(f.read(n)).get("__metadata__", {})
+    raw = f.read(8)
+    if len(raw) < 8:
+        raise ValueError("not a safetensors file (shorter than its header length)")
+    n = struct.unpack("<Q", raw)[0]
+    if n > MAX_SAFETENSORS_HEADER:
+        raise ValueError(f"header of {n} bytes, over {MAX_SAFETENSORS_HEADER}")
+    header = safejson.loads(f.read(n), MAX_SAFETENSORS_HEADER)
+    meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise ValueError("its header's metadata is not a map of strings")
+    return meta
 
 
 def save_tinytok(model: TinyTok, scale: torch.Tensor, path: Path, extra: dict | None = None):
