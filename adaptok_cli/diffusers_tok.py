@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from . import safejson
+from . import safejson, vae_configs
 from .errors import ModelUnavailableError
+from .modelcheck import mismatch
 from .tinytok import to_uint8
 from .tokenizer import Tokenizer, file_fingerprint
 
@@ -126,11 +127,38 @@ def read_config(folder: Path) -> dict:
         config = safejson.read(path, MAX_CONFIG_BYTES)
     except (safejson.JSONError, OSError) as e:
         raise ModelUnavailableError(f"{path}: {e}") from None
-    if not isinstance(config, dict) or config.get("_class_name") not in FAMILIES:
-        name = config.get("_class_name") if isinstance(config, dict) else None
-        raise ModelUnavailableError(f"{path}: class {name!r} is not a supported video VAE "
+    name = config.get("_class_name") if isinstance(config, dict) else None
+    if not isinstance(name, str) or name not in FAMILIES:
+        raise ModelUnavailableError(f"{path}: class {str(name)[:80]!r} is not a supported video VAE "
                                     f"(supported: {', '.join(FAMILIES)})")
+    try:
+        vae_configs.check(name, config)          # every field the class takes, before anything is built
+    except ValueError as e:
+        raise ModelUnavailableError(f"{path}: {e}") from None
     return config
+
+
+def check_buildable(cls, config: dict, folder: Path):
+    """The network config.json describes, built on the meta device (no memory), must hold exactly the
+    weights' tensors: a config that does not build, or a small file claiming a huge network, is refused
+    before from_pretrained allocates anything."""
+    from safetensors import SafetensorError, safe_open
+    shapes = {}
+    try:
+        for f in weight_files(folder):
+            if f.suffix == ".safetensors":
+                with safe_open(str(f), framework="pt") as st:
+                    shapes.update({k: tuple(st.get_slice(k).get_shape()) for k in st.keys()})
+    except (SafetensorError, OSError) as e:
+        raise ModelUnavailableError(f"{folder}: unreadable weights ({e})") from None
+    try:
+        wrong = mismatch(lambda: cls.from_config(config), shapes, allow_extra=True)
+    except (ValueError, TypeError, IndexError, KeyError, RuntimeError, ZeroDivisionError, AttributeError,
+            AssertionError) as e:
+        raise ModelUnavailableError(f"{folder}: its config does not build a {cls.__name__} "
+                                    f"({type(e).__name__}: {str(e)[:120]})") from None
+    if wrong:
+        raise ModelUnavailableError(f"{folder}: weights do not match config.json ({wrong})")
 
 
 def fingerprint_of(folder: Path) -> str:
@@ -162,8 +190,9 @@ class DiffusersTokenizer(Tokenizer):
         self.dtype = pick_dtype(dtype, self.device)
         self.fingerprint = fingerprint_of(folder)       # what from_pretrained below reads, and nothing else
         diffusers.utils.logging.set_verbosity_error()     # its load-time advice is not for adaptok's users
+        cls = getattr(diffusers, config["_class_name"])
+        check_buildable(cls, config, folder)
         try:
-            cls = getattr(diffusers, config["_class_name"])
             self.vae = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, variant=None,
                                            torch_dtype=self.dtype, low_cpu_mem_usage=False).eval()
         except (OSError, ValueError, RuntimeError, TypeError) as e:
@@ -184,9 +213,13 @@ class DiffusersTokenizer(Tokenizer):
     def _probe(self, folder):
         """Factors from a tiny clip's latent shape: 25 frames of 64x64 -> 1 + 24/tf latent frames."""
         x = torch.zeros(PROBE_FRAMES, 3, PROBE_SIDE, PROBE_SIDE)
-        z = self._encode_clip(x)
+        try:
+            z = self._encode_clip(x)
+        except (RuntimeError, ValueError, IndexError, ZeroDivisionError) as e:    # the folder's config, not ours
+            raise ModelUnavailableError(f"{folder}: fails on a {PROBE_FRAMES}x{PROBE_SIDE}x{PROBE_SIDE} probe "
+                                        f"clip ({type(e).__name__}: {str(e)[:120]})") from None
         t, self.channels, h = z.shape[0], z.shape[1], z.shape[2]
-        if t < 2 or (PROBE_FRAMES - 1) % (t - 1) or PROBE_SIDE % h:
+        if t < 2 or h < 1 or (PROBE_FRAMES - 1) % (t - 1) or PROBE_SIDE % h:
             raise ModelUnavailableError(f"{folder}: unexpected latent shape {tuple(z.shape)} for a "
                                         f"{PROBE_FRAMES}x{PROBE_SIDE}x{PROBE_SIDE} probe")
         self.time_factor, self.space_factor = (PROBE_FRAMES - 1) // (t - 1), PROBE_SIDE // h

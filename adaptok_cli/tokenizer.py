@@ -31,6 +31,7 @@ from . import layout, safejson
 from .outputs import atomic_path
 from .defaults import BUILTIN_TOKENIZERS, DEFAULT_TOKENIZER, is_device_name
 from .errors import ModelUnavailableError, UsageError
+from .modelcheck import mismatch
 from .tinytok import TinyTok, TinyTokConfig, to_uint8
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -107,10 +108,18 @@ class TinyTokTokenizer(Tokenizer):
             tensors = load_file(str(path))
             with open(path, "rb") as f:
                 meta = safetensors_metadata(f)
-            cfg = TinyTokConfig(**safejson.loads(meta["config"], MAX_CONFIG_JSON))
+            cfg = TinyTokConfig.from_dict(safejson.loads(meta["config"], MAX_CONFIG_JSON))
         except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
             raise ModelUnavailableError(f"{path}: not a tinytok weights file ({e})") from None
-        self.scale = tensors.pop("scale").float()
+        scale = tensors.pop("scale", None)
+        if scale is None or scale.shape != (cfg.latent_channels,) or not bool(torch.isfinite(scale).all()
+                                                                               and (scale > 0).all()):
+            wrong = f"its scale is not {cfg.latent_channels} positive numbers"
+        else:
+            wrong = mismatch(lambda: TinyTok(cfg), {k: tuple(v.shape) for k, v in tensors.items()})
+        if wrong:
+            raise ModelUnavailableError(f"{path}: weights do not match their config ({wrong})")
+        self.scale = scale.float()
         self.model = TinyTok(cfg)
         try:
             self.model.load_state_dict({k: v.float() for k, v in tensors.items()})

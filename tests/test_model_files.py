@@ -1,6 +1,7 @@
 """Model files from strangers (tokeniser and LIT safetensors, diffusers folders): whatever their
 headers and configs say, a one-line refusal (69) naming the file and the field, before anything is
 built; never RecursionError, a crash (70) or minutes of building."""
+import json
 import re
 import struct
 
@@ -92,3 +93,97 @@ def test_safejson_counts_nesting_outside_strings_only():
         safejson.loads("[" + "1," * 600 + "1]", 1000)
     with pytest.raises(safejson.JSONError, match="not valid JSON"):
         safejson.loads("{'a': 1}", 1000)
+
+
+# --- 5. senseless values: every field checked before anything is built -------------------------------
+
+TINYTOK = {"latent_channels": 16, "width": 16, "shallow": 8, "enc_blocks": 1, "dec_blocks": 1, "group": 4, "patch": 8}
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"patch": 0}, "patch"), ({"patch": 7}, "patch"), ({"width": 10 ** 6}, "width"), ({"enc_blocks": 100000}, "enc_blocks"),
+    ({"latent_channels": 0}, "latent_channels"), ({"group": "4"}, "group"), ({"shallow": 9}, "shallow"),
+    ({"group": True}, "group"), ({"evil": 1}, "unknown field 'evil'")])
+def test_senseless_tinytok_configs_name_the_field(tmp_path, small_tok_path, change, field):
+    bad = resaved(small_tok_path, tmp_path / "t.safetensors", config=json.dumps({**TINYTOK, **change}))
+    with pytest.raises(ModelUnavailableError, match=f"tinytok config (field |has an )?{field}"):
+        load_tokenizer(str(bad))
+
+
+def test_a_small_tinytok_file_claiming_a_huge_network_is_refused_small(tmp_path, small_tok_path, clip):
+    """Widths and depths within range but not the file's: the network is compared on the meta device,
+    so nothing of its size is allocated (issue 29: 1.2 GB before the refusal)."""
+    big = {**TINYTOK, "width": 1024, "shallow": 1024, "enc_blocks": 16, "dec_blocks": 16}   # 6.3 GB as float32
+    bad = resaved(small_tok_path, tmp_path / "t.safetensors", config=json.dumps(big))
+    from test_security import peak_run
+    p, _, peak = peak_run("compress", clip, "-o", tmp_path / "c.atok", "--tokenizer", bad)
+    assert "weights do not match their config" in one_line_error(p, errors.EXIT_UNAVAILABLE)
+    assert peak < 1000, peak                        # measured: 259 MB (torch and PyAV loaded)
+
+
+LIT_CONFIG = {"channels": 16, "dim": 16, "layers": 1, "heads": 2}
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"heads": 0}, "heads"), ({"window": 0}, "window"), ({"pos_period": 0}, "pos_period"), ({"span": 0}, "span"),
+    ({"heads": 5}, "heads: must divide dim"), ({"base": "evil"}, "base"), ({"layers": 100000}, "layers"),
+    ({"dim": 18, "heads": 2}, "dim: must be a multiple of 4"), ({"context": -1}, "context"),
+    ({"pos_period": 12}, "pos_period: must be a multiple of window"), ({"bidirectional": "yes"}, "bidirectional"),
+    ({"channels": 2 ** 40}, "channels")])
+def test_senseless_lit_configs_name_the_field(tmp_path, lit_path, change, field):
+    bad = resaved(lit_path, tmp_path / "l.safetensors", config=json.dumps({**LIT_CONFIG, **change}))
+    with pytest.raises(ModelUnavailableError, match=f"LIT config field {field}"):
+        load_lit(bad)
+
+
+def test_a_senseless_lit_is_refused_by_decompress(tmp_path, small_tok_path, lit_path, clip):
+    bad = resaved(lit_path, tmp_path / "l.safetensors", config=json.dumps({**LIT_CONFIG, "layers": 100000}))
+    assert run("compress", clip, "-o", tmp_path / "c.atok", "--tokenizer", small_tok_path, "--lit", bad,
+               "-q").returncode == 0
+    line = one_line_error(run("decompress", tmp_path / "c.atok", "-o", tmp_path / "c.y4m", "--tokenizer",
+                              small_tok_path, "--lit", bad), errors.EXIT_UNAVAILABLE)
+    assert "LIT config field layers is 100000" in line and not (tmp_path / "c.y4m").exists()
+
+
+diffusers = pytest.importorskip("diffusers")
+
+
+@pytest.fixture(scope="module")
+def vaes(tmp_path_factory):
+    """Tiny saved VAEs of five families (test_diffusers' configs): their weights, then any config."""
+    from test_diffusers import save_vae
+    root = tmp_path_factory.mktemp("vaes")
+    for name in ("wan", "cogvideox", "ltx", "mochi", "cosmos"):
+        save_vae(name, root / name)
+    return root
+
+
+@pytest.mark.parametrize("family,change,field", [
+    ("wan", {"_class_name": ["AutoencoderKLWan"]}, "class"), ("wan", {"dim_mult": []}, "field dim_mult"),
+    ("wan", {"temperal_downsample": "xx"}, "field temperal_downsample"), ("wan", {"patch_size": 7}, "field patch_size"),
+    ("wan", {"base_dim": 10 ** 9}, "field base_dim"), ("wan", {"num_res_blocks": 0}, "field num_res_blocks"),
+    ("wan", {"temperal_downsample": [True]}, "field temperal_downsample: needs one entry per level"),
+    ("wan", {"dim_mult": [1] * 7, "temperal_downsample": [False] * 6, "patch_size": 2, "in_channels": 12,
+             "out_channels": 12}, "field dim_mult: its levels and patch_size"),
+    ("wan", {"base_dim": 1024}, "weights do not match config.json"),
+    ("wan", {"_diffusers_version": [1]}, "field '_diffusers_version'"),
+    ("cogvideox", {"norm_num_groups": 3}, "field norm_num_groups: must divide"),
+    ("cogvideox", {"block_out_channels": "8888"}, "field block_out_channels"),
+    ("cogvideox", {"down_block_types": ["os.system"] * 4}, "field down_block_types"),
+    ("ltx", {"patch_size": 3}, "field patch_size"), ("ltx", {"layers_per_block": [1]}, "field layers_per_block"),
+    ("ltx", {"block_out_channels": [8, 8, 8, 8, 8, 8]}, "config does not build|do not match"),
+    ("mochi", {"act_fn": "os.system"}, "field act_fn"), ("mochi", {"latent_channels": 1.5}, "field latent_channels"),
+    ("cosmos", {"patch_type": "evil"}, "field patch_type"), ("cosmos", {"num_layers": 10 ** 6}, "field num_layers")])
+def test_senseless_diffusers_configs_name_the_field(tmp_path, vaes, family, change, field):
+    """Issue 29's configs (`_class_name` as a list, `dim_mult: []`, `temperal_downsample: "xx"`,
+    `patch_size: 7`) and more: 69 naming the field, before anything is built (was 70, or minutes)."""
+    folder = tmp_path / family
+    folder.mkdir()
+    for f in (vaes / family).iterdir():
+        (folder / f.name).symlink_to(f)
+    (folder / "config.json").unlink()
+    config = json.loads((vaes / family / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ModelUnavailableError) as e:
+        load_tokenizer(str(folder))
+    assert re.search(field, said(e)), said(e)
