@@ -7,6 +7,7 @@ do not depend on the worker count or the machine's core count.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import posixpath
@@ -37,6 +38,7 @@ def expand_inputs(items: Iterable[str], want: Callable[[Path], bool], urls: bool
         if is_url(item) and not urls:
             raise UsageError(f"{item}: only compress reads URLs; fetch the file first")
         if is_url(item):
+            remote.check_url(item)
             found += [(url, rel) for url, rel in remote.expand(item, want) if not any(map(is_temporary, rel.parts))]
         elif p.is_dir():
             for f in sorted(p.rglob("*")):
@@ -346,18 +348,20 @@ def run_ray(pairs: list[tuple[Path, Path]], job, workers: int | None = None,
     if not todo:
         return outcomes
     started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, num_cpus=None if address else (workers or default_workers(len(todo))),
-                 include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        actor = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=3, max_task_retries=3)(RayWorker)
-        pool = ActorPool([actor.remote() for _ in range(min(n, len(todo)))])
-        for src, dst, res, e in pool.map_unordered(lambda a, p: a.call.remote(job, *p), todo):
-            done(Outcome(src, dst, res, e))
-    finally:
+    from .raywatch import watched       # a local Ray we start ends with this process, even on kill -9
+    with watched() if started and address is None else contextlib.nullcontext():
         if started:
-            ray.shutdown()
+            ray.init(address=address, num_cpus=None if address else (workers or default_workers(len(todo))),
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            actor = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=3, max_task_retries=3)(RayWorker)
+            pool = ActorPool([actor.remote() for _ in range(min(n, len(todo)))])
+            for src, dst, res, e in pool.map_unordered(lambda a, p: a.call.remote(job, *p), todo):
+                done(Outcome(src, dst, res, e))
+        finally:
+            if started:
+                ray.shutdown()
     return outcomes
 
 
@@ -367,6 +371,8 @@ def compress_pairs(pairs, output, opts, force: bool = False, workers: int | None
                    ray_address: str | None = None, shard_size: int | None = None, progress=None,
                    on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """compress_many() on expand_inputs()'s pairs."""
+    if output is not None and is_url(str(output)):
+        remote.check_url(str(output), output=True)     # a store that keeps files and can be reached, up front
     job = partial(compress_job, opts, force)
     skip = None if force else partial(compress_skip, opts)
 

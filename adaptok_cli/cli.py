@@ -19,6 +19,7 @@ from typing_extensions import Annotated
 
 from . import __version__
 from .batch import expand_inputs, output_paths, want_atok, want_video
+from . import remote
 from .remote import is_url
 from .cli_output import (Reporter, fail, for_each, print_eval, print_inspect, print_inspect_many, run_batch,
                          user_errors, write_plot)
@@ -151,6 +152,8 @@ def compress_cmd(
                                device=device, drop_audio=drop_audio, unit=unit, dtype=dtype, lit=lit).check()
         check_common(workers, device, as_json, as_csv)
         check_shard_target(output, shard_size)
+        for url in [i for i in inputs if is_url(i)] + ([output] if output and is_url(output) else []):
+            remote.check_url(url, output=url is output, in_process=False)   # a store that outlives this process
         pairs = expand_inputs(inputs, want_video, urls=True)
         start = partial(compress_pairs, pairs, output, opts, force, workers, use_ray, ray_address, shard_size)
         code = run_batch(len(pairs), start, Reporter(quiet, as_json, verbose), "compress", as_csv)

@@ -444,7 +444,7 @@ class AtokReader:
                 raw_size = zstandard.frame_content_size(comp)
                 if not PAYLOAD.size <= raw_size <= 3 * self.limits.max_chunk_values + 4 * MAX_CHANNELS + 64:
                     break
-                raw = zstandard.ZstdDecompressor().decompress(comp, max_output_size=raw_size)
+                raw = zstandard.ZstdDecompressor().decompress(comp, max_output_size=raw_size, allow_extra_data=False)
             except zstandard.ZstdError:
                 break
             if len(raw) != raw_size:
@@ -529,8 +529,8 @@ class AtokReader:
         except zstandard.ZstdError:
             declared = -2
         _check(declared == raw_size, p, f"{what} frame header")
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(comp, max_output_size=raw_size)
+        try:        # one zstd frame and nothing after it (FORMAT.md): a second frame would go unread
+            raw = zstandard.ZstdDecompressor().decompress(comp, max_output_size=raw_size, allow_extra_data=False)
         except zstandard.ZstdError as e:
             raise ContainerError(f"{p}: corrupt container ({what}: {e})") from None
         _check(len(raw) == raw_size, p, f"{what} size")

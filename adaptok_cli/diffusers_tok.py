@@ -61,8 +61,9 @@ def resolve(spec: str) -> Path:
     """The VAE folder a spec names; hf: specs from the local Hugging Face cache only."""
     if spec.startswith("hf:"):
         parts = spec[3:].strip("/").split("/")
-        if len(parts) < 2 or not all(parts):
-            raise ModelUnavailableError(f"{spec}: use hf:ORG/REPO or hf:ORG/REPO/SUBFOLDER")
+        if len(parts) < 2 or not all(parts) or any(p in (".", "..") or "\\" in p for p in parts):
+            raise ModelUnavailableError(f"{spec}: use hf:ORG/REPO or hf:ORG/REPO/SUBFOLDER (names only: no '.' "
+                                        f"or '..', which would leave the Hugging Face cache)")
         repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
         try:
             from huggingface_hub import snapshot_download

@@ -5,6 +5,8 @@ import json
 import os
 import time
 
+import pytest
+
 from adaptok_cli import errors
 
 from conftest import noise_frames, static_frames, write_video
@@ -183,7 +185,7 @@ def test_urls_in_and_out_match_local_files(tmp_path, small_tok_path):
     try:
         atk.compress_many("nope://x/y.mp4", tmp_path / "z")
     except errors.AdaptokError as e:
-        assert e.exit_code == errors.EXIT_BAD_INPUT and "nope://x/y.mp4" in str(e)
+        assert e.exit_code == errors.EXIT_USAGE and "nope://x/y.mp4: unknown protocol" in str(e)   # up front
     else:
         raise AssertionError("an unknown protocol was accepted")
 
@@ -208,3 +210,27 @@ def test_an_unexpected_error_on_one_file_is_that_files_alone(tmp_path, monkeypat
     assert res is None and err.exit_code == errors.EXIT_INTERNAL
     assert for_each(["a", "b", "c"], lambda f: job(f, f, None)) == errors.EXIT_SOME_FAILED and seen[-2:] == ["b", "c"]
     assert for_each(["a"], lambda f: job(f, f, None)) == errors.EXIT_INTERNAL
+
+
+def test_urls_that_are_not_stores_are_refused_up_front(tmp_path, small_tok_path, monkeypatch):
+    """memory:// (gone with the process), zip:// and chains, unknown protocols, read-only or unreachable
+    outputs: one line before any work (2; an output that cannot be reached: 73), never a crash (70) or a
+    success whose output vanished (issue 29)."""
+    write_video(tmp_path / "a.mp4", static_frames(5, 32, 48))
+    tok = ["--tokenizer", small_tok_path]
+    for out, code, words in [("memory://x/", errors.EXIT_USAGE, "would be gone when it exits"),
+                             ("zip://a.atok", errors.EXIT_USAGE, "does not keep files"),
+                             ("simplecache::file:///tmp/x/", errors.EXIT_USAGE, "chained URLs"),
+                             ("nope://x/", errors.EXIT_USAGE, "unknown protocol"),
+                             ("ftp://127.0.0.1:1/out/", errors.EXIT_CANT_CREATE, "cannot reach it")]:
+        p = run("compress", tmp_path / "a.mp4", "-o", out, *tok)
+        assert p.returncode == code and words in p.stderr and len(p.stderr.splitlines()) == 1, (out, p.stderr)
+    for src in ("zip://a.mp4::file:///tmp/x.zip", "memory://a.mp4"):
+        p = run("compress", src, "-o", tmp_path / "o/", *tok)
+        assert p.returncode == errors.EXIT_USAGE and len(p.stderr.splitlines()) == 1, (src, p.stderr)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a.mp4"]
+    from adaptok_cli import remote
+    from adaptok_cli.errors import UsageError
+    monkeypatch.setattr(remote, "READ_ONLY", {"LocalFileSystem"})   # http:// needs a plug-in not installed here
+    with pytest.raises(UsageError, match="read-only"):
+        remote.check_url(f"file://{tmp_path}/o/", output=True)

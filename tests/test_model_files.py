@@ -145,12 +145,10 @@ def test_a_senseless_lit_is_refused_by_decompress(tmp_path, small_tok_path, lit_
     assert "LIT config field layers is 100000" in line and not (tmp_path / "c.y4m").exists()
 
 
-diffusers = pytest.importorskip("diffusers")
-
-
 @pytest.fixture(scope="module")
 def vaes(tmp_path_factory):
     """Tiny saved VAEs of five families (test_diffusers' configs): their weights, then any config."""
+    pytest.importorskip("diffusers")
     from test_diffusers import save_vae
     root = tmp_path_factory.mktemp("vaes")
     for name in ("wan", "cogvideox", "ltx", "mochi", "cosmos"):
@@ -187,3 +185,13 @@ def test_senseless_diffusers_configs_name_the_field(tmp_path, vaes, family, chan
     with pytest.raises(ModelUnavailableError) as e:
         load_tokenizer(str(folder))
     assert re.search(field, said(e)), said(e)
+
+
+# --- 6. hf: specs stay inside the Hugging Face cache ------------------------------------------------
+
+@pytest.mark.parametrize("spec", ["hf:org/repo/../../..", "hf:org/repo/./vae", "hf:../x", "hf:org/..", "hf:org/repo/a\\..\\b"])
+def test_hf_specs_with_dots_are_refused_before_the_cache_is_read(spec, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)      # the cache is never consulted
+    with pytest.raises(ModelUnavailableError, match="names only: no '.' or '..'"):
+        load_tokenizer(spec)

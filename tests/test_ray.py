@@ -3,6 +3,8 @@ batch, and a run that loses a worker still completes with nothing half-written."
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from functools import partial
@@ -93,3 +95,65 @@ def test_a_killed_worker_is_replaced_and_nothing_is_half_written(tmp_path, clips
     assert not [f for f in tmp_path.iterdir() if f.name.endswith(".tmp")]
     again = run_ray(pairs, job, workers=2, skip=partial(compress_skip, job.args[0]))    # up to date: skipped
     assert all(o.skipped for o in again) and len(again) == len(pairs)
+
+
+def processes() -> dict:
+    """pid -> (parent pid, command line) of the live processes (zombies are dead)."""
+    out = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat", "rb") as f:
+                    stat = f.read().rpartition(b")")[2].split()
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if stat[0] != b"Z":
+                out[int(p)] = (int(stat[1]), cmdline)
+    return out
+
+
+def descendants(pid: int) -> dict:
+    """pid -> command line of the live descendants of pid."""
+    table, found, frontier = processes(), {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for p, (pp, cmdline) in table.items():
+            if pp == parent and p not in found:
+                found[p] = cmdline
+                frontier.append(p)
+    return found
+
+
+def wait_for(what, check, limit=180):
+    """Poll until check() is true (an event, not a duration; the limit only ends a test that hangs)."""
+    deadline = time.time() + limit
+    while not check():
+        assert time.time() < deadline, f"never happened: {what}"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the watchdog reads /proc")
+def test_the_local_ray_dies_with_a_killed_driver(tmp_path, small_tok_path):
+    """kill -9 of a `compress --ray` driver: every process of its local Ray (GCS, raylet, its agents,
+    the actors) is gone once the watchdog is done (issue 29: the two agents outlived the driver by
+    over 10 s; measured without the watchdog: still alive 20 s on, reparented to init)."""
+    from adaptok_cli.raywatch import MARKER
+    write_video(tmp_path / "in" / "long.mp4", noise_frames(600, 256, 320))     # keeps the actors busy a while
+    driver = subprocess.Popen([sys.executable, "-m", "adaptok_cli", "compress", str(tmp_path / "in"), "-o",
+                               str(tmp_path / "out"), "--ray", "-j", "2", "--tokenizer", str(small_tok_path), "-q", "-f"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for("the Ray actors start", lambda: any(b"RayWorker" in c for c in descendants(driver.pid).values()))
+        run = descendants(driver.pid)
+        dogs = [p for p, c in run.items() if MARKER.encode() in c]
+        ray_pids = {p: c for p, c in run.items() if p not in dogs}
+        assert len(dogs) == 1 and sum(b"Agent" in c for c in ray_pids.values()) == 2 and len(ray_pids) >= 5
+    finally:
+        driver.kill()
+        driver.wait()
+    wait_for("the watchdog ends", lambda: dogs[0] not in processes())
+    alive = processes()
+    assert [c[:40] for p, c in ray_pids.items() if alive.get(p, (0, b""))[1] == c] == []
