@@ -4,17 +4,25 @@ Audio packets are copied, never re-encoded, but PyAV's muxer still opens an enco
 codec with the header's rate and layout; a layout FFmpeg cannot name, or a rate or layout the codec
 refuses, would fail inside PyAV (a crash, or a "write failed" naming a temporary file). So the header's
 description is tried here exactly as the writer will use it (`header_problem`, from
-container.validate_header), and the first packets are decoded with the codec the header names
+container.validate_header; the layout only from a fixed list of names), and the first packets are decoded with the codec the header names
 (`packets_problem`: AAC packets under an opus or flac header are refused). PCM cannot be checked that
 way: any bytes are samples.
 """
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 import av
 
 MAX_CHANNELS = 64               # FFmpeg's named layouts reach 24 (22.2); more is not a real track
+# The layouts handed to FFmpeg: its named ones (libavutil's channel_layout_map) and "N channels" (no
+# order). A string FFmpeg parses into a custom channel map ("FL+FL", "FL+LFE+FL") is freed twice by
+# PyAV once set on a codec: heap corruption, which the fuzzer found (tests/fuzz_container.py --audio).
+NAMED_LAYOUTS = frozenset("""mono stereo 2.1 3.0 3.0(back) 4.0 quad quad(side) 3.1 5.0 5.0(side) 4.1 5.1 5.1(side)
+    6.0 6.0(front) 3.1.2 hexagonal 6.1 6.1(back) 6.1(front) 7.0 7.0(front) 7.1 7.1(wide) 7.1(wide-side) 5.1.2
+    5.1.2(back) octagonal 5.1.4 7.1.2 7.1.4 7.2.3 9.1.4 9.1.6 cube hexadecagonal binaural downmix 22.2""".split())
+UNORDERED = re.compile(r"([1-9]|[1-5][0-9]|6[0-4]) channels")
 PROBE_PACKETS = 8               # packets decoded to check that they are what the header says
 MAX_SECONDS = 1 << 31           # |timestamps| and durations, in seconds: rescaling them cannot overflow
 ENCODER_OPTIONS = {"strict": "experimental"}    # FFmpeg's own vorbis encoder is marked experimental
@@ -42,10 +50,12 @@ def can_write(codec: str) -> bool:
 def header_problem(a: dict) -> str | None:
     """Why FFmpeg would not take this audio description (None: it does). a has the types and ranges
     validate_header checked: codec from the fixed table, rate, layout (a short string), time base."""
+    if a["layout"] not in NAMED_LAYOUTS and not UNORDERED.fullmatch(a["layout"]):
+        return f"audio layout {a['layout']!r} is not one of FFmpeg's named layouts or 'N channels'"
     try:
         layout = av.AudioLayout(a["layout"])
     except (ValueError, TypeError, av.error.FFmpegError):
-        return f"audio layout {a['layout']!r} is not one FFmpeg knows"
+        return f"audio layout {a['layout']!r} is not one this FFmpeg knows"
     if not 1 <= layout.nb_channels <= MAX_CHANNELS:
         return f"audio layout {a['layout']!r} has {layout.nb_channels} channels"
     if Fraction(a["time_base_num"], a["time_base_den"]) > 1:

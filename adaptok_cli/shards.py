@@ -197,11 +197,12 @@ def _done(clip: Member | None) -> list[Member]:
 
 
 def _tar_call(fn, path):
-    """fn() of tarfile, its errors as ContainerError."""
+    """fn() of tarfile, its errors as ContainerError (a hostile pax or sparse record makes tarfile raise
+    ValueError or IndexError, not only TarError)."""
     try:
         return fn()
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise ContainerError(f"{path}: not a readable shard ({e})") from None
+    except (tarfile.TarError, OSError, EOFError, ValueError, IndexError, KeyError, OverflowError) as e:
+        raise ContainerError(f"{path}: not a readable shard ({str(e)[:120]})") from None
 
 
 def _take(tar, f: _Budgeted, m, ext: str, clip: Member, path: Path, size: int, limits: Limits):

@@ -195,3 +195,13 @@ def test_hf_specs_with_dots_are_refused_before_the_cache_is_read(spec, monkeypat
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)      # the cache is never consulted
     with pytest.raises(ModelUnavailableError, match="names only: no '.' or '..'"):
         load_tokenizer(spec)
+
+
+def test_fuzz_models_short_run():
+    """The CI slice of tests/fuzz_models.py (docs/RELIABILITY.md has the long run): mutated TinyTok, LIT
+    and diffusers configs are refused with 69 or load and run; nothing else."""
+    import fuzz_models
+    stats = fuzz_models.fuzz_models(150, seed=0)
+    assert stats["crashes"] == [] and stats["hangs"] == 0, stats["crashes"][:3]
+    assert stats["outcomes"]["refused"] > 80 and stats["outcomes"].get("loaded and ran", 0) > 5
+    assert {"tinytok", "lit"} <= set(stats["refused_by_kind"])
