@@ -186,11 +186,20 @@ def _not_up_to_date(pairs, skip, done) -> list[tuple[Path, Path]]:
     """The pairs to work on; the others are reported as skipped."""
     todo = []
     for src, dst in pairs:
-        if skip is not None and skip(src, dst):
+        if skip is not None and _skips(skip, src, dst):
             done(Outcome(src, dst, skipped=True))
         else:
             todo.append((src, dst))
     return todo
+
+
+def _skips(skip, src, dst) -> bool:
+    """skip(src, dst); a file it cannot tell about is worked on (its job then reports what is wrong),
+    so one unreadable file never ends the batch here."""
+    try:
+        return skip(src, dst)
+    except Exception:
+        return False
 
 
 def run(pairs: list[tuple[Path, Path]], job, workers: int | None = 1,

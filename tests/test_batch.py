@@ -234,3 +234,18 @@ def test_urls_that_are_not_stores_are_refused_up_front(tmp_path, small_tok_path,
     monkeypatch.setattr(remote, "READ_ONLY", {"LocalFileSystem"})   # http:// needs a plug-in not installed here
     with pytest.raises(UsageError, match="read-only"):
         remote.check_url(f"file://{tmp_path}/o/", output=True)
+
+
+def test_a_file_the_up_to_date_check_fails_on_is_still_worked_on(tmp_path):
+    """A skip check that raises for one file (an unreadable URL, a bug) leaves that file to its job,
+    which reports it; the other files are skipped or done as usual."""
+    from adaptok_cli.batch import run as run_batch
+
+    def skip(src, dst):
+        if src == "a":
+            raise errors.InputError("a: cannot check")
+        return src == "b"
+    outcomes = run_batch([("a", tmp_path / "a"), ("b", tmp_path / "b"), ("c", tmp_path / "c")],
+                         lambda src, dst, progress: f"made {src}", skip=skip)
+    assert sorted((o.src, o.skipped, o.result) for o in outcomes) == [("a", False, "made a"), ("b", True, None),
+                                                                     ("c", False, "made c")]
