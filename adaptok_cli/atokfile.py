@@ -30,7 +30,7 @@ from .errors import CacheMismatchError, ContainerError, InputError
 from .masking import HoldFill, dequantise, hold_gather
 from .models import inpainter_for, tokenizer_for, unit_of
 from .report import describe
-from .shards import MemberFile, find_member, members
+from .shards import find_member, members
 from .tokenizer import pick_device, spec_fingerprint
 
 FILLS = ("hold", "lit")
@@ -59,10 +59,10 @@ class AtokFile:
 
     def __init__(self, path, tokenizer: str | None = None, fill: str = "hold", device: str = "cpu",
                  limits: Limits = DEFAULT_LIMITS):
-        self.path = Path(path)
         self.fill = _check_fill(fill)
         self.device = pick_device(device)
-        self._reader = AtokReader(path, limits=limits)
+        self._reader = AtokReader(path, limits=limits)     # a path, or a container.Section (a shard member)
+        self.path = self._reader.path
         self.header = self._reader.header
         self._tokenizer_spec = tokenizer
         self._tok = None
@@ -209,12 +209,8 @@ class AtokFile:
                                          unit_of(h))
         return Decoder(self._tok, inpainter)
 
-    owned = None                   # a temporary this file was opened from (a shard member), removed on close
-
     def close(self):
         self._reader.close()
-        if self.owned is not None:
-            self.owned.close()
 
     def __enter__(self):
         return self
@@ -230,13 +226,10 @@ class AtokFile:
 def open(path, tokenizer: str | None = None, fill: str = "hold", device: str = "cpu",  # noqa: A001
          limits: Limits = DEFAULT_LIMITS, member: str | None = None) -> AtokFile:
     """Open an .atok file for reading (see AtokFile); limits is the resource budget (container.Limits).
-    With member=KEY, path is a shard (shards.py) and the clip KEY in it is opened."""
-    if member is None:
-        return AtokFile(path, tokenizer, fill, device, limits)
-    tmp = MemberFile(find_member(path, member), member)
-    f = AtokFile(tmp.path, tokenizer, fill, device, limits)
-    f.owned = tmp                  # the temporary copy goes when the file is closed
-    return f
+    With member=KEY, path is a shard (shards.py) and the clip KEY in it is opened, read in place."""
+    if member is not None:
+        path = find_member(path, member, limits)
+    return AtokFile(path, tokenizer, fill, device, limits)
 
 
 class Items:
@@ -287,10 +280,13 @@ class Items:
             self._norm = for_spec(self.tokenizer, header["channels"])
         return self._norm
 
-    def read(self, path, name=None) -> dict | None:
-        """The item of the container at path (named `name` in messages), or None (on_error="skip")."""
+    def read(self, path, name=None, error: Exception | None = None) -> dict | None:
+        """The item of the container at path (a file, or a shard member's container.Section; named `name`
+        in messages), or None (on_error="skip"). error: what a shard's reader found wrong with the clip."""
         with self._errors(path, name):
-            if not Path(path).is_file():     # a FIFO or device named *.atok would block the reader
+            if error is not None:
+                raise error
+            if isinstance(path, (str, Path)) and not Path(path).is_file():   # a FIFO named *.atok would block
                 raise InputError(f"{path}: not a regular file")
             with AtokFile(path, self.tokenizer, fill=self.fill) as f:
                 self.check(f.header, name or path)
@@ -411,10 +407,10 @@ class ShardDataset(torch.utils.data.IterableDataset):
         return self.shards[self.rank::self.world][wid::nw]
 
     def _members(self, shard):
-        """(key, bytes) of a shard's clips; an unreadable shard is one skipped clip with on_error="skip"."""
+        """A shard's clips (shards.Member, read in place); a shard that stops being a tar is one skipped
+        clip with on_error="skip"."""
         try:
-            for key, data, _ in members(shard):
-                yield key, data
+            yield from members(shard)
         except (ContainerError, InputError) as e:
             if self.items.on_error == "raise":
                 raise
@@ -422,11 +418,10 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
     def _items(self):
         for shard in self._mine():
-            for key, data in self._members(shard):
-                with MemberFile(data, key) as tmp:
-                    item = self.items.read(tmp, f"{shard}:{key}")
+            for m in self._members(shard):
+                item = self.items.read(m.atok, m.name, m.error)
                 if item is not None:
-                    item.update(key=key, path=f"{shard}:{key}")
+                    item.update(key=m.key, path=m.name)
                     yield item
 
     def __iter__(self):

@@ -1,11 +1,13 @@
 """Many files at once: inputs from files, folders and globs, mirrored outputs, up-to-date skipping,
-and a pool of worker processes. One failing file never stops a batch.
+and a pool of worker processes. One failing file never stops a batch, whatever it fails with (a bug
+on one file is that file's internal error, exit 70 for it alone).
 
 Every file is encoded with one torch thread (parallelism comes from --workers), so a container's bytes
 do not depend on the worker count or the machine's core count.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import posixpath
@@ -17,7 +19,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .errors import EXIT_INTERRUPTED, AdaptokError, ContainerError, InputError, OutputExistsError, UsageError
+from .errors import (EXIT_INTERRUPTED, AdaptokError, ContainerError, InputError, OutputExistsError, UsageError,
+                     internal_error)
 from .options import settings_of
 from . import remote
 from .outputs import is_temporary, plan
@@ -36,6 +39,7 @@ def expand_inputs(items: Iterable[str], want: Callable[[Path], bool], urls: bool
         if is_url(item) and not urls:
             raise UsageError(f"{item}: only compress reads URLs; fetch the file first")
         if is_url(item):
+            remote.check_url(item)
             found += [(url, rel) for url, rel in remote.expand(item, want) if not any(map(is_temporary, rel.parts))]
         elif p.is_dir():
             for f in sorted(p.rglob("*")):
@@ -178,6 +182,8 @@ def _call(job, src, dst):
         return job(src, dst, None), None
     except AdaptokError as e:
         return None, e
+    except Exception as e:          # a bug on this file: reported for it, the batch goes on
+        return None, internal_error(e, src)
     except KeyboardInterrupt:
         os._exit(EXIT_INTERRUPTED)  # never go on to another queued file
     finally:
@@ -220,11 +226,20 @@ def _not_up_to_date(pairs, skip, done) -> list[tuple[Path, Path]]:
     """The pairs to work on; the others are reported as skipped."""
     todo = []
     for src, dst in pairs:
-        if skip is not None and skip(src, dst):
+        if skip is not None and _skips(skip, src, dst):
             done(Outcome(src, dst, skipped=True))
         else:
             todo.append((src, dst))
     return todo
+
+
+def _skips(skip, src, dst) -> bool:
+    """skip(src, dst); a file it cannot tell about is worked on (its job then reports what is wrong),
+    so one unreadable file never ends the batch here."""
+    try:
+        return skip(src, dst)
+    except Exception:
+        return False
 
 
 def run(pairs: list[tuple[Path, Path]], job, workers: int | None = 1,
@@ -251,6 +266,8 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int | None = 1,
                 done(Outcome(src, dst, job(src, dst, tick)))
             except AdaptokError as e:
                 done(Outcome(src, dst, error=e))
+            except Exception as e:  # a bug on this file: reported for it, the batch goes on
+                done(Outcome(src, dst, error=internal_error(e, src)))
         return outcomes
     ctx = get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
@@ -391,18 +408,20 @@ def run_ray(pairs: list[tuple[Path, Path]], job, workers: int | None = None,
     if not todo:
         return outcomes
     started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, num_cpus=None if address else (workers or default_workers(len(todo))),
-                 include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        actor = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=3, max_task_retries=3)(RayWorker)
-        pool = ActorPool([actor.remote() for _ in range(min(n, len(todo)))])
-        for src, dst, res, e in pool.map_unordered(lambda a, p: a.call.remote(job, *p), todo):
-            done(Outcome(src, dst, res, e))
-    finally:
+    from .raywatch import watched       # a local Ray we start ends with this process, even on kill -9
+    with watched() if started and address is None else contextlib.nullcontext():
         if started:
-            ray.shutdown()
+            ray.init(address=address, num_cpus=None if address else (workers or default_workers(len(todo))),
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            actor = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=3, max_task_retries=3)(RayWorker)
+            pool = ActorPool([actor.remote() for _ in range(min(n, len(todo)))])
+            for src, dst, res, e in pool.map_unordered(lambda a, p: a.call.remote(job, *p), todo):
+                done(Outcome(src, dst, res, e))
+        finally:
+            if started:
+                ray.shutdown()
     return outcomes
 
 
@@ -425,6 +444,8 @@ def compress_pairs(pairs, output, opts, force: bool = False, workers: int | None
                    ray_address: str | None = None, shard_size: int | None = None, progress=None,
                    on_done: Callable[[Outcome], None] | None = None, ray_gpus: float | None = None) -> list[Outcome]:
     """compress_many() on expand_inputs()'s pairs."""
+    if output is not None and is_url(str(output)):
+        remote.check_url(str(output), output=True)     # a store that keeps files and can be reached, up front
     job = partial(compress_job, opts, force)
     skip = None if force else partial(compress_skip, opts)
 

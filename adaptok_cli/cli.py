@@ -19,6 +19,7 @@ from typing_extensions import Annotated
 
 from . import __version__
 from .batch import expand_inputs, output_paths, want_atok, want_video
+from . import remote
 from .remote import is_url
 from .cli_output import (Reporter, fail, for_each, plural, print_eval, print_inspect, print_inspect_many, run_batch,
                          say, user_errors, write_plot)
@@ -171,6 +172,8 @@ def compress_cmd(
         check_common(workers, device, as_json, as_csv)
         check_shard_target(output, shard_size)
         check_gpus_per_worker(ray_gpus)
+        for url in [i for i in inputs if is_url(i)] + ([output] if output and is_url(output) else []):
+            remote.check_url(url, output=url is output, in_process=False)   # a store that outlives this process
         pairs = expand_inputs(inputs, want_video, urls=True)
         start = partial(compress_pairs, pairs, output, opts, force, workers, use_ray, ray_address, shard_size,
                         ray_gpus=ray_gpus)
@@ -234,26 +237,29 @@ def inspect_cmd(
         if plot is not None and not plot_dir and (len(files) > 1 or Path(plot).suffix.lower() != ".png"):
             raise UsageError(f"--plot {plot}: give a .png file for one container, or a folder (ending in /) "
                              f"for one PNG each")
-        infos = []
+        infos, sources, limits = [], {}, limits_for(max_pixels)
 
-        def one(f):
-            for name, path in each_container(f):          # a shard: each of its clips
-                info = inspect(path, limits_for(max_pixels)).to_dict()
-                info["file"] = name
-                if tokenizer is not None:
-                    from .container import AtokReader
-                    from .models import check_named_tokenizer
-                    with AtokReader(path, limits=limits_for(max_pixels)) as r:
-                        check_named_tokenizer(r.header, name, tokenizer)
-                infos.append(info)
-                if plot is not None:
-                    write_plot(path, Path(plot) / (Path(name).name + ".png") if plot_dir else Path(plot))
-        code = for_each(files, one)
+        def one(name, source):                            # a file, or one clip of a shard
+            info = inspect(source, limits).to_dict()
+            info["file"] = name
+            if tokenizer is not None:
+                from .container import AtokReader
+                from .models import check_named_tokenizer
+                with AtokReader(source, limits=limits) as r:
+                    check_named_tokenizer(r.header, name, tokenizer)
+            infos.append(info)
+            sources[name] = source
+            if plot is not None:
+                write_plot(source, Path(plot) / (Path(name).name + ".png") if plot_dir else Path(plot))
+        code = for_each(files, one, parts=partial(each_container, limits=limits))
         infos.sort(key=lambda i: (i[SORT_KEYS[sort.value]], i["file"]))
         for info in infos if as_json else []:
             print(json.dumps(info), flush=True)
         if not as_json and infos:
-            print_inspect(infos[0], chunks is not False) if len(infos) == 1 else print_inspect_many(infos, bool(chunks))
+            if len(infos) == 1:
+                print_inspect(infos[0], chunks is not False, sources[infos[0]["file"]])
+            else:
+                print_inspect_many(infos, bool(chunks))
     raise typer.Exit(code)
 
 
@@ -275,23 +281,31 @@ def verify_cmd(inputs: Containers, as_json: Json = False,
         bad, containers = [], [0]
 
         def one(result):
-            _, passed, error = result
-            for name, n in passed:
+            _, parts = result
+            errors = []
+            for name, n, error in parts:
+                if error is not None:
+                    errors.append((name, error))
+                    continue
                 containers[0] += 1
                 if as_json:
                     print(json.dumps({"status": "ok", "file": name, "chunks": n}), flush=True)
                 elif not quiet:
                     print(f"{name}: ok ({n} chunks)", flush=True)
-            if error is not None:
-                raise error
+            for i, (name, error) in enumerate(errors):   # each bad clip of a shard is said; the last one is
+                failed(name, error)                     # the file's own failure, said by for_each
+                if i < len(errors) - 1:
+                    say(str(error))
+            if errors:
+                raise errors[-1][1]
 
-        def failed(result, e):
-            bad.append(str(result[0]))
+        def failed(name, e):
+            bad.append(str(name))
             if as_json:
-                print(json.dumps({"status": "error", "file": str(result[0]), "error": str(e), "exit_code": e.exit_code}),
+                print(json.dumps({"status": "error", "file": str(name), "error": str(e), "exit_code": e.exit_code}),
                       flush=True)
         with checked(files, jobs, limits) as results:
-            code = for_each(results, one, failed)
+            code = for_each(results, one, lambda result, e: None)
         if len(files) > 1 and (bad or not quiet):
             say(verify_summary(len(files), bad, containers[0]))
     raise typer.Exit(code)

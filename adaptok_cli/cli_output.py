@@ -20,7 +20,7 @@ from rich.filesize import decimal as describe_size
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PIPE, EXIT_SOME_FAILED, AdaptokError
+from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PIPE, EXIT_SOME_FAILED, AdaptokError, internal_error
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
@@ -34,20 +34,50 @@ def exit_code(errors: list, n_files: int) -> int:
     return errors[0].exit_code if n_files == 1 else EXIT_SOME_FAILED
 
 
-def for_each(files: Iterable, work: Callable, on_error: Callable | None = None) -> int:
-    """Run work(f) for every file (files may be an iterator); a failing file is reported on one line and
-    the rest go on -> exit code."""
-    failed, n = [], 0
-    for f in files:
-        n += 1
+def for_each(files: Iterable, work: Callable, on_error: Callable | None = None, parts: Callable | None = None) -> int:
+    """Run work(f) for every file; a failing file is reported on one line and the rest go on -> exit code.
+
+    With parts(f) -> (name, item, error) for each part of a file (a shard's clips, shards.each_container),
+    work(name, item) runs for every part, and each part counts as a file: a bad one is reported and the
+    next is still checked. A bug on one file is reported as that file's internal error (70)."""
+    failed, count = [], 0
+
+    def attempt(name, fn, *args):
+        nonlocal count
+        count += 1
         try:
-            work(f)
+            fn(*args)
         except AdaptokError as e:
-            say(str(e))
-            failed.append(e)
-            if on_error:
-                on_error(f, e)
-    return exit_code(failed, n)
+            failure = e
+        except Exception as e:      # a bug: that file's failure, not the batch's end
+            failure = internal_error(e, name)
+        else:
+            return
+        say(str(failure))
+        failed.append(failure)
+        if on_error:
+            on_error(name, failure)
+
+    for f in files:
+        if parts is None:
+            attempt(f, work, f)
+            continue
+        found = iter(parts(f))
+        while True:
+            try:
+                part = next(found, None)
+            except Exception as e:      # the file itself stops being readable: it fails, as one more part
+                attempt(f, _raise, e)
+                break
+            if part is None:
+                break
+            name, item, error = part
+            attempt(name, *((_raise, error) if error is not None else (work, name, item)))
+    return exit_code(failed, count)
+
+
+def _raise(e: Exception):
+    raise e
 
 
 class CsvRows:
@@ -94,9 +124,7 @@ def user_errors():
     except (typer.Exit, SystemExit):
         raise
     except Exception as e:  # a bug, not a user error: still one line, and the detail on request
-        if os.environ.get("ADAPTOK_DEBUG"):
-            raise
-        fail(f"internal error: {type(e).__name__}: {e} (set ADAPTOK_DEBUG=1 for the traceback)", EXIT_INTERNAL)
+        fail(str(internal_error(e)), EXIT_INTERNAL)
 
 
 class Reporter:
@@ -242,7 +270,8 @@ def print_inspect_many(infos: list, chunks: bool):
             print_inspect(i, True)
 
 
-def print_inspect(i: dict, chunks: bool):
+def print_inspect(i: dict, chunks: bool, source=None):
+    """One container's report; source: what to open for the heatmap (a shard member's Section), else i["file"]."""
     tok = i["tokenizer"]
     lit = i["lit"]["fingerprint"] if i["lit"] else "none (hold-fill)"
     mode = f"threshold {i['threshold']}" if i["threshold"] is not None else f"keep ratio {i['keep_ratio']}"
@@ -268,7 +297,7 @@ def print_inspect(i: dict, chunks: bool):
     if out.is_terminal:
         from .atokfile import AtokFile
         from .pictures import keep_statistics, terminal_heatmap
-        with AtokFile(i["file"]) as f:
+        with AtokFile(source or i["file"]) as f:
             _, heat = keep_statistics(f)
         out.print("  how often each position was kept (blank: never, █: always):", markup=False)
         for row in terminal_heatmap(heat):

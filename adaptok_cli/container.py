@@ -55,6 +55,7 @@ MAX_FRAME_LIMIT = 1 << 40
 QUANT_BYTES = {"int8": 1, "fp16": 2}
 MAX_AUDIO_RECORD = 1 << 20  # an audio record never decompresses to more than 1 MiB
 MAX_EXTRADATA = 1 << 16
+ZSTD_FRAME_OVERHEAD = 1 << 12   # more than zstd's frame header, block headers and checksum add to a payload
 # index entry columns: [offset, length, latent frames, kept positions, payload size, crc32 of the zstd
 # frame, video frames]; versions 1 and 2 store the first six, and the reader adds the frame counts
 OFFSET, LENGTH, LATENT_FRAMES, KEPT, RAW_SIZE, CRC, FRAMES = range(7)
@@ -82,6 +83,16 @@ class Limits:
     max_chunk_values: int = 1 << 25        # latent values (t x h x w x C) of one chunk: 128 MiB as float32
     max_chunks: int = 1 << 20              # index entries: 56 bytes each once read
 
+    @property
+    def max_file_bytes(self) -> int:
+        """The largest container this budget admits: header, index, trailer and max_chunks records of the
+        largest payload (fp16 values of max_chunk_values, a mask bit each) plus as many audio records.
+        A shard member declaring more is refused before it is read (shards.py)."""
+        record = RECORD.size + ZSTD_FRAME_OVERHEAD + chunk_raw_size(1, self.max_chunk_values, 1, self.max_chunk_values,
+                                                                   1, "fp16")
+        audio = RECORD.size + ZSTD_FRAME_OVERHEAD + MAX_AUDIO_RECORD
+        return PRELUDE.size + MAX_HEADER + self.max_chunks * (record + audio) + MAX_INDEX + TRAILER.size
+
     @classmethod
     def for_pixels(cls, max_pixels: int) -> "Limits":
         """A budget for frames up to max_pixels, chunks scaled with it (never below the defaults)."""
@@ -91,6 +102,50 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class Section:
+    """A container stored inside another file and read in place: `size` bytes from `offset` of `file`
+    (a shard member). `name` is what messages call it: shard.tar:key."""
+    file: Path
+    offset: int
+    size: int
+    name: str
+
+    def __str__(self):
+        return self.name
+
+    def read_bytes(self) -> bytes:
+        """The whole container, in memory (to copy a member out)."""
+        with open(self.file, "rb") as f:
+            f.seek(self.offset)
+            return f.read(self.size)
+
+
+class _SectionFile:
+    """A read-only file object over a Section: no read leaves it."""
+
+    def __init__(self, s: Section):
+        self.f = open(s.file, "rb")
+        self.start, self.size, self.pos = s.offset, s.size, 0
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self.pos = max(0, pos + (0, self.pos, self.size)[whence])
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.size - self.pos if n < 0 else max(0, min(n, self.size - self.pos))
+        self.f.seek(self.start + self.pos)
+        data = self.f.read(n)
+        self.pos += len(data)
+        return data
+
+    def close(self):
+        self.f.close()
 
 
 @dataclass
@@ -260,6 +315,10 @@ def validate_header(h, path, limits: Limits = DEFAULT_LIMITS):
            and len(audio["layout"]) <= 64 and _is_int(audio.get("time_base_num"), 1, 1 << 30)
            and _is_int(audio.get("time_base_den"), 1, 1 << 30) and isinstance(audio.get("extradata"), bytes),
            path, "audio track description")
+    if audio is not None:
+        from .audio import header_problem       # what FFmpeg will be handed, tried as the writer uses it
+        problem = header_problem(audio)
+        _check(problem is None, path, problem)
     frame_values = h["latent_width"] * h["latent_height"] * h["channels"]
     _check(frame_values <= limits.max_chunk_values, path,
            f"a latent frame of {frame_values} values exceeds the budget of {limits.max_chunk_values}")
@@ -288,12 +347,16 @@ class AtokReader:
     """
 
     def __init__(self, path, partial: bool = False, limits: Limits = DEFAULT_LIMITS):
-        self.path = Path(path)
+        """path: a file, or a Section of one (a shard member, read in place)."""
+        self.path = Path(str(path))
         self.partial, self.salvaged, self.limits = partial, False, limits
         self._io = threading.Lock()     # records are read from two threads while decompress writes audio
         try:
-            self.f = open(self.path, "rb")
-            self.size = os.fstat(self.f.fileno()).st_size
+            if isinstance(path, Section):
+                self.f, self.size = _SectionFile(path), path.size
+            else:
+                self.f = open(self.path, "rb")
+                self.size = os.fstat(self.f.fileno()).st_size
         except IsADirectoryError:
             raise ContainerError(f"{path}: is a folder, not an .atok file") from None
         except OSError as e:
@@ -434,7 +497,7 @@ class AtokReader:
                 raw_size = zstandard.frame_content_size(comp)
                 if not PAYLOAD.size <= raw_size <= 3 * self.limits.max_chunk_values + 4 * MAX_CHANNELS + 64:
                     break
-                raw = zstandard.ZstdDecompressor().decompress(comp, max_output_size=raw_size)
+                raw = zstandard.ZstdDecompressor().decompress(comp, max_output_size=raw_size, allow_extra_data=False)
             except zstandard.ZstdError:
                 break
             if len(raw) != raw_size:
@@ -520,8 +583,8 @@ class AtokReader:
         except zstandard.ZstdError:
             declared = -2
         _check(declared == raw_size, p, f"{what} frame header")
-        try:
-            raw = decompressor().decompress(comp, max_output_size=raw_size)
+        try:        # one zstd frame and nothing after it (FORMAT.md): a second frame would go unread
+            raw = decompressor().decompress(comp, max_output_size=raw_size, allow_extra_data=False)
         except zstandard.ZstdError as e:
             raise ContainerError(f"{p}: corrupt container ({what}: {e})") from None
         _check(len(raw) == raw_size, p, f"{what} size")
@@ -590,7 +653,9 @@ class AtokReader:
         return int(self.audio[:, 1].sum()) if len(self.audio) else 0
 
     def read_audio(self, i: int) -> list:
-        """Audio record i: packets [pts, dts, duration, keyframe, data] exactly as they were read."""
+        """Audio record i: packets [pts, dts, duration, keyframe, data] exactly as they were read;
+        timestamps within audio.MAX_SECONDS, durations not negative."""
+        from .audio import timestamp_ok
         p = self.path
         raw = self._record(f"audio record {i}", *self.audio[i].tolist())
         try:
@@ -598,10 +663,22 @@ class AtokReader:
                                       max_array_len=1 << 16, max_map_len=0, max_ext_len=0)
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
             raise ContainerError(f"{p}: corrupt container (audio record {i})") from None
+        a = self.header["audio"]
         _check(isinstance(packets, list) and all(
-            isinstance(k, list) and len(k) == 5 and all(_is_int(v, -(1 << 62), 1 << 62) for v in k[:3])
-            and isinstance(k[3], bool) and isinstance(k[4], bytes) for k in packets), p, f"audio record {i} packets")
+            isinstance(k, list) and len(k) == 5 and all(_is_int(v, -(1 << 62), 1 << 62) and timestamp_ok(v, a)
+                                                        for v in k[:3])
+            and k[2] >= 0 and isinstance(k[3], bool) and isinstance(k[4], bytes) for k in packets), p,
+               f"audio record {i} packets")
         return packets
+
+    def probe_audio(self):
+        """The first audio packets decoded as the codec the header names (audio.packets_problem):
+        verify and decompress refuse a track whose packets are not what it says."""
+        if not len(self.audio):
+            return
+        from .audio import packets_problem
+        problem = packets_problem(self.header["audio"], self.read_audio(0))
+        _check(problem is None, self.path, problem)
 
     def iter_audio(self):
         for i in range(len(self.audio)):

@@ -5,7 +5,8 @@
     --tokenizer hf:ORG/REPO[/SUBFOLDER]     from the local Hugging Face cache only (never downloaded)
 
 The class comes from config.json's `_class_name`, but only from the fixed table FAMILIES: a folder
-picks among known adapters, it cannot name code. Weights are read from safetensors only.
+picks among known adapters, it cannot name code. Weights are read from safetensors only, and the
+fingerprint covers exactly the files diffusers reads (`model_files`: config, shard index, shards).
 
 Layout: every family here codes the first frame of a clip alone and then `time_factor` frames per
 latent frame (1 + 4k or 1 + 8k frames), so adaptok's layout rule (layout.py) holds as it is. The
@@ -16,16 +17,16 @@ clip of its own (stateless); their chunk seams are measured in docs/TOKENIZERS.m
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
 
-from . import cache
+from . import cache, safejson, vae_configs
 from .container import MAX_CHANNELS
 from .errors import ModelUnavailableError
+from .modelcheck import mismatch
 from .tinytok import to_uint8
 from .tokenizer import Tokenizer, file_fingerprint, host_frames
 
@@ -62,8 +63,9 @@ def resolve(spec: str) -> Path:
     """The VAE folder a spec names; hf: specs from the local Hugging Face cache only."""
     if spec.startswith("hf:"):
         parts = spec[3:].strip("/").split("/")
-        if len(parts) < 2 or not all(parts):
-            raise ModelUnavailableError(f"{spec}: use hf:ORG/REPO or hf:ORG/REPO/SUBFOLDER")
+        if len(parts) < 2 or not all(parts) or any(p in (".", "..") or "\\" in p for p in parts):
+            raise ModelUnavailableError(f"{spec}: use hf:ORG/REPO or hf:ORG/REPO/SUBFOLDER (names only: no '.' "
+                                        f"or '..', which would leave the Hugging Face cache)")
         repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
         try:
             from huggingface_hub import snapshot_download
@@ -88,31 +90,85 @@ def resolve(spec: str) -> Path:
     return folder
 
 
+WEIGHTS = "diffusion_pytorch_model.safetensors"      # what diffusers loads with use_safetensors=True ...
+WEIGHTS_INDEX = WEIGHTS + ".index.json"              # ... or, when this exists, the shards it names
+MAX_INDEX_BYTES = 1 << 22
+
+
 def weight_files(folder: Path) -> list[Path]:
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise ModelUnavailableError(f"{folder}: no .safetensors weights (other weight formats can run code: "
-                                    f"adaptok reads safetensors only)")
-    return files
+    """Exactly the weight files diffusers will read from this folder (from_pretrained with
+    use_safetensors=True, no variant): the shard index and the shards it names when the index exists,
+    else the one weights file. Anything but safetensors is refused, since other formats can run code."""
+    index = folder / WEIGHTS_INDEX
+    if not index.is_file():
+        if not (folder / WEIGHTS).is_file():
+            raise ModelUnavailableError(f"{folder}: no {WEIGHTS} (other weight formats can run code: adaptok "
+                                        f"reads safetensors only)")
+        return [folder / WEIGHTS]
+    try:
+        weight_map = safejson.read(index, MAX_INDEX_BYTES).get("weight_map")
+    except (safejson.JSONError, AttributeError, OSError) as e:
+        raise ModelUnavailableError(f"{index}: not a shard index ({e})") from None
+    if not (isinstance(weight_map, dict) and weight_map and all(isinstance(v, str) for v in weight_map.values())):
+        raise ModelUnavailableError(f"{index}: its weight_map does not name the shard files")
+    names = sorted(set(weight_map.values()))
+    for name in names:
+        if not name.endswith(".safetensors") or name != Path(name).name or name in (".", ".."):
+            raise ModelUnavailableError(f"{index}: names {name!r}, not a .safetensors file in the folder (other "
+                                        f"weight formats can run code: adaptok reads safetensors only)")
+        if not (folder / name).is_file():
+            raise ModelUnavailableError(f"{index}: names {name}, which is missing")
+    return [index, *(folder / name for name in names)]
+
+
+def model_files(folder: Path) -> list[Path]:
+    """Every file diffusers reads for the model, in the order the fingerprint hashes them."""
+    return [folder / "config.json", *weight_files(folder)]
 
 
 def read_config(folder: Path) -> dict:
     path = folder / "config.json"
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ModelUnavailableError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        config = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelUnavailableError(f"{path}: not JSON ({e})") from None
-    if not isinstance(config, dict) or config.get("_class_name") not in FAMILIES:
-        name = config.get("_class_name") if isinstance(config, dict) else None
-        raise ModelUnavailableError(f"{path}: class {name!r} is not a supported video VAE "
+        config = safejson.read(path, MAX_CONFIG_BYTES)
+    except (safejson.JSONError, OSError) as e:
+        raise ModelUnavailableError(f"{path}: {e}") from None
+    name = config.get("_class_name") if isinstance(config, dict) else None
+    if not isinstance(name, str) or name not in FAMILIES:
+        raise ModelUnavailableError(f"{path}: class {str(name)[:80]!r} is not a supported video VAE "
                                     f"(supported: {', '.join(FAMILIES)})")
+    try:
+        vae_configs.check(name, config)          # every field the class takes, before anything is built
+    except ValueError as e:
+        raise ModelUnavailableError(f"{path}: {e}") from None
     return config
 
 
+def check_buildable(cls, config: dict, folder: Path):
+    """The network config.json describes, built on the meta device (no memory), must hold exactly the
+    weights' tensors: a config that does not build, or a small file claiming a huge network, is refused
+    before from_pretrained allocates anything."""
+    from safetensors import SafetensorError, safe_open
+    shapes = {}
+    try:
+        for f in weight_files(folder):
+            if f.suffix == ".safetensors":
+                with safe_open(str(f), framework="pt") as st:
+                    shapes.update({k: tuple(st.get_slice(k).get_shape()) for k in st.keys()})
+    except (SafetensorError, OSError) as e:
+        raise ModelUnavailableError(f"{folder}: unreadable weights ({e})") from None
+    try:
+        wrong = mismatch(lambda: cls.from_config(config), shapes, allow_extra=True)
+    except (ValueError, TypeError, IndexError, KeyError, RuntimeError, ZeroDivisionError, AttributeError,
+            AssertionError) as e:
+        raise ModelUnavailableError(f"{folder}: its config does not build a {cls.__name__} "
+                                    f"({type(e).__name__}: {str(e)[:120]})") from None
+    if wrong:
+        raise ModelUnavailableError(f"{folder}: weights do not match config.json ({wrong})")
+
+
 def fingerprint_of(folder: Path) -> str:
-    return file_fingerprint(folder / "config.json", *weight_files(folder))
+    """The hash of exactly what is loaded: config, shard index (if any) and weights (model_files)."""
+    return file_fingerprint(*model_files(folder))
 
 
 def probe_factors(t: int, channels: int, h: int) -> tuple[int, int, int] | None:
@@ -150,12 +206,13 @@ class DiffusersTokenizer(Tokenizer):
             raise ModelUnavailableError(f"{spec}: diffusers tokenisers need the extra: {EXTRA}") from None
         self.device = torch.device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        weight_files(folder)
+        self.fingerprint = fingerprint_of(folder)       # what from_pretrained below reads, and nothing else
         diffusers.utils.logging.set_verbosity_error()     # its load-time advice is not for adaptok's users
+        cls = getattr(diffusers, config["_class_name"])
+        check_buildable(cls, config, folder)
         try:
-            cls = getattr(diffusers, config["_class_name"])
-            self.vae = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, torch_dtype=self.dtype,
-                                           low_cpu_mem_usage=False).eval()
+            self.vae = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, variant=None,
+                                           torch_dtype=self.dtype, low_cpu_mem_usage=False).eval()
         except (OSError, ValueError, RuntimeError, TypeError) as e:
             raise ModelUnavailableError(f"{folder}: cannot load ({str(e).splitlines()[0]})") from None
         self.vae.to(self.device)
@@ -167,7 +224,6 @@ class DiffusersTokenizer(Tokenizer):
         self.config_hash = hashlib.sha256((folder / "config.json").read_bytes()).hexdigest()[:16]
         self.name, self.spec = f"diffusers:{self.class_name}", spec
         self.source = "file"
-        self.fingerprint = fingerprint_of(folder)
         self.stateful = self.family.streams
         if not self.stateful and self.device.type == "cuda":
             self.chunks_per_call = CHUNKS_PER_CALL_GPU
@@ -186,7 +242,11 @@ class DiffusersTokenizer(Tokenizer):
         if not (isinstance(shape, list) and len(shape) == 3 and all(type(n) is int for n in shape)
                 and probe_factors(*shape)):
             x = torch.zeros(PROBE_FRAMES, 3, PROBE_SIDE, PROBE_SIDE)
-            shape = list(self._encode_clip(x).shape[:3])
+            try:
+                shape = list(self._encode_clip(x).shape[:3])
+            except (RuntimeError, ValueError, IndexError, ZeroDivisionError) as e:    # the folder's config, not ours
+                raise ModelUnavailableError(f"{folder}: fails on a {PROBE_FRAMES}x{PROBE_SIDE}x{PROBE_SIDE} probe "
+                                            f"clip ({type(e).__name__}: {str(e)[:120]})") from None
             if not probe_factors(*shape):
                 raise ModelUnavailableError(f"{folder}: unexpected latent shape {tuple(shape)} for a "
                                             f"{PROBE_FRAMES}x{PROBE_SIDE}x{PROBE_SIDE} probe")

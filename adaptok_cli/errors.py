@@ -15,6 +15,8 @@ EXIT_INTERNAL = 70        # EX_SOFTWARE: a bug in adaptok (please report it)
 EXIT_INTERRUPTED = 130    # Ctrl-C / SIGTERM; partial outputs are removed
 EXIT_PIPE = 141           # stdout was closed by its reader (`... | head -1`): stopped quietly
 
+DEBUG_VARIABLE = "ADAPTOK_DEBUG"    # set: a bug raises with its traceback instead of becoming one line
+
 
 class AdaptokError(Exception):
     """An error caused by input, arguments or environment; printed as one line, never a traceback."""
@@ -49,3 +51,18 @@ class WriteError(AdaptokError):
 class CacheMismatchError(AdaptokError):
     """A cache made with another tokeniser or other settings than its reader asked for."""
     exit_code = EXIT_UNAVAILABLE
+
+
+class InternalError(AdaptokError):
+    """A bug met while working on one file: reported as that file's failure (exit 70), so a batch goes on."""
+    exit_code = EXIT_INTERNAL
+
+
+def internal_error(e: Exception, name=None) -> InternalError:
+    """An unexpected exception as one line naming the file it happened on; raises e itself when
+    ADAPTOK_DEBUG is set (the traceback is wanted)."""
+    import os
+    if os.environ.get(DEBUG_VARIABLE):
+        raise e
+    where = f"{name}: " if name is not None else ""
+    return InternalError(f"{where}internal error: {type(e).__name__}: {e} (set {DEBUG_VARIABLE}=1 for the traceback)")

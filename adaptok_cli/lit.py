@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from .outputs import atomic_path
 from .errors import ModelUnavailableError
+from .modelcheck import boolean, check_fields, integer, mismatch, one_of
 
 
 @dataclass
@@ -43,6 +44,26 @@ class LITConfig:
 
     def to_dict(self):
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d) -> "LITConfig":
+        """A config read from a file, every field checked first (ValueError naming the field)."""
+        check_fields(d, CONFIG_FIELDS, "LIT", CONFIG_RULES)
+        return cls(**d)
+
+
+# What a LIT config may say: depths and widths bound what a file can make us build (the shipped LIT is
+# 48 wide, 2 layers, 4 heads); the position embeddings split dim in four; positions repeat every
+# pos_period, a whole number of windows; base is one of the decoder's fills (codec.FILLS).
+CONFIG_FIELDS = {"channels": integer(1, 1024), "dim": integer(4, 2048), "layers": integer(1, 64),
+                 "heads": integer(1, 64), "window": integer(1, 64), "context": integer(0, 64),
+                 "pos_period": integer(1, 4096), "span": integer(1, 1024), "bidirectional": boolean(),
+                 "global_view": boolean(), "base": one_of("hold", "interp")}
+CONFIG_RULES = [
+    ("dim", lambda d: d.get("dim", 48) % 4 == 0, "must be a multiple of 4 (its position embeddings)"),
+    ("heads", lambda d: d.get("dim", 48) % d.get("heads", 4) == 0, "must divide dim"),
+    ("pos_period", lambda d: d.get("pos_period", 16) % d.get("window", 8) == 0, "must be a multiple of window"),
+]
 
 
 def sinusoid(pos: torch.Tensor, dim: int) -> torch.Tensor:
@@ -303,13 +324,18 @@ def save_lit(model: LIT, path, tokenizer_fingerprint: str, extra: dict | None = 
 
 def load_lit(path, device="cpu"):
     """-> (LIT model, metadata). Safetensors only: nothing in a weights file can run code."""
-    from .tokenizer import safetensors_metadata
+    from . import safejson
+    from .tokenizer import MAX_CONFIG_JSON, safetensors_metadata
     try:
         tensors = load_file(str(path))
         with open(path, "rb") as f:
             meta = safetensors_metadata(f)
-        model = LIT(LITConfig(**json.loads(meta["config"])))
-        model.load_state_dict({k: v.float() for k, v in tensors.items()})
-    except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
+        cfg = LITConfig.from_dict(safejson.loads(meta["config"], MAX_CONFIG_JSON))
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
         raise ModelUnavailableError(f"{path}: not a LIT weights file ({str(e)[:200]})") from None
+    wrong = mismatch(lambda: LIT(cfg), {k: tuple(v.shape) for k, v in tensors.items()})
+    if wrong:
+        raise ModelUnavailableError(f"{path}: weights do not match their config ({wrong})")
+    model = LIT(cfg)
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
     return model.to(device).eval(), meta

@@ -140,14 +140,14 @@ def user_lit(tok: Tokenizer, path) -> ModelRef:
 
 def lit_scale(ref: ModelRef, tok: Tokenizer):
     """The per-channel spread a LIT was trained in: its own (train-lit records it), else the tokeniser's."""
-    import json
-
     import torch
+
+    from . import safejson
     raw = ref.metadata.get("scale")
     if raw is None:
         return tok.scale
     try:
-        scale = torch.tensor(json.loads(raw), dtype=torch.float32)
+        scale = torch.tensor(safejson.loads(raw, 1 << 16), dtype=torch.float32)
     except (ValueError, TypeError):
         scale = None
     if scale is None or scale.shape != (tok.channels,) or not bool(torch.isfinite(scale).all() and (scale > 0).all()):

@@ -23,7 +23,8 @@ from typing import Callable
 from . import memory
 from .codec import Codec, staged
 from .container import DEFAULT_LIMITS, MAX_FPS, MIN_FPS, AtokReader, AtokWriter, Limits
-from .errors import ContainerError, InputError, UsageError, WriteError
+from .audio import can_write as can_write_audio
+from .errors import ContainerError, InputError, ModelUnavailableError, UsageError, WriteError
 from .layout import latent_index
 from .models import cached_tokenizer, inpainter_for, lit_identity, models_for, tokenizer_for
 from .options import CompressOptions, Result, header_for, options_of, settings_of
@@ -32,7 +33,8 @@ from .pictures import overlay as tint_dropped
 from .stages import reached
 from .overlap import Behind, Busy, ahead, timed_iter
 from .tokenizer import Tokenizer, file_fingerprint, load_tokenizer, pick_device
-from .video import AudioTrack, VideoReader, VideoWriter, audio_packets, audio_track, has_audio, output_kind
+from .video import (AudioTrack, PacketRefused, VideoReader, VideoWriter, audio_packets, audio_track, has_audio,
+                    output_kind)
 
 AUDIO_RECORD_BYTES = 1 << 19     # packets are grouped into records of about this size
 ZSTD_THREADS = max(1, min(4, os.cpu_count() or 1))   # chunk records compressed at once
@@ -196,6 +198,10 @@ def _audio_plan(r: AtokReader, kind: str, src, res: Result) -> AudioTrack | None
     if r.salvaged:
         res.notes.append(f"{src}: the audio track was lost with the index (--partial recovers video only)")
         return None
+    if not can_write_audio(track.codec):
+        raise ModelUnavailableError(f"{src}: this FFmpeg cannot write {track.codec} audio (it has no encoder "
+                                    f"to open for the copied packets): write .y4m or png, which hold no sound")
+    r.probe_audio()
     return track
 
 
@@ -279,7 +285,7 @@ def _write_frames(r: AtokReader, dec, writer: VideoWriter, track: AudioTrack | N
                 writer.write(f)
             written += len(frames)
             while pending is not None and pending[1] * track.time_base <= written / fps:
-                writer.write_audio(*pending)
+                _write_audio(writer, pending, r.path)
                 pending = next(audio, None)
 
     with ahead(timed_iter(filled(), read), 1, pipelined, "adaptok-read") as chunks, \
@@ -302,10 +308,18 @@ def _write_frames(r: AtokReader, dec, writer: VideoWriter, track: AudioTrack | N
         raise ContainerError(f"{r.path}: corrupt container (decoded {res.frames} frames, header says {r.frames})")
     with write_errors(dst):
         while pending is not None:
-            writer.write_audio(*pending)
+            _write_audio(writer, pending, r.path)
             pending = next(audio, None)
         writer.close()
     return {"read": read.seconds, "write": write.seconds}
+
+
+def _write_audio(writer: VideoWriter, packet, src):
+    """One copied audio packet; one the muxer refuses for its own sake is the container's fault (65)."""
+    try:
+        writer.write_audio(*packet)
+    except PacketRefused as e:
+        raise ContainerError(f"{src}: corrupt container ({e})") from None
 
 
 def decoded_up_to_date(src, dst, use_lit=True, codec=None, crf=18, overlay=False, tokenizer=None, lit=None,

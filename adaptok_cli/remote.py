@@ -3,7 +3,8 @@
 The codec works on local files: a remote input is fetched to a temporary local copy, and a remote
 output is written locally, then uploaded under a temporary name and moved into place, so a reader of
 the bucket never sees half an output. Which protocols work is what fsspec and its plug-ins installed
-here support (s3fs, gcsfs, adlfs, ...); credentials come from their usual environment and config.
+here support (s3fs, gcsfs, adlfs, ...), less those that are not stores (`check_url`: zip://, caches,
+chains, and memory:// from the command line); credentials come from their usual environment and config.
 """
 from __future__ import annotations
 
@@ -14,23 +15,65 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import InputError, OutputExistsError, WriteError
+from .errors import InputError, OutputExistsError, UsageError, WriteError
 from .outputs import temporary_name
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*(::[A-Za-z][A-Za-z0-9+.-]*)*://")    # chains (a::b://) too: refused
 
 
 def is_url(name) -> bool:
     return isinstance(name, str) and bool(_URL.match(name))
 
 
-def _fs(url: str):
-    """(filesystem, path inside it) for a URL; an unknown protocol is the user's error."""
+# fsspec filesystems that do not keep what is written (memory), hold files inside another file (zip,
+# tar), or are views of other stores (caches, dir://, reference://, generic://): never a place for
+# adaptok's inputs or outputs. Outputs also cannot go to read-only stores.
+NOT_STORES = {"AbstractArchiveFileSystem", "ChainedFileSystem", "ReferenceFileSystem", "GenericFileSystem",
+              "DataFileSystem", "DaskWorkerFileSystem"}
+IN_PROCESS = {"MemoryFileSystem"}      # lives as long as the process: a store from Python, never from the CLI
+READ_ONLY = {"HTTPFileSystem", "GithubFileSystem"}
+
+
+def check_url(url: str, output: bool = False, in_process: bool = True):
+    """Refuse up front (UsageError, exit 2) a URL adaptok cannot use: a chain (a::b), a protocol fsspec
+    does not know or whose plug-in is not installed, a store that does not keep files (zip://, tar://,
+    caches), memory:// unless in_process (the CLI passes False: what it wrote would vanish when it
+    exits), or, for an output, a read-only store (http://). An output's store is also opened, so that
+    one that cannot be reached is refused before any work (OutputExistsError, exit 73)."""
     import fsspec
+    protocol = url.split("://", 1)[0].lower()
+    if "::" in url:
+        raise UsageError(f"{url}: chained URLs (a::b) are not supported: name the store itself")
+    try:
+        cls = fsspec.get_filesystem_class(protocol)
+    except ValueError:
+        raise UsageError(f"{url}: unknown protocol {protocol}://") from None
+    except ImportError as e:
+        raise UsageError(f"{url}: {protocol}:// needs a plug-in that is not installed ({e})") from None
+    kinds = {c.__name__ for c in cls.__mro__}
+    if kinds & IN_PROCESS and not in_process:
+        raise UsageError(f"{url}: {protocol}:// lives inside one process: what adaptok wrote there would be "
+                         f"gone when it exits (it is a store only from Python)")
+    if kinds & NOT_STORES:
+        raise UsageError(f"{url}: {protocol}:// does not keep files (memory, archives, caches and views of other "
+                         f"stores are not places adaptok reads or writes)")
+    if output and kinds & READ_ONLY:
+        raise UsageError(f"{url}: {protocol}:// is read-only: it cannot take outputs")
+    if output:
+        _fs(url, output=True)
+
+
+def _fs(url: str, output: bool = False):
+    """(filesystem, path inside it) for a URL; an unknown protocol, or a store that cannot be reached, is
+    the user's error (an input's: InputError; an output's: OutputExistsError)."""
+    import fsspec
+    error = OutputExistsError if output else InputError
     try:
         return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as e:
-        raise InputError(f"{url}: cannot open this URL ({e})") from None
+        raise error(f"{url}: cannot open this URL ({e})") from None
+    except OSError as e:
+        raise error(f"{url}: cannot reach it ({e})") from None
 
 
 def join(base: str, rel: Path) -> str:
@@ -58,22 +101,23 @@ def expand(url: str, want: Callable[[Path], bool]) -> list[tuple[str, Path]]:
     return [(fs.unstrip_protocol(p), rel) for p, rel in found if want(rel)]
 
 
-def _ask(url: str, question: Callable) -> bool:
-    """question(fs, path) for a URL; a store that cannot answer (permissions, network) is an input error."""
-    fs, path = _fs(url)
+def _ask(url: str, question: Callable, output: bool = False) -> bool:
+    """question(fs, path) for a URL; a store that cannot answer (permissions, network) is the user's error."""
+    fs, path = _fs(url, output)
     try:
         return question(fs, path)
     except OSError as e:
-        raise InputError(f"{url}: cannot check ({e})") from None
+        raise (OutputExistsError if output else InputError)(f"{url}: cannot check ({e})") from None
 
 
 def exists(name) -> bool:
-    """A local path or a URL exists."""
-    return _ask(name, lambda fs, path: fs.exists(path)) if is_url(name) else Path(name).exists()
+    """A local path or a URL (an output, or a shard of one) exists."""
+    return _ask(name, lambda fs, path: fs.exists(path), output=True) if is_url(name) else Path(name).exists()
 
 
 def is_dir(url: str) -> bool:
-    return _ask(url, lambda fs, path: fs.isdir(path))
+    """Whether an output URL is a folder."""
+    return _ask(url, lambda fs, path: fs.isdir(path), output=True)
 
 
 def newer(dst: str, src) -> bool:
@@ -145,7 +189,7 @@ def published(name, force: bool) -> Iterator[Path]:
     if not is_url(name):
         yield Path(name)
         return
-    fs, path = _fs(name)
+    fs, path = _fs(name, output=True)
     if exists(name) and not force:
         raise OutputExistsError(f"{name}: already exists (use -f to overwrite)")
     staged = posixpath.join(posixpath.dirname(path), temporary_name(posixpath.basename(path)))

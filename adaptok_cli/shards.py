@@ -5,25 +5,29 @@
                             with its index is finished, and a rerun skips it
 
 Members are plain tar entries in input order with fixed owners and times, so the same clips give the
-same bytes. A shard is read member by member: a member is never extracted by its name, only copied
-into our own temporary file, and its size is held to MAX_MEMBER.
+same bytes. A shard is read member by member (`members`): a member is never extracted by its name, and
+a container is read in place (container.Section), so reading a shard costs neither memory nor disk in
+proportion to what its members declare.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
 import json
 import shutil
 import tarfile
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from . import remote
+from . import remote, safejson
+from .container import DEFAULT_LIMITS, Limits, Section
 from .errors import ContainerError, InputError, UsageError
 from .outputs import atomic_path, temporary_name
 from .remote import is_url
 
-MAX_MEMBER = 1 << 31            # bytes of one member (an .atok); a tar may not make us read more
 SHARD = "shard-{:06d}"
 MAX_INDEX_BYTES = 1 << 24       # a shard's index (its keys): larger is not one of ours
 
@@ -54,7 +58,7 @@ def is_finished(out, i: int, keys: list[str]) -> bool:
             if idx.stat().st_size > MAX_INDEX_BYTES:
                 return False
             raw = idx.read_bytes()
-        index = json.loads(raw)
+        index = safejson.loads(raw, MAX_INDEX_BYTES)
     except (OSError, ValueError, InputError):
         return False
     return isinstance(index, dict) and index.get("keys") == keys and not index.get("failed")
@@ -83,55 +87,178 @@ def is_shard(path) -> bool:
     return Path(path).suffix == ".tar"
 
 
-def members(path) -> Iterator[tuple[str, bytes, dict]]:
-    """(key, .atok bytes, metadata) of each clip in a shard, streamed in order."""
-    if not Path(path).is_file():
+# --- reading: member by member, each container read in place, nothing held but one clip's metadata ---
+
+MAX_META = 1 << 16              # bytes of a clip's .json metadata
+MAX_TAR_HEADER = 1 << 20        # bytes tarfile may read for one member's headers (pax, GNU long names, sparse maps)
+MAX_MEMBERS = 1 << 18           # members of one shard; the names met are kept as 8-byte hashes to find duplicates
+
+
+@dataclass
+class Member:
+    """One clip of a shard: its container (read in place, never copied), its metadata, or what is wrong."""
+    key: str
+    name: str                       # shard.tar:key, what messages call it
+    atok: Section | None = None
+    meta: dict = field(default_factory=dict)
+    error: ContainerError | None = None
+
+    def fail(self, what: str):
+        if self.error is None:
+            self.error = ContainerError(f"{self.name}: {what}")
+
+
+class _Budgeted:
+    """The shard as tarfile reads it, at most `left` bytes until the budget is set again: tarfile reads
+    a member's headers whole, so this bounds what any header, however large it says it is, can make
+    it hold."""
+
+    def __init__(self, f, path):
+        self.f, self.path, self.left = f, path, MAX_TAR_HEADER
+
+    def read(self, n=-1):
+        if n is None or n < 0 or n > self.left:
+            raise ContainerError(f"{self.path}: a tar header near byte {self.f.tell()} needs more than "
+                                 f"{MAX_TAR_HEADER} bytes (not a shard adaptok can read)")
+        data = self.f.read(n)
+        self.left -= len(data)
+        return data
+
+    def seek(self, pos, whence=0):
+        return self.f.seek(pos, whence)
+
+    def tell(self):
+        return self.f.tell()
+
+
+def _split(name: str) -> tuple[str, str]:
+    """(key, extension): WebDataset splits a member name at the first dot of its last part."""
+    folder, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext
+
+
+def _digest(s: str) -> int:
+    return int.from_bytes(hashlib.blake2b(s.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "little")
+
+
+def members(path, limits: Limits = DEFAULT_LIMITS) -> Iterator[Member]:
+    """The clips of a shard in order, each as soon as its members are read: KEY.atok (read in place)
+    and KEY.json (metadata), adjacent as WebDataset has them; other members are skipped.
+
+    Each member is checked before anything is read from it: a regular file, not sparse, within the
+    shard, at most limits.max_file_bytes (.atok) or MAX_META (.json); its name met once. A clip that
+    fails comes with its error and the rest still follow; a shard that stops being a tar raises
+    ContainerError after the clips before. Memory: one clip's metadata and the names' hashes."""
+    path = Path(path)
+    if not path.is_file():
         raise InputError(f"{path}: no such file")
-    pending: dict[str, dict] = {}
+    size = path.stat().st_size
+    names, keys = set(), set()
+    clip = None
+    with open(path, "rb") as raw:
+        f = _Budgeted(raw, path)
+        tar = _tar_call(lambda: tarfile.open(fileobj=f, mode="r:"), path)
+        for count in itertools.count(1):
+            f.left = MAX_TAR_HEADER
+            try:
+                m = _tar_call(tar.next, path)
+                tar.members.clear()         # tarfile keeps every header it met: hold none
+                if m is not None and count > MAX_MEMBERS:
+                    raise ContainerError(f"{path}: more than {MAX_MEMBERS} members (not a shard adaptok can read)")
+                if m is None:
+                    _check_end(raw, tar.offset, path)
+            except ContainerError:
+                yield from _done(clip)      # the clips before are still reported
+                raise
+            if m is None:
+                break
+            key, ext = _split(m.name)
+            if ext not in ("atok", "json") or m.isdir():
+                continue
+            if clip is None or key != clip.key or _digest(m.name) in names:
+                yield from _done(clip)
+                clip = Member(key, f"{path}:{key}")
+                if _digest(m.name) in names:
+                    clip.fail(f"member {m.name} appears twice in the shard (a reader would keep one of them)")
+                elif _digest(key) in keys:
+                    clip.fail(f"member {m.name} is apart from the clip's other members")
+            names.add(_digest(m.name))
+            keys.add(_digest(key))
+            _take(tar, f, m, ext, clip, path, size, limits)
+            if m.isfile() and not m.issparse() and m.offset_data + m.size > size:
+                break                       # refused in _take; no member can follow it
+        yield from _done(clip)
+
+
+def _done(clip: Member | None) -> list[Member]:
+    """A finished clip, if it is one: it has a container or an error (metadata alone is skipped)."""
+    return [clip] if clip is not None and (clip.atok is not None or clip.error is not None) else []
+
+
+def _tar_call(fn, path):
+    """fn() of tarfile, its errors as ContainerError (a hostile pax or sparse record makes tarfile raise
+    ValueError or IndexError, not only TarError)."""
     try:
-        with tarfile.open(path, "r:") as tar:
-            for m in tar:
-                if not m.isfile():
-                    continue
-                if m.size > MAX_MEMBER:
-                    raise ContainerError(f"{path}: member {m.name} is {m.size} bytes, over {MAX_MEMBER}")
-                key, _, ext = m.name.partition(".")
-                data = tar.extractfile(m).read()
-                item = pending.setdefault(key, {})
-                item[ext] = data
-                if "atok" in item and "json" in item:
-                    del pending[key]
-                    yield key, item["atok"], json.loads(item["json"])
-    except (tarfile.TarError, OSError, ValueError) as e:
-        raise ContainerError(f"{path}: not a readable shard ({e})") from None
-    for key, item in pending.items():
-        if "atok" in item:
-            yield key, item["atok"], {}
+        return fn()
+    except (tarfile.TarError, OSError, EOFError, ValueError, IndexError, KeyError, OverflowError) as e:
+        raise ContainerError(f"{path}: not a readable shard ({str(e)[:120]})") from None
 
 
-class MemberFile:
-    """A shard member as a temporary .atok file, removed on close: what the readers take."""
+def _take(tar, f: _Budgeted, m, ext: str, clip: Member, path: Path, size: int, limits: Limits):
+    """Member m into clip, checked before anything is read from it."""
+    bound = limits.max_file_bytes if ext == "atok" else MAX_META
+    if not m.isfile():
+        return clip.fail(f"member {m.name} is not a regular file")
+    if m.issparse():
+        return clip.fail(f"member {m.name} is a sparse file (its size is declared, not stored): refused")
+    if m.size > bound:
+        return clip.fail(f"member {m.name} declares {m.size} bytes, over the budget of {bound}")
+    if m.offset_data + m.size > size:
+        return clip.fail(f"member {m.name} declares {m.size} bytes, past the end of the shard")
+    if ext == "atok":
+        if clip.atok is not None:
+            return clip.fail(f"member {m.name} appears twice in the shard")
+        clip.atok = Section(path, m.offset_data, m.size, clip.name)
+        return
+    f.left = m.size + tarfile.BLOCKSIZE
+    try:
+        meta = safejson.loads(_tar_call(lambda: tar.extractfile(m).read(), path), MAX_META)
+    except safejson.JSONError as e:
+        return clip.fail(f"metadata {m.name}: {e}")
+    if not isinstance(meta, dict):
+        return clip.fail(f"metadata {m.name} is not a JSON object")
+    clip.meta = meta
 
-    def __init__(self, data: bytes, name: str):
-        self._dir = tempfile.TemporaryDirectory(prefix="adaptok-member-")
-        self.path = Path(self._dir.name) / (Path(name).name + ".atok")
-        self.path.write_bytes(data)
 
-    def close(self):
-        self._dir.cleanup()
-
-    def __enter__(self):
-        return self.path
-
-    def __exit__(self, *exc):
-        self.close()
+def _check_end(raw, offset: int, path):
+    """tarfile stops quietly at a header it cannot read: anything but zeros where it stopped means the
+    members after it were never seen."""
+    raw.seek(offset)
+    block = raw.read(tarfile.BLOCKSIZE)
+    if block.strip(b"\0"):
+        raise ContainerError(f"{path}: corrupt tar header at byte {offset}: the members after it were not read")
 
 
-def find_member(path, key: str) -> bytes:
-    for k, data, _ in members(path):
-        if k == key:
-            return data
+def find_member(path, key: str, limits: Limits = DEFAULT_LIMITS) -> Section:
+    """The container of clip `key` in a shard, read in place."""
+    for m in members(path, limits):
+        if m.key == key:
+            if m.error is not None:
+                raise m.error
+            if m.atok is not None:
+                return m.atok
     raise InputError(f"{path}: no member {key!r}")
+
+
+def each_container(path, limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[str, Path | Section | None, ContainerError | None]]:
+    """(name, readable source, error) of each container a file holds: an .atok itself, or each clip of a
+    shard (a Section, or None with the error that member has)."""
+    if not is_shard(path):
+        yield str(path), Path(path), None
+        return
+    for m in members(path, limits):
+        yield m.name, m.atok, m.error
 
 
 def compress_to_shards(pairs, out: str, shard_size: int, run, on_done=None, progress=None) -> list:
@@ -199,17 +326,6 @@ def _metadata(atok: Path, src: Path) -> dict:
     keep = ("width", "height", "fps", "frames", "token_rate", "tokens_kept", "tokens_total", "bytes", "threshold",
             "keep_ratio", "unit", "tokenizer", "lit")
     return {"source": Path(str(src)).name, **{k: info[k] for k in keep if k in info}}
-
-
-def each_container(path) -> Iterator[tuple[str, Path]]:
-    """(name, readable path) of the containers a file holds: an .atok itself, or each member of a shard
-    (as a temporary copy, valid until the next one)."""
-    if not is_shard(path):
-        yield str(path), Path(path)
-        return
-    for key, data, _ in members(path):
-        with MemberFile(data, key) as tmp:
-            yield f"{path}:{key}", tmp
 
 
 def want_container(f: Path) -> bool:

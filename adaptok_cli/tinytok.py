@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .modelcheck import check_fields, integer, one_of
+
 
 @dataclass
 class TinyTokConfig:
@@ -25,6 +27,21 @@ class TinyTokConfig:
 
     def to_dict(self):
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d) -> "TinyTokConfig":
+        """A config read from a file, every field checked first (ValueError naming the field)."""
+        check_fields(d, CONFIG_FIELDS, "tinytok", CONFIG_RULES)
+        return cls(**d)
+
+
+# What a TinyTok config may say. The network downsamples by 8 with three fixed 2x steps, so patch is 8;
+# shallow is halved at 1/2 resolution. Widths and depths bound what a config can make us build (the
+# built-in is 128/64 wide, 2 and 3 pairs deep).
+CONFIG_FIELDS = {"latent_channels": integer(1, 1024), "width": integer(1, 1024), "shallow": integer(2, 1024),
+                 "enc_blocks": integer(0, 16), "dec_blocks": integer(0, 16), "group": integer(1, 16),
+                 "patch": one_of(8)}
+CONFIG_RULES = [("shallow", lambda d: d.get("shallow", 64) % 2 == 0, "must be even (it is halved)")]
 
 
 def conv(cin, cout, k=3):

@@ -27,10 +27,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import cache, layout
+from . import cache, layout, safejson
 from .outputs import atomic_path
 from .defaults import BUILTIN_TOKENIZERS, DEFAULT_TOKENIZER, TOKENIZER_KINDS, is_device_name
 from .errors import ModelUnavailableError, UsageError
+from .modelcheck import mismatch
 from .tinytok import TinyTok, TinyTokConfig, to_uint8
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -138,10 +139,18 @@ class TinyTokTokenizer(Tokenizer):
             tensors = load_file(str(path))
             with open(path, "rb") as f:
                 meta = safetensors_metadata(f)
-            cfg = TinyTokConfig(**json.loads(meta["config"]))
+            cfg = TinyTokConfig.from_dict(safejson.loads(meta["config"], MAX_CONFIG_JSON))
         except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
             raise ModelUnavailableError(f"{path}: not a tinytok weights file ({e})") from None
-        self.scale = tensors.pop("scale").float()
+        scale = tensors.pop("scale", None)
+        if scale is None or scale.shape != (cfg.latent_channels,) or not bool(torch.isfinite(scale).all()
+                                                                               and (scale > 0).all()):
+            wrong = f"its scale is not {cfg.latent_channels} positive numbers"
+        else:
+            wrong = mismatch(lambda: TinyTok(cfg), {k: tuple(v.shape) for k, v in tensors.items()})
+        if wrong:
+            raise ModelUnavailableError(f"{path}: weights do not match their config ({wrong})")
+        self.scale = scale.float()
         self.model = TinyTok(cfg)
         try:
             self.model.load_state_dict({k: v.float() for k, v in tensors.items()})
@@ -166,12 +175,25 @@ class TinyTokTokenizer(Tokenizer):
         return host_frames(x[0], uint8), state
 
 
+MAX_SAFETENSORS_HEADER = 1 << 24     # bytes of a safetensors header: its JSON is bounded before it is parsed
+MAX_CONFIG_JSON = 1 << 16            # bytes of a model config stored in the metadata
+
+
 def safetensors_metadata(f) -> dict:
+    """A safetensors file's __metadata__ (str -> str), from its header alone; ValueError when the header
+    is not one (too large, nested too deep, not a map of strings)."""
     import struct
-    n = struct.unpack("<Q", f.read(8))[0]
-    if n > 100_000_000:
-        raise ValueError("header too large")
-    return json.loads(f.read(n)).get("__metadata__", {})
+    raw = f.read(8)
+    if len(raw) < 8:
+        raise ValueError("not a safetensors file (shorter than its header length)")
+    n = struct.unpack("<Q", raw)[0]
+    if n > MAX_SAFETENSORS_HEADER:
+        raise ValueError(f"header of {n} bytes, over {MAX_SAFETENSORS_HEADER}")
+    header = safejson.loads(f.read(n), MAX_SAFETENSORS_HEADER)
+    meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise ValueError("its header's metadata is not a map of strings")
+    return meta
 
 
 def save_tinytok(model: TinyTok, scale: torch.Tensor, path: Path, extra: dict | None = None):
@@ -253,11 +275,11 @@ def spec_files(spec: str) -> list[Path]:
     """The files a user's tokeniser spec names (what its fingerprint is computed over), or [] for a built-in.
     A spec that names no tokeniser is refused with what each kind it could be is missing."""
     p = Path(spec)
-    from .diffusers_tok import is_diffusers_spec, read_config, resolve, weight_files
+    from .diffusers_tok import is_diffusers_spec, model_files, read_config, resolve
     if is_diffusers_spec(spec):
         folder = resolve(spec)
         read_config(folder)
-        return [folder / "config.json", *weight_files(folder)]
+        return model_files(folder)
     if p.is_dir():
         cosmos = [p / "encoder.jit", p / "decoder.jit"]
         if any(f.is_file() for f in cosmos):

@@ -17,21 +17,30 @@ from .errors import AdaptokError
 from .shards import each_container
 
 
-def check_file(f, limits: Limits = DEFAULT_LIMITS) -> tuple[list[tuple[str, int]], AdaptokError | None]:
+def check_file(f, limits: Limits = DEFAULT_LIMITS) -> list[tuple[str, int | None, AdaptokError | None]]:
     """Structure, every chunk's checksum and contents, every audio record of the containers in f (an
-    .atok, or each member of a shard) -> ([(name, chunks)] of those that passed, the error that stopped it)."""
-    ok = []
+    .atok, or each clip of a shard, every one checked even after a bad one) -> [(name, chunks, None)]
+    for those that passed, [(name, None, error)] for those that did not (a shard that stops being a
+    tar is its last entry, under the shard's name)."""
+    parts = []
     try:
-        for name, path in each_container(f):
-            with AtokReader(path, limits=limits) as r:
-                for c in range(len(r.chunks)):
-                    r.check_chunk(c)
-                for c in range(len(r.audio)):
-                    r.read_audio(c)
-                ok.append((name, len(r.chunks)))
+        for name, source, error in each_container(f, limits):
+            if error is not None:
+                parts.append((name, None, error))
+                continue
+            try:
+                with AtokReader(source, limits=limits) as r:
+                    for c in range(len(r.chunks)):
+                        r.check_chunk(c)
+                    for c in range(len(r.audio)):
+                        r.read_audio(c)
+                    r.probe_audio()
+                    parts.append((name, len(r.chunks), None))
+            except AdaptokError as e:
+                parts.append((name, None, e))
     except AdaptokError as e:
-        return ok, e
-    return ok, None
+        parts.append((str(f), None, e))
+    return parts
 
 
 def _worker_init(parent: int):
@@ -43,16 +52,16 @@ def _worker_init(parent: int):
 
 @contextmanager
 def checked(files: list, jobs: int = 1, limits: Limits = DEFAULT_LIMITS) -> Iterator[Iterator[tuple]]:
-    """Yields an iterator of (file, passed, error) per file, in the order of files; with jobs > 1 the
+    """Yields an iterator of (file, check_file's parts) per file, in the order of files; with jobs > 1 the
     files are checked by that many worker processes, which end with the block (also on Ctrl-C)."""
     if jobs <= 1 or len(files) <= 1:
-        yield ((f, *check_file(f, limits)) for f in files)
+        yield ((f, check_file(f, limits)) for f in files)
         return
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=get_context("spawn"),
                                initializer=_worker_init, initargs=(os.getpid(),))
     try:
         futures = [pool.submit(check_file, f, limits) for f in files]
-        yield ((f, *fut.result()) for f, fut in zip(files, futures))
+        yield ((f, fut.result()) for f, fut in zip(files, futures))
     except BaseException:
         for p in list(getattr(pool, "_processes", {}).values()):
             try:

@@ -4,6 +4,7 @@ Nothing here holds more than one frame, so memory never depends on the video's l
 """
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -14,6 +15,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from .audio import ENCODER_OPTIONS, header_problem
 from .defaults import AUDIO_CODECS
 from .errors import InputError, UsageError, WriteError
 
@@ -187,7 +189,12 @@ def audio_track(path) -> AudioTrack | None:
         if cc.name not in AUDIO_CODECS:
             raise InputError(f"{path}: its audio codec {cc.name} cannot be stored (adaptok copies {', '.join(AUDIO_CODECS)}): "
                              f"pass --drop-audio (drop_audio=True in Python) to compress the video without it")
-        return AudioTrack(cc.name, cc.sample_rate, cc.layout.name, Fraction(s.time_base), bytes(cc.extradata or b""))
+        track = AudioTrack(cc.name, cc.sample_rate, cc.layout.name, Fraction(s.time_base), bytes(cc.extradata or b""))
+    problem = header_problem(track.to_header())     # what decompress would refuse, refused here
+    if problem is not None:
+        raise InputError(f"{path}: its audio cannot be stored: {problem}: pass --drop-audio (drop_audio=True "
+                         f"in Python) to compress the video without it")
+    return track
 
 
 def audio_packets(path) -> Iterator[tuple]:
@@ -240,6 +247,14 @@ def output_kind(path: Path, codec: str | None) -> str:
     return kinds[ext]
 
 
+DISK_ERRORS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EPIPE}
+
+
+class PacketRefused(Exception):
+    """The muxer refused a copied packet for what it holds (timestamps out of order, ...): the
+    container's fault, which the caller names (pipeline: exit 65)."""
+
+
 class VideoWriter:
     """Writes RGB frames at an exact frame rate: H.264 (.mp4), FFV1 lossless (.mkv), .y4m, or PNGs."""
 
@@ -269,7 +284,8 @@ class VideoWriter:
             self._stream.time_base = 1 / Fraction(fps)
             self._audio = None
             if audio is not None and self.kind in ("x264", "ffv1"):
-                self._audio = self._container.add_stream(audio.codec, rate=audio.sample_rate, layout=audio.layout)
+                self._audio = self._container.add_stream(audio.codec, rate=audio.sample_rate, layout=audio.layout,
+                                                         options=dict(ENCODER_OPTIONS))
                 self._audio.codec_context.extradata = audio.extradata or None
                 self._audio.time_base = audio.time_base
         except (av.error.FFmpegError, OSError) as e:
@@ -289,11 +305,17 @@ class VideoWriter:
         return getattr(self, "_audio", None) is not None
 
     def write_audio(self, pts, dts, duration, keyframe, data):
-        """One audio packet, copied as it was read (the muxer interleaves it with the video by time)."""
+        """One audio packet, copied as it was read (the muxer interleaves it with the video by time).
+        PacketRefused when the muxer refuses the packet itself (its timestamps), not the disk."""
         p = av.Packet(data)
         p.pts, p.dts, p.duration, p.is_keyframe = pts, dts, duration, keyframe
         p.time_base, p.stream = self._audio.time_base, self._audio
-        self._mux(p)
+        try:
+            self._container.mux(p)
+        except av.error.FFmpegError as e:
+            if e.errno in DISK_ERRORS:
+                raise WriteError(f"{self.path}: write failed ({_reason(e)})") from None
+            raise PacketRefused(f"audio packet at {pts}/{dts} refused by the muxer ({_reason(e)})") from None
 
     def _mux(self, packets):
         try:

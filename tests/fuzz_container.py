@@ -4,6 +4,8 @@ a hang, or a memory blow-up.
 
     python tests/fuzz_container.py --iterations 100000 --seed 1            # the reader alone
     python tests/fuzz_container.py --decode --iterations 100000 --seed 1   # full decompress
+    python tests/fuzz_container.py --shards --iterations 20000 --seed 1    # tar shards, as verify reads them
+    python tests/fuzz_container.py --audio --iterations 5000 --seed 1      # audio headers and packets
 
 --decode starts from real containers of the built-in tokeniser (tiny generated clips) and runs every
 mutant through pipeline.decompress with the built-in tokeniser and LIT; its mutations know the
@@ -11,12 +13,20 @@ format (header fields set to plausible wrong values, chunk payloads rewritten wi
 or values and their checksums fixed). Each case runs under an alarm (a hang) and the process under
 an address-space limit (a memory blow-up becomes a MemoryError, counted as a crash).
 
+--shards builds tars of real containers and mutates their members (order, names, duplicates, deep
+or large JSON, corrupt containers, orphans) or their headers (sizes, types, GNU sparse maps, pax
+records, checksums, cuts); each is read as `verify` reads it, and the memory the reader holds is
+traced. --audio sets the audio header's fields (codec, rate, layout, time base, setup bytes) to
+values FFmpeg may or may not take, or forges packets, and runs each through verify's checks and the
+whole decompress into .mkv or .mp4 (where PyAV is handed every field).
+
 Prints one JSON line: counts per outcome and mutation kind, the slowest case, peak RSS.
-The test suite runs short versions of both loops (tests/test_reliability.py).
+The test suite runs short versions of every loop (tests/test_reliability.py).
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 import resource
@@ -29,6 +39,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import signal
+import tarfile
 import torch
 import zstandard
 
@@ -280,6 +291,30 @@ def forge_payload(data: bytes, rng: random.Random) -> bytes:
     return bytes(body) + iraw + TRAILER.pack(ioff + delta, len(iraw), zlib.crc32(iraw), end)
 
 
+def audio_record(data: bytes, i: int) -> list:
+    """Audio record i's packets, as stored."""
+    ioff, ilen, _, _ = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    off, length = msgpack.unpackb(data[ioff:ioff + ilen], raw=False)["audio"][i][:2]
+    return msgpack.unpackb(zstandard.ZstdDecompressor().decompress(data[off + RECORD.size:off + RECORD.size + length]),
+                           raw=False)
+
+
+def with_audio_record(data: bytes, i: int, packets) -> bytes:
+    """data with audio record i replaced by these packets; sizes, offsets and every checksum valid."""
+    ioff, ilen, _, end = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    index = msgpack.unpackb(data[ioff:ioff + ilen], raw=False)
+    off, length = index["audio"][i][:2]
+    raw = msgpack.packb(packets, use_bin_type=True)
+    comp = zstandard.ZstdCompressor(level=1, write_checksum=True, write_content_size=True).compress(raw)
+    delta = len(comp) - length
+    index["audio"][i][1:4] = [len(comp), len(raw), zlib.crc32(comp)]
+    for e in index["audio"][i + 1:]:
+        e[0] += delta
+    body = data[:off] + RECORD.pack(len(comp)) + comp + data[off + RECORD.size + length:ioff]
+    iraw = msgpack.packb(index, use_bin_type=True)
+    return body + iraw + TRAILER.pack(ioff + delta, len(iraw), zlib.crc32(iraw), end)
+
+
 def forge_audio(data: bytes, rng: random.Random) -> bytes:
     """Rewrite one audio record's packets (timestamps, flags, data, shape) with every checksum valid."""
     ioff, ilen, _, end = TRAILER.unpack_from(data, len(data) - TRAILER.size)
@@ -287,9 +322,7 @@ def forge_audio(data: bytes, rng: random.Random) -> bytes:
     if not index.get("audio"):
         return data
     i = rng.randrange(len(index["audio"]))
-    off, length = index["audio"][i][:2]
-    packets = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(data[off + RECORD.size:off + RECORD.size + length]),
-                              raw=False)
+    packets = audio_record(data, i)
     k = rng.randrange(len(packets))
     field = rng.randrange(6)
     if field < 3:
@@ -300,15 +333,7 @@ def forge_audio(data: bytes, rng: random.Random) -> bytes:
         packets[k][4] = rng.choice([b"", b"\xff" * 7, bytes(rng.randrange(256) for _ in range(50))])
     else:
         packets[k] = rng.choice([[], [1, 2], "x", None, packets[k] * 2])
-    raw = msgpack.packb(packets, use_bin_type=True)
-    comp = zstandard.ZstdCompressor(level=1, write_checksum=True, write_content_size=True).compress(raw)
-    delta = len(comp) - length
-    index["audio"][i][1:4] = [len(comp), len(raw), zlib.crc32(comp)]
-    for e in index["audio"][i + 1:]:
-        e[0] += delta
-    body = data[:off] + RECORD.pack(len(comp)) + comp + data[off + RECORD.size + length:ioff]
-    iraw = msgpack.packb(index, use_bin_type=True)
-    return body + iraw + TRAILER.pack(ioff + delta, len(iraw), zlib.crc32(iraw), end)
+    return with_audio_record(data, i, packets)
 
 
 def mutate_for_decode(data: bytes, rng: random.Random) -> tuple[str, bytes]:
@@ -382,17 +407,299 @@ def fuzz_decode(iterations: int, seed: int = 0, case_seconds: int = 20) -> dict:
     return stats
 
 
+# --- shards ---------------------------------------------------------------------------------------
+
+TAR_TYPES = b"0123456LKSxgXDMNV\x00\xff"           # regular, links, devices, dir, fifo, GNU long names and
+#                                                    sparse, pax headers, and types no tar has
+
+
+def _tar_member(name: str, data: bytes) -> bytes:
+    """One member as compress writes it (USTAR), or as PAX where USTAR cannot hold the name."""
+    for fmt in (tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT):
+        buf = io.BytesIO()
+        try:
+            with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+                end = t.offset
+            return buf.getvalue()[:end]
+        except ValueError:
+            continue
+    raise AssertionError(name)
+
+
+def _header_fixed(block: bytearray) -> bytearray:
+    """A tar header block with its checksum made right again, so that tarfile reads what we forged."""
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block[:512])
+    return block
+
+
+def shard_bases(atoks: list[bytes]) -> list[list[tuple[str, bytes]]]:
+    """Shards as lists of (name, bytes) members: containers with their metadata, as compress writes them."""
+    out = []
+    for n in (1, 2, 3):
+        members = []
+        for i in range(n):
+            members += [(f"clip{i}.atok", atoks[i % len(atoks)]), (f"clip{i}.json", json.dumps({"source": f"c{i}.mp4"}).encode())]
+        out.append(members)
+    return out
+
+
+def mutate_shard(members: list[tuple[str, bytes]], rng: random.Random) -> tuple[str, bytes]:
+    """A shard (tar bytes) with one hostile change: in its members (order, names, duplicates, deep or
+    large JSON, corrupt containers) or in its tar headers (sizes, types, sparse maps, pax and GNU long
+    headers, checksums, cuts)."""
+    members = [list(m) for m in members]
+    kind = rng.choice(["members", "members", "header", "header", "pax", "sparse", "bytes", "truncate"])
+    if kind == "members":
+        what = rng.randrange(6)
+        if what == 0:
+            rng.shuffle(members)
+        elif what == 1:
+            members.insert(rng.randrange(len(members) + 1), list(rng.choice(members)))       # a duplicate
+        elif what == 2:
+            m = rng.choice(members)
+            m[0] = rng.choice(["../x.atok", "/abs.atok", "a/b/../c.atok", ".atok", "x.tar.atok", "k." * 60 + "atok",
+                               "é.atok", "a\\b.json", "dir/", "x.json"])
+        elif what == 3:
+            depth = rng.choice([10, 40, 5000, 60000])
+            members.append(("deep.json", b"[" * depth + b"]" * depth))
+        elif what == 4:
+            m = rng.choice(members)
+            m[1] = mutate(m[1], rng)[1] if m[0].endswith(".atok") else bytes(rng.randrange(256) for _ in range(40))
+        else:
+            members += [(f"orphan{i}.atok", b"x" * rng.randrange(600)) for i in range(rng.choice([1, 10, 200]))]
+        return kind, b"".join(_tar_member(n, d) for n, d in members) + b"\0" * 1024
+    body = [bytearray(_tar_member(n, d)) for n, d in members]
+    i = rng.randrange(len(body))
+    block = body[i]
+    if kind == "header":
+        field = rng.choice([(124, 12), (156, 1), (0, 100), (148, 8), (257, 8)])     # size, type, name, checksum, magic
+        if field == (124, 12):
+            value = rng.choice([b"%011o\0" % rng.choice([0, 1, 511, 1 << 20, 1 << 33 - 1]), b"\x80" + b"\0" * 3 +
+                                (1 << 62).to_bytes(8, "big"), b"\xff" * 12, b"zzzzzzzzzzz\0"])
+        elif field == (156, 1):
+            value = bytes([rng.choice(TAR_TYPES)])
+        else:
+            value = bytes(rng.randrange(256) for _ in range(field[1]))
+        block[field[0]:field[0] + field[1]] = value
+        if field != (148, 8):
+            _header_fixed(block)
+    elif kind == "pax":
+        records = rng.choice([{"size": str(rng.choice([0, -1, 1 << 40, 1 << 62]))}, {"path": "../../etc/x.atok"},
+                              {"GNU.sparse.size": str(1 << 31), "GNU.sparse.map": "0,512"},
+                              {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": str(1 << 35)},
+                              {"path": "x" * rng.choice([10, 5000, 200000])}, {"linkpath": "/etc/passwd"},
+                              {"size": "9" * 5000}])
+        head = tarfile.TarInfo("././@PaxHeader")
+        raw = b"".join(f"{len(k) + len(v) + 3 + len(str(len(k) + len(v) + 3))} {k}={v}\n".encode()
+                       for k, v in records.items())
+        head.size, head.type = len(raw) if rng.random() < 0.8 else rng.choice([1 << 30, 3]), tarfile.XHDTYPE
+        pax = head.tobuf(format=tarfile.USTAR_FORMAT) + raw + b"\0" * (-len(raw) % 512)
+        body.insert(i, bytearray(pax))
+    elif kind == "sparse":
+        block[156:157] = tarfile.GNUTYPE_SPARSE
+        block[386:410] = b"%011o\0%011o\0" % (rng.choice([0, 1 << 40]), rng.choice([0, 512, 1 << 33]))
+        block[482:483] = bytes([rng.choice([0, 1])])          # an extended sparse map follows (or not)
+        block[483:495] = b"%011o\0" % rng.choice([1 << 31, 1 << 33 - 1, 0])
+        _header_fixed(block)
+        if block[482]:
+            body.insert(i + 1, bytearray(bytes(rng.randrange(256) for _ in range(511)) + b"\x01"))
+    else:
+        j = rng.randrange(len(block))
+        block[j:j + 1] = bytes([rng.randrange(256)])
+    data = b"".join(body) + b"\0" * 1024
+    if kind == "truncate":
+        data = data[:rng.randrange(len(data))]
+    return kind, data
+
+
+def read_shard(path, limits=None):
+    """What verify does to a shard: every member listed and every container checked."""
+    from adaptok_cli.container import DEFAULT_LIMITS
+    from adaptok_cli.shards import members
+    outcome = {"ok": 0, "refused": 0}
+    for m in members(path, limits or DEFAULT_LIMITS):
+        if m.error is not None:
+            outcome["refused"] += 1
+            continue
+        try:
+            with AtokReader(m.atok) as r:
+                for i in range(len(r.chunks)):
+                    r.check_chunk(i)
+            outcome["ok"] += 1
+        except (ContainerError, InputError):
+            outcome["refused"] += 1
+    return outcome
+
+
+def fuzz_shards(iterations: int, seed: int = 0) -> dict:
+    """Mutated shards read as verify reads them: only clean errors (per member or for the shard); the
+    memory the tar reader holds (shards.members, traced) whatever the shard declares is reported."""
+    import tracemalloc
+
+    from adaptok_cli.shards import members
+    rng = random.Random(seed)
+    bases = shard_bases(base_containers(seed))
+    stats = {"iterations": iterations, "seed": seed, "mode": "shards", "outcomes": {}, "kinds": {}, "crashes": [],
+             "members_ok": 0, "members_refused": 0, "slowest_s": 0.0, "peak_reader_traced_mb": 0.0}
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "fuzz.tar"
+        for it in range(iterations):
+            kind, data = mutate_shard(rng.choice(bases), rng)
+            path.write_bytes(data)
+            stats["kinds"][kind] = stats["kinds"].get(kind, 0) + 1
+            t0 = time.perf_counter()
+            tracemalloc.start()             # what the tar reader itself holds, whatever the shard declares
+            try:
+                list(members(path))
+            except (ContainerError, InputError):
+                pass
+            except Exception:
+                pass                        # read_shard below meets it again and counts it
+            peak = tracemalloc.get_traced_memory()[1] / 2 ** 20
+            tracemalloc.stop()
+            stats["peak_reader_traced_mb"] = max(stats["peak_reader_traced_mb"], round(peak, 3))
+            try:
+                got = read_shard(path)
+                stats["members_ok"] += got["ok"]
+                stats["members_refused"] += got["refused"]
+                outcome = "read" if not got["refused"] else "members refused"
+            except (ContainerError, InputError):
+                outcome = "shard refused"
+            except Exception as e:  # anything else is a bug
+                outcome = "crash"
+                stats["crashes"].append({"iteration": it, "kind": kind, "error": f"{type(e).__name__}: {e}"[:300]})
+            stats["slowest_s"] = max(stats["slowest_s"], time.perf_counter() - t0)
+            stats["outcomes"][outcome] = stats["outcomes"].get(outcome, 0) + 1
+    stats["seconds"] = round(time.perf_counter() - t_start, 1)
+    stats["slowest_s"] = round(stats["slowest_s"], 4)
+    stats["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return stats
+
+
+# --- audio headers ----------------------------------------------------------------------------------
+
+AUDIO_VALUES = {
+    "codec": ["aac", "mp3", "mp2", "opus", "vorbis", "flac", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s24le",
+              "pcm_f32le", "evil", "", 5, None],
+    "sample_rate": [1, 7, 8000, 22050, 44100, 48000, 96000, 768000, 768001, 0, -1, "44100", 44100.0],
+    "layout": ["mono", "stereo", "5.1", "7.1", "22.2", "hexadecagonal", "FL+FR", "FL+FL", "0x3", "0x0", "3 channels",
+               "2c", "64c", "0c", "evil", "", "mono+stereo", "5.1(side)", "x" * 64, "x" * 65, 2, None],
+    "time_base_num": [1, 2, 1000, 1 << 30, (1 << 30) + 1, 0, -1],
+    "time_base_den": [1, 1000, 44100, 48000, 90000, 1 << 30, 0],
+    "extradata": [b"", b"\x12\x10", b"\xff" * 100, b"OpusHead\x01\x01" + b"\0" * 9, b"OpusHead\x01\x02" + b"\0" * 9,
+                  bytes(range(256)) * 4, "text", None],
+}
+
+
+def audio_bases(folder: Path) -> list[bytes]:
+    """Real containers of the built-in tokeniser with an AAC, a PCM and an opus track (0.4 s of 24x16)."""
+    import av
+    from adaptok_cli.pipeline import CompressOptions, compress
+    rng = np.random.default_rng(1)
+    out = []
+    for codec, rate in (("aac", 44100), ("pcm_s16le", 8000), ("opus", 48000)):
+        src = folder / f"talk-{codec}.mkv"
+        with av.open(str(src), "w") as c:
+            v, a = c.add_stream("ffv1", rate=25), c.add_stream(codec, rate=rate, layout="mono")
+            v.width, v.height, v.pix_fmt = 24, 16, "yuv420p"
+            for k in range(10):
+                f = av.VideoFrame.from_ndarray(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8), format="rgb24")
+                f = f.reformat(format="yuv420p")
+                f.pts = k
+                c.mux(v.encode(f))
+            fmt = a.codec_context.format.name
+            step = a.codec_context.frame_size or 512
+            tone = (0.3 * np.sin(np.arange(int(0.4 * rate)) / 3)).astype(np.float32)[None]
+            for k in range(0, tone.shape[1] - step + 1, step):
+                chunk = tone[:, k:k + step]
+                chunk = (chunk * 32767).astype(np.int16) if fmt == "s16" else chunk
+                af = av.AudioFrame.from_ndarray(chunk, format=fmt, layout="mono")
+                af.sample_rate, af.pts = rate, k
+                c.mux(a.encode(af))
+            c.mux(v.encode(None))
+            c.mux(a.encode(None))
+        compress(src, folder / f"talk-{codec}.atok", CompressOptions(device="cpu", threshold=0.2, chunk=1), force=True)
+        out.append((folder / f"talk-{codec}.atok").read_bytes())
+    return out
+
+
+def forge_audio_header(data: bytes, rng: random.Random) -> bytes:
+    """One to three of the header's audio fields set to values FFmpeg may or may not take."""
+    _, _, _, hlen, _ = PRELUDE.unpack_from(data)
+    h = msgpack.unpackb(data[PRELUDE.size:PRELUDE.size + hlen], raw=False)
+    for _ in range(rng.randint(1, 3)):
+        key = rng.choice(sorted(AUDIO_VALUES))
+        h["audio"][key] = rng.choice(AUDIO_VALUES[key])
+    return with_header(data, h)
+
+
+def fuzz_audio(iterations: int, seed: int = 0, case_seconds: int = 20) -> dict:
+    """Audio tracks with hostile header fields or packets through verify's checks and the whole
+    decompress (to .mkv or .mp4, where PyAV is handed every field): only AdaptokErrors."""
+    from adaptok_cli.pipeline import decompress
+    rng = random.Random(seed)
+    stats = {"iterations": iterations, "seed": seed, "mode": "audio", "outcomes": {}, "kinds": {}, "crashes": [],
+             "hangs": 0, "slowest_s": 0.0}
+    old = signal.signal(signal.SIGALRM, _alarm)
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        bases = audio_bases(d)
+        path = d / "fuzz.atok"
+        for it in range(iterations):
+            kind = rng.choice(["header", "header", "packets"])
+            data = rng.choice(bases)
+            data = forge_audio_header(data, rng) if kind == "header" else forge_audio(data, rng)
+            path.write_bytes(data)
+            stats["kinds"][kind] = stats["kinds"].get(kind, 0) + 1
+            t0 = time.perf_counter()
+            signal.alarm(case_seconds)
+            try:
+                with AtokReader(path) as r:                 # what verify does
+                    for i in range(len(r.audio)):
+                        r.read_audio(i)
+                    r.probe_audio()
+                decompress(path, d / f"out{rng.choice(['.mkv', '.mp4'])}", force=True, device="cpu", use_lit=False)
+                outcome = "decoded"
+            except AdaptokError:
+                outcome = "clean error"
+            except Hang:
+                outcome = "hang"
+                stats["hangs"] += 1
+            except Exception as e:  # anything else is a bug
+                outcome = "crash"
+                stats["crashes"].append({"iteration": it, "kind": kind, "error": f"{type(e).__name__}: {e}"[:300]})
+            finally:
+                signal.alarm(0)
+            stats["slowest_s"] = max(stats["slowest_s"], time.perf_counter() - t0)
+            stats["outcomes"][outcome] = stats["outcomes"].get(outcome, 0) + 1
+    signal.signal(signal.SIGALRM, old)
+    stats["seconds"] = round(time.perf_counter() - t_start, 1)
+    stats["slowest_s"] = round(stats["slowest_s"], 4)
+    stats["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return stats
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iterations", type=int, default=100000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--decode", action="store_true", help="run mutants through decompress, not only the reader")
+    ap.add_argument("--shards", action="store_true", help="mutated tar shards, read as verify reads them")
+    ap.add_argument("--audio", action="store_true", help="hostile audio header fields and packets through decompress")
     ap.add_argument("--memory-limit-mb", type=int, default=6000,
-                    help="address-space limit of this process (--decode): a blow-up becomes a MemoryError")
+                    help="address-space limit of this process (--decode, --shards, --audio): a blow-up becomes a "
+                         "MemoryError")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    if a.decode:
+    if a.decode or a.shards or a.audio:
         resource.setrlimit(resource.RLIMIT_AS, (a.memory_limit_mb << 20, resource.RLIM_INFINITY))
-    s = fuzz_decode(a.iterations, a.seed) if a.decode else fuzz(a.iterations, a.seed)
+    run = fuzz_decode if a.decode else fuzz_shards if a.shards else fuzz_audio if a.audio else fuzz
+    s = run(a.iterations, a.seed)
     print(json.dumps(s))
     raise SystemExit(1 if s["crashes"] or s.get("hangs") else 0)

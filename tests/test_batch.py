@@ -188,6 +188,67 @@ def test_urls_in_and_out_match_local_files(tmp_path, small_tok_path):
     try:
         atk.compress_many("nope://x/y.mp4", tmp_path / "z")
     except errors.AdaptokError as e:
-        assert e.exit_code == errors.EXIT_BAD_INPUT and "nope://x/y.mp4" in str(e)
+        assert e.exit_code == errors.EXIT_USAGE and "nope://x/y.mp4: unknown protocol" in str(e)   # up front
     else:
         raise AssertionError("an unknown protocol was accepted")
+
+
+def test_an_unexpected_error_on_one_file_is_that_files_alone(tmp_path, monkeypatch):
+    """A bug met on one file (any exception) is that file's internal error (70) and the batch goes on:
+    in the serial loop, in a worker's call, and in the per-file loop of inspect/verify."""
+    from adaptok_cli.batch import _call, run as run_batch
+    from adaptok_cli.cli_output import for_each
+    monkeypatch.delenv(errors.DEBUG_VARIABLE, raising=False)
+    seen = []
+
+    def job(src, dst, progress):
+        seen.append(src)
+        if src == "a":
+            raise KeyError("surprise")
+        return f"made {dst}"
+    outcomes = run_batch([("a", tmp_path / "a.out"), ("b", tmp_path / "b.out")], job)
+    assert seen == ["a", "b"] and outcomes[1].result == f"made {tmp_path / 'b.out'}"
+    assert outcomes[0].error.exit_code == errors.EXIT_INTERNAL and "a: internal error: KeyError" in str(outcomes[0].error)
+    res, err = _call(job, "a", tmp_path / "x")
+    assert res is None and err.exit_code == errors.EXIT_INTERNAL
+    assert for_each(["a", "b", "c"], lambda f: job(f, f, None)) == errors.EXIT_SOME_FAILED and seen[-2:] == ["b", "c"]
+    assert for_each(["a"], lambda f: job(f, f, None)) == errors.EXIT_INTERNAL
+
+
+def test_urls_that_are_not_stores_are_refused_up_front(tmp_path, small_tok_path, monkeypatch):
+    """memory:// (gone with the process), zip:// and chains, unknown protocols, read-only or unreachable
+    outputs: one line before any work (2; an output that cannot be reached: 73), never a crash (70) or a
+    success whose output vanished (issue 29)."""
+    write_video(tmp_path / "a.mp4", static_frames(5, 32, 48))
+    tok = ["--tokenizer", small_tok_path]
+    for out, code, words in [("memory://x/", errors.EXIT_USAGE, "would be gone when it exits"),
+                             ("zip://a.atok", errors.EXIT_USAGE, "does not keep files"),
+                             ("simplecache::file:///tmp/x/", errors.EXIT_USAGE, "chained URLs"),
+                             ("nope://x/", errors.EXIT_USAGE, "unknown protocol"),
+                             ("ftp://127.0.0.1:1/out/", errors.EXIT_CANT_CREATE, "cannot reach it")]:
+        p = run("compress", tmp_path / "a.mp4", "-o", out, *tok)
+        assert p.returncode == code and words in p.stderr and len(p.stderr.splitlines()) == 1, (out, p.stderr)
+    for src in ("zip://a.mp4::file:///tmp/x.zip", "memory://a.mp4"):
+        p = run("compress", src, "-o", tmp_path / "o/", *tok)
+        assert p.returncode == errors.EXIT_USAGE and len(p.stderr.splitlines()) == 1, (src, p.stderr)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a.mp4"]
+    from adaptok_cli import remote
+    from adaptok_cli.errors import UsageError
+    monkeypatch.setattr(remote, "READ_ONLY", {"LocalFileSystem"})   # http:// needs a plug-in not installed here
+    with pytest.raises(UsageError, match="read-only"):
+        remote.check_url(f"file://{tmp_path}/o/", output=True)
+
+
+def test_a_file_the_up_to_date_check_fails_on_is_still_worked_on(tmp_path):
+    """A skip check that raises for one file (an unreadable URL, a bug) leaves that file to its job,
+    which reports it; the other files are skipped or done as usual."""
+    from adaptok_cli.batch import run as run_batch
+
+    def skip(src, dst):
+        if src == "a":
+            raise errors.InputError("a: cannot check")
+        return src == "b"
+    outcomes = run_batch([("a", tmp_path / "a"), ("b", tmp_path / "b"), ("c", tmp_path / "c")],
+                         lambda src, dst, progress: f"made {src}", skip=skip)
+    assert sorted((o.src, o.skipped, o.result) for o in outcomes) == [("a", False, "made a"), ("b", True, None),
+                                                                     ("c", False, "made c")]

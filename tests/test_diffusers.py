@@ -2,6 +2,7 @@
 downloaded weights), checked against the models' own encode and decode, through the whole CLI."""
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 
 import adaptok_cli as atk  # noqa: E402
-from adaptok_cli import calibration  # noqa: E402
+from adaptok_cli import calibration, errors  # noqa: E402
 from adaptok_cli.container import AtokReader  # noqa: E402
 from adaptok_cli.errors import ModelUnavailableError  # noqa: E402
 from adaptok_cli.tokenizer import load_tokenizer, spec_fingerprint  # noqa: E402
@@ -342,3 +343,46 @@ def test_train_lit_resumes_and_decompress_uses_it(tmp_path, monkeypatch):
     save_vae("cogvideox", tmp_path / "cog")
     with pytest.raises(ModelUnavailableError, match="a LIT for tokeniser"):
         atk.compress(clips[0], tmp_path / "d.atok", tokenizer=str(tmp_path / "cog"), lit=str(lit.path))
+
+
+def test_fingerprint_covers_exactly_the_files_diffusers_loads(tmp_path, monkeypatch):
+    """A sharded folder: the fingerprint hashes config, shard index and the shards it names, which are
+    exactly the files diffusers opens; a stray file is not hashed, a changed shard is; an index naming
+    a .bin shard (pickle) or a path is refused before anything loads (issue 29: a .bin shard was loaded
+    and left outside the fingerprint)."""
+    from safetensors import torch as st_torch
+
+    from adaptok_cli.diffusers_tok import WEIGHTS_INDEX, model_files
+    from adaptok_cli.tokenizer import file_fingerprint
+    folder = tmp_path / "wan"
+    cls, cfg = FAMILIES["wan"]
+    torch.manual_seed(0)
+    getattr(diffusers, cls)(**cfg).save_pretrained(folder, safe_serialization=True, max_shard_size="30KB")
+    shards = sorted(folder.glob("*-of-*.safetensors"))
+    assert len(shards) > 2 and (folder / WEIGHTS_INDEX).is_file()
+    (folder / "stray.safetensors").write_bytes((folder / shards[0].name).read_bytes())     # never loaded
+    opened = []
+    real = st_torch.load_file
+    monkeypatch.setattr(st_torch, "load_file", lambda f, *a, **k: opened.append(Path(f).name) or real(f, *a, **k))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail(f"pickle loaded: {a}"))
+    tok = load_tokenizer(str(folder))
+    assert sorted(opened) == [s.name for s in shards]
+    assert model_files(folder) == [folder / "config.json", folder / WEIGHTS_INDEX, *shards]
+    assert tok.fingerprint == spec_fingerprint(str(folder)) == file_fingerprint(*model_files(folder))
+    data = bytearray(shards[-1].read_bytes())
+    data[-1] ^= 1                                                      # one weight changed: another model
+    shards[-1].write_bytes(bytes(data))
+    assert spec_fingerprint(str(folder)) != tok.fingerprint
+    index = json.loads((folder / WEIGHTS_INDEX).read_text())
+    for bad in (shards[0].with_suffix(".bin").name, "../" + shards[0].name):
+        swapped = {k: bad if v == shards[0].name else v for k, v in index["weight_map"].items()}
+        (folder / WEIGHTS_INDEX).write_text(json.dumps({**index, "weight_map": swapped}))
+        with pytest.raises(ModelUnavailableError, match="not a .safetensors file in the folder"):
+            load_tokenizer(str(folder))
+    torch.save({}, folder / shards[0].with_suffix(".bin").name)
+    (folder / WEIGHTS_INDEX).write_text(json.dumps({**index, "weight_map": {
+        k: shards[0].with_suffix(".bin").name if v == shards[0].name else v for k, v in index["weight_map"].items()}}))
+    write_video(tmp_path / "c.mp4", static_frames(5, 32, 32))
+    line = one_line_error(run("compress", tmp_path / "c.mp4", "-o", tmp_path / "c.atok", "--tokenizer", folder),
+                          errors.EXIT_UNAVAILABLE)
+    assert ".bin" in line and not (tmp_path / "c.atok").exists()

@@ -3,6 +3,8 @@ batch, and a run that loses a worker still completes with nothing half-written."
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 from functools import partial
 
@@ -15,7 +17,7 @@ from adaptok_cli.container import AtokReader
 from adaptok_cli.options import CompressOptions
 from conftest import noise_frames, write_video
 from test_cli import run
-from waiting import Pause
+from waiting import Pause, wait_gone
 
 ray = pytest.importorskip("ray")
 
@@ -86,3 +88,59 @@ def test_a_killed_worker_is_replaced_and_nothing_is_half_written(tmp_path, clips
     assert not [f for f in tmp_path.iterdir() if f.name.endswith(".tmp")]
     again = run_ray(pairs, job, workers=2, skip=partial(compress_skip, job.args[0]))    # up to date: skipped
     assert all(o.skipped for o in again) and len(again) == len(pairs)
+
+
+def processes() -> dict:
+    """pid -> (parent pid, command line) of the live processes (zombies are dead)."""
+    out = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat", "rb") as f:
+                    stat = f.read().rpartition(b")")[2].split()
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if stat[0] != b"Z":
+                out[int(p)] = (int(stat[1]), cmdline)
+    return out
+
+
+def descendants(pid: int) -> dict:
+    """pid -> command line of the live descendants of pid."""
+    table, found, frontier = processes(), {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for p, (pp, cmdline) in table.items():
+            if pp == parent and p not in found:
+                found[p] = cmdline
+                frontier.append(p)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the watchdog reads /proc")
+def test_the_local_ray_dies_with_a_killed_driver(tmp_path, small_tok_path):
+    """kill -9 of a `compress --ray` driver: every process of its local Ray (GCS, raylet, its agents,
+    the actors) is gone once the watchdog is done (issue 29: the two agents outlived the driver by
+    over 10 s; measured without the watchdog: still alive 20 s on, reparented to init)."""
+    from adaptok_cli.raywatch import MARKER
+    write_video(tmp_path / "in" / "long.mp4", noise_frames(600, 256, 320))     # keeps the actors busy a while
+    with Pause(tmp_path / "pause", "frames") as pause:      # an actor holds frames: the Ray is fully up
+        driver = subprocess.Popen([sys.executable, "-m", "adaptok_cli", "compress", str(tmp_path / "in"), "-o",
+                                   str(tmp_path / "out"), "--ray", "-j", "2", "--tokenizer", str(small_tok_path), "-q",
+                                   "-f"], env={**os.environ, **pause.env},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            pause.wait(1, unless=[driver])
+            run = descendants(driver.pid)
+            dogs = [p for p, c in run.items() if MARKER.encode() in c]
+            ray_pids = {p: c for p, c in run.items() if p not in dogs}
+            assert len(dogs) == 1 and sum(b"Agent" in c for c in ray_pids.values()) == 2 and len(ray_pids) >= 5
+        finally:
+            driver.kill()
+            driver.wait()
+    wait_gone(dogs)
+    alive = processes()
+    assert [c[:40] for p, c in ray_pids.items() if alive.get(p, (0, b""))[1] == c] == []

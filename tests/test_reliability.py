@@ -42,6 +42,24 @@ def test_fuzz_short_run_only_clean_errors():
     assert set(stats["kinds"]) == {"bitflip", "bytes", "truncate", "append", "insert", "delete", "header", "index"}
 
 
+def test_fuzz_shards_short_run():
+    """The CI slice of `tests/fuzz_container.py --shards`: mutated tar shards read as verify reads them
+    give only clean errors, and the tar reader holds well under a few MB (docs/RELIABILITY.md)."""
+    stats = fuzz_container.fuzz_shards(300, seed=0)
+    assert stats["crashes"] == [], stats["crashes"][:3]
+    assert min(stats["outcomes"].get(k, 0) for k in ("read", "members refused", "shard refused")) > 30
+    assert set(stats["kinds"]) == {"members", "header", "pax", "sparse", "bytes", "truncate"}
+    assert stats["peak_reader_traced_mb"] < 4
+
+
+def test_fuzz_audio_short_run():
+    """The CI slice of `tests/fuzz_container.py --audio`: hostile audio fields and packets through
+    verify's checks and decompress into .mkv/.mp4 give only AdaptokErrors."""
+    stats = fuzz_container.fuzz_audio(120, seed=0)
+    assert stats["crashes"] == [] and stats["hangs"] == 0, stats["crashes"][:3]
+    assert stats["outcomes"]["clean error"] > 40 and stats["outcomes"].get("decoded", 0) > 10
+
+
 def test_fuzz_through_decompress_short_run():
     """The CI slice of `tests/fuzz_container.py --decode`: mutants of real containers through the
     whole decompress (built-in tokeniser and LIT); docs/RELIABILITY.md has the 100,000-case run."""
@@ -344,6 +362,76 @@ def test_drop_audio_leaves_the_sound_out(tmp_path, small_tok_path):
     p = run("compress", src, "-o", tmp_path / "t.atok", *tok)
     assert p.returncode == 0 and "skipped (up to date)" in p.stderr
     assert round_trip(tmp_path, src, small_tok_path, "--drop-audio").shape == (10, 32, 48, 3)
+
+
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory, small_tok_path):
+    """A real container with an AAC track (0.5 s), as bytes."""
+    d = tmp_path_factory.mktemp("talk")
+    atk.compress(tone_video(d / "talk.mkv", seconds=0.5), d / "t.atok", tokenizer=str(small_tok_path), device="cpu")
+    return (d / "t.atok").read_bytes()
+
+
+def with_audio(data: bytes, **fields) -> bytes:
+    """data with header audio fields replaced, all else valid."""
+    _, _, _, hlen, _ = fuzz_container.PRELUDE.unpack_from(data)
+    h = fuzz_container.msgpack.unpackb(data[fuzz_container.PRELUDE.size:fuzz_container.PRELUDE.size + hlen], raw=False)
+    h["audio"].update(fields)
+    return fuzz_container.with_header(data, h)
+
+
+@pytest.mark.parametrize("fields,words", [
+    ({"layout": "evil"}, "audio layout 'evil' is not one of FFmpeg's named layouts"),
+    ({"layout": "64c"}, "not one of FFmpeg's named layouts"),
+    ({"layout": "FL+FL"}, "not one of FFmpeg's named layouts"),        # a custom map: PyAV frees it twice
+    ({"layout": "22.2"}, "is not what FFmpeg's aac takes"),
+    ({"sample_rate": 7}, "aac audio at 7 Hz"),
+    ({"codec": "opus"}, "OpusHead"),
+    ({"codec": "flac"}, "audio packet 0 is not flac"),
+    ({"codec": "mp3"}, "audio packet 0 is not mp3"),
+    ({"time_base_num": 1 << 30}, "over a second")])
+def test_audio_descriptions_ffmpeg_would_refuse_are_refused_up_front(tmp_path, talk, small_tok_path, fields, words):
+    """Every audio field PyAV is handed is tried as the writer uses it (layout, rate, codec against the
+    packets): verify and decompress refuse with 65 naming the input; nothing is written (issue 29: 70
+    from inside PyAV, or 74 naming a hidden temporary)."""
+    bad = tmp_path / "bad.atok"
+    bad.write_bytes(with_audio(talk, **fields))
+    assert words in one_line_error(run("verify", bad), errors.EXIT_BAD_CONTAINER)
+    for ext in (".mkv", ".mp4"):
+        line = one_line_error(run("decompress", bad, "-o", tmp_path / f"o{ext}", "--tokenizer", small_tok_path),
+                              errors.EXIT_BAD_CONTAINER)
+        assert line.startswith(f"adaptok: {bad}:") and words in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.atok"]
+
+
+def test_hostile_audio_timestamps_are_the_containers_fault(tmp_path, talk, small_tok_path):
+    """Timestamps out of range are refused by the reader; in range but out of order, by the muxer: both
+    65 naming the input, not 74 naming the temporary file."""
+    packets = fuzz_container.audio_record(talk, 0)
+    far = [list(p) for p in packets]
+    far[2][0] = far[2][1] = 1 << 60
+    (tmp_path / "far.atok").write_bytes(fuzz_container.with_audio_record(talk, 0, far))
+    assert "audio record 0 packets" in one_line_error(run("verify", tmp_path / "far.atok"), errors.EXIT_BAD_CONTAINER)
+    back = [list(p) for p in packets]
+    back[3][0] = back[3][1] = back[1][1]            # dts goes back: a muxer cannot take it
+    (tmp_path / "back.atok").write_bytes(fuzz_container.with_audio_record(talk, 0, back))
+    assert run("verify", tmp_path / "back.atok").returncode == 0          # the file itself is well formed
+    for ext in (".mkv", ".mp4"):
+        line = one_line_error(run("decompress", tmp_path / "back.atok", "-o", tmp_path / f"o{ext}", "--tokenizer",
+                                  small_tok_path), errors.EXIT_BAD_CONTAINER)
+        assert line.startswith(f"adaptok: {tmp_path / 'back.atok'}: corrupt container (audio packet") and ".tmp" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.atok", "far.atok"]
+
+
+def test_a_bad_file_in_a_folder_does_not_end_the_batch(tmp_path, talk, small_tok_path):
+    """decompress DIR/ -o out/: the file with a hostile layout fails, the ones after it are decoded."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.atok").write_bytes(with_audio(talk, layout="evil"))
+    (tmp_path / "in" / "b.atok").write_bytes(talk)
+    p = run("decompress", tmp_path / "in", "-o", tmp_path / "out/", "--tokenizer", small_tok_path, "--codec", "ffv1",
+            "-j", "1")
+    assert p.returncode == errors.EXIT_SOME_FAILED and "a.atok: corrupt container (audio layout" in p.stderr
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["b.decoded.mkv"]
 
 
 # --- weights ------------------------------------------------------------------------------------

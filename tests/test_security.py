@@ -241,15 +241,16 @@ def test_senseless_header_values_fail_verify(tmp_path, clip, fields):
     one_line_error(run("verify", bad), errors.EXIT_BAD_CONTAINER)
 
 
-def rewrite_chunk(src: Path, dst: Path, i: int, edit) -> Path:
-    """A copy of src whose chunk i payload is edit(payload); sizes, offsets and checksums made valid."""
+def rewrite_chunk(src: Path, dst: Path, i: int, edit, extra: bytes = b"") -> Path:
+    """A copy of src whose chunk i payload is edit(payload), extra bytes after its zstd frame; sizes,
+    offsets and checksums made valid."""
     import zstandard
     data = src.read_bytes()
     ioff, ilen, _, end = TRAILER.unpack_from(data, len(data) - TRAILER.size)
     index = msgpack.unpackb(data[ioff:ioff + ilen], raw=False)
     off, length = index["chunks"][i][:2]
     raw = edit(bytearray(zstandard.ZstdDecompressor().decompress(data[off + 4:off + 4 + length])))
-    comp = zstandard.ZstdCompressor(write_checksum=True, write_content_size=True).compress(bytes(raw))
+    comp = zstandard.ZstdCompressor(write_checksum=True, write_content_size=True).compress(bytes(raw)) + extra
     delta = len(comp) - length
     index["chunks"][i][1:6] = [len(comp), *struct.unpack_from("<II", raw), len(raw), zlib.crc32(comp)]
     for e in index["chunks"][i + 1:]:
@@ -258,6 +259,21 @@ def rewrite_chunk(src: Path, dst: Path, i: int, edit) -> Path:
     body = data[:off] + RECORD.pack(len(comp)) + comp + data[off + 4 + length:ioff]
     dst.write_bytes(body + iraw + TRAILER.pack(ioff + delta, len(iraw), zlib.crc32(iraw), end))
     return dst
+
+
+def test_a_record_holds_one_zstd_frame(tmp_path, clip):
+    """A second zstd frame after a chunk's own (checksums valid) is refused, not ignored (FORMAT.md:
+    one frame); --partial stops before that chunk."""
+    import zstandard
+    second = zstandard.ZstdCompressor(write_checksum=True, write_content_size=True).compress(b"hidden" * 10)
+    bad = rewrite_chunk(clip, tmp_path / "two.atok", 1, lambda raw: raw, extra=second)
+    assert "unused data" in one_line_error(run("verify", bad), errors.EXIT_BAD_CONTAINER)
+    assert AtokReader(clip).chunks.shape[0] == 2
+    data = bad.read_bytes()
+    cut = tmp_path / "cut.atok"
+    cut.write_bytes(data[:-40])                                   # the index lost: salvage walks the records
+    with AtokReader(cut, partial=True) as r:
+        assert r.salvaged and len(r.chunks) == 1
 
 
 def test_first_latent_frame_must_be_whole(tmp_path, clip):

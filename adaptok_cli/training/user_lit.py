@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import safejson
 from ..calibration import Tally, clip_latents, find, pixels_to_read
 from ..errors import ModelUnavailableError, UsageError
 from ..lit import LIT, LITConfig, save_lit
@@ -63,6 +64,15 @@ def check_output(output) -> Path:
     return output
 
 
+def _manifest(path: Path):
+    """A run folder's manifest, or None when it is not one (then the run is refused, not mixed)."""
+    try:
+        return safejson.read(path, 1 << 20)
+    except (safejson.JSONError, OSError):
+        return None
+
+
+
 def cached_latents(tok, clips, run: Path, opts: TrainLitOptions, progress=None) -> list[np.ndarray]:
     """Each clip's latents, encoded once into run/latents (a rerun with other clips or another
     tokeniser is refused rather than mixed). progress(done, total): pixels encoded."""
@@ -71,7 +81,7 @@ def cached_latents(tok, clips, run: Path, opts: TrainLitOptions, progress=None) 
     manifest = {"tokenizer": tok.fingerprint, "clips": [str(c) for c in clips], "short_side": opts.short_side,
                 "max_frames": opts.max_frames}
     mf = folder / "manifest.json"
-    if mf.exists() and json.loads(mf.read_text()) != manifest:
+    if mf.exists() and _manifest(mf) != manifest:
         raise UsageError(f"{run}: made with other clips, tokeniser or sizes; remove it to start over")
     mf.write_text(json.dumps(manifest))
     out, todo = [], [c for i, c in enumerate(clips) if not (folder / f"{i:05d}.npy").exists()]
