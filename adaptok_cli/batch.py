@@ -17,10 +17,11 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .errors import EXIT_INTERRUPTED, AdaptokError, ContainerError, InputError, OutputExistsError, UsageError
+from .errors import (EXIT_INTERRUPTED, AdaptokError, CannotCreateError, ContainerError, InputError, OutputExistsError,
+                     UsageError)
 from .options import settings_of
 from . import remote
-from .outputs import is_temporary, plan
+from .outputs import STDOUT, is_stdout, is_temporary, plan
 from .remote import is_url
 from .video import VIDEO_EXTENSIONS
 
@@ -32,6 +33,9 @@ def expand_inputs(items: Iterable[str], want: Callable[[Path], bool], urls: bool
     what the user named)]; a file found by URL stays a URL (str)."""
     found = []
     for item in items:
+        if is_stdout(item):
+            raise UsageError("-: standard input is not read (a container keeps its index at its end, a video is "
+                             "read twice: frames, then sound); give a file (./- for one named '-')")
         p = Path(item)
         if is_url(item) and not urls:
             raise UsageError(f"{item}: only compress reads URLs; fetch the file first")
@@ -60,15 +64,36 @@ def is_folder_target(output: str, n_inputs: int) -> bool:
     return remote.is_dir(output) if is_url(output) else Path(output).is_dir()
 
 
-def output_paths(inputs, output: str | None, default_name: Callable[[str], str]) -> list[Path | str]:
+def check_file_output(output: str, suffixes: tuple[str, ...] = (), writes: str = "", folders: bool = True):
+    """An option naming one output file: an extension that disagrees with what the command writes is
+    a usage error, and its folder must exist (adaptok makes folders only where the option names a
+    folder, ending in /, as zstd does). folders: the option may name a folder instead."""
+    hint = ", or end it with / for a folder" if folders else ""
+    if suffixes and not output.lower().endswith(suffixes):
+        raise UsageError(f"{output}: {writes}; name it NAME{suffixes[0]}{hint}")
+    parent = Path(output).parent
+    if not is_url(output) and not parent.is_dir():
+        raise CannotCreateError(f"{output}: cannot be created: no folder {parent}"
+                                + (" (folders are made only for a name that ends in /)" if folders else ""))
+
+
+def output_paths(inputs, output: str | None, default_name: Callable[[str], str], suffixes: tuple[str, ...] = (),
+                 writes: str = "") -> list[Path | str]:
     """One output per input: next to it by default, inside -o when it is a folder (the tree
-    mirrored), else -o itself. URLs give URLs."""
+    mirrored), else -o itself (checked by check_file_output), or standard output for `-o -` and
+    one input. URLs give URLs."""
     if output is None:
         return [posixpath.join(posixpath.dirname(f), default_name(posixpath.basename(f))) if is_url(f) else
                 f.parent / default_name(f.name) for f, _ in inputs]
     output = str(output)
+    if is_stdout(output):
+        if len(inputs) != 1:
+            raise UsageError(f"-o - (standard output) takes one input, not {len(inputs)}")
+        return [Path(STDOUT)]
     if not is_folder_target(output, len(inputs)):
-        return [output if is_url(output) else Path(output)]
+        check_file_output(output, suffixes, writes)
+        p = Path(output)
+        return [output if is_url(output) else p if not is_stdout(p) else Path.cwd() / p]    # ./- is a file
     return [remote.join(output, rel.parent / default_name(rel.name)) if is_url(output) else
             Path(output) / rel.parent / default_name(rel.name) for _, rel in inputs]
 
@@ -426,7 +451,9 @@ def compress_pairs(pairs, output, opts, force: bool = False, workers: int | None
                    on_done: Callable[[Outcome], None] | None = None, ray_gpus: float | None = None) -> list[Outcome]:
     """compress_many() on expand_inputs()'s pairs."""
     job = partial(compress_job, opts, force)
-    skip = None if force else partial(compress_skip, opts)
+    skip = None if force or is_stdout(output) else partial(compress_skip, opts)
+    if is_stdout(output) and (ray or ray_address is not None):
+        raise UsageError("-o - writes to this process's standard output; --ray runs elsewhere: give a folder")
 
     def run_all(todo, on_done=on_done):
         if ray or ray_address is not None:
@@ -439,12 +466,13 @@ def compress_pairs(pairs, output, opts, force: bool = False, workers: int | None
         from .shards import compress_to_shards
         check_shard_target(output, shard_size)
         return compress_to_shards(pairs, str(output), shard_size, run_all, on_done, progress)
-    return run_all([(src, dst) for (src, _), dst in zip(pairs, output_paths(pairs, output, atok_name))])
+    dsts = output_paths(pairs, output, atok_name, (".atok",), "compress writes an .atok container")
+    return run_all([(src, dst) for (src, _), dst in zip(pairs, dsts)])
 
 
 def check_shard_target(output, shard_size: int | None):
     """--shard-size needs a folder (or URL) to put the shards in, and at least one clip per shard."""
-    if shard_size is not None and output is None:
+    if shard_size is not None and (output is None or is_stdout(output)):
         raise UsageError("--shard-size needs -o FOLDER for the shards")
     if shard_size is not None and shard_size < 1:
         raise UsageError("--shard-size must be at least 1")

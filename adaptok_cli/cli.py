@@ -18,7 +18,8 @@ import typer
 from typing_extensions import Annotated
 
 from . import __version__
-from .batch import expand_inputs, output_paths, want_atok, want_video
+from .batch import check_file_output, expand_inputs, output_paths, want_atok, want_video
+from .outputs import is_stdout
 from .remote import is_url
 from .cli_output import (Reporter, fail, for_each, plural, print_eval, print_inspect, print_inspect_many, run_batch,
                          say, user_errors, write_plot)
@@ -61,7 +62,8 @@ VideosOrUrls = Annotated[List[str], typer.Argument(metavar="INPUT", help=(
 Containers = Annotated[List[str], typer.Argument(metavar="FILE.atok", help=".atok files, folders or globs.")]
 Output = Annotated[Optional[str], typer.Option("-o", "--output", help=(
     "Output: a folder if it ends with '/', already is one, or there are several inputs (the input tree is "
-    "mirrored inside); otherwise the one output file."))]
+    "mirrored inside, folders made as needed); otherwise the one output file, in a folder that exists. "
+    "'-': standard output, for one input (compress: the .atok; decompress: y4m)."))]
 Force = Annotated[bool, typer.Option("-f", "--force", help="Overwrite existing outputs.")]
 Threshold = Annotated[Optional[float], typer.Option("--threshold", "-t", help=(
     f"Keep positions whose mean change over channels exceeds this, in the rule's unit (--unit) "
@@ -174,7 +176,8 @@ def compress_cmd(
         pairs = expand_inputs(inputs, want_video, urls=True)
         start = partial(compress_pairs, pairs, output, opts, force, workers, use_ray, ray_address, shard_size,
                         ray_gpus=ray_gpus)
-        code = run_batch(len(pairs), start, Reporter(quiet, as_json, verbose), "compress", as_csv)
+        code = run_batch(len(pairs), start, Reporter(quiet, as_json, verbose), "compress", as_csv,
+                         to_stdout=output is not None and is_stdout(output))
     raise typer.Exit(code)
 
 
@@ -205,9 +208,10 @@ def decompress_cmd(
         kw = dict(tokenizer=tokenizer, use_lit=not no_lit, codec=codec, crf=crf, device=device, overlay=overlay,
                   partial=recover, limits=limits_for(max_pixels), dtype=dtype, lit=lit)
         todo = [(s, d) for (s, _), d in zip(pairs, dsts)]
+        to_stdout = output is not None and is_stdout(output)
         start = partial(run, todo, partial(decompress_job, kw, force), workers,
-                        None if force else partial(decompress_skip, kw))
-        code = run_batch(len(todo), start, Reporter(quiet, as_json, verbose), "decompress", as_csv)
+                        None if force or to_stdout else partial(decompress_skip, kw))
+        code = run_batch(len(todo), start, Reporter(quiet, as_json, verbose), "decompress", as_csv, to_stdout)
     raise typer.Exit(code)
 
 
@@ -233,7 +237,9 @@ def inspect_cmd(
                                          or len(files) > 1 and not Path(plot).suffix)
         if plot is not None and not plot_dir and (len(files) > 1 or Path(plot).suffix.lower() != ".png"):
             raise UsageError(f"--plot {plot}: give a .png file for one container, or a folder (ending in /) "
-                             f"for one PNG each")
+                             f"for one PNG each (standard output carries inspect's report)")
+        if plot is not None and not plot_dir:
+            check_file_output(plot, (".png",), "--plot writes a PNG")
         infos = []
 
         def one(f):
@@ -362,6 +368,8 @@ def calibrate_cmd(
         check_common(None, device, as_json, False, dtype)
         if max_frames < 1 or short_side < 0:
             raise UsageError("--max-frames must be 1 or more and --short-side 0 or more")
+        if output is not None:
+            check_file_output(output, (".safetensors",), "calibrate writes a .safetensors file", folders=False)
         clips = [f for f, _ in expand_inputs(inputs, want_video)]
         tok = load_tokenizer(tokenizer, pick_device(device), dtype)
         dst = Path(output) if output else stored_path(tok)

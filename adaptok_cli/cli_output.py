@@ -20,7 +20,7 @@ from rich.filesize import decimal as describe_size
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PIPE, EXIT_SOME_FAILED, AdaptokError
+from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PIPE, EXIT_SOME_FAILED, AdaptokError, UsageError
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
@@ -186,7 +186,9 @@ def outcome_dict(o) -> dict:
     return {"status": "ok", **o.result.to_dict()}
 
 
-def summary_table(outcomes, label):
+def summary_table(outcomes, label, to_stderr: bool = False):
+    """The batch's summary: a table on a terminal, else one line per file (on stderr when stdout
+    carries the output itself, `-o -`)."""
     done = [o.result for o in outcomes if o.result is not None]
     skipped = sum(o.skipped for o in outcomes)
     failed = sum(o.error is not None for o in outcomes)
@@ -196,7 +198,7 @@ def summary_table(outcomes, label):
                     else f"{skipped} up to date (skipped; -f redoes them)")
     if failed:
         tail.append(f"{failed} failed")
-    if out.is_terminal and len(outcomes) > 1 and done:
+    if out.is_terminal and len(outcomes) > 1 and done and not to_stderr:
         t = Table(title=f"{label}ed")
         for c in ("input", "output", "frames", "token rate", "bpp", "in", "out", "time"):
             # long paths wrap instead of being cut, so rows stay distinguishable at 80 columns
@@ -216,7 +218,8 @@ def summary_table(outcomes, label):
     else:
         for r in done:
             print(f"{r.input} -> {r.output}: {r.frames} frames, token rate {r.token_rate:.3f}, "
-                  f"bpp {r.bpp:.4f}, {describe_size(r.bytes_in)} -> {describe_size(r.bytes_out)}, {r.seconds:.1f}s")
+                  f"bpp {r.bpp:.4f}, {describe_size(r.bytes_in)} -> {describe_size(r.bytes_out)}, {r.seconds:.1f}s",
+                  file=sys.stderr if to_stderr else sys.stdout)
     if tail and (len(outcomes) > 1 or skipped):
         say(", ".join(tail))
 
@@ -299,9 +302,12 @@ def print_eval(results, mean, no_lit: bool):
                                        if thr is not None and thr < LIT_FROM_THRESHOLD else "PSNR is hold-fill"))
 
 
-def run_batch(n_files: int, start, reporter: Reporter, label: str, as_csv: bool):
+def run_batch(n_files: int, start, reporter: Reporter, label: str, as_csv: bool, to_stdout: bool = False):
     """Run a batch, start(progress, on_done) -> outcomes (batch.run, run_ray, compress_pairs), with
-    progress, streaming --json/--csv, and the summary; -> exit code."""
+    progress, streaming --json/--csv, and the summary (on stderr when the output goes to stdout,
+    to_stdout); -> exit code."""
+    if to_stdout and (reporter.as_json or as_csv):
+        raise UsageError("-o - writes the output to standard output: --json and --csv cannot share it")
     rows = CsvRows() if as_csv else None
 
     def on_done(o):
@@ -321,7 +327,7 @@ def run_batch(n_files: int, start, reporter: Reporter, label: str, as_csv: bool)
     with reporter.progress(label, n_files) as progress:
         outcomes = start(progress, on_done)
     if not reporter.quiet and not reporter.as_json and not as_csv:
-        summary_table(outcomes, label)
+        summary_table(outcomes, label, to_stdout)
     return exit_code([o.error for o in outcomes if o.error is not None], n_files)
 
 

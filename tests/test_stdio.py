@@ -1,0 +1,99 @@
+"""Where outputs go (issue 32): `-` is standard output where the format streams and a usage error
+where it cannot, a file output's folder must exist, an extension that disagrees with what a command
+writes is a usage error; and a closed pipe ends every command quietly with 141."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from adaptok_cli import errors
+
+from conftest import static_frames, write_video
+from test_cli import ENV, one_line_error, run
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, small_tok_path):
+    """A 854x480 clip (the size users use) and its container, made by the tiny test tokeniser."""
+    d = tmp_path_factory.mktemp("stdio")
+    src = write_video(d / "clip.mp4", static_frames(9, 480, 854))
+    p = run("compress", src, "-o", d / "clip.atok", "--tokenizer", small_tok_path, "-q")
+    assert p.returncode == 0, p.stderr
+    return src, d / "clip.atok"
+
+
+def run_bytes(*args):
+    p = subprocess.run([sys.executable, "-m", "adaptok_cli", *map(str, args)], capture_output=True, env=ENV,
+                       timeout=300)
+    assert b"Traceback" not in p.stderr, p.stderr
+    return p
+
+
+def test_compress_to_stdout_streams_the_same_container(tmp_path, clip, small_tok_path):
+    src, atok = clip
+    p = run_bytes("compress", src, "-o", "-", "--tokenizer", small_tok_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == atok.read_bytes()                  # byte for byte what -o FILE writes
+    assert b" -> -: 9 frames" in p.stderr                 # the summary moves to stderr
+    assert not os.path.exists("-")
+
+
+def test_decompress_to_stdout_streams_y4m(tmp_path, clip, small_tok_path):
+    _, atok = clip
+    p = run_bytes("decompress", atok, "-o", "-", "--tokenizer", small_tok_path, "--no-lit", "-q")
+    assert p.returncode == 0, p.stderr
+    assert run("decompress", atok, "-o", tmp_path / "x.y4m", "--tokenizer", small_tok_path, "--no-lit",
+               "-q").returncode == 0
+    assert p.stdout.startswith(b"YUV4MPEG2 W854 H480 ") and p.stdout == (tmp_path / "x.y4m").read_bytes()
+
+
+@pytest.mark.parametrize("args", [
+    ["compress", "{src}", "-o", "-", "--json", "--tokenizer", "{tok}"],            # stdout is taken by the container
+    ["compress", "{src}", "-o", "-", "--csv", "--tokenizer", "{tok}"],
+    ["compress", "{src}", "{src}", "-o", "-", "--tokenizer", "{tok}"],              # one stream, one input
+    ["compress", "{src}", "-o", "-", "--shard-size", "1", "--tokenizer", "{tok}"],
+    ["compress", "{src}", "-o", "-", "--ray", "--tokenizer", "{tok}"],
+    ["compress", "{src}", "-o", "{tmp}/bear.mp4", "--tokenizer", "{tok}"],          # compress writes .atok
+    ["compress", "-", "-o", "{tmp}/x.atok", "--tokenizer", "{tok}"],                # stdin is never read
+    ["inspect", "-"],
+    ["verify", "-"],
+    ["decompress", "-", "-o", "{tmp}/x.mkv", "--tokenizer", "{tok}"],
+    ["decompress", "{atok}", "-o", "-", "--codec", "x264", "--tokenizer", "{tok}"],  # mp4 and mkv need seeking
+    ["decompress", "{atok}", "-o", "{tmp}/x.avi", "--tokenizer", "{tok}"],
+    ["inspect", "{atok}", "--plot", "-"],                   # stdout carries the report
+    ["inspect", "{atok}", "--plot", "{tmp}/x.jpg"],
+    ["calibrate", "{src}", "-o", "{tmp}/cal.pt", "--tokenizer", "{tok}"],           # a calibration is a .safetensors file
+])
+def test_unusable_outputs_are_usage_errors(tmp_path, clip, small_tok_path, args):
+    src, atok = clip
+    one_line_error(run(*[a.format(src=src, atok=atok, tmp=tmp_path, tok=small_tok_path) for a in args]),
+                   errors.EXIT_USAGE)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["compress", "{src}", "-o", "{tmp}/no/such/x.atok", "--tokenizer", "{tok}", "--tokenizer", "{tok}"],
+    ["decompress", "{atok}", "-o", "{tmp}/no/such/x.mkv", "--tokenizer", "{tok}", "--tokenizer", "{tok}"],
+    ["inspect", "{atok}", "--plot", "{tmp}/no/such/x.png"],
+    ["calibrate", "{src}", "-o", "{tmp}/no/such/cal.safetensors", "--tokenizer", "{tok}", "--tokenizer", "{tok}"],
+])
+def test_a_file_output_needs_its_folder(tmp_path, clip, small_tok_path, args):
+    src, atok = clip
+    args = [a.format(src=src, atok=atok, tmp=tmp_path, tok=small_tok_path) for a in args]
+    line = one_line_error(run(*args), errors.EXIT_CANT_CREATE)
+    assert "no folder" in line
+    assert list(tmp_path.iterdir()) == []                  # nothing created on the way
+
+
+def test_a_folder_output_is_made(tmp_path, clip, small_tok_path):
+    src, atok = clip
+    assert run("compress", src, "-o", f"{tmp_path}/new/deeper/", "--tokenizer", small_tok_path, "-q").returncode == 0
+    assert (tmp_path / "new" / "deeper" / "clip.mp4.atok").read_bytes() == atok.read_bytes()
+
+
+def test_a_file_named_dash_is_reached_as_dot_slash_dash(tmp_path, clip):
+    _, atok = clip
+    (tmp_path / "-").write_bytes(atok.read_bytes())
+    p = run("inspect", "./-", "--json", cwd=tmp_path)
+    assert p.returncode == 0 and '"frames": 9' in p.stdout, p.stderr
