@@ -215,6 +215,12 @@ def decompress_cmd(
     raise typer.Exit(code)
 
 
+def plot_png(folder: str, rel: Path, key: str | None = None) -> Path:
+    """inspect --plot FOLDER/: where a container's PNG goes, its path under what was named mirrored
+    (a shard member: FOLDER/SHARD/KEY.png)."""
+    return Path(folder) / rel.parent / (f"{rel.stem}/{key}.png" if key is not None else rel.name + ".png")
+
+
 SORT_KEYS = {"name": "file", "rate": "token_rate", "bpp": "bpp", "bytes": "bytes", "frames": "frames"}
 
 
@@ -229,10 +235,12 @@ def inspect_cmd(
         "Also check that the containers were made with this tokeniser (by weights fingerprint; nothing is loaded)."))] = None,
 ):
     """Token rates per clip and per chunk, sizes and model identities (reads only header and index)."""
+    from .outputs import plan
     from .report import inspect
-    from .shards import each_container, want_container
+    from .shards import each_container, is_shard, want_container
     with user_errors():
-        files = [f for f, _ in expand_inputs(inputs, want_container)]
+        found = expand_inputs(inputs, want_container)
+        files, rel_of = [f for f, _ in found], dict(found)
         plot_dir = plot is not None and (plot.endswith(("/", os.sep)) or Path(plot).is_dir()
                                          or len(files) > 1 and not Path(plot).suffix)
         if plot is not None and not plot_dir and (len(files) > 1 or Path(plot).suffix.lower() != ".png"):
@@ -240,10 +248,18 @@ def inspect_cmd(
                              f"for one PNG each (standard output carries inspect's report)")
         if plot is not None and not plot_dir:
             check_file_output(plot, (".png",), "--plot writes a PNG")
-        infos = []
+        if plot_dir:            # the input tree mirrored, as compress does; two inputs on one PNG are refused
+            plan([(f, plot_png(plot, rel_of[f])) for f in files if not is_shard(f)])
+        infos, plotted = [], {}
 
         def one(f):
             for name, path in each_container(f):          # a shard: each of its clips
+                if plot is not None:
+                    png = plot_png(plot, rel_of[f], name.rpartition(":")[2] if is_shard(f) else None) if plot_dir \
+                        else Path(plot)
+                    if png in plotted:
+                        raise UsageError(f"{plotted[png]} and {name} would both be plotted to {png}: give a folder")
+                    plotted[png] = name
                 info = inspect(path, limits_for(max_pixels)).to_dict()
                 info["file"] = name
                 if tokenizer is not None:
@@ -253,7 +269,7 @@ def inspect_cmd(
                         check_named_tokenizer(r.header, name, tokenizer)
                 infos.append(info)
                 if plot is not None:
-                    write_plot(path, Path(plot) / (Path(name).name + ".png") if plot_dir else Path(plot))
+                    write_plot(path, png)
         code = for_each(files, one)
         infos.sort(key=lambda i: (i[SORT_KEYS[sort.value]], i["file"]))
         for info in infos if as_json else []:

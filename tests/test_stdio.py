@@ -97,3 +97,20 @@ def test_a_file_named_dash_is_reached_as_dot_slash_dash(tmp_path, clip):
     (tmp_path / "-").write_bytes(atok.read_bytes())
     p = run("inspect", "./-", "--json", cwd=tmp_path)
     assert p.returncode == 0 and '"frames": 9' in p.stdout, p.stderr
+
+
+def test_plots_of_a_tree_mirror_it_and_never_collide(tmp_path, clip):
+    """inspect --plot DIR/ mirrors the input tree as compress does; two inputs that would write one
+    PNG are refused before anything is written (they used to overwrite each other)."""
+    pytest.importorskip("matplotlib")
+    _, atok = clip
+    for sub in ("a", "b"):
+        (tmp_path / "dup" / sub).mkdir(parents=True)
+        (tmp_path / "dup" / sub / "x.atok").write_bytes(atok.read_bytes())
+    p = run("inspect", tmp_path / "dup", "--plot", f"{tmp_path}/plots/")
+    assert p.returncode == 0, p.stderr
+    assert sorted(f.relative_to(tmp_path / "plots").as_posix() for f in (tmp_path / "plots").rglob("*.png")) == \
+        ["a/x.atok.png", "b/x.atok.png"]
+    line = one_line_error(run("inspect", tmp_path / "dup" / "a" / "x.atok", tmp_path / "dup" / "b" / "x.atok",
+                              "--plot", f"{tmp_path}/again/"), errors.EXIT_USAGE)
+    assert "would both be written" in line and not (tmp_path / "again").exists()
