@@ -135,6 +135,7 @@ class Outcome:
 
 _IN_JOB = False
 _WORKER_SLOT: int | None = None    # this process's place in its pool (0, 1, ...); None outside a pool
+_PROGRESS = None        # in a worker: the queue its frames go to, (src, n, total), read by the parent's run()
 
 
 def one_torch_thread():
@@ -143,10 +144,11 @@ def one_torch_thread():
     torch.set_num_threads(THREADS_PER_FILE)
 
 
-def _worker_init(parent: int, slots=None):
+def _worker_init(parent: int, slots=None, progress=None):
     """A worker takes its place in the pool (slots: a shared counter), ignores Ctrl-C (the parent
-    decides), stops on SIGTERM, and dies with its parent."""
-    global _WORKER_SLOT
+    decides), stops on SIGTERM, and dies with its parent; progress: a queue for the frames it does."""
+    global _WORKER_SLOT, _PROGRESS
+    _PROGRESS = progress
     if slots is not None:
         _WORKER_SLOT = take_slot(slots)
     one_torch_thread()
@@ -199,8 +201,9 @@ def _on_sigterm(signum, frame):
 def _call(job, src, dst):
     global _IN_JOB
     _IN_JOB = True
+    tick = None if _PROGRESS is None else lambda n, total=None: _PROGRESS.put((str(src), n, total))
     try:
-        return job(src, dst, None), None
+        return job(src, dst, tick), None
     except AdaptokError as e:
         return None, e
     except KeyboardInterrupt:
@@ -237,7 +240,7 @@ def _collector(outcomes: list[Outcome], on_done, progress) -> Callable[[Outcome]
         if on_done:
             on_done(o)
         if progress:
-            progress("files", 1)
+            progress("files", 1, name=o.src)
     return done
 
 
@@ -278,8 +281,11 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int | None = 1,
                 done(Outcome(src, dst, error=e))
         return outcomes
     ctx = get_context("spawn")
+    # SimpleQueue: put() writes to the pipe before it returns (no feeder thread), so a file's frames are
+    # all there when its result is; the parent reads them between results
+    frames = ctx.SimpleQueue() if progress else None
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                               initargs=(os.getpid(), ctx.Value("i", 0)))
+                               initargs=(os.getpid(), ctx.Value("i", 0), frames))
     try:
         queue, futures = list(reversed(todo)), {}
         while queue or futures:
@@ -288,7 +294,10 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int | None = 1,
                 futures[pool.submit(_call, job, src, dst)] = (src, dst)
                 if progress:
                     progress("file", name=src)
-            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+            finished, _ = wait(futures, timeout=None if frames is None else 0.2, return_when=FIRST_COMPLETED)
+            while frames is not None and not frames.empty():
+                name, n, total = frames.get()
+                progress("frames", n, total, name=name)
             for fut in finished:
                 src, dst = futures.pop(fut)
                 res, e = fut.result()

@@ -110,31 +110,40 @@ class Reporter:
     @contextmanager
     def progress(self, label: str, n_files: int = 1, unit: str = "frames"):
         """Yields tick(kind, n, total=None, name=None), told of ("file", name=...) when a file starts,
-        ("frames", n, total) as frames are done and ("files", 1) when a file ends. One file: a bar of
-        frames done / total; several: a bar of files, with the current file and its frames beside it."""
+        ("frames", n, total, name=...) as frames are done (name: which file, when several run at once;
+        else the latest) and ("files", 1, name=...) when a file ends. One file: a bar of frames done /
+        total; several: a bar of files that moves with the frames of those in progress (with -j, each
+        worker's), which are named beside it with their frames."""
         if not self.show_progress:
             yield lambda kind, n=1, total=None, name=None: None
             return
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
                       TimeRemainingColumn(), TextColumn("{task.fields[detail]}"), console=err, transient=True) as bar:
             task = bar.add_task(label, total=None if n_files == 1 else n_files, count="", detail="")
-            state = {"files": 0, "frames": 0, "total": None, "name": ""}
+            files, last = [0], [None]
+            running: dict = {}          # files in progress (in parallel with -j): key -> [label, frames, total]
 
             def tick(kind, n=1, total=None, name=None):
+                key = str(name) if name is not None else last[0]     # frames without a name: the latest file
                 if kind == "file":
-                    state.update(frames=0, total=None, name=short_name(name))
+                    running[key], last[0] = [short_name(name, 40 if n_files == 1 else 30), 0, None], key
                 elif kind == "frames":
-                    state["frames"] += n
-                    state["total"] = total if total is not None else state["total"]
+                    r = running.setdefault(key, ["", 0, None])
+                    r[1] += n
+                    r[2] = total if total is not None else r[2]
                 elif kind == "files":
-                    state["files"] += n
-                frames = f"{state['frames']}/{state['total'] or '?'} {unit}"
+                    files[0] += n
+                    if n_files > 1:
+                        running.pop(key, None)
                 if n_files == 1:
-                    bar.update(task, completed=state["frames"], total=state["total"], count=frames, detail=state["name"],
+                    name_, frames, tot = running.get(key) or ("", 0, None)
+                    bar.update(task, completed=frames, total=tot, count=f"{frames}/{tot or '?'} {unit}", detail=name_,
                                refresh=True)
-                else:
-                    bar.update(task, completed=state["files"], count=f"{state['files']}/{n_files} files",
-                               detail=f"{state['name']} {frames}" if state["name"] else "", refresh=True)
+                    return
+                now = list(running.values())
+                detail = ", ".join(f"{lbl} {f}/{t or '?'}" for lbl, f, t in now[:3]) + (" …" if len(now) > 3 else "")
+                bar.update(task, completed=files[0] + sum(min(1.0, f / t) for _, f, t in now if t),
+                           count=f"{files[0]}/{n_files} files", detail=f"{detail} {unit}" if now else "", refresh=True)
             yield tick
 
     @contextmanager
