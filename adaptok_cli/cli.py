@@ -468,6 +468,10 @@ def main():
         code = e.exit_code
     except typer.Abort:                 # end of input at a prompt
         code = EXIT_INTERRUPTED
+    except SystemExit as e:             # typer ends a closed pipe (help, completion) with 1; we say 141
+        if e.code != 1 or type(sys.stdout).__name__ != "PacifyFlushWrapper":     # what typer sets on EPIPE
+            raise
+        raise BrokenPipeError from None     # adaptok_cli.main exits 141, quietly
     if code == EXIT_INTERRUPTED:
         raise KeyboardInterrupt     # adaptok_cli.main says so and exits 130
     sys.exit(code or 0)

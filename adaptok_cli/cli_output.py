@@ -22,8 +22,19 @@ from rich.table import Table
 
 from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PIPE, EXIT_SOME_FAILED, AdaptokError, UsageError
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
+
+
+class _Console(Console):
+    """rich's Console, but a closed pipe ends the command as everywhere else (141, main.py), where
+    rich's own choice is a silent exit 1."""
+
+    def on_broken_pipe(self):
+        self.quiet = True
+        raise BrokenPipeError
+
+
+err = _Console(stderr=True, highlight=False)
+out = _Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
 CSV_FIELDS = ["status", "input", "output", "frames", "token_rate", "bpp", "bytes_in", "bytes_out", "seconds", "error"]
 
 

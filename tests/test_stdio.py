@@ -114,3 +114,45 @@ def test_plots_of_a_tree_mirror_it_and_never_collide(tmp_path, clip):
     line = one_line_error(run("inspect", tmp_path / "dup" / "a" / "x.atok", tmp_path / "dup" / "b" / "x.atok",
                               "--plot", f"{tmp_path}/again/"), errors.EXIT_USAGE)
     assert "would both be written" in line and not (tmp_path / "again").exists()
+
+
+CLOSED_PIPE_COMMANDS = [
+    ["inspect", "{atok}"], ["inspect", "{atok}", "--json"], ["inspect", "{atok}", "{atok}", "--chunks"],
+    ["verify", "{atok}"], ["verify", "{atok}", "--json"],
+    ["compress", "{src}", "-o", "{tmp}/x.atok", "--tokenizer", "{tok}"],
+    ["compress", "{src}", "-o", "{tmp}/x.atok", "--tokenizer", "{tok}", "--csv"],
+    ["compress", "{src}", "-o", "-", "--tokenizer", "{tok}"],
+    ["decompress", "{atok}", "-o", "{tmp}/x.mkv", "--tokenizer", "{tok}", "--no-lit", "--json"],
+    ["decompress", "{atok}", "-o", "-", "--tokenizer", "{tok}", "--no-lit"],
+    ["eval", "{small}", "--tokenizer", "{tok}", "--no-lit"],      # small: what matters here is the pipe
+    ["calibrate", "{small}", "-o", "{tmp}/cal.safetensors", "--tokenizer", "{tok}", "--json", "--short-side", "0"],
+    ["completion", "bash"], ["--help"], ["inspect", "--help"], ["--version"],
+]
+
+
+@pytest.mark.parametrize("args", CLOSED_PIPE_COMMANDS, ids=lambda a: " ".join(a[:1] + [x for x in a[1:] if x.startswith("-")]))
+def test_a_closed_pipe_ends_every_command_quietly(tmp_path, clip, small_tok_path, args):
+    """stdout's reader is gone before the command writes (the read end is closed before it starts, so
+    this does not depend on timing): exit 141 and nothing on stderr, as a tool stopped by SIGPIPE."""
+    src, atok = clip
+    small = write_video(tmp_path / "small.mp4", static_frames(5, 32, 48))
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        p = subprocess.run([sys.executable, "-m", "adaptok_cli",
+                            *[a.format(src=src, atok=atok, tmp=tmp_path, tok=small_tok_path, small=small) for a in args]],
+                           stdout=write, stderr=subprocess.PIPE, text=True, env=ENV, timeout=300)
+    finally:
+        os.close(write)
+    assert (p.returncode, p.stderr) == (errors.EXIT_PIPE, "")
+
+
+def test_inspect_into_head(clip):
+    """The issue's case, through a real `| head -1`: one line, nothing on stderr, and 141 when the
+    pipe closed before inspect was done (0 when it had written everything by then); it was 1."""
+    _, atok = clip
+    p = subprocess.run(f"{sys.executable} -m adaptok_cli inspect {atok} --chunks | head -1; "
+                       f"echo \"status ${{PIPESTATUS[0]}}\" >&2", shell=True, executable="/bin/bash",
+                       capture_output=True, text=True, env=ENV, timeout=120)
+    assert len(p.stdout.splitlines()) == 1 and p.stdout.startswith(str(atok))
+    assert p.stderr in (f"status {errors.EXIT_PIPE}\n", "status 0\n"), p.stderr
