@@ -18,7 +18,7 @@ import typer
 from typing_extensions import Annotated
 
 from . import __version__
-from .batch import check_file_output, expand_inputs, output_paths, want_atok, want_video
+from .batch import check_file_output, expand_inputs, output_paths, want_video
 from .outputs import is_stdout
 from .remote import is_url
 from .cli_output import (Reporter, fail, for_each, plural, print_eval, print_inspect, print_inspect_many, run_batch,
@@ -59,7 +59,10 @@ Videos = Annotated[List[str], typer.Argument(metavar="INPUT", help="Videos, fold
 VideosOrUrls = Annotated[List[str], typer.Argument(metavar="INPUT", help=(
     "Videos, folders (recursive), globs, or filesystem URLs of them (s3://..., with that store's fsspec "
     "plug-in; -o may be a URL too)."))]
-Containers = Annotated[List[str], typer.Argument(metavar="FILE.atok", help=".atok files, folders or globs.")]
+Containers = Annotated[List[str], typer.Argument(metavar="FILE.atok", help=".atok files, shards (.tar), folders or globs.")]
+ToDecode = Annotated[List[str], typer.Argument(metavar="FILE.atok", help=(
+    ".atok files, shards (.tar: each clip, as if the shard were a folder of them), one clip of a shard "
+    "(SHARD.tar:KEY), folders or globs."))]
 Output = Annotated[Optional[str], typer.Option("-o", "--output", help=(
     "Output: a folder if it ends with '/', already is one, or there are several inputs (the input tree is "
     "mirrored inside, folders made as needed); otherwise the one output file, in a folder that exists. "
@@ -183,7 +186,7 @@ def compress_cmd(
 
 @app.command("decompress", short_help="Rebuild videos from .atok containers.")
 def decompress_cmd(
-    inputs: Containers, output: Output = None, force: Force = False,
+    inputs: ToDecode, output: Output = None, force: Force = False,
     codec: Annotated[Optional[Codec], typer.Option("--codec", help="Output format (default: from the extension; .mp4 x264, .mkv ffv1, .y4m, png: a folder of frames).")] = None,
     crf: Annotated[int, typer.Option("--crf", help="x264 quality, 0-51 (lower is better).")] = 18,
     no_lit: NoLit = False, lit: LitFile = None, tokenizer: DecodeTokenizer = None, device: Device = "auto",
@@ -194,24 +197,29 @@ def decompress_cmd(
 ):
     """Rebuild videos from .atok containers (size, frame count and fps restored)."""
     from .batch import decompress_job, decompress_skip, run, video_name
+    from .shard_inputs import renamed, staged_clips
+    from .shards import want_container
     with user_errors():
         check_common(workers, device, as_json, as_csv, dtype)
         if not 0 <= crf <= 51:
             raise UsageError("--crf must be between 0 and 51")
         codec = codec.value if codec else None
-        pairs = expand_inputs(inputs, want_atok)
+        pairs = expand_inputs(inputs, want_container)
         if output is not None and is_url(output):
             raise UsageError(f"{output}: only compress writes URLs; decompress to a local path")
-        dsts = output_paths(pairs, output, partial(video_name, codec=codec))
-        for d in dsts:
-            output_kind(d, codec)       # an extension that disagrees with --codec is a usage error, up front
-        kw = dict(tokenizer=tokenizer, use_lit=not no_lit, codec=codec, crf=crf, device=device, overlay=overlay,
-                  partial=recover, limits=limits_for(max_pixels), dtype=dtype, lit=lit)
-        todo = [(s, d) for (s, _), d in zip(pairs, dsts)]
-        to_stdout = output is not None and is_stdout(output)
-        start = partial(run, todo, partial(decompress_job, kw, force), workers,
-                        None if force or to_stdout else partial(decompress_skip, kw))
-        code = run_batch(len(todo), start, Reporter(quiet, as_json, verbose), "decompress", as_csv, to_stdout)
+        with staged_clips(pairs) as clips:          # a shard: each of its clips, as if it were a folder of them
+            ok = [c for c in clips if c.error is None]
+            dsts = output_paths([(c.source, c.rel) for c in ok], output, partial(video_name, codec=codec)) if ok else []
+            for d in dsts:
+                output_kind(d, codec)       # an extension that disagrees with --codec is a usage error, up front
+            kw = dict(tokenizer=tokenizer, use_lit=not no_lit, codec=codec, crf=crf, device=device, overlay=overlay,
+                      partial=recover, limits=limits_for(max_pixels), dtype=dtype, lit=lit)
+            todo = [(c.staged, d) for c, d in zip(ok, dsts)]
+            to_stdout = output is not None and is_stdout(output)
+            start = partial(run, todo, partial(decompress_job, kw, force), workers,
+                            None if force or to_stdout else partial(decompress_skip, kw))
+            code = run_batch(len(clips), renamed(start, clips), Reporter(quiet, as_json, verbose), "decompress",
+                             as_csv, to_stdout)
     raise typer.Exit(code)
 
 
