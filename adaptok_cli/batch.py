@@ -131,6 +131,23 @@ class Outcome:
     result: object = None      # a pipeline.Result
     error: AdaptokError | None = None
     skipped: bool = False
+    existing: object = None    # skipped: the kept output's figures (a Result read from a container's header)
+
+
+def figures_of(atok, src, dst, bytes_in: int | None = None, bytes_out: int | None = None):
+    """A Result for a file that was not redone, from the container `atok` (its header and index, the
+    output of compress or the input of decompress); None when it cannot be read."""
+    from .container import AtokReader
+    from .options import Result
+    try:
+        with remote.local_copy(atok) as local, AtokReader(local) as r:
+            h = r.header
+            return Result(str(src), str(dst), frames=r.frames, width=h["width"], height=h["height"],
+                          fps=h["fps_num"] / h["fps_den"], tokens_kept=r.tokens_kept, tokens_total=r.tokens_total,
+                          bytes_in=r.size if bytes_in is None else bytes_in,
+                          bytes_out=r.size if bytes_out is None else bytes_out, atok_bytes=r.size)
+    except (AdaptokError, OSError):
+        return None
 
 
 _IN_JOB = False
@@ -248,8 +265,9 @@ def _not_up_to_date(pairs, skip, done) -> list[tuple[Path, Path]]:
     """The pairs to work on; the others are reported as skipped."""
     todo = []
     for src, dst in pairs:
-        if skip is not None and skip(src, dst):
-            done(Outcome(src, dst, skipped=True))
+        verdict = skip(src, dst) if skip is not None else False     # True, or the kept output's figures
+        if verdict:
+            done(Outcome(src, dst, skipped=True, existing=None if verdict is True else verdict))
         else:
             todo.append((src, dst))
     return todo
@@ -365,7 +383,10 @@ def compress_job(opts, force, src, dst, progress):
 
 
 def compress_skip(opts, src, dst):
-    return remote.exists(dst) and compress_stale_reason(opts, src, dst) is None
+    """False, or (up to date) the kept output's figures, read from its header (True if unreadable)."""
+    if not remote.exists(dst) or compress_stale_reason(opts, src, dst) is not None:
+        return False
+    return figures_of(dst, src, dst, None if is_url(src) else Path(src).stat().st_size) or True
 
 
 def compress_stale_reason(opts, src, dst) -> str | None:
@@ -390,7 +411,9 @@ def decompress_skip(kw, src, dst):
     if not dst.exists():
         return False
     from .pipeline import decoded_up_to_date
-    return decoded_up_to_date(src, dst, **kw)
+    if not decoded_up_to_date(src, dst, **kw):
+        return False
+    return figures_of(src, src, dst, bytes_out=dst.stat().st_size if dst.is_file() else None) or True
 
 
 # --- the same batch on a Ray cluster ---------------------------------------------------------------

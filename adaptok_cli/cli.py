@@ -6,6 +6,7 @@ that need them, so `adaptok --help`, `inspect` and `verify` start fast.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sys
@@ -241,12 +242,22 @@ def inspect_cmd(
     max_pixels: MaxPixels = None,
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help=(
         "Also check that the containers were made with this tokeniser (by weights fingerprint; nothing is loaded)."))] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help=(
+        "One CSV row per clip after a header row: --json's per-clip fields, nested ones flattened (a manifest)."))] = False,
+    where: Annotated[Optional[List[str]], typer.Option("--where", metavar="'FIELD OP NUMBER'", help=(
+        "Only clips whose figure compares so, e.g. 'token_rate<0.3' (OP: < <= > >= = !=; FIELD: a number of "
+        "--json's, such as token_rate, bpp, frames, width, duration); repeat, or join with commas: all must hold."))] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help=(
+        "Print nothing but errors (and the --json or --csv rows asked for).")) ] = False,
 ):
     """Token rates per clip and per chunk, sizes and model identities (reads only header and index)."""
+    from .manifest import CSV_COLUMNS, csv_row, matches, parse_where
     from .outputs import plan
     from .report import inspect
     from .shards import each_container, is_shard, want_container
     with user_errors():
+        check_common(None, "auto", as_json, as_csv)
+        clauses = parse_where(where or [])
         found = expand_inputs(inputs, want_container)
         files, rel_of = [f for f, _ in found], dict(found)
         plot_dir = plot is not None and (plot.endswith(("/", os.sep)) or Path(plot).is_dir()
@@ -262,14 +273,16 @@ def inspect_cmd(
 
         def one(f):
             for name, path in each_container(f):          # a shard: each of its clips
+                info = inspect(path, limits_for(max_pixels)).to_dict()
+                info["file"] = name
+                if not matches(info, clauses):
+                    continue
                 if plot is not None:
                     png = plot_png(plot, rel_of[f], name.rpartition(":")[2] if is_shard(f) else None) if plot_dir \
                         else Path(plot)
                     if png in plotted:
                         raise UsageError(f"{plotted[png]} and {name} would both be plotted to {png}: give a folder")
                     plotted[png] = name
-                info = inspect(path, limits_for(max_pixels)).to_dict()
-                info["file"] = name
                 if tokenizer is not None:
                     from .container import AtokReader
                     from .models import check_named_tokenizer
@@ -277,13 +290,18 @@ def inspect_cmd(
                         check_named_tokenizer(r.header, name, tokenizer)
                 infos.append(info)
                 if plot is not None:
-                    write_plot(path, png)
+                    write_plot(path, png, quiet)
         code = for_each(files, one)
         infos.sort(key=lambda i: (i[SORT_KEYS[sort.value]], i["file"]))
+        if as_csv:
+            rows = csv.writer(sys.stdout, lineterminator="\n")
+            rows.writerows([CSV_COLUMNS] + [csv_row(i) for i in infos])
         for info in infos if as_json else []:
             print(json.dumps(info), flush=True)
-        if not as_json and infos:
+        if not (as_json or as_csv or quiet) and infos:
             print_inspect(infos[0], chunks is not False) if len(infos) == 1 else print_inspect_many(infos, bool(chunks))
+        elif not (infos or quiet) and clauses and not code:
+            say(f"no clip matches --where {' and '.join(where)}")
     raise typer.Exit(code)
 
 

@@ -201,8 +201,10 @@ def outcome_dict(o) -> dict:
     if o.error is not None:
         return {"status": "error", "input": str(o.src), "output": str(o.dst), "error": str(o.error),
                 "exit_code": o.error.exit_code}
-    if o.skipped:
-        return {"status": "skipped", "input": str(o.src), "output": str(o.dst), "reason": "up to date"}
+    if o.skipped:           # with the kept output's figures, read from a container's header
+        figures = o.existing.to_dict() if o.existing is not None else {}
+        return {"status": "skipped", "input": str(o.src), "output": str(o.dst), "reason": "up to date",
+                **{k: v for k, v in figures.items() if k not in ("input", "output", "seconds", "timing", "notes")}}
     return {"status": "ok", **o.result.to_dict()}
 
 
@@ -351,10 +353,11 @@ def run_batch(n_files: int, start, reporter: Reporter, label: str, as_csv: bool,
     return exit_code([o.error for o in outcomes if o.error is not None], n_files)
 
 
-def write_plot(f: Path, png: Path):
+def write_plot(f: Path, png: Path, quiet: bool = False):
     from .atokfile import AtokFile
     from .pictures import plot
     png.parent.mkdir(parents=True, exist_ok=True)
     with AtokFile(f) as af:
         plot(af, png)
-    say(f"{f}: wrote {png}")
+    if not quiet:
+        say(f"{f}: wrote {png}")
