@@ -42,6 +42,7 @@ def same_video(a, b):
     assert fa.shape == fb.shape == (5, 480, 854, 3) and np.array_equal(fa, fb)
 
 
+@pytest.mark.slow
 def test_a_shard_decodes_every_clip_mirrored(tmp_path, shards, small_tok_path):
     assert sorted(p.name for p in (shards / "SH").iterdir()) == ["shard-000000.json", "shard-000000.tar",
                                                                   "shard-000001.json", "shard-000001.tar"]
@@ -55,6 +56,7 @@ def test_a_shard_decodes_every_clip_mirrored(tmp_path, shards, small_tok_path):
     assert p.returncode == 0 and p.stderr.count("skipped (up to date)") == 2, p.stderr
 
 
+@pytest.mark.slow
 def test_one_clip_by_its_member_name(tmp_path, shards, small_tok_path):
     p = run("decompress", f"{shards}/SH/shard-000001.tar:sub/b_mkv", "-o", tmp_path / "b.mkv",
             "--tokenizer", small_tok_path, "--no-lit", "--json")
