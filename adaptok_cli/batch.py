@@ -19,11 +19,11 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .errors import (EXIT_INTERRUPTED, AdaptokError, ContainerError, InputError, OutputExistsError, UsageError,
-                     internal_error)
+from .errors import (EXIT_INTERRUPTED, AdaptokError, CannotCreateError, ContainerError, InputError, OutputExistsError,
+                     UsageError, internal_error)
 from .options import settings_of
 from . import remote
-from .outputs import is_temporary, plan
+from .outputs import STDOUT, is_stdout, is_temporary, plan
 from .remote import is_url
 from .video import VIDEO_EXTENSIONS
 
@@ -35,6 +35,9 @@ def expand_inputs(items: Iterable[str], want: Callable[[Path], bool], urls: bool
     what the user named)]; a file found by URL stays a URL (str)."""
     found = []
     for item in items:
+        if is_stdout(item):
+            raise UsageError("-: standard input is not read (a container keeps its index at its end, a video is "
+                             "read twice: frames, then sound); give a file (./- for one named '-')")
         p = Path(item)
         if is_url(item) and not urls:
             raise UsageError(f"{item}: only compress reads URLs; fetch the file first")
@@ -64,15 +67,36 @@ def is_folder_target(output: str, n_inputs: int) -> bool:
     return remote.is_dir(output) if is_url(output) else Path(output).is_dir()
 
 
-def output_paths(inputs, output: str | None, default_name: Callable[[str], str]) -> list[Path | str]:
+def check_file_output(output: str, suffixes: tuple[str, ...] = (), writes: str = "", folders: bool = True):
+    """An option naming one output file: an extension that disagrees with what the command writes is
+    a usage error, and its folder must exist (adaptok makes folders only where the option names a
+    folder, ending in /, as zstd does). folders: the option may name a folder instead."""
+    hint = ", or end it with / for a folder" if folders else ""
+    if suffixes and not output.lower().endswith(suffixes):
+        raise UsageError(f"{output}: {writes}; name it NAME{suffixes[0]}{hint}")
+    parent = Path(output).parent
+    if not is_url(output) and not parent.is_dir():
+        raise CannotCreateError(f"{output}: cannot be created: no folder {parent}"
+                                + (" (folders are made only for a name that ends in /)" if folders else ""))
+
+
+def output_paths(inputs, output: str | None, default_name: Callable[[str], str], suffixes: tuple[str, ...] = (),
+                 writes: str = "") -> list[Path | str]:
     """One output per input: next to it by default, inside -o when it is a folder (the tree
-    mirrored), else -o itself. URLs give URLs."""
+    mirrored), else -o itself (checked by check_file_output), or standard output for `-o -` and
+    one input. URLs give URLs."""
     if output is None:
         return [posixpath.join(posixpath.dirname(f), default_name(posixpath.basename(f))) if is_url(f) else
                 f.parent / default_name(f.name) for f, _ in inputs]
     output = str(output)
+    if is_stdout(output):
+        if len(inputs) != 1:
+            raise UsageError(f"-o - (standard output) takes one input, not {len(inputs)}")
+        return [Path(STDOUT)]
     if not is_folder_target(output, len(inputs)):
-        return [output if is_url(output) else Path(output)]
+        check_file_output(output, suffixes, writes)
+        p = Path(output)
+        return [output if is_url(output) else p if not is_stdout(p) else Path.cwd() / p]    # ./- is a file
     return [remote.join(output, rel.parent / default_name(rel.name)) if is_url(output) else
             Path(output) / rel.parent / default_name(rel.name) for _, rel in inputs]
 
@@ -110,10 +134,28 @@ class Outcome:
     result: object = None      # a pipeline.Result
     error: AdaptokError | None = None
     skipped: bool = False
+    existing: object = None    # skipped: the kept output's figures (a Result read from a container's header)
+
+
+def figures_of(atok, src, dst, bytes_in: int | None = None, bytes_out: int | None = None):
+    """A Result for a file that was not redone, from the container `atok` (its header and index, the
+    output of compress or the input of decompress); None when it cannot be read."""
+    from .container import AtokReader
+    from .options import Result
+    try:
+        with remote.local_copy(atok) as local, AtokReader(local) as r:
+            h = r.header
+            return Result(str(src), str(dst), frames=r.frames, width=h["width"], height=h["height"],
+                          fps=h["fps_num"] / h["fps_den"], tokens_kept=r.tokens_kept, tokens_total=r.tokens_total,
+                          bytes_in=r.size if bytes_in is None else bytes_in,
+                          bytes_out=r.size if bytes_out is None else bytes_out, atok_bytes=r.size)
+    except (AdaptokError, OSError):
+        return None
 
 
 _IN_JOB = False
 _WORKER_SLOT: int | None = None    # this process's place in its pool (0, 1, ...); None outside a pool
+_PROGRESS = None        # in a worker: the queue its frames go to, (src, n, total), read by the parent's run()
 
 
 def one_torch_thread():
@@ -122,10 +164,11 @@ def one_torch_thread():
     torch.set_num_threads(THREADS_PER_FILE)
 
 
-def _worker_init(parent: int, slots=None):
+def _worker_init(parent: int, slots=None, progress=None):
     """A worker takes its place in the pool (slots: a shared counter), ignores Ctrl-C (the parent
-    decides), stops on SIGTERM, and dies with its parent."""
-    global _WORKER_SLOT
+    decides), stops on SIGTERM, and dies with its parent; progress: a queue for the frames it does."""
+    global _WORKER_SLOT, _PROGRESS
+    _PROGRESS = progress
     if slots is not None:
         _WORKER_SLOT = take_slot(slots)
     one_torch_thread()
@@ -178,8 +221,9 @@ def _on_sigterm(signum, frame):
 def _call(job, src, dst):
     global _IN_JOB
     _IN_JOB = True
+    tick = None if _PROGRESS is None else lambda n, total=None: _PROGRESS.put((str(src), n, total))
     try:
-        return job(src, dst, None), None
+        return job(src, dst, tick), None
     except AdaptokError as e:
         return None, e
     except Exception as e:          # a bug on this file: reported for it, the batch goes on
@@ -218,7 +262,7 @@ def _collector(outcomes: list[Outcome], on_done, progress) -> Callable[[Outcome]
         if on_done:
             on_done(o)
         if progress:
-            progress("files", 1)
+            progress("files", 1, name=o.src)
     return done
 
 
@@ -226,8 +270,9 @@ def _not_up_to_date(pairs, skip, done) -> list[tuple[Path, Path]]:
     """The pairs to work on; the others are reported as skipped."""
     todo = []
     for src, dst in pairs:
-        if skip is not None and _skips(skip, src, dst):
-            done(Outcome(src, dst, skipped=True))
+        verdict = skip(src, dst) if skip is not None else False     # True, or the kept output's figures
+        if verdict:
+            done(Outcome(src, dst, skipped=True, existing=None if verdict is True else verdict))
         else:
             todo.append((src, dst))
     return todo
@@ -270,8 +315,11 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int | None = 1,
                 done(Outcome(src, dst, error=internal_error(e, src)))
         return outcomes
     ctx = get_context("spawn")
+    # SimpleQueue: put() writes to the pipe before it returns (no feeder thread), so a file's frames are
+    # all there when its result is; the parent reads them between results
+    frames = ctx.SimpleQueue() if progress else None
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                               initargs=(os.getpid(), ctx.Value("i", 0)))
+                               initargs=(os.getpid(), ctx.Value("i", 0), frames))
     try:
         queue, futures = list(reversed(todo)), {}
         while queue or futures:
@@ -280,7 +328,10 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int | None = 1,
                 futures[pool.submit(_call, job, src, dst)] = (src, dst)
                 if progress:
                     progress("file", name=src)
-            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+            finished, _ = wait(futures, timeout=None if frames is None else 0.2, return_when=FIRST_COMPLETED)
+            while frames is not None and not frames.empty():
+                name, n, total = frames.get()
+                progress("frames", n, total, name=name)
             for fut in finished:
                 src, dst = futures.pop(fut)
                 res, e = fut.result()
@@ -348,7 +399,10 @@ def compress_job(opts, force, src, dst, progress):
 
 
 def compress_skip(opts, src, dst):
-    return remote.exists(dst) and compress_stale_reason(opts, src, dst) is None
+    """False, or (up to date) the kept output's figures, read from its header (True if unreadable)."""
+    if not remote.exists(dst) or compress_stale_reason(opts, src, dst) is not None:
+        return False
+    return figures_of(dst, src, dst, None if is_url(src) else Path(src).stat().st_size) or True
 
 
 def compress_stale_reason(opts, src, dst) -> str | None:
@@ -373,7 +427,9 @@ def decompress_skip(kw, src, dst):
     if not dst.exists():
         return False
     from .pipeline import decoded_up_to_date
-    return decoded_up_to_date(src, dst, **kw)
+    if not decoded_up_to_date(src, dst, **kw):
+        return False
+    return figures_of(src, src, dst, bytes_out=dst.stat().st_size if dst.is_file() else None) or True
 
 
 # --- the same batch on a Ray cluster ---------------------------------------------------------------
@@ -447,7 +503,9 @@ def compress_pairs(pairs, output, opts, force: bool = False, workers: int | None
     if output is not None and is_url(str(output)):
         remote.check_url(str(output), output=True)     # a store that keeps files and can be reached, up front
     job = partial(compress_job, opts, force)
-    skip = None if force else partial(compress_skip, opts)
+    skip = None if force or is_stdout(output) else partial(compress_skip, opts)
+    if is_stdout(output) and (ray or ray_address is not None):
+        raise UsageError("-o - writes to this process's standard output; --ray runs elsewhere: give a folder")
 
     def run_all(todo, on_done=on_done):
         if ray or ray_address is not None:
@@ -460,12 +518,13 @@ def compress_pairs(pairs, output, opts, force: bool = False, workers: int | None
         from .shards import compress_to_shards
         check_shard_target(output, shard_size)
         return compress_to_shards(pairs, str(output), shard_size, run_all, on_done, progress)
-    return run_all([(src, dst) for (src, _), dst in zip(pairs, output_paths(pairs, output, atok_name))])
+    dsts = output_paths(pairs, output, atok_name, (".atok",), "compress writes an .atok container")
+    return run_all([(src, dst) for (src, _), dst in zip(pairs, dsts)])
 
 
 def check_shard_target(output, shard_size: int | None):
     """--shard-size needs a folder (or URL) to put the shards in, and at least one clip per shard."""
-    if shard_size is not None and output is None:
+    if shard_size is not None and (output is None or is_stdout(output)):
         raise UsageError("--shard-size needs -o FOLDER for the shards")
     if shard_size is not None and shard_size < 1:
         raise UsageError("--shard-size must be at least 1")

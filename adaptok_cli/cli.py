@@ -6,6 +6,7 @@ that need them, so `adaptok --help`, `inspect` and `verify` start fast.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sys
@@ -18,8 +19,9 @@ import typer
 from typing_extensions import Annotated
 
 from . import __version__
-from .batch import expand_inputs, output_paths, want_atok, want_video
+from .batch import check_file_output, expand_inputs, output_paths, want_video
 from . import remote
+from .outputs import is_stdout
 from .remote import is_url
 from .cli_output import (Reporter, fail, for_each, plural, print_eval, print_inspect, print_inspect_many, run_batch,
                          say, user_errors, write_plot)
@@ -59,10 +61,14 @@ Videos = Annotated[List[str], typer.Argument(metavar="INPUT", help="Videos, fold
 VideosOrUrls = Annotated[List[str], typer.Argument(metavar="INPUT", help=(
     "Videos, folders (recursive), globs, or filesystem URLs of them (s3://..., with that store's fsspec "
     "plug-in; -o may be a URL too)."))]
-Containers = Annotated[List[str], typer.Argument(metavar="FILE.atok", help=".atok files, folders or globs.")]
+Containers = Annotated[List[str], typer.Argument(metavar="FILE.atok", help=".atok files, shards (.tar), folders or globs.")]
+ToDecode = Annotated[List[str], typer.Argument(metavar="FILE.atok", help=(
+    ".atok files, shards (.tar: each clip, as if the shard were a folder of them), one clip of a shard "
+    "(SHARD.tar:KEY), folders or globs."))]
 Output = Annotated[Optional[str], typer.Option("-o", "--output", help=(
     "Output: a folder if it ends with '/', already is one, or there are several inputs (the input tree is "
-    "mirrored inside); otherwise the one output file."))]
+    "mirrored inside, folders made as needed); otherwise the one output file, in a folder that exists. "
+    "'-': standard output, for one input (compress: the .atok; decompress: y4m)."))]
 Force = Annotated[bool, typer.Option("-f", "--force", help="Overwrite existing outputs.")]
 Threshold = Annotated[Optional[float], typer.Option("--threshold", "-t", help=(
     f"Keep positions whose mean change over channels exceeds this, in the rule's unit (--unit) "
@@ -177,13 +183,14 @@ def compress_cmd(
         pairs = expand_inputs(inputs, want_video, urls=True)
         start = partial(compress_pairs, pairs, output, opts, force, workers, use_ray, ray_address, shard_size,
                         ray_gpus=ray_gpus)
-        code = run_batch(len(pairs), start, Reporter(quiet, as_json, verbose), "compress", as_csv)
+        code = run_batch(len(pairs), start, Reporter(quiet, as_json, verbose), "compress", as_csv,
+                         to_stdout=output is not None and is_stdout(output))
     raise typer.Exit(code)
 
 
 @app.command("decompress", short_help="Rebuild videos from .atok containers.")
 def decompress_cmd(
-    inputs: Containers, output: Output = None, force: Force = False,
+    inputs: ToDecode, output: Output = None, force: Force = False,
     codec: Annotated[Optional[Codec], typer.Option("--codec", help="Output format (default: from the extension; .mp4 x264, .mkv ffv1, .y4m, png: a folder of frames).")] = None,
     crf: Annotated[int, typer.Option("--crf", help="x264 quality, 0-51 (lower is better).")] = 18,
     no_lit: NoLit = False, lit: LitFile = None, tokenizer: DecodeTokenizer = None, device: Device = "auto",
@@ -194,24 +201,36 @@ def decompress_cmd(
 ):
     """Rebuild videos from .atok containers (size, frame count and fps restored)."""
     from .batch import decompress_job, decompress_skip, run, video_name
+    from .shard_inputs import renamed, staged_clips
+    from .shards import want_container
     with user_errors():
         check_common(workers, device, as_json, as_csv, dtype)
         if not 0 <= crf <= 51:
             raise UsageError("--crf must be between 0 and 51")
         codec = codec.value if codec else None
-        pairs = expand_inputs(inputs, want_atok)
+        pairs = expand_inputs(inputs, want_container)
         if output is not None and is_url(output):
             raise UsageError(f"{output}: only compress writes URLs; decompress to a local path")
-        dsts = output_paths(pairs, output, partial(video_name, codec=codec))
-        for d in dsts:
-            output_kind(d, codec)       # an extension that disagrees with --codec is a usage error, up front
-        kw = dict(tokenizer=tokenizer, use_lit=not no_lit, codec=codec, crf=crf, device=device, overlay=overlay,
-                  partial=recover, limits=limits_for(max_pixels), dtype=dtype, lit=lit)
-        todo = [(s, d) for (s, _), d in zip(pairs, dsts)]
-        start = partial(run, todo, partial(decompress_job, kw, force), workers,
-                        None if force else partial(decompress_skip, kw))
-        code = run_batch(len(todo), start, Reporter(quiet, as_json, verbose), "decompress", as_csv)
+        with staged_clips(pairs) as clips:          # a shard: each of its clips, as if it were a folder of them
+            ok = [c for c in clips if c.error is None]
+            dsts = output_paths([(c.source, c.rel) for c in ok], output, partial(video_name, codec=codec)) if ok else []
+            for d in dsts:
+                output_kind(d, codec)       # an extension that disagrees with --codec is a usage error, up front
+            kw = dict(tokenizer=tokenizer, use_lit=not no_lit, codec=codec, crf=crf, device=device, overlay=overlay,
+                      partial=recover, limits=limits_for(max_pixels), dtype=dtype, lit=lit)
+            todo = [(c.staged, d) for c, d in zip(ok, dsts)]
+            to_stdout = output is not None and is_stdout(output)
+            start = partial(run, todo, partial(decompress_job, kw, force), workers,
+                            None if force or to_stdout else partial(decompress_skip, kw))
+            code = run_batch(len(clips), renamed(start, clips), Reporter(quiet, as_json, verbose), "decompress",
+                             as_csv, to_stdout)
     raise typer.Exit(code)
+
+
+def plot_png(folder: str, rel: Path, key: str | None = None) -> Path:
+    """inspect --plot FOLDER/: where a container's PNG goes, its path under what was named mirrored
+    (a shard member: FOLDER/SHARD/KEY.png)."""
+    return Path(folder) / rel.parent / (f"{rel.stem}/{key}.png" if key is not None else rel.name + ".png")
 
 
 SORT_KEYS = {"name": "file", "rate": "token_rate", "bpp": "bpp", "bytes": "bytes", "frames": "frames"}
@@ -226,22 +245,48 @@ def inspect_cmd(
     max_pixels: MaxPixels = None,
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help=(
         "Also check that the containers were made with this tokeniser (by weights fingerprint; nothing is loaded)."))] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help=(
+        "One CSV row per clip after a header row: --json's per-clip fields, nested ones flattened (a manifest)."))] = False,
+    where: Annotated[Optional[List[str]], typer.Option("--where", metavar="'FIELD OP NUMBER'", help=(
+        "Only clips whose figure compares so, e.g. 'token_rate<0.3' (OP: < <= > >= = !=; FIELD: a number of "
+        "--json's, such as token_rate, bpp, frames, width, duration); repeat, or join with commas: all must hold."))] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help=(
+        "Print nothing but errors (and the --json or --csv rows asked for).")) ] = False,
 ):
     """Token rates per clip and per chunk, sizes and model identities (reads only header and index)."""
+    from .manifest import CSV_COLUMNS, csv_row, matches, parse_where
+    from .outputs import plan
     from .report import inspect
-    from .shards import each_container, want_container
+    from .shards import each_container, is_shard, want_container
     with user_errors():
-        files = [f for f, _ in expand_inputs(inputs, want_container)]
+        check_common(None, "auto", as_json, as_csv)
+        clauses = parse_where(where or [])
+        found = expand_inputs(inputs, want_container)
+        files, rel_of = [f for f, _ in found], dict(found)
         plot_dir = plot is not None and (plot.endswith(("/", os.sep)) or Path(plot).is_dir()
                                          or len(files) > 1 and not Path(plot).suffix)
         if plot is not None and not plot_dir and (len(files) > 1 or Path(plot).suffix.lower() != ".png"):
             raise UsageError(f"--plot {plot}: give a .png file for one container, or a folder (ending in /) "
-                             f"for one PNG each")
-        infos, sources, limits = [], {}, limits_for(max_pixels)
+                             f"for one PNG each (standard output carries inspect's report)")
+        if plot is not None and not plot_dir:
+            check_file_output(plot, (".png",), "--plot writes a PNG")
+        if plot_dir:            # the input tree mirrored, as compress does; two inputs on one PNG are refused
+            plan([(f, plot_png(plot, rel_of[f])) for f in files if not is_shard(f)])
+        infos, sources, plotted = [], {}, {}
+        limits = limits_for(max_pixels)
 
-        def one(name, source):                            # a file, or one clip of a shard
+        def one(name, item):                              # a file, or one clip of a shard
+            f, source = item
             info = inspect(source, limits).to_dict()
             info["file"] = name
+            if not matches(info, clauses):
+                return
+            if plot is not None:
+                png = plot_png(plot, rel_of[f], name.rpartition(":")[2] if is_shard(f) else None) if plot_dir \
+                    else Path(plot)
+                if png in plotted:
+                    raise UsageError(f"{plotted[png]} and {name} would both be plotted to {png}: give a folder")
+                plotted[png] = name
             if tokenizer is not None:
                 from .container import AtokReader
                 from .models import check_named_tokenizer
@@ -250,16 +295,22 @@ def inspect_cmd(
             infos.append(info)
             sources[name] = source
             if plot is not None:
-                write_plot(source, Path(plot) / (Path(name).name + ".png") if plot_dir else Path(plot))
-        code = for_each(files, one, parts=partial(each_container, limits=limits))
+                write_plot(source, png, quiet, name)
+        code = for_each(files, one, parts=lambda f: ((name, (f, source), error)
+                                                     for name, source, error in each_container(f, limits)))
         infos.sort(key=lambda i: (i[SORT_KEYS[sort.value]], i["file"]))
+        if as_csv:
+            rows = csv.writer(sys.stdout, lineterminator="\n")
+            rows.writerows([CSV_COLUMNS] + [csv_row(i) for i in infos])
         for info in infos if as_json else []:
             print(json.dumps(info), flush=True)
-        if not as_json and infos:
+        if not (as_json or as_csv or quiet) and infos:
             if len(infos) == 1:
                 print_inspect(infos[0], chunks is not False, sources[infos[0]["file"]])
             else:
                 print_inspect_many(infos, bool(chunks))
+        elif not (infos or quiet) and clauses and not code:
+            say(f"no clip matches --where {' and '.join(where)}")
     raise typer.Exit(code)
 
 
@@ -376,6 +427,8 @@ def calibrate_cmd(
         check_common(None, device, as_json, False, dtype)
         if max_frames < 1 or short_side < 0:
             raise UsageError("--max-frames must be 1 or more and --short-side 0 or more")
+        if output is not None:
+            check_file_output(output, (".safetensors",), "calibrate writes a .safetensors file", folders=False)
         clips = [f for f, _ in expand_inputs(inputs, want_video)]
         tok = load_tokenizer(tokenizer, pick_device(device), dtype)
         dst = Path(output) if output else stored_path(tok)
@@ -458,6 +511,10 @@ def main():
         code = e.exit_code
     except typer.Abort:                 # end of input at a prompt
         code = EXIT_INTERRUPTED
+    except SystemExit as e:             # typer ends a closed pipe (help, completion) with 1; we say 141
+        if e.code != 1 or type(sys.stdout).__name__ != "PacifyFlushWrapper":     # what typer sets on EPIPE
+            raise
+        raise BrokenPipeError from None     # adaptok_cli.main exits 141, quietly
     if code == EXIT_INTERRUPTED:
         raise KeyboardInterrupt     # adaptok_cli.main says so and exits 130
     sys.exit(code or 0)

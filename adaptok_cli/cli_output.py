@@ -20,10 +20,21 @@ from rich.filesize import decimal as describe_size
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PIPE, EXIT_SOME_FAILED, AdaptokError, internal_error
+from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PIPE, EXIT_SOME_FAILED, AdaptokError, UsageError, internal_error
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
+
+
+class _Console(Console):
+    """rich's Console, but a closed pipe ends the command as everywhere else (141, main.py), where
+    rich's own choice is a silent exit 1."""
+
+    def on_broken_pipe(self):
+        self.quiet = True
+        raise BrokenPipeError
+
+
+err = _Console(stderr=True, highlight=False)
+out = _Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
 CSV_FIELDS = ["status", "input", "output", "frames", "token_rate", "bpp", "bytes_in", "bytes_out", "seconds", "error"]
 
 
@@ -138,31 +149,40 @@ class Reporter:
     @contextmanager
     def progress(self, label: str, n_files: int = 1, unit: str = "frames"):
         """Yields tick(kind, n, total=None, name=None), told of ("file", name=...) when a file starts,
-        ("frames", n, total) as frames are done and ("files", 1) when a file ends. One file: a bar of
-        frames done / total; several: a bar of files, with the current file and its frames beside it."""
+        ("frames", n, total, name=...) as frames are done (name: which file, when several run at once;
+        else the latest) and ("files", 1, name=...) when a file ends. One file: a bar of frames done /
+        total; several: a bar of files that moves with the frames of those in progress (with -j, each
+        worker's), which are named beside it with their frames."""
         if not self.show_progress:
             yield lambda kind, n=1, total=None, name=None: None
             return
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
                       TimeRemainingColumn(), TextColumn("{task.fields[detail]}"), console=err, transient=True) as bar:
             task = bar.add_task(label, total=None if n_files == 1 else n_files, count="", detail="")
-            state = {"files": 0, "frames": 0, "total": None, "name": ""}
+            files, last = [0], [None]
+            running: dict = {}          # files in progress (in parallel with -j): key -> [label, frames, total]
 
             def tick(kind, n=1, total=None, name=None):
+                key = str(name) if name is not None else last[0]     # frames without a name: the latest file
                 if kind == "file":
-                    state.update(frames=0, total=None, name=short_name(name))
+                    running[key], last[0] = [short_name(name, 40 if n_files == 1 else 30), 0, None], key
                 elif kind == "frames":
-                    state["frames"] += n
-                    state["total"] = total if total is not None else state["total"]
+                    r = running.setdefault(key, ["", 0, None])
+                    r[1] += n
+                    r[2] = total if total is not None else r[2]
                 elif kind == "files":
-                    state["files"] += n
-                frames = f"{state['frames']}/{state['total'] or '?'} {unit}"
+                    files[0] += n
+                    if n_files > 1:
+                        running.pop(key, None)
                 if n_files == 1:
-                    bar.update(task, completed=state["frames"], total=state["total"], count=frames, detail=state["name"],
+                    name_, frames, tot = running.get(key) or ("", 0, None)
+                    bar.update(task, completed=frames, total=tot, count=f"{frames}/{tot or '?'} {unit}", detail=name_,
                                refresh=True)
-                else:
-                    bar.update(task, completed=state["files"], count=f"{state['files']}/{n_files} files",
-                               detail=f"{state['name']} {frames}" if state["name"] else "", refresh=True)
+                    return
+                now = list(running.values())
+                detail = ", ".join(f"{lbl} {f}/{t or '?'}" for lbl, f, t in now[:3]) + (" …" if len(now) > 3 else "")
+                bar.update(task, completed=files[0] + sum(min(1.0, f / t) for _, f, t in now if t),
+                           count=f"{files[0]}/{n_files} files", detail=f"{detail} {unit}" if now else "", refresh=True)
             yield tick
 
     @contextmanager
@@ -209,12 +229,16 @@ def outcome_dict(o) -> dict:
     if o.error is not None:
         return {"status": "error", "input": str(o.src), "output": str(o.dst), "error": str(o.error),
                 "exit_code": o.error.exit_code}
-    if o.skipped:
-        return {"status": "skipped", "input": str(o.src), "output": str(o.dst), "reason": "up to date"}
+    if o.skipped:           # with the kept output's figures, read from a container's header
+        figures = o.existing.to_dict() if o.existing is not None else {}
+        return {"status": "skipped", "input": str(o.src), "output": str(o.dst), "reason": "up to date",
+                **{k: v for k, v in figures.items() if k not in ("input", "output", "seconds", "timing", "notes")}}
     return {"status": "ok", **o.result.to_dict()}
 
 
-def summary_table(outcomes, label):
+def summary_table(outcomes, label, to_stderr: bool = False):
+    """The batch's summary: a table on a terminal, else one line per file (on stderr when stdout
+    carries the output itself, `-o -`)."""
     done = [o.result for o in outcomes if o.result is not None]
     skipped = sum(o.skipped for o in outcomes)
     failed = sum(o.error is not None for o in outcomes)
@@ -224,7 +248,7 @@ def summary_table(outcomes, label):
                     else f"{skipped} up to date (skipped; -f redoes them)")
     if failed:
         tail.append(f"{failed} failed")
-    if out.is_terminal and len(outcomes) > 1 and done:
+    if out.is_terminal and len(outcomes) > 1 and done and not to_stderr:
         t = Table(title=f"{label}ed")
         for c in ("input", "output", "frames", "token rate", "bpp", "in", "out", "time"):
             # long paths wrap instead of being cut, so rows stay distinguishable at 80 columns
@@ -244,7 +268,8 @@ def summary_table(outcomes, label):
     else:
         for r in done:
             print(f"{r.input} -> {r.output}: {r.frames} frames, token rate {r.token_rate:.3f}, "
-                  f"bpp {r.bpp:.4f}, {describe_size(r.bytes_in)} -> {describe_size(r.bytes_out)}, {r.seconds:.1f}s")
+                  f"bpp {r.bpp:.4f}, {describe_size(r.bytes_in)} -> {describe_size(r.bytes_out)}, {r.seconds:.1f}s",
+                  file=sys.stderr if to_stderr else sys.stdout)
     if tail and (len(outcomes) > 1 or skipped):
         say(", ".join(tail))
 
@@ -328,9 +353,12 @@ def print_eval(results, mean, no_lit: bool):
                                        if thr is not None and thr < LIT_FROM_THRESHOLD else "PSNR is hold-fill"))
 
 
-def run_batch(n_files: int, start, reporter: Reporter, label: str, as_csv: bool):
+def run_batch(n_files: int, start, reporter: Reporter, label: str, as_csv: bool, to_stdout: bool = False):
     """Run a batch, start(progress, on_done) -> outcomes (batch.run, run_ray, compress_pairs), with
-    progress, streaming --json/--csv, and the summary; -> exit code."""
+    progress, streaming --json/--csv, and the summary (on stderr when the output goes to stdout,
+    to_stdout); -> exit code."""
+    if to_stdout and (reporter.as_json or as_csv):
+        raise UsageError("-o - writes the output to standard output: --json and --csv cannot share it")
     rows = CsvRows() if as_csv else None
 
     def on_done(o):
@@ -350,14 +378,16 @@ def run_batch(n_files: int, start, reporter: Reporter, label: str, as_csv: bool)
     with reporter.progress(label, n_files) as progress:
         outcomes = start(progress, on_done)
     if not reporter.quiet and not reporter.as_json and not as_csv:
-        summary_table(outcomes, label)
+        summary_table(outcomes, label, to_stdout)
     return exit_code([o.error for o in outcomes if o.error is not None], n_files)
 
 
-def write_plot(f: Path, png: Path):
+def write_plot(f, png: Path, quiet: bool = False, name=None):
+    """f: a path, or a shard member's container.Section (then name says which clip it is)."""
     from .atokfile import AtokFile
     from .pictures import plot
     png.parent.mkdir(parents=True, exist_ok=True)
     with AtokFile(f) as af:
         plot(af, png)
-    say(f"{f}: wrote {png}")
+    if not quiet:
+        say(f"{name or f}: wrote {png}")

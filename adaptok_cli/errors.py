@@ -44,6 +44,11 @@ class OutputExistsError(AdaptokError):
     exit_code = EXIT_CANT_CREATE
 
 
+class CannotCreateError(AdaptokError):
+    """An output that cannot be made where it is named (its folder does not exist)."""
+    exit_code = EXIT_CANT_CREATE
+
+
 class WriteError(AdaptokError):
     exit_code = EXIT_IO
 

@@ -21,6 +21,7 @@ import re
 import secrets
 import shutil
 import stat
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -187,6 +188,55 @@ class AtomicOutput:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
+
+    def size(self) -> int:
+        """Bytes of the committed output (a frame folder: all its files)."""
+        if self.path.is_dir():
+            return sum(f.stat().st_size for f in self.path.iterdir())
+        return self.path.stat().st_size
+
+
+STDOUT = "-"
+
+
+def is_stdout(path) -> bool:
+    """`-o -`: the output goes to standard output (as for zstd; ./- names a file called '-')."""
+    return str(path) == STDOUT
+
+
+class StreamOutput:
+    """AtomicOutput's interface on standard output, for formats that stream (.atok, .y4m): `f` and
+    `tmp` are this object, which counts what it writes. Nothing written can be taken back, so abort()
+    only stops: the reader sees a cut-short stream and the exit code says it failed."""
+
+    def __init__(self):
+        self.path = self.tmp = self.f = self
+        self._out, self.written = sys.stdout.buffer, 0
+
+    def write(self, data) -> int:
+        self._out.write(data)
+        self.written += len(data)
+        return len(data)
+
+    def flush(self):
+        self._out.flush()
+
+    def commit(self):
+        self._out.flush()
+
+    def abort(self):
+        pass
+
+    def size(self) -> int:
+        return self.written
+
+    def __str__(self):
+        return STDOUT
+
+
+def open_output(path, force=False, folder=False):
+    """Where one output is written: standard output for `-`, else a locked temporary (AtomicOutput)."""
+    return StreamOutput() if is_stdout(path) else AtomicOutput(path, force, folder)
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from .errors import ContainerError, InputError, ModelUnavailableError, UsageErro
 from .layout import latent_index
 from .models import cached_tokenizer, inpainter_for, lit_identity, models_for, tokenizer_for
 from .options import CompressOptions, Result, header_for, options_of, settings_of
-from .outputs import AtomicOutput, plan
+from .outputs import open_output, plan
 from .pictures import overlay as tint_dropped
 from .stages import reached
 from .overlap import Behind, Busy, ahead, timed_iter
@@ -94,7 +94,7 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
     reader, audio = _open_source(src, opts)
     info = reader.info
     with reader:
-        out = AtomicOutput(dst, force)
+        out = open_output(dst, force)
         res = Result(str(src), str(dst), width=info.width, height=info.height, fps=float(info.fps),
                      bytes_in=Path(src).stat().st_size)
         if progress:
@@ -116,7 +116,7 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
         except BaseException:
             out.abort()
             raise
-    res.bytes_out = res.atok_bytes = Path(dst).stat().st_size
+    res.bytes_out = res.atok_bytes = out.size()
     res.seconds = time.perf_counter() - t_start
     res.timing = {"read": busy.pop("read"), **enc.timing, **busy}
     return res
@@ -237,7 +237,7 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
             res.notes.append(f"{src}: truncated: recovered {len(r.chunks)} complete chunks ({r.frames} frames)")
         track = _audio_plan(r, kind, src, res)
         res.audio_bytes = r.audio_bytes()
-        out = AtomicOutput(dst, force, folder=kind == "png")
+        out = open_output(dst, force, folder=kind == "png")
         if progress:
             progress(0, total=r.frames)
         writer = None
@@ -256,7 +256,7 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
                     writer.abort()
             out.abort()
             raise
-    res.bytes_out = _size(dst)
+    res.bytes_out = out.size()
     res.seconds = time.perf_counter() - t_start
     res.timing = {"read": busy["read"], **dec.timing, "write": busy["write"]}
     return res
@@ -344,14 +344,10 @@ def write_errors(dst):
     """Report an OS failure while writing (disk full, permissions) as one clear WriteError line."""
     try:
         yield
+    except BrokenPipeError:
+        raise           # `-o -` read by a closed pipe: the CLI stops quietly (141)
     except OSError as e:
         raise WriteError(f"{dst}: write failed ({e.strerror or e})") from e
-
-
-def _size(p: Path):
-    if p.is_dir():
-        return sum(f.stat().st_size for f in p.iterdir())
-    return p.stat().st_size
 
 
 __all__ = ["CompressOptions", "Result", "compress", "decompress", "decoded_up_to_date", "cached_tokenizer"]

@@ -298,8 +298,11 @@ def compress_to_shards(pairs, out: str, shard_size: int, run, on_done=None, prog
         shard_dir.mkdir(exist_ok=True)
         staged = {k: staging / f"{k}.atok" for i in todo for k in plan[i]}
         key_of_staged = {dst: k for k, dst in staged.items()}
+        failed = {}
 
         def reported(o):                     # the staging file is gone when the run returns
+            if o.error is not None:          # the shard's index keeps why, in the names the user knows
+                failed[key_of_staged[o.dst]] = str(o.error).replace(str(o.dst), member[key_of_staged[o.dst]])
             o.dst = member[key_of_staged[o.dst]]
             if o.result is not None:
                 o.result.output = o.dst
@@ -309,7 +312,7 @@ def compress_to_shards(pairs, out: str, shard_size: int, run, on_done=None, prog
         for i in todo:
             made = [k for k in plan[i] if staged[k].is_file()]
             write_shard(shard_dir, i, [(k, staged[k], _metadata(staged[k], src_of[k])) for k in made],
-                        {k: "not compressed (see the run's report)" for k in plan[i] if k not in made})
+                        {k: failed.get(k, "not compressed") for k in plan[i] if k not in made})
             if local_out is None:
                 for ext in (".tar", ".json"):        # the index last: it says the shard is finished
                     name = SHARD.format(i) + ext

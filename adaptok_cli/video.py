@@ -233,6 +233,11 @@ def read_shrunk(path, short_side: int | None, max_side: int | None = None, upsca
 
 def output_kind(path: Path, codec: str | None) -> str:
     """Which writer a path asks for: 'x264', 'ffv1', 'y4m' or 'png' (a folder of frames)."""
+    if str(path) == "-":            # outputs.STDOUT: only a format that needs no seeking streams
+        if codec not in (None, "y4m"):
+            raise UsageError(f"-o -: only y4m streams to standard output (.mp4 and .mkv need seeking, png is a "
+                             f"folder); drop --codec {codec} or name a file")
+        return "y4m"
     ext = Path(path).suffix.lower()
     kinds = {".mp4": "x264", ".mov": "x264", ".m4v": "x264", ".mkv": "ffv1", ".y4m": "y4m", "": "png"}
     if codec:
@@ -260,7 +265,8 @@ class VideoWriter:
 
     def __init__(self, path, width, height, fps: Fraction, codec=None, crf=18, comment: str | None = None,
                  audio: AudioTrack | None = None):
-        self.path = Path(path)
+        stream = hasattr(path, "write")     # a binary stream (outputs.StreamOutput: standard output)
+        self.path = path if stream else Path(path)
         self.kind = codec or output_kind(self.path, None)   # callers check --codec against the name (output_kind)
         self.width, self.height, self.count = width, height, 0
         if self.kind == "png":
@@ -268,8 +274,9 @@ class VideoWriter:
             return
         fmt = {"x264": "mp4", "ffv1": "matroska", "y4m": "yuv4mpegpipe"}[self.kind]
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._container = av.open(str(self.path), "w", format=fmt)
+            if not stream:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._container = av.open(self.path if stream else str(self.path), "w", format=fmt)
             if comment and self.kind in ("x264", "ffv1"):
                 self._container.metadata["comment"] = comment
             codec_name, pix_fmt, options = {

@@ -313,13 +313,16 @@ def test_two_inputs_with_one_output_are_refused_up_front(tmp_path, small_tok_pat
 def test_force_never_replaces_an_input_or_a_non_regular_file(tmp_path, small_tok_path):
     src = write_video(tmp_path / "x.mkv", noise_frames(3, 16, 16))
     before = src.read_bytes()
-    one_line_error(run("compress", src, "-o", src, "-f", "--tokenizer", small_tok_path), errors.EXIT_CANT_CREATE)
-    assert src.read_bytes() == before
+    one_line_error(run("compress", src, "-o", src, "-f", "--tokenizer", small_tok_path), errors.EXIT_USAGE)  # not .atok
+    named = tmp_path / "v.atok"                       # a video named as a container would be
+    named.write_bytes(before)
+    one_line_error(run("compress", named, "-o", named, "-f", "--tokenizer", small_tok_path), errors.EXIT_CANT_CREATE)
+    assert src.read_bytes() == before and named.read_bytes() == before
     fifo = tmp_path / "pipe.atok"
     os.mkfifo(fifo)
     line = one_line_error(run("compress", src, "-o", fifo, "-f", "--tokenizer", small_tok_path), errors.EXIT_CANT_CREATE)
     assert "not a regular file" in line and fifo.is_fifo()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.atok", "x.mkv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.atok", "v.atok", "x.mkv"]
 
 
 def test_a_second_writer_of_one_output_is_refused(tmp_path):
