@@ -270,7 +270,7 @@ def _not_up_to_date(pairs, skip, done) -> list[tuple[Path, Path]]:
     """The pairs to work on; the others are reported as skipped."""
     todo = []
     for src, dst in pairs:
-        verdict = skip(src, dst) if skip is not None else False     # True, or the kept output's figures
+        verdict = _skips(skip, src, dst) if skip is not None else False     # True, or the kept output's figures
         if verdict:
             done(Outcome(src, dst, skipped=True, existing=None if verdict is True else verdict))
         else:
@@ -311,6 +311,8 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int | None = 1,
                 done(Outcome(src, dst, job(src, dst, tick)))
             except AdaptokError as e:
                 done(Outcome(src, dst, error=e))
+            except BrokenPipeError:  # our own output is gone: the command ends (141), not this file
+                raise
             except Exception as e:  # a bug on this file: reported for it, the batch goes on
                 done(Outcome(src, dst, error=internal_error(e, src)))
         return outcomes

@@ -23,7 +23,7 @@ from .batch import check_file_output, expand_inputs, output_paths, want_video
 from . import remote
 from .outputs import is_stdout
 from .remote import is_url
-from .cli_output import (Reporter, fail, for_each, plural, print_eval, print_inspect, print_inspect_many, run_batch,
+from .cli_output import (Reporter, exit_code, fail, for_each, plural, print_eval, print_inspect, print_inspect_many, run_batch,
                          say, user_errors, write_plot)
 from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, DTYPES, TOKENIZER_KINDS, UNITS, is_device_name
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
@@ -329,12 +329,13 @@ def verify_cmd(inputs: Containers, as_json: Json = False,
         if jobs < 1:
             raise UsageError("--jobs must be at least 1")
         files = [f for f, _ in expand_inputs(inputs, want_container)]
-        bad, containers = [], [0]
+        bad, containers, errors_seen, parts_seen = [], [0], [], [0]
 
         def one(result):
             _, parts = result
             errors = []
             for name, n, error in parts:
+                parts_seen[0] += 1
                 if error is not None:
                     errors.append((name, error))
                     continue
@@ -352,11 +353,18 @@ def verify_cmd(inputs: Containers, as_json: Json = False,
 
         def failed(name, e):
             bad.append(str(name))
+            errors_seen.append(e)
             if as_json:
                 print(json.dumps({"status": "error", "file": str(name), "error": str(e), "exit_code": e.exit_code}),
                       flush=True)
+
+        def file_failed(result, e):     # for_each's own catch: a bug on the file, not a clip's error
+            if not errors_seen or errors_seen[-1] is not e:
+                parts_seen[0] += 1
+                failed(result[0], e)
         with checked(files, jobs, limits) as results:
-            code = for_each(results, one, lambda result, e: None)
+            for_each(results, one, file_failed)
+        code = exit_code(errors_seen, parts_seen[0])     # each clip of a shard counts as a file
         if len(files) > 1 and (bad or not quiet):
             say(verify_summary(len(files), bad, containers[0]))
     raise typer.Exit(code)

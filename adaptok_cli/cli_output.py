@@ -60,6 +60,8 @@ def for_each(files: Iterable, work: Callable, on_error: Callable | None = None, 
             fn(*args)
         except AdaptokError as e:
             failure = e
+        except BrokenPipeError:     # our own output is gone: the command ends (141), not this file
+            raise
         except Exception as e:      # a bug: that file's failure, not the batch's end
             failure = internal_error(e, name)
         else:
