@@ -129,7 +129,7 @@ def test_the_local_ray_dies_with_a_killed_driver(tmp_path, small_tok_path):
     write_video(tmp_path / "in" / "long.mp4", noise_frames(600, 256, 320))     # keeps the actors busy a while
     with Pause(tmp_path / "pause", "frames") as pause:      # an actor holds frames: the Ray is fully up
         driver = subprocess.Popen([sys.executable, "-m", "adaptok_cli", "compress", str(tmp_path / "in"), "-o",
-                                   str(tmp_path / "out"), "--ray", "-j", "2", "--tokenizer", str(small_tok_path), "-q",
+                                   f"{tmp_path / 'out'}/", "--ray", "-j", "2", "--tokenizer", str(small_tok_path), "-q",
                                    "-f"], env={**os.environ, **pause.env},
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
