@@ -24,10 +24,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .codec import Decoder
+from .codec import Decoder, hold_dense, kept_values
 from .container import DEFAULT_LIMITS, FRAMES, AtokReader, Limits
 from .errors import CacheMismatchError, ContainerError, InputError
-from .masking import HoldFill, dequantise, hold_gather
 from .models import inpainter_for, tokenizer_for, unit_of
 from .report import describe
 from .shards import find_member, members
@@ -106,7 +105,7 @@ class AtokFile:
         """Chunk i as stored: mask (t, h, w) bool and kept tokens (kept, C) float32, dequantised,
         in the order of mask.nonzero() (time, then row, then column). IndexError outside 0..num_chunks-1."""
         c = self._reader.read_chunk(self._chunk_index(i))
-        return c.mask, dequantise(c.codes, c.qscale).T.contiguous()
+        return c.mask, kept_values(c).T.contiguous()
 
     def iter_dense(self, fill: str | None = None, start: int = 0, stop: int | None = None) -> Iterator[torch.Tensor]:
         """Dense latents (t, C, h, w) of chunks start..stop-1, dropped positions filled.
@@ -141,29 +140,10 @@ class AtokFile:
         return (z.transpose(0, 1) if layout == "CTHW" else z).to(dtype).contiguous()
 
     def _dense_hold(self, start, stop, dtype, layout, norm) -> torch.Tensor:
-        """Hold-fill of chunks start..stop-1 as one gather from [held | every kept value]
-        (masking.hold_gather); normalisation runs on the kept values alone, before they are spread."""
-        r, hold = self._reader, HoldFill()
-        for i in range(start):
-            c = r.read_chunk(i)
-            hold.update(dequantise(c.codes, c.qscale), c.mask)
-        chunks = [r.read_chunk(i) for i in range(start, stop)]
-        mask = torch.cat([c.mask for c in chunks]) if len(chunks) > 1 else chunks[0].mask
-        c, hw = self.header["channels"], mask.shape[1] * mask.shape[2]
-        table = np.empty((c, hw + sum(k.codes.shape[1] for k in chunks)), np.float32)
-        table[:, :hw] = hold.held(c, *mask.shape[1:]).numpy()
-        at = hw
-        for k in chunks:                       # dequantised straight into the table (as masking.dequantise)
-            n = k.codes.shape[1]
-            if k.qscale is None:
-                table[:, at:at + n] = k.codes.numpy()
-            else:
-                np.multiply(k.codes.numpy(), k.qscale.numpy()[:, None], out=table[:, at:at + n])
-            at += n
-        table = torch.from_numpy(table)
-        if norm is not None:
-            table = norm(table)
-        return hold_gather(table, mask, layout).to(dtype)      # float32 gathers fastest; then one cast
+        """Hold-fill of chunks start..stop-1 in one gather (codec.hold_dense)."""
+        r = self._reader
+        return hold_dense((r.read_chunk(i) for i in range(start)), [r.read_chunk(i) for i in range(start, stop)],
+                          self.header["channels"], dtype, layout, norm)
 
     def iter_frames(self, fill: str | None = None) -> Iterator[np.ndarray]:
         """Decoded frames per chunk: uint8 (n, H, W, 3); the clip's frame count is restored exactly."""

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .defaults import UNITS
+from .layout import pixels_for
 
 DEFAULT_UNIT = UNITS[0]
 SENSITIVITY_WINDOWS = 8       # latent windows the decoder is probed on, spread over the clips
@@ -76,7 +77,7 @@ def decoder_sensitivity(tok, windows, spread, nudge=NUDGE, progress=None) -> tor
 
 def probe_pixels(tok, shapes) -> int:
     """Pixels the decoder makes while probing windows of these latent shapes (t, C, h, w)."""
-    side = lambda n: min(n, PROBE_SIDE) * tok.space_factor
+    side = lambda n: pixels_for(min(n, PROBE_SIDE), tok.space_factor)
     return sum((tok.channels + 1) * tok.frames_for(t, True) * side(h) * side(w) for t, _, h, w in shapes)
 
 

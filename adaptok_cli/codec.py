@@ -9,6 +9,7 @@ the benchmark, LIT training and the experiments all code through these two, so t
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from itertools import chain, islice
@@ -17,7 +18,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from .masking import HoldFill, InterpFill, Selector, dequantise, gather_kept, quantise
+from .masking import HoldFill, InterpFill, Selector, dequantise, gather_kept, hold_gather, quantise
 from .tinytok import to_uint8
 from .tokenizer import Tokenizer
 
@@ -100,8 +101,16 @@ class Codec:
     def __init__(self, tok: Tokenizer, rule: Rule, quant: str = "int8"):
         self.tok, self.rule, self.quant = tok, rule, quant
 
-    def encoder(self) -> "Encoder":
-        return Encoder(self)
+    def encoder(self, selector: Selector | None = None) -> "Encoder":
+        """selector: decides the masks instead of the rule's Selector (an experiment's variant of the
+        rule, experiments/rule_variants.py); quantisation and gathering stay these."""
+        return Encoder(self, selector)
+
+    def masked(self, z: torch.Tensor, mask: torch.Tensor) -> Encoded:
+        """Latents (t, C, h, w) coded with a mask chosen elsewhere (the benchmark's baselines: full
+        rate, random dropping): quantised and gathered as compress does, no C_sel followed."""
+        codes, qscale, zq = _quantised(z, self.quant)
+        return Encoded(mask, gather_kept(codes, mask), qscale, latents=zq)
 
     def decoder(self, inpainter=None, fill: str = "hold") -> "Decoder":
         """A decoder that fills dropped positions (FILLS), then runs `inpainter` (a lit.Inpainter) if given."""
@@ -135,10 +144,11 @@ def take_frames(tok: Tokenizer, it: Iterator[np.ndarray], n: int, starts: bool) 
 class Encoder:
     """Encode + quantise + mask, chunk by chunk, carrying the tokeniser state and C_sel."""
 
-    def __init__(self, codec: Codec):
+    def __init__(self, codec: Codec, selector: Selector | None = None):
         self.codec, self.tok = codec, codec.tok
         r = codec.rule
-        self.selector = Selector(self.tok.scale if r.unit is None else r.unit, r.threshold, r.keep_ratio, r.keyframe_interval)
+        self.selector = selector or Selector(self.tok.scale if r.unit is None else r.unit, r.threshold, r.keep_ratio,
+                                             r.keyframe_interval)
         self.state = None
         self._pixels = 1
         self.timing = {"encode": 0.0, "mask": 0.0}
@@ -152,7 +162,8 @@ class Encoder:
 
     def latent_chunks(self, frames: Iterable[np.ndarray], chunk: int) -> Iterator[tuple[torch.Tensor, int]]:
         """A whole stream of frames -> each chunk's latents and real frame count (encode_latents makes
-        the rest; compress runs the two in different threads).
+        the rest; compress runs the two in different threads, the benchmark and LIT training keep the
+        latents to mask them several ways).
 
         A stateful tokeniser is fed a few latent frames' worth of frames at a time (ENCODE_PIXELS), so
         only those frames and their activations are in memory, never a whole chunk of them; its state
@@ -218,14 +229,68 @@ class Encoder:
         self.timing["encode"] += time.perf_counter() - t0
         return z
 
-    def encode_latents(self, z: torch.Tensor) -> Encoded:
-        """Latents (t, C, h, w) -> quantised, masked against C_sel, kept codes gathered."""
+    def encode_latents(self, z: torch.Tensor, rule: Rule | None = None) -> Encoded:
+        """Latents (t, C, h, w) -> quantised, masked against C_sel, kept codes gathered. rule: this
+        chunk's threshold or keep ratio instead of the codec's (the benchmark's allocators choose one
+        chunk by chunk); the unit and the keyframes stay the codec's."""
         t0 = time.perf_counter()
-        codes, qscale = quantise(z, self.codec.quant)
-        zq = dequantise(codes, qscale)
-        mask = self.selector.select(z, zq)
+        codes, qscale, zq = _quantised(z, self.codec.quant)
+        sel = self.selector
+        rate = sel.threshold, sel.keep_ratio
+        if rule is not None:
+            if (rule.threshold is None) == (rule.keep_ratio is None):
+                raise ValueError("give exactly one of threshold and keep_ratio")
+            sel.threshold, sel.keep_ratio = rule.threshold, rule.keep_ratio
+        try:
+            mask = sel.select(z, zq)
+        finally:
+            sel.threshold, sel.keep_ratio = rate
         self.timing["mask"] += time.perf_counter() - t0
         return Encoded(mask, gather_kept(codes, mask), qscale, latents=zq)
+
+    def fork(self) -> "Encoder":
+        """A copy whose C_sel goes on apart from this one's (to try several rules on the same chunk)."""
+        e = copy.copy(self)
+        e.selector, e.timing = copy.deepcopy(self.selector), dict(self.timing)
+        return e
+
+
+def kept_values(chunk) -> torch.Tensor:
+    """A chunk's kept values (an Encoded or a container Chunk) as the decoder sees them: (C, kept) float32."""
+    return dequantise(chunk.codes, chunk.qscale)
+
+
+def hold_dense(before: Iterable, chunks: list, channels: int, dtype=torch.float32, layout: str = "TCHW",
+               norm=None) -> torch.Tensor:
+    """Hold-filled latents of consecutive chunks as one gather from [held | every kept value]
+    (masking.hold_gather), the values a Decoder's hold fill gives: `before`, the chunks that precede
+    them in the stream, only move the hold state. norm runs on the kept values alone, before they are
+    spread. (T, C, h, w), or (C, T, h, w) with layout "CTHW" (AtokFile.dense's fast path)."""
+    hold = HoldFill()
+    for c in before:
+        hold.update(kept_values(c), c.mask)
+    mask = torch.cat([c.mask for c in chunks]) if len(chunks) > 1 else chunks[0].mask
+    hw = mask.shape[1] * mask.shape[2]
+    table = np.empty((channels, hw + sum(k.codes.shape[1] for k in chunks)), np.float32)
+    table[:, :hw] = hold.held(channels, *mask.shape[1:]).numpy()
+    at = hw
+    for k in chunks:                       # dequantised straight into the table (as masking.dequantise)
+        n = k.codes.shape[1]
+        if k.qscale is None:
+            table[:, at:at + n] = k.codes.numpy()
+        else:
+            np.multiply(k.codes.numpy(), k.qscale.numpy()[:, None], out=table[:, at:at + n])
+        at += n
+    table = torch.from_numpy(table)
+    if norm is not None:
+        table = norm(table)
+    return hold_gather(table, mask, layout).to(dtype)      # float32 gathers fastest; then one cast
+
+
+def _quantised(z: torch.Tensor, quant: str):
+    """-> (codes, per-channel scales or None, the dequantised latents the decoder will see)."""
+    codes, qscale = quantise(z, quant)
+    return codes, qscale, dequantise(codes, qscale)
 
 
 # Fills that need no model: "hold" keeps each dropped position at its last kept value; "interp" moves

@@ -28,7 +28,7 @@ import zstandard
 
 from .defaults import AUDIO_CODECS, MAX_THRESHOLD
 from .errors import ContainerError, InputError
-from .layout import frame_spans
+from .layout import frame_spans, is_keyframe, starts_stream
 
 if TYPE_CHECKING:
     import torch
@@ -553,7 +553,7 @@ class AtokReader:
 
     def starts_stream(self, i: int) -> bool:
         """Chunk i begins a tokeniser stream: the first chunk, or every chunk of a stateless tokeniser."""
-        return i == 0 or not self.header["tokenizer"].get("stateful", True)
+        return starts_stream(i == 0, self.header["tokenizer"].get("stateful", True))
 
     @property
     def tokens_total(self):
@@ -565,8 +565,7 @@ class AtokReader:
 
     def keyframes(self, first: int, t: int) -> list[int]:
         """Latent frames of a chunk (counted within it) that must be kept whole; first: its first latent frame."""
-        every = self.header["keyframe_interval"]
-        return [j for j in range(t) if first + j == 0 or (every > 0 and (first + j) % every == 0)]
+        return [j for j in range(t) if is_keyframe(first + j, self.header["keyframe_interval"])]
 
     def _record(self, what: str, off: int, length: int, raw_size: int, crc: int) -> bytes:
         """A record (chunk or audio) decompressed, checked against its index entry: length field, CRC,

@@ -15,7 +15,7 @@ import torch
 
 from .codec import Codec, Decoder, to_frames
 from .container import AtokWriter
-from .layout import latent_index
+from .layout import pixel_map, starts_stream
 from .metrics import psnr, ssim
 from .models import inpainter_for
 from .options import CompressOptions, header_for
@@ -72,25 +72,23 @@ class Scores:
         return self.latent_err / max(1, self.latent_n)
 
 
-def dropped_pixels(mask, n: int, height: int, width: int, time_factor: int, starts_stream: bool,
-                   space_factor: int) -> np.ndarray:
-    """(t, h, w) latent mask -> (n, height, width): which pixels of each frame come from a dropped position."""
-    m = ~mask.numpy()[latent_index(n, time_factor, starts_stream)]
-    return m.repeat(space_factor, 1).repeat(space_factor, 2)[:, :height, :width]
+def dropped_pixels(mask, n: int, height: int, width: int, tok: Tokenizer, first: bool) -> np.ndarray:
+    """(t, h, w) latent mask -> (n, height, width): which pixels of each frame come from a dropped position
+    (first: the mask's first latent frame is the video's first)."""
+    return pixel_map(~mask.numpy(), n, tok.time_factor, starts_stream(first, tok.stateful), tok.space_factor,
+                     height, width)
 
 
 def decode_and_score(dec: Decoder, chunk, ref: np.ndarray, scores: Scores, truth=None, scale=None,
-                     starts_stream=None) -> np.ndarray:
+                     first: bool | None = None) -> np.ndarray:
     """Decode one chunk as decompress would, score its frames against ref (and, given the true
-    latents, the filled ones on dropped positions; given starts_stream, kept and dropped regions
-    apart) -> the uint8 frames."""
+    latents, the filled ones on dropped positions; given first, whether the chunk is the video's
+    first, kept and dropped regions apart) -> the uint8 frames."""
     z = dec.dense(chunk)
     out = to_frames(dec.frames(z)[:len(ref)], ref.shape[1], ref.shape[2])
     scores.add(ref, out)
-    if starts_stream is not None:
-        t = dec.tok
-        scores.add_regions(ref, out, dropped_pixels(chunk.mask, len(ref), ref.shape[1], ref.shape[2], t.time_factor,
-                                                    starts_stream, t.space_factor))
+    if first is not None:
+        scores.add_regions(ref, out, dropped_pixels(chunk.mask, len(ref), ref.shape[1], ref.shape[2], dec.tok, first))
     if truth is not None:
         scores.add_latents(z, truth, chunk.mask, scale)
     return out
@@ -126,13 +124,11 @@ def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | N
             t0 = time.perf_counter()
             writer.write_chunk(c.mask, c.codes, c.qscale, c.frames)
             t_write += time.perf_counter() - t0
-            starts = frames == 0 or not tok.stateful
             full = to_frames(decoders["full"].frames(c.latents)[:real], info.height, info.width)
             scores["full"].add(ref, full)
-            scores["full"].add_regions(ref, full, dropped_pixels(c.mask, real, info.height, info.width, tok.time_factor,
-                                                                starts, tok.space_factor))
+            scores["full"].add_regions(ref, full, dropped_pixels(c.mask, real, info.height, info.width, tok, frames == 0))
             for k in [k for k in decoders if k != "full"]:
-                decode_and_score(decoders[k], c, ref, scores[k], truth=c.latents, starts_stream=starts)
+                decode_and_score(decoders[k], c, ref, scores[k], truth=c.latents, first=frames == 0)
             frames, kept, total = frames + real, kept + int(c.mask.sum()), total + c.mask.numel()
             if progress:
                 progress(real)

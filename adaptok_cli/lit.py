@@ -143,12 +143,17 @@ def rate_features(threshold: float | None) -> tuple[float, float]:
     return (0.0, 1.0) if threshold is None else (math.log(max(threshold, 1e-3) / 0.2), 0.0)
 
 
-def bounded(delta: torch.Tensor, threshold: float | None) -> torch.Tensor:
-    """A (..., C, h, w) correction projected onto the ball of radius τ·C, where τ bounds it; else unchanged."""
-    if threshold is None:
-        return delta
-    c = delta.shape[-3]
-    return project_l1(delta.movedim(-3, -1), threshold * c).movedim(-1, -3)
+def bounded(delta: torch.Tensor, threshold, to_unit=1) -> torch.Tensor:
+    """The one bound on a correction: a dropped position lies within mean-channel distance τ of its held
+    value, so a (..., C, h, w) correction is projected onto the L1 ball of radius τ·C, in the rule's unit.
+
+    to_unit: what turns delta's units into the rule's ((C, 1, 1)-broadcastable, or 1); the result is
+    in delta's units. threshold: τ, None (a keep-ratio budget: no bound), or per sample a tensor that
+    broadcasts against (..., h, w, C) (inf: no bound), as in training."""
+    d = delta * to_unit
+    if threshold is not None:
+        d = project_l1(d.movedim(-3, -1), threshold * d.shape[-3]).movedim(-1, -3)
+    return d / to_unit
 
 
 TILE_BATCH = 32      # tiles of window x window positions run together (bounds memory at any frame size)
@@ -307,7 +312,7 @@ class Inpainter:
         rate = torch.tensor([rate_features(self.threshold)])
         delta = self.model(*(v[None].to(self.device) for v in (x, m, ctx)), rate.to(self.device),
                            (m == 0)[None].to(self.device))[0].cpu()
-        delta = bounded(delta[k:] * self.to_unit, self.threshold) / self.to_unit
+        delta = bounded(delta[k:], self.threshold, self.to_unit)
         pred = (x[k:] + delta) * self.scale
         out = torch.where(mask[:, None], held, pred)
         self.c_fill = last_frames(torch.cat([self.c_fill, out / self.scale]), k)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .layout import is_keyframe
+
 
 def quantise(z: torch.Tensor, mode: str):
     """Chunk-wise quantisation -> (codes, per-channel scale or None). int8 uses scale = max|z| / 127."""
@@ -39,7 +41,7 @@ class Selector:
     threshold: keep positions whose change exceeds it (content decides the rate);
     keep_ratio: keep exactly round(r * n) positions of each chunk's n non-keyframe positions, those
     with the largest changes (the rate is fixed, content decides where it goes).
-    The first latent frame of a stream, and every keyframe_interval-th one, is kept whole.
+    Keyframes (layout.is_keyframe) are kept whole.
     """
 
     def __init__(self, scale, threshold=None, keep_ratio=None, keyframe_interval=0):
@@ -49,9 +51,6 @@ class Selector:
         self.keyframe_interval = keyframe_interval
         self.c_sel = None
         self.index = 0  # latent frames seen so far in the stream
-
-    def is_keyframe(self, i):
-        return i == 0 or (self.keyframe_interval > 0 and i % self.keyframe_interval == 0)
 
     def select(self, z: torch.Tensor, zq: torch.Tensor) -> torch.Tensor:
         """z: raw latents (t,C,h,w); zq: the same after quantise/dequantise. Returns mask (t,h,w) bool."""
@@ -63,7 +62,7 @@ class Selector:
         return mask
 
     def _keyframes(self, t):
-        return torch.tensor([self.is_keyframe(self.index + i) for i in range(t)])
+        return torch.tensor([is_keyframe(self.index + i, self.keyframe_interval) for i in range(t)])
 
     def _by_threshold(self, z, zq, threshold, fixed=None):
         """The sequential rule: each latent frame against C_sel as the decoder will hold it.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .defaults import BUILTIN_TOKENIZERS
 from .errors import ContainerError, ModelUnavailableError
+from .layout import latent_side
 from .tokenizer import WEIGHTS_DIR, Tokenizer, file_fingerprint, load_tokenizer, pick_device, safetensors_metadata, spec_fingerprint
 
 # Below this threshold the shipped LIT earned nothing over hold-fill (docs/MODELS.md), so decompression
@@ -112,12 +113,11 @@ def check_named_tokenizer(header: dict, path, spec: str | None) -> str:
 
 def check_fit(header: dict, tok: Tokenizer, path):
     """The header's layout fields must be the ones this tokeniser produces; say which one is not."""
-    m = tok.pad_multiple
     expect = {"channels": tok.channels, "tokenizer.channels": tok.channels,
               "tokenizer.time_factor": tok.time_factor, "tokenizer.space_factor": tok.space_factor,
               "tokenizer.stateful": tok.stateful,
-              "latent_width": -(-header["width"] // m) * m // tok.space_factor,
-              "latent_height": -(-header["height"] // m) * m // tok.space_factor}
+              "latent_width": latent_side(header["width"], tok.pad_multiple, tok.space_factor),
+              "latent_height": latent_side(header["height"], tok.pad_multiple, tok.space_factor)}
     for key, want in expect.items():
         section, _, field = key.rpartition(".")
         got = (header[section] if section else header).get(field, want if field == "stateful" else None)

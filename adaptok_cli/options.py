@@ -7,6 +7,7 @@ from fractions import Fraction
 from . import __version__
 from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, DTYPES, MAX_THRESHOLD, UNITS
 from .errors import UsageError
+from .layout import latent_side
 
 # the header fields that decide a container's content, beside the models and the audio track
 SETTINGS = ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk", "level", "max_side", "short_side", "unit")
@@ -107,11 +108,11 @@ def header_for(tok, lit_identity: dict | None, opts: CompressOptions, width: int
                source: str) -> dict:
     """The container header compress writes (docs/FORMAT.md)."""
     from .calibration import rule_unit
-    m = tok.pad_multiple
     unit_name, unit = rule_unit(tok, opts.unit)
     return {
         "width": width, "height": height,
-        "latent_width": -(-width // m) * m // tok.space_factor, "latent_height": -(-height // m) * m // tok.space_factor,
+        "latent_width": latent_side(width, tok.pad_multiple, tok.space_factor),
+        "latent_height": latent_side(height, tok.pad_multiple, tok.space_factor),
         "channels": tok.channels, "fps_num": fps.numerator, "fps_den": fps.denominator,
         "tokenizer": {**tok.identity(), "source": tok.source, "stateful": tok.stateful},
         "lit": lit_identity,

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
+from .layout import latent_starts, pixel_map, starts_stream
 
 
 def keep_statistics(f) -> tuple[np.ndarray, np.ndarray]:
@@ -28,8 +29,10 @@ def plot(f, png_path) -> None:
     except ImportError:
         raise UsageError("--plot needs matplotlib: pip install 'adaptok[plot]'") from None
     rate, heat = keep_statistics(f)
-    tf = f.header["tokenizer"]["time_factor"]
-    seconds = np.array([0] + [1 + tf * (i - 1) for i in range(1, len(rate))]) / f.fps
+    tok = f.header["tokenizer"]
+    seconds = np.concatenate([c.first_frame + latent_starts(c.latent_frames, tok["time_factor"],
+                                                            starts_stream(c.index == 0, tok.get("stateful", True)))
+                              for c in f.info.chunks]) / f.fps
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1.6, 1]})
     a.step(seconds, rate, where="post", color="#1f6fb4")
     a.fill_between(seconds, rate, step="post", alpha=0.25, color="#1f6fb4")
@@ -60,20 +63,12 @@ def terminal_heatmap(heat: np.ndarray, width: int = 48) -> list[str]:
     return ["".join(SHADES[i] for i in row) for row in idx]
 
 
-def overlay(frames: np.ndarray, mask: torch.Tensor, first_latent: np.ndarray, space_factor: int) -> np.ndarray:
-    """Tint, in each frame, the positions its latent frame dropped: (n, H, W, 3) uint8.
-
-    first_latent[j] is the index into mask (t, h, w) of the latent frame that frame j came from.
-    """
+def overlay(frames: np.ndarray, mask: torch.Tensor, time_factor: int, space_factor: int, starts_stream: bool) -> np.ndarray:
+    """Tint, in each frame, the positions its latent frame dropped: (n, H, W, 3) uint8. The frames are
+    those of mask's latent frames (t, h, w); starts_stream: its first latent frame begins a stream."""
     n, height, width = frames.shape[:3]
-    m = mask.numpy()[first_latent].repeat(space_factor, 1).repeat(space_factor, 2)[:, :height, :width]
+    m = pixel_map(mask.numpy(), n, time_factor, starts_stream, space_factor, height, width)
     out = frames.astype(np.float32)
     tint = np.array([40, 90, 255], np.float32)
     out[~m] = out[~m] * 0.55 + tint * 0.45
     return out.round().astype(np.uint8)
-
-
-def latent_index(n_frames: int, time_factor: int, at_start: bool) -> np.ndarray:
-    """Latent frame of each decoded frame in a chunk (the first latent frame of a stream is one frame)."""
-    j = np.arange(n_frames)
-    return np.where(j == 0, 0, (j - 1) // time_factor + 1) if at_start else j // time_factor

@@ -25,7 +25,6 @@ from .codec import Codec, staged
 from .container import DEFAULT_LIMITS, MAX_FPS, MIN_FPS, AtokReader, AtokWriter, Limits
 from .audio import can_write as can_write_audio
 from .errors import ContainerError, InputError, ModelUnavailableError, UsageError, WriteError
-from .layout import latent_index
 from .models import cached_tokenizer, inpainter_for, lit_identity, models_for, tokenizer_for
 from .options import CompressOptions, Result, header_for, options_of, settings_of
 from .outputs import open_output, plan
@@ -293,8 +292,8 @@ def _write_frames(r: AtokReader, dec, writer: VideoWriter, track: AudioTrack | N
         for i, chunk, held in chunks:
             for lat, frames in dec.decode_chunk(chunk, r.entry(i).frames, h["height"], h["width"], held):
                 if overlay:
-                    first = latent_index(len(frames), tok.time_factor, lat.start == 0 and r.starts_stream(i))
-                    frames = tint_dropped(frames, chunk.mask[lat], first, tok.space_factor)
+                    frames = tint_dropped(frames, chunk.mask[lat], tok.time_factor, tok.space_factor,
+                                          lat.start == 0 and r.starts_stream(i))
                 sink.put(frames)
                 reached("frames")   # a test may stop the run here, the first frames on their way out (stages.py)
                 res.frames += len(frames)

@@ -112,11 +112,11 @@ class Tokenizer:
 
     def frames_for(self, n_latent: int, at_start: bool) -> int:
         """Frames that make n_latent latent frames, at the start of a video or later (layout.py)."""
-        return layout.frames_for(n_latent, self.time_factor, at_start or not self.stateful)
+        return layout.frames_for(n_latent, self.time_factor, layout.starts_stream(at_start, self.stateful))
 
     def latents_for(self, n_frames: int, at_start: bool = True) -> int:
         """Latent frames n_frames need (the last group padded), at the start of a video or later."""
-        return layout.latents_for(n_frames, self.time_factor, at_start or not self.stateful)
+        return layout.latents_for(n_frames, self.time_factor, layout.starts_stream(at_start, self.stateful))
 
     def encode(self, frames: torch.Tensor, state=None):
         raise NotImplementedError

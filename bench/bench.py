@@ -37,11 +37,10 @@ import av
 import numpy as np
 import torch
 
-from adaptok_cli.codec import Codec, Decoder, Encoded, Rule, to_frames, to_tensor
+from adaptok_cli.codec import Codec, Decoder, Rule, to_frames
 from adaptok_cli.container import AtokWriter
 from adaptok_cli.evaluate import Scores, decode_and_score
 from adaptok_cli.lit import Inpainter
-from adaptok_cli.masking import Selector, dequantise, gather_kept, quantise
 from adaptok_cli.metrics import psnr, ssim
 from adaptok_cli.calibration import DEFAULT_UNIT, UNITS, rule_unit
 from adaptok_cli.models import LIT_FROM_THRESHOLD, ModelRef, shipped_lit
@@ -70,7 +69,6 @@ class Clip:
     fps: float
     refs: list = field(default_factory=list)      # per chunk: (real, H, W, 3) uint8 input frames
     z: list = field(default_factory=list)         # per chunk: raw latents (t, C, h, w)
-    codes: list = field(default_factory=list)     # per chunk: int8 codes and scales as stored
     encode_s: float = 0.0
 
     @property
@@ -79,32 +77,50 @@ class Clip:
 
 
 def load_clip(path, tok, short_side, max_frames=None) -> Clip:
+    """A clip's frames and latents, chunk by chunk, encoded as compress encodes them (codec.Encoder)."""
     with VideoReader(path, short_side=short_side) as r:
         info = r.info
         clip = Clip(Path(path).stem, info.width, info.height, float(info.fps))
-        frames = (f for i, f in enumerate(r) if max_frames is None or i < max_frames)
-        state = None
-        for chunk_frames, real in Codec(tok, Rule(threshold=0.0)).frame_chunks(frames, CHUNK):
-            t0 = time.perf_counter()
-            z, state = tok.encode(to_tensor(chunk_frames, tok.pad_multiple), state)
-            clip.encode_s += time.perf_counter() - t0
-            clip.refs.append(np.stack(chunk_frames[:real]))
+        seen = []                   # the chunk's input frames, as the encoder reads them
+
+        def frames():
+            for i, f in enumerate(r):
+                if max_frames is not None and i >= max_frames:
+                    return
+                seen.append(f)
+                yield f
+        enc = Codec(tok, Rule(threshold=0.0)).encoder()
+        for z, real in enc.latent_chunks(frames(), CHUNK):
+            clip.refs.append(np.stack(seen[:real]))
+            del seen[:real]
             clip.z.append(z)
-            clip.codes.append(quantise(z, "int8"))
+        clip.encode_s = enc.timing["encode"]
     return clip
 
 
 # --- masks: who decides which positions are kept ---------------------------------------------------
 
-def threshold_masks(tok, clip, threshold=None, keep_ratio=None):
-    sel = Selector(unit(tok), threshold, keep_ratio)
-    return [sel.select(z, dequantise(*c)) for z, c in zip(clip.z, clip.codes)]
+def codec(tok, threshold=None, keep_ratio=None) -> Codec:
+    """The benchmark's codec: int8, the rule's unit (--unit), no keyframes after the first."""
+    return Codec(tok, Rule(threshold, keep_ratio, unit=unit(tok)))
 
 
-def random_masks(clip, rate, seed=0):
+def threshold_chunks(tok, clip, threshold=None, keep_ratio=None) -> list:
+    """The clip's chunks as compress codes them with this threshold or keep ratio (Encoded)."""
+    enc = codec(tok, threshold, keep_ratio).encoder()
+    return [enc.encode_latents(z) for z in clip.z]
+
+
+def full_rate(tok, clip) -> list:
+    """The clip's chunks with every position kept (no unit needed: any tokeniser)."""
+    c = Codec(tok, Rule(keep_ratio=1.0))
+    return [c.masked(z, torch.ones(z.shape[0], *z.shape[2:], dtype=torch.bool)) for z in clip.z]
+
+
+def random_chunks(tok, clip, rate, seed=0) -> list:
     """Uniform random dropping at a fixed rate per latent frame (first latent frame whole, as ours)."""
     g = torch.Generator().manual_seed(seed)
-    masks, first = [], True
+    chunks, first, c = [], True, Codec(tok, Rule(keep_ratio=rate))
     for z in clip.z:
         t, _, h, w = z.shape
         m = torch.zeros(t, h * w, dtype=torch.bool)
@@ -114,8 +130,8 @@ def random_masks(clip, rate, seed=0):
         if first:
             m[0] = True
             first = False
-        masks.append(m.view(t, h, w))
-    return masks
+        chunks.append(c.masked(z, m.view(t, h, w)))
+    return chunks
 
 
 # --- reconstruction -------------------------------------------------------------------------------
@@ -131,19 +147,19 @@ def new_inpainter(tok, lit, threshold=None):
     return Inpainter(lit.load_lit(), tok.scale, lit.fingerprint, threshold=threshold, unit=unit(tok)) if lit else None
 
 
-def reconstruct(tok, clip: Clip, masks, lit=None, threshold=None, fill="hold") -> dict:
-    """Decode a clip from its masks as decompress would (fill, optional LIT, decoder); score it."""
+def reconstruct(tok, clip: Clip, chunks, lit=None, threshold=None, fill="hold") -> dict:
+    """Decode a clip from its coded chunks (Encoded) as decompress would (fill, optional LIT, decoder);
+    score it."""
     header = header_for(tok, None, CompressOptions().check(), clip.width, clip.height,
                         Fraction(clip.fps).limit_denominator(1001), clip.name)
     buf = io.BytesIO()
     writer = AtokWriter(buf, header)
     dec = Decoder(tok, new_inpainter(tok, lit, threshold), fill, threshold, unit(tok))
     s, kept, total = Scores(tok.time_factor), 0, 0
-    for i, (ref, (codes, qscale), mask) in enumerate(zip(clip.refs, clip.codes, masks)):
-        chunk = Encoded(mask, gather_kept(codes, mask), qscale, len(ref))
-        writer.write_chunk(chunk.mask, chunk.codes, chunk.qscale, chunk.frames)
-        decode_and_score(dec, chunk, ref, s, truth=dequantise(codes, qscale), scale=tok.scale)
-        kept, total = kept + int(mask.sum()), total + mask.numel()
+    for ref, chunk in zip(clip.refs, chunks):
+        writer.write_chunk(chunk.mask, chunk.codes, chunk.qscale, len(ref))
+        decode_and_score(dec, chunk, ref, s, truth=chunk.latents, scale=tok.scale)
+        kept, total = kept + int(chunk.mask.sum()), total + chunk.mask.numel()
     writer.close(clip.frames)
     d = {"psnr": s.mean_psnr, "ssim": s.mean_ssim, "token_rate": kept / total,
          "bpp": buf.tell() * 8 / (clip.frames * clip.width * clip.height), "latent_mse_dropped": s.latent_mse,
@@ -167,19 +183,18 @@ def mean(rows, key):
 
 def rate_distortion(tok, clips, lit, thresholds, log):
     rows, per_clip = [], {}
-    full = {c.name: reconstruct(tok, c, [torch.ones(z.shape[0], *z.shape[2:], dtype=torch.bool) for z in c.z])
-            for c in clips}
+    full = {c.name: reconstruct(tok, c, full_rate(tok, c)) for c in clips}
     rows.append({"method": "full rate", "param": "-", **{k: mean(list(full.values()), k)
                                                             for k in ("token_rate", "bpp", "psnr", "ssim")}})
     log(rows[-1])
     for t in thresholds:
         res_lit, res_hold, res_interp = [], [], []
         for c in clips:
-            masks = threshold_masks(tok, c, threshold=t)
-            h = reconstruct(tok, c, masks, threshold=t)
+            chunks = threshold_chunks(tok, c, threshold=t)
+            h = reconstruct(tok, c, chunks, threshold=t)
             res_hold.append(h)
-            res_interp.append(reconstruct(tok, c, masks, threshold=t, fill="interp"))
-            res_lit.append(reconstruct(tok, c, masks, lit, threshold=t) if lit else h)
+            res_interp.append(reconstruct(tok, c, chunks, threshold=t, fill="interp"))
+            res_lit.append(reconstruct(tok, c, chunks, lit, threshold=t) if lit else h)
             per_clip[(t, c.name)] = {"lit": res_lit[-1], "hold": h, "interp": res_interp[-1], "full": full[c.name]}
         for name, res in (("threshold + LIT", res_lit), ("threshold + hold-fill", res_hold),
                           ("threshold + interp-fill", res_interp)):
@@ -195,8 +210,8 @@ def rate_distortion(tok, clips, lit, thresholds, log):
         # the same mean rate, spent evenly (keep-ratio) or blindly (random); both filled by LIT
         ratio = (rate * _positions(clips) - _first_frames(clips)) / max(1, _positions(clips) - _first_frames(clips))
         ratio = min(1.0, max(0.0, ratio))
-        for name, fn in (("keep-ratio + LIT", lambda c: threshold_masks(tok, c, keep_ratio=ratio)),
-                         ("random + LIT", lambda c: random_masks(c, ratio))):
+        for name, fn in (("keep-ratio + LIT", lambda c: threshold_chunks(tok, c, keep_ratio=ratio)),
+                         ("random + LIT", lambda c: random_chunks(tok, c, ratio))):
             res = [reconstruct(tok, c, fn(c), lit) for c in clips]
             rows.append({"method": name, "param": round(ratio, 4), **{k: mean(res, k) for k in
                                                                       ("token_rate", "bpp", "psnr", "ssim")}})
@@ -224,7 +239,7 @@ def lit_cost(tok, clips, lit, thresholds, log):
     the sweep above measures the same while it runs for an hour, where other work skews the ratio."""
     rows = []
     for tau in thresholds:
-        res = [reconstruct(tok, c, threshold_masks(tok, c, tau), lit, tau) for c in clips]
+        res = [reconstruct(tok, c, threshold_chunks(tok, c, tau), lit, tau) for c in clips]
         rows.append({"threshold": tau, "lit_decoder_time": lit_share(res),
                      "psnr_lit": float(np.mean([r["psnr"] for r in res]))})
         log(rows[-1])
@@ -239,9 +254,9 @@ class Stream:
     def __init__(self, tok, lit, threshold=None):
         self.dec = Decoder(tok, new_inpainter(tok, lit, threshold))
 
-    def run(self, tok, clip, i, mask):
-        codes, qscale = clip.codes[i]
-        z = self.dec.dense(Encoded(mask, gather_kept(codes, mask), qscale))
+    def run(self, clip, i, chunk):
+        """Chunk i of the clip (coded: Encoded), decoded -> its uint8 frames."""
+        z = self.dec.dense(chunk)
         return to_frames(self.dec.frames(z)[:len(clip.refs[i])], clip.height, clip.width)
 
 
@@ -253,11 +268,11 @@ def single_pass(tok, clips, lit, threshold):
     t0 = time.perf_counter()
     ps, kept, total = [], 0, 0
     for c in clips:
-        sel, st = Selector(unit(tok), threshold), Stream(tok, lit, threshold)
+        enc, st = codec(tok, threshold).encoder(), Stream(tok, lit, threshold)
         for i, z in enumerate(c.z):
-            m = sel.select(z, dequantise(*c.codes[i]))
-            ps += [psnr(a, b) for a, b in zip(c.refs[i], st.run(tok, c, i, m))]
-            kept, total = kept + int(m.sum()), total + m.numel()
+            chunk = enc.encode_latents(z)
+            ps += [psnr(a, b) for a, b in zip(c.refs[i], st.run(c, i, chunk))]
+            kept, total = kept + int(chunk.mask.sum()), total + chunk.mask.numel()
     return {"seconds": time.perf_counter() - t0, "psnr": float(np.mean(ps)), "token_rate": kept / total}
 
 
@@ -267,18 +282,16 @@ def search_allocator(tok, clips, lit, target):
     t0 = time.perf_counter()
     ps, kept, total, probes = [], 0, 0, 0
     for c in clips:
-        sel, st = Selector(unit(tok), keep_ratio=1.0), Stream(tok, lit)
+        enc, st = codec(tok, keep_ratio=1.0).encoder(), Stream(tok, lit)
         for i, z in enumerate(c.z):
-            zq = dequantise(*c.codes[i])
             n = z.shape[0] * z.shape[2] * z.shape[3]
             tried = {}
 
             def probe(k):
-                s2, st2 = copy.deepcopy(sel), copy.deepcopy(st)
-                s2.keep_ratio = k / n
-                m = s2.select(z, zq)
-                out = st2.run(tok, c, i, m)
-                tried[k] = (s2, st2, m, out)
+                e2, st2 = enc.fork(), copy.deepcopy(st)
+                chunk = e2.encode_latents(z, Rule(keep_ratio=k / n))
+                out = st2.run(c, i, chunk)
+                tried[k] = (e2, st2, chunk.mask, out)
                 return chunk_psnr(c.refs[i], out) >= target
             lo, hi = 0, n
             if not probe(hi):
@@ -292,7 +305,7 @@ def search_allocator(tok, clips, lit, target):
                     lo = mid + 1
             if lo not in tried:
                 probe(lo)
-            sel, st, m, out = tried[lo]
+            enc, st, m, out = tried[lo]
             ps += [psnr(a, b) for a, b in zip(c.refs[i], out)]
             kept, total = kept + int(m.sum()), total + m.numel()
     return {"seconds": time.perf_counter() - t0, "psnr": float(np.mean(ps)), "token_rate": kept / total,
@@ -304,8 +317,8 @@ def probe_difficulty(tok, clips):
     out = {}
     for c in clips:
         st = Stream(tok, None)
-        for i, z in enumerate(c.z):
-            rec = st.run(tok, c, i, torch.ones(z.shape[0], *z.shape[2:], dtype=torch.bool))
+        for i, chunk in enumerate(full_rate(tok, c)):
+            rec = st.run(c, i, chunk)
             out[(c.name, i)] = float(np.mean((rec.astype(np.float32) - c.refs[i]) ** 2)) + 1.0
     return out
 
@@ -316,12 +329,11 @@ def probe_allocator(tok, clips, lit, base, difficulty):
     ps, kept, total = [], 0, 0
     t0 = time.perf_counter()
     for c in clips:
-        sel, st = Selector(unit(tok), keep_ratio=1.0), Stream(tok, lit)
+        enc, st = codec(tok, keep_ratio=1.0).encoder(), Stream(tok, lit)
         for i, z in enumerate(c.z):
-            sel.keep_ratio = min(1.0, base * math.sqrt(difficulty[(c.name, i)] / med))
-            m = sel.select(z, dequantise(*c.codes[i]))
-            ps += [psnr(a, b) for a, b in zip(c.refs[i], st.run(tok, c, i, m))]
-            kept, total = kept + int(m.sum()), total + m.numel()
+            chunk = enc.encode_latents(z, Rule(keep_ratio=min(1.0, base * math.sqrt(difficulty[(c.name, i)] / med))))
+            ps += [psnr(a, b) for a, b in zip(c.refs[i], st.run(c, i, chunk))]
+            kept, total = kept + int(chunk.mask.sum()), total + chunk.mask.numel()
     return {"seconds": time.perf_counter() - t0, "psnr": float(np.mean(ps)), "token_rate": kept / total}
 
 
@@ -711,7 +723,7 @@ def main(argv=None):
                 log({"chosen_threshold": tau})
                 results.update(rd=rd, threshold=tau, per_clip={c.name: per_clip[(tau, c.name)] for c in clips})
             elif section == "loss_maps":
-                results["loss_maps"], maps = loss_maps.measure(tok, clips, lit, results["threshold"], threshold_masks,
+                results["loss_maps"], maps = loss_maps.measure(tok, clips, lit, results["threshold"], threshold_chunks, full_rate,
                                                                new_inpainter)
                 loss_maps.save(maps, out / "loss_maps.npz")
                 loss_maps.draw(maps, results["threshold"], bool(lit), out / "loss_maps.png")

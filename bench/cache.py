@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 import adaptok_cli as atk
 from adaptok_cli.atokfile import AtokFile, ShardDataset
 from adaptok_cli.calibration import rule_unit
-from adaptok_cli.codec import Codec, Rule, to_tensor
+from adaptok_cli.codec import Codec, Rule
 from adaptok_cli.container import AtokReader, AtokWriter
 from adaptok_cli.defaults import DEFAULT_THRESHOLD
 from adaptok_cli.models import lit_identity
@@ -61,10 +61,9 @@ class Latents:
 def encode(tok, path, short_side, max_frames=None) -> Latents:
     """A clip's latents, chunk after chunk as compress encodes them (the tokeniser's state carried)."""
     with VideoReader(path, short_side=short_side) as r:
-        info, zs, state, frames = r.info, [], None, 0
+        info, zs, frames = r.info, [], 0
         it = (f for i, f in enumerate(r) if max_frames is None or i < max_frames)
-        for group, real in Codec(tok, Rule(threshold=0.0)).frame_chunks(it, CHUNK):
-            z, state = tok.encode(to_tensor(group, tok.pad_multiple), state)
+        for z, real in Codec(tok, Rule(threshold=0.0)).encoder().latent_chunks(it, CHUNK):
             zs.append(z)
             frames += real
     return Latents(Path(path).stem, torch.cat(zs).float(), info.width, info.height, Fraction(info.fps), frames)

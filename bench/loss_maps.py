@@ -10,26 +10,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from adaptok_cli.codec import Decoder, Encoded, to_frames
-from adaptok_cli.masking import gather_kept
+from adaptok_cli.codec import Decoder, to_frames
 
 POOL = 4        # pixels per side averaged into one map cell
 
 
-def measure(tok, clips, lit, threshold, masks_of, new_inpainter) -> tuple[dict, dict]:
-    """-> (rows {clip: mean and worst dB lost}, maps {clip: (heat (h, w) float16, dB per frame, fps)})."""
+def measure(tok, clips, lit, threshold, chunks_of, full_rate, new_inpainter) -> tuple[dict, dict]:
+    """-> (rows {clip: mean and worst dB lost}, maps {clip: (heat (h, w) float16, dB per frame, fps)}).
+    chunks_of(tok, clip, threshold=): the clip's chunks as compress codes them; full_rate(tok, clip): with
+    every position kept (bench.bench's, so the chain is codec.py's)."""
     rows, maps = {}, {}
     for c in clips:
         full, fill = Decoder(tok), Decoder(tok, new_inpainter(tok, lit, threshold), "hold", threshold)
         heat, db = np.zeros((c.height, c.width)), []
-        for ref, (codes, qscale), mask in zip(c.refs, c.codes, masks_of(tok, c, threshold=threshold)):
-            keep = torch.ones_like(mask)
-            a = to_frames(full.frames(full.dense(Encoded(keep, gather_kept(codes, keep), qscale)))[:len(ref)],
-                          c.height, c.width).astype(np.float32)
-            b = to_frames(fill.frames(fill.dense(Encoded(mask, gather_kept(codes, mask), qscale)))[:len(ref)],
-                          c.height, c.width).astype(np.float32)
+        for ref, kept, chunk in zip(c.refs, full_rate(tok, c), chunks_of(tok, c, threshold=threshold)):
+            a = to_frames(full.frames(full.dense(kept))[:len(ref)], c.height, c.width).astype(np.float32)
+            b = to_frames(fill.frames(fill.dense(chunk))[:len(ref)], c.height, c.width).astype(np.float32)
             ea, eb = ((a - ref) ** 2).mean(-1), ((b - ref) ** 2).mean(-1)
             heat += (eb - ea).sum(0)
             db += [10 * np.log10(max(y.mean(), 1e-10) / max(x.mean(), 1e-10)) for x, y in zip(ea, eb)]

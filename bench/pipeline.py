@@ -50,14 +50,14 @@ class FakeTokenizer(Tokenizer):
     def encode(self, frames, state=None):
         t = self.latents_for(len(frames), state is None)
         start = state or 0
-        pool = self._pool(frames.shape[2] // self.space_factor, frames.shape[3] // self.space_factor)
+        pool = self._pool(*(layout.latent_side(s, self.pad_multiple, self.space_factor) for s in frames.shape[2:]))
         z = pool[torch.arange(start, start + t) % len(pool)]
         self._spend()
         return z, start + t
 
     def decode(self, latents, state=None, uint8=False):
         n = layout.frames_for(len(latents), self.time_factor, state is None)
-        key = (latents.shape[2] * self.space_factor, latents.shape[3] * self.space_factor)
+        key = tuple(layout.pixels_for(s, self.space_factor) for s in latents.shape[2:])
         if key not in self._frames:    # one picture, (3, H, W) as a network makes it
             x = torch.arange(3 * key[0] * key[1], dtype=torch.int64).remainder(251).to(torch.uint8)
             self._frames[key] = x.view(1, 3, *key)

@@ -40,7 +40,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 import adaptok_cli as atk
-from adaptok_cli.codec import Codec, Rule, to_tensor
+from adaptok_cli.codec import Codec, Rule
 from adaptok_cli.defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD
 from adaptok_cli.outputs import atomic_path
 from adaptok_cli.tokenizer import load_tokenizer
@@ -56,12 +56,9 @@ MASKED = ("sparse", "hold-kept")     # arms whose loss counts only the positions
 @torch.no_grad()
 def encode(tok, path: Path, short_side: int | None) -> torch.Tensor:
     """A clip's full-rate fp32 latents (T, C, h, w), chunk by chunk with the tokeniser's state, as compress reads it."""
-    codec, state, zs = Codec(tok, Rule(threshold=0.0)), None, []
+    enc = Codec(tok, Rule(threshold=0.0)).encoder()
     with VideoReader(path, short_side=short_side) as r:
-        for group, _ in codec.frame_chunks(r, DEFAULT_CHUNK):
-            z, state = tok.encode(to_tensor(group, tok.pad_multiple), state)
-            zs.append(z)
-    return torch.cat(zs).float()
+        return torch.cat([z for z, _ in enc.latent_chunks(r, DEFAULT_CHUNK)]).float()
 
 
 def save_latents(z: torch.Tensor, dst: Path):

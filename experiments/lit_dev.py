@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptok_cli.models import ModelRef, shipped_lit
-from bench.bench import lit_share, reconstruct, threshold_masks
+from bench.bench import lit_share, reconstruct, threshold_chunks
 from experiments import dev_clips
 
 
@@ -30,10 +30,10 @@ def main():
     lits = {"shipped": shipped_lit(tok), **{p.stem: ModelRef(p) for p in args.lits}}
     summary = []
     for tau in thresholds:
-        masks = [threshold_masks(tok, c, tau) for c in clips]
-        runs = {"hold": [reconstruct(tok, c, m) for c, m in zip(clips, masks)]}
+        coded = [threshold_chunks(tok, c, tau) for c in clips]
+        runs = {"hold": [reconstruct(tok, c, m) for c, m in zip(clips, coded)]}
         for name, ref in lits.items():
-            runs[name] = [reconstruct(tok, c, m, ref, tau) for c, m in zip(clips, masks)]
+            runs[name] = [reconstruct(tok, c, m, ref, tau) for c, m in zip(clips, coded)]
         row = {"threshold": tau, "token_rate": float(np.mean([r["token_rate"] for r in runs["hold"]]))}
         for name, rs in runs.items():
             row[f"psnr_{name}"] = float(np.mean([r["psnr"] for r in rs]))

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adaptok_cli.masking import Selector, change, dequantise
-from bench.bench import CHUNK, at_rate, reconstruct, unit
+from adaptok_cli.masking import Selector, change
+from bench.bench import CHUNK, at_rate, codec, reconstruct, unit
 from experiments import dev_clips
 
 BORDER = 0.5
@@ -82,9 +82,8 @@ def main():
         for tau in thresholds:
             per_clip = []
             for c in clips:
-                sel = VariantSelector(unit(tok), tau, variant)
-                masks = [sel.select(z, dequantise(*codes)) for z, codes in zip(c.z, c.codes)]
-                per_clip.append(reconstruct(tok, c, masks))
+                enc = codec(tok, tau).encoder(VariantSelector(unit(tok), tau, variant))
+                per_clip.append(reconstruct(tok, c, [enc.encode_latents(z) for z in c.z]))
             row = {"variant": variant, "threshold": tau,
                    "token_rate": float(np.mean([r["token_rate"] for r in per_clip])),
                    "psnr": float(np.mean([r["psnr"] for r in per_clip])),

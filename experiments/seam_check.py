@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adaptok_cli.codec import Decoder, Encoded
+from adaptok_cli.codec import Decoder
 from adaptok_cli.evaluate import Scores, decode_and_score
-from adaptok_cli.masking import gather_kept
 from adaptok_cli.tokenizer import load_tokenizer
 from bench import bench   # the benchmark's clip loader, so the frames are read exactly as it reads them
 
@@ -27,9 +26,8 @@ def full_rate_psnr(tok, path, chunk, short_side):
     bench.CHUNK = chunk
     clip = bench.load_clip(path, tok, short_side)
     dec, scores = Decoder(tok), Scores()
-    for ref, (codes, qscale) in zip(clip.refs, clip.codes):
-        keep = torch.ones(codes.shape[0], *codes.shape[2:], dtype=torch.bool)
-        decode_and_score(dec, Encoded(keep, gather_kept(codes, keep), qscale), ref, scores)
+    for ref, chunk in zip(clip.refs, bench.full_rate(tok, clip)):
+        decode_and_score(dec, chunk, ref, scores)
     return np.array(scores.psnr), np.cumsum([len(r) for r in clip.refs])[:-1]
 
 

@@ -90,10 +90,10 @@ def test_one_default_fill_slices_and_ranges(tmp_path, clip_atok, small_tok_path,
         whole = np.concatenate(list(f.iter_frames()))
         assert np.array_equal(f.read_frames(5, 17), whole[5:17]) and np.array_equal(f.read_frames(22, 23), whole[22:23])
         # dense(3, 4) builds only chunk 3's dense tensor (earlier chunks update the hold state only)
-        from adaptok_cli import atokfile
+        from adaptok_cli import codec           # AtokFile.dense's hold-fill is codec.hold_dense
         expected, built = f.dense()[6:7], []
-        real_gather = atokfile.hold_gather
-        monkeypatch.setattr(atokfile, "hold_gather", lambda t, m, *a: built.append(len(m)) or real_gather(t, m, *a))
+        real_gather = codec.hold_gather
+        monkeypatch.setattr(codec, "hold_gather", lambda t, m, *a: built.append(len(m)) or real_gather(t, m, *a))
         assert torch.equal(f.dense(3, 4), expected) and built == [1]
         for bad in ((5, 2), (2, 2), (0, 99), (-1, 2)):
             with pytest.raises(IndexError, match="out of range"):

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
+from ..layout import whole_latents
 from ..outputs import atomic_path
 from ..video import VIDEO_EXTENSIONS, VideoReader
 
@@ -63,19 +64,16 @@ def latent_cache(tok, clips, folder: Path, chunk: int = 8) -> list[np.ndarray]:
     """Encode each cached clip once, chunk by chunk as compress does -> float16 (T, C, h, w) arrays.
     A clip from the frame cache keeps its cache file's name (clip and size), so a cache built for one
     list of sizes is never read for another; an in-memory clip is named by its place and size."""
-    from ..codec import Codec, Rule, to_tensor
+    from ..codec import Codec, Rule
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, frames in enumerate(clips):
         name = getattr(frames, "filename", None)
         dst = folder / (Path(name).name if name else f"clip{i:03d}_{frames.shape[1]}x{frames.shape[2]}.npy")
         if not dst.exists():
-            n = 1 + (len(frames) - 1) // tok.time_factor * tok.time_factor     # whole latent frames only
-            codec, state, zs = Codec(tok, Rule(threshold=0.0)), None, []
-            for group, _ in codec.frame_chunks((frames[j] for j in range(n)), chunk):
-                z, state = tok.encode(to_tensor(group, tok.pad_multiple), state)
-                zs.append(z)
-            z = torch.cat(zs).half().numpy()
+            n = tok.frames_for(whole_latents(len(frames), tok.time_factor, True), True)   # whole latent frames only
+            enc = Codec(tok, Rule(threshold=0.0)).encoder()
+            z = torch.cat([z for z, _ in enc.latent_chunks((frames[j] for j in range(n)), chunk)]).half().numpy()
             with atomic_path(dst) as tmp, open(tmp, "wb") as f:
                 np.save(f, z)
             print(f"cached latents {dst.name} {z.shape}", flush=True)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..codec import FILLS, Rule, drop_and_fill
-from ..lit import LIT, LITConfig, load_lit, project_l1, rate_features, save_lit
+from ..lit import LIT, LITConfig, bounded, load_lit, rate_features, save_lit
 from ..tokenizer import load_tokenizer
 from ..calibration import decoder_sensitivity, probe_windows, rule_unit
 from ..defaults import UNITS
@@ -91,13 +91,13 @@ def sample_one(z_all, rng, tok, crop, context, threshold="draw", base="hold", sp
 
 def sample(latents, rng, tok, batch, crop, context, threshold="draw", base="hold", spread=None, unit=None):
     """-> held (B, T, C, h, w), mask, context flag (B, T, h, w), target (B, T, C, h, w), rate features
-    (B, 2), L1 radius of the allowed correction (B,) in the rule's unit (inf for budget masks)."""
+    (B, 2), the threshold that bounds the correction (B,) (inf for budget masks)."""
     items = [sample_one(latents[rng.integers(len(latents))], rng, tok, crop, context, threshold, base, spread, unit)
              for _ in range(batch)]
     *parts, taus = zip(*items)
     rate = torch.tensor([rate_features(t) for t in taus])
-    radius = torch.tensor([math.inf if t is None else t * latents[0].shape[1] for t in taus])
-    return (*(torch.stack(p) for p in parts), rate, radius)
+    tau = torch.tensor([math.inf if t is None else t for t in taus])
+    return (*(torch.stack(p) for p in parts), rate, tau)
 
 
 def decoder_channel_weights(tok, latents, clips=4, frames=5) -> torch.Tensor:
@@ -108,14 +108,13 @@ def decoder_channel_weights(tok, latents, clips=4, frames=5) -> torch.Tensor:
     return decoder_sensitivity(tok, probe_windows(latents, clips, frames), tok.scale)
 
 
-def loss_fn(model, held, mask, ctx, target, rate, radius, weights=None, to_unit=None):
+def loss_fn(model, held, mask, ctx, target, rate, tau, weights=None, to_unit=None):
     """Per sample, MSE on dropped target positions (context frames excluded) over the hold-fill MSE
     there, averaged over the batch; the plain MSEs are returned for the log. weights: (C,) per-channel
     weights of the squared error (decoder_channel_weights), or None for all alike. to_unit: (C,) spread
     over the rule's unit, where the correction is bounded (None: they are the same)."""
     delta = model(held, mask, ctx, rate)
-    k = 1 if to_unit is None else to_unit.view(1, 1, -1, 1, 1)
-    delta = project_l1((delta * k).movedim(2, -1), radius.view(-1, 1, 1, 1, 1)).movedim(-1, 2) / k
+    delta = bounded(delta, tau.view(-1, 1, 1, 1, 1), 1 if to_unit is None else to_unit.view(-1, 1, 1))
     pred = held + delta
     dropped = ((mask < 0.5) & (ctx < 0.5)).unsqueeze(2).expand_as(pred).float()
     if weights is not None:

@@ -1,0 +1,103 @@
+"""What docs/ARCHITECTURE.md says of the code's shape, checked.
+
+One place per rule: each fails when a rule's characteristic expression is written anywhere else in
+the source (the package, bench/, experiments/, scripts/; tests are not searched: they check the
+rules' pieces directly, on purpose).
+"""
+import re
+import tokenize
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = sorted(p for d in ("adaptok_cli", "bench", "experiments", "scripts") for p in (ROOT / d).rglob("*.py"))
+
+# rule -> (the modules that may write it, its characteristic expressions, lines exempt and why)
+RULES = {
+    "the quantise/select/gather/fill chain (codec.py, over masking.py's pieces)": (
+        {"adaptok_cli/codec.py", "adaptok_cli/masking.py"},
+        [r"\b(de)?quantise\(", r"\bgather_kept\(", r"\bhold_(gather|index)\(", r"\b(Selector|HoldFill|InterpFill)\(",
+         r"\.select\(z\b", r"\bencode\(to_tensor\(", r"\btok\.encode\("],
+        None),
+    "frames <-> latent frames, latent positions <-> pixels (layout.py)": (
+        {"adaptok_cli/layout.py"},
+        [r"\btime_factor\s*[*/]", r"[*/]\s*[\w.]*\btime_factor\b", r"[*/]\s*tf\b", r"\btf\s*[*/]",
+         r"\bspace_factor\s*[*/]", r"[*/]\s*[\w.]*\bspace_factor\b", r"\.repeat\([\w.]*space_factor"],
+        "PIXELS"),    # the codec's memory budgets count pixels of frames per latent frame, not the mapping
+    "which chunks start a tokeniser stream (layout.starts_stream)": (
+        {"adaptok_cli/layout.py"},
+        [r"\bor not [\w.]*stateful\b"],
+        None),
+    "which latent frames are keyframes (layout.is_keyframe)": (
+        {"adaptok_cli/layout.py"},
+        [r"%\s*(every|[\w.]*keyframe_interval)\b", r"keyframe_interval\s*>\s*0"],
+        None),
+    "the L1 bound on a correction (lit.bounded)": (
+        {"adaptok_cli/lit.py"},
+        [r"\bproject_l1\("],
+        None),
+}
+
+
+def code_lines(path: Path) -> dict[int, str]:
+    """The file's lines with strings and comments blanked out (a docstring may name a rule)."""
+    lines = path.read_text().splitlines()
+    skip = {tokenize.STRING, tokenize.COMMENT, *(getattr(tokenize, n) for n in ("FSTRING_MIDDLE",) if hasattr(tokenize, n))}
+    with open(path, "rb") as f:
+        for tok in tokenize.tokenize(f.readline):
+            if tok.type not in skip:
+                continue
+            (r0, c0), (r1, c1) = tok.start, tok.end
+            for r in range(r0, r1 + 1):
+                a, b = (c0 if r == r0 else 0), (c1 if r == r1 else len(lines[r - 1]))
+                lines[r - 1] = lines[r - 1][:a] + " " * (b - a) + lines[r - 1][b:]
+    return {n: line for n, line in enumerate(lines, 1) if line.strip()}
+
+
+def offences(owners, patterns, exempt, files=SOURCE, root=ROOT):
+    found = []
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        if rel in owners:
+            continue
+        for n, line in code_lines(path).items():
+            if exempt and exempt in line:
+                continue
+            if any(re.search(p, line) for p in patterns):
+                found.append(f"{rel}:{n}: {line.strip()}")
+    return found
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_each_rule_is_written_in_one_place(rule):
+    owners, patterns, exempt = RULES[rule]
+    assert not offences(owners, patterns, exempt), f"{rule} is written outside its module"
+
+
+def test_the_search_finds_what_it_looks_for(tmp_path):
+    """The patterns catch the copies this test was written against (so a pass means something)."""
+    copies = {
+        "the quantise/select/gather/fill chain (codec.py, over masking.py's pieces)":
+            "    masks = [sel.select(z, dequantise(*c)) for z, c in zip(clip.z, clip.codes)]",
+        "frames <-> latent frames, latent positions <-> pixels (layout.py)":
+            "            n = 1 + (len(frames) - 1) // tok.time_factor * tok.time_factor",
+        "which chunks start a tokeniser stream (layout.starts_stream)":
+            "            starts = frames == 0 or not tok.stateful",
+        "which latent frames are keyframes (layout.is_keyframe)":
+            "        return [j for j in range(t) if first + j == 0 or (every > 0 and (first + j) % every == 0)]",
+        "the L1 bound on a correction (lit.bounded)":
+            "    delta = project_l1((delta * k).movedim(2, -1), radius.view(-1, 1, 1, 1, 1)).movedim(-1, 2) / k",
+    }
+    mapping = "frames <-> latent frames, latent positions <-> pixels (layout.py)"
+    assert set(copies) == set(RULES)
+    for rule, line in copies.items():
+        (tmp_path / "copy.py").write_text(f'"""{line.strip()}"""\n# {line.strip()}\n')
+        assert not offences(set(), RULES[rule][1], None, [tmp_path / "copy.py"], tmp_path), "strings count"
+        (tmp_path / "copy.py").write_text(f"def f():\n{line}\n")
+        assert offences(set(), RULES[rule][1], None, [tmp_path / "copy.py"], tmp_path), rule
+    for line in ("    m = mask.numpy()[first_latent].repeat(space_factor, 1).repeat(space_factor, 2)",
+                 '    "latent_width": -(-width // m) * m // tok.space_factor,'):
+        (tmp_path / "copy.py").write_text(f"x = {{\n{line}\n}}\n")
+        assert offences(set(), RULES[mapping][1], None, [tmp_path / "copy.py"], tmp_path), line
+
