@@ -519,7 +519,11 @@ def compress_pairs(pairs, output, opts, force: bool = False, workers: int | None
     if shard_size is not None:
         from .shards import compress_to_shards
         check_shard_target(output, shard_size)
-        return compress_to_shards(pairs, str(output), shard_size, run_all, on_done, progress)
+        outcomes: list[Outcome] = []
+        done = _collector(outcomes, on_done, progress)
+        made = compress_to_shards(pairs, str(output), shard_size, run_all,
+                                  lambda src, member: done(Outcome(src, member, skipped=True)), on_done)
+        return outcomes + made
     dsts = output_paths(pairs, output, atok_name, (".atok",), "compress writes an .atok container")
     return run_all([(src, dst) for (src, _), dst in zip(pairs, dsts)])
 

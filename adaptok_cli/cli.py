@@ -397,12 +397,13 @@ def eval_cmd(
         opts = CompressOptions(threshold=threshold, keep_ratio=keep_ratio, tokenizer=tokenizer, chunk=chunk,
                                short_side=short_side or None, device=device, unit=unit,
                                dtype=dtype).check()   # short side 0: native, as before
-        tok = load_tokenizer(opts.tokenizer, pick_device(device), dtype)
+        dev = pick_device(device)
+        tok = load_tokenizer(opts.tokenizer, dev, dtype)
         reporter, results = Reporter(quiet, as_json), []
 
         def one(f):
             with reporter.progress(f"eval {f.name}") as tick:
-                r = evaluate(f, opts, use_lit=not no_lit, tokenizer=tok,
+                r = evaluate(f, opts, use_lit=not no_lit, tokenizer=tok, device=dev,
                              progress=lambda n, total=None: tick("frames", n, total))
             results.append(r)
             if as_json:

@@ -28,7 +28,7 @@ from .container import MAX_CHANNELS
 from .errors import ModelUnavailableError
 from .modelcheck import mismatch
 from .tinytok import to_uint8
-from .tokenizer import Tokenizer, file_fingerprint, host_frames
+from .tokenizer_base import Tokenizer, file_fingerprint, host_frames
 
 MAX_CONFIG_BYTES = 1 << 20
 PROBE_FRAMES, PROBE_SIDE = 25, 64   # 1 + 24 frames: whole for time factors 1, 2, 3, 4, 6, 8, 12, 24
@@ -124,6 +124,14 @@ def weight_files(folder: Path) -> list[Path]:
 def model_files(folder: Path) -> list[Path]:
     """Every file diffusers reads for the model, in the order the fingerprint hashes them."""
     return [folder / "config.json", *weight_files(folder)]
+
+
+def spec_files(spec: str) -> list[Path]:
+    """The files a spec's fingerprint covers (model_files), its config checked first: a folder cannot
+    name code."""
+    folder = resolve(spec)
+    read_config(folder)
+    return model_files(folder)
 
 
 def read_config(folder: Path) -> dict:

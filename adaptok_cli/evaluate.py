@@ -95,11 +95,12 @@ def decode_and_score(dec: Decoder, chunk, ref: np.ndarray, scores: Scores, truth
 
 
 def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | None = None,
-             progress=None, chunk_psnr=False, upscale=False) -> dict:
+             progress=None, chunk_psnr=False, upscale=False, device=None) -> dict:
     """Scores of one clip (see the module docstring). opts.short_side only ever shrinks a clip
-    unless upscale=True: a clip smaller than that is scored at its own size."""
+    unless upscale=True: a clip smaller than that is scored at its own size. device: the one a batch
+    of clips resolved once (pick_device), else opts.device."""
     opts.check()
-    device = pick_device(opts.device)
+    device = pick_device(opts.device if device is None else device)
     tok = tokenizer or load_tokenizer(opts.tokenizer, device, opts.dtype)
     rule = opts.rule(tok)
     inpainter, note = inpainter_for(tok, opts.threshold, None, path, use_lit, device, rule.unit, opts.lit)

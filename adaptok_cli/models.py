@@ -45,8 +45,9 @@ class ModelRef:
         return _CACHE[key]
 
 
-def cached_tokenizer(spec: str, device: str = "auto", dtype: str = "auto") -> Tokenizer:
-    """load_tokenizer, once per process and file content (a batch loads its tokeniser once, not per file)."""
+def cached_tokenizer(spec: str, device="auto", dtype: str = "auto") -> Tokenizer:
+    """load_tokenizer, once per process and file content (a batch loads its tokeniser once, not per file).
+    device: a name, or the torch.device the job resolved (pick_device passes it through)."""
     dev = pick_device(device)
     key = ("tokenizer", spec, str(dev), dtype, spec_fingerprint(spec))
     if key not in _CACHE:
@@ -86,7 +87,7 @@ def tokenizer_for(header: dict, path, spec: str | None = None, device="cpu", dty
 
     The fingerprint of what the user named is checked before any of it is loaded."""
     spec = check_named_tokenizer(header, path, spec)
-    tok = cached_tokenizer(spec, str(device), dtype)
+    tok = cached_tokenizer(spec, device, dtype)
     check_fit(header, tok, path)
     return tok
 

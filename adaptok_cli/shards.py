@@ -261,29 +261,27 @@ def each_container(path, limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[str,
         yield m.name, m.atok, m.error
 
 
-def compress_to_shards(pairs, out: str, shard_size: int, run, on_done=None, progress=None) -> list:
+def compress_to_shards(pairs, out: str, shard_size: int, run, skipped, on_done=None) -> list:
     """compress INPUT... -o OUT --shard-size N: shards of N clips each, in input order, into the
     folder or filesystem URL out.
 
-    The clips of finished shards are reported as skipped. The others are compressed by
+    The clips of finished shards are reported as skipped(src, member). The others are compressed by
     run([(src, dst)], on_done) -> outcomes (the local batch or Ray: skipping, reports) into a local
     staging folder, then packed; a clip that failed is left out of its shard and named in its index,
     so a rerun retries it. A shard's tar is written (or uploaded) before its index: the index marks
-    it finished. -> one batch.Outcome per clip."""
-    from .batch import Outcome, _collector
+    it finished. -> run's outcomes, their outputs named as shard members (batch.py makes the
+    Outcomes: this module knows nothing of how a batch runs)."""
     keys = [key_of(rel) for _, rel in pairs]
     if len(set(keys)) != len(keys):
         raise UsageError("two inputs would get the same shard key: name them from one folder")
     plan = shard_plan(keys, shard_size)
     src_of = dict(zip(keys, (src for src, _ in pairs)))
     member = {k: f"{out.rstrip('/')}/{SHARD.format(i)}.tar:{k}" for i, ks in enumerate(plan) for k in ks}
-    outcomes = []
-    done = _collector(outcomes, on_done, progress)
-    todo = []
+    outcomes, todo = [], []
     for i, ks in enumerate(plan):
         if is_finished(out, i, ks):
             for k in ks:
-                done(Outcome(src_of[k], member[k], skipped=True))       # up to date
+                skipped(src_of[k], member[k])       # up to date
         else:
             todo.append(i)
     if not todo:

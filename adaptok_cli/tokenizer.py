@@ -6,39 +6,45 @@ can) to latents (t, C, h, w) and back to frames in [-1, 1]. Streaming:
 tokeniser (the built-in one) continues the stream across calls, so chunked coding equals whole-clip
 coding; a stateless one (Cosmos TorchScript) codes each chunk as an independent clip.
 
-Two kinds exist:
-- `TinyTokTokenizer`: our own network (tinytok.py); weights in safetensors (shipped in the package,
-  or any file a user points to: safetensors never runs code).
-- `CosmosTokenizer`: a user's local Cosmos-Tokenizer CV folder with encoder.jit / decoder.jit.
-  TorchScript is code, so it is only ever loaded from a folder the user names explicitly.
+The families adaptok loads are the table KINDS, the one place to add one: the built-in
+(`TinyTokTokenizer` with shipped weights, by name), a TinyTok .safetensors file (our own network,
+tinytok.py; safetensors never runs code), a diffusers VAE folder (diffusers_tok.py) and a user's
+local Cosmos-Tokenizer CV folder with encoder.jit / decoder.jit (`CosmosTokenizer`; TorchScript is
+code, so it is only ever loaded from a folder the user names explicitly). The protocol they
+implement is `tokenizer_base.Tokenizer`.
 
 Which files are loaded is decided only by the user (`spec`) or by the fixed table of built-ins
 (`BUILTIN_TOKENIZERS`); a container names a model by identity (name + fingerprint), never by path.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import cache, layout, safejson
+from . import diffusers_tok, safejson
 from .outputs import atomic_path
 from .defaults import BUILTIN_TOKENIZERS, DEFAULT_TOKENIZER, TOKENIZER_KINDS, is_device_name
 from .errors import ModelUnavailableError, UsageError
 from .modelcheck import mismatch
 from .tinytok import TinyTok, TinyTokConfig, to_uint8
+from .tokenizer_base import Tokenizer, file_fingerprint, host_frames
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 FOLDER_FILES = ("config.json", "model_index.json", "encoder.jit", "decoder.jit")   # name their folder instead
 
 
-def pick_device(device: str = "auto") -> torch.device:
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """A device name (auto, cpu, cuda[:N]) -> the device: resolved once per job, at its start; a
+    torch.device (resolved already) passes through."""
+    if isinstance(device, torch.device):
+        return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not is_device_name(str(device)):
@@ -46,88 +52,6 @@ def pick_device(device: str = "auto") -> torch.device:
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ModelUnavailableError("--device cuda asked for, but no CUDA device is available")
     return torch.device(device)
-
-
-def host_frames(x: torch.Tensor, uint8: bool) -> torch.Tensor:
-    """Decoded frames (T, 3, H, W) to the CPU. uint8 frames, the ones written out, are laid out channels
-    last (memory (T, H, W, 3), as video frames are) on the device before the one copy, so the host never
-    transposes them; the shape and values are the same. From a GPU they land in pinned memory (a copy
-    at full speed) and this waits for them: the caller reads them next."""
-    if not uint8:
-        return x.cpu()
-    x = x.contiguous(memory_format=torch.channels_last)
-    if x.device.type != "cuda":
-        return x
-    try:
-        out = torch.empty_strided(x.size(), x.stride(), dtype=x.dtype, pin_memory=True)
-    except RuntimeError:          # no pinned memory to be had: the plain copy
-        return x.cpu()
-    out.copy_(x, non_blocking=True)
-    torch.cuda.current_stream(x.device).synchronize()
-    return out
-
-
-_FINGERPRINTS: dict[str, str] = {}
-FINGERPRINT = re.compile(r"[0-9a-f]{16}")
-KEEP_FROM_BYTES = 1 << 26    # files this large in all keep their hash across processes (hashing them takes seconds)
-
-
-def file_fingerprint(*paths) -> str:
-    """sha256 of the files' bytes (16 hex digits), hashed once while the files stay the same (path,
-    inode, size, mtime, ctime): within a process a large VAE is named, checked and loaded without
-    being read thrice, and across processes (from KEEP_FROM_BYTES) the cache keeps it (cache.py)."""
-    ident = cache.file_identity(paths)
-    key = repr(ident)
-    if key not in _FINGERPRINTS:
-        keep = sum(size for _, _, _, size, _, _ in ident) >= KEEP_FROM_BYTES
-        stored = cache.get("fingerprints", ident) if keep else None
-        fp = stored.get("sha256") if stored else None
-        if not (isinstance(fp, str) and FINGERPRINT.fullmatch(fp)):
-            h = hashlib.sha256()
-            for p in paths:
-                with open(p, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        h.update(block)
-            fp = h.hexdigest()[:16]
-            if keep:
-                cache.put("fingerprints", ident, {"sha256": fp})
-        _FINGERPRINTS[key] = fp
-    return _FINGERPRINTS[key]
-
-
-class Tokenizer:
-    """The protocol. Subclasses set the attributes and implement encode/decode."""
-
-    name: str                 # what the container records, e.g. "tinytok" or "cosmos:CV4x8x8"
-    source: str               # "builtin" (shipped, by name) or "file" (a file or folder the user named)
-    fingerprint: str          # hash of the weights
-    time_factor: int
-    space_factor: int
-    pad_multiple: int         # frame sides are padded to a multiple of this
-    channels: int
-    scale: torch.Tensor       # (C,) per-channel latent scale: the unit of the masking threshold
-    stateful: bool
-    measured_scale = True     # False: scale is a placeholder, and the rule's unit needs `adaptok calibrate`
-    chunks_per_call = 1       # a stateless tokeniser may code this many whole chunks in one call (encode_many)
-
-    def frames_for(self, n_latent: int, at_start: bool) -> int:
-        """Frames that make n_latent latent frames, at the start of a video or later (layout.py)."""
-        return layout.frames_for(n_latent, self.time_factor, layout.starts_stream(at_start, self.stateful))
-
-    def latents_for(self, n_frames: int, at_start: bool = True) -> int:
-        """Latent frames n_frames need (the last group padded), at the start of a video or later."""
-        return layout.latents_for(n_frames, self.time_factor, layout.starts_stream(at_start, self.stateful))
-
-    def encode(self, frames: torch.Tensor, state=None):
-        raise NotImplementedError
-
-    def decode(self, latents: torch.Tensor, state=None, uint8=False):
-        """-> (frames in [-1, 1], or uint8 0..255 with uint8=True (laid out by host_frames), state), on the CPU."""
-        raise NotImplementedError
-
-    def identity(self) -> dict:
-        return {"name": self.name, "fingerprint": self.fingerprint, "time_factor": self.time_factor,
-                "space_factor": self.space_factor, "channels": self.channels}
 
 
 class TinyTokTokenizer(Tokenizer):
@@ -271,34 +195,61 @@ def load_builtin(name: str, device="cpu") -> Tokenizer:
     return TinyTokTokenizer(path, device, name=name)
 
 
-def spec_files(spec: str) -> list[Path]:
-    """The files a user's tokeniser spec names (what its fingerprint is computed over), or [] for a built-in.
-    A spec that names no tokeniser is refused with what each kind it could be is missing."""
+def is_cosmos_folder(spec: str) -> bool:
     p = Path(spec)
-    from .diffusers_tok import is_diffusers_spec, model_files, read_config, resolve
-    if is_diffusers_spec(spec):
-        folder = resolve(spec)
-        read_config(folder)
-        return model_files(folder)
-    if p.is_dir():
-        cosmos = [p / "encoder.jit", p / "decoder.jit"]
-        if any(f.is_file() for f in cosmos):
-            return cosmos                   # a Cosmos folder: the one missing is named when it is read
-        raise ModelUnavailableError(f"{spec}: no tokeniser in this folder: a diffusers VAE folder needs config.json "
-                                    f"and .safetensors weights, a pipeline folder vae/config.json, a Cosmos-Tokenizer "
-                                    f"folder encoder.jit and decoder.jit")
+    return p.is_dir() and any((p / f).is_file() for f in ("encoder.jit", "decoder.jit"))
+
+
+def is_tinytok_file(spec: str) -> bool:
+    p = Path(spec)
+    return p.suffix == ".safetensors" and p.is_file()
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A family of tokenisers: which specs name one (from the path alone: nothing is read or run), the
+    files its fingerprint covers, and how one is loaded."""
+    name: str
+    names: Callable[[str], bool]
+    files: Callable[[str], list[Path]]
+    load: Callable[..., Tokenizer]     # (spec, device, dtype) -> Tokenizer
+
+
+# Consulted in this order; the first whose names() is true loads the spec. The one place to add a family.
+KINDS = (
+    Kind("diffusers", diffusers_tok.is_diffusers_spec, diffusers_tok.spec_files, diffusers_tok.DiffusersTokenizer),
+    Kind("cosmos", is_cosmos_folder, lambda spec: [Path(spec) / "encoder.jit", Path(spec) / "decoder.jit"],
+         lambda spec, device, dtype: CosmosTokenizer(Path(spec), device)),   # the one missing is named when read
+    Kind("tinytok file", is_tinytok_file, lambda spec: [Path(spec)],
+         lambda spec, device, dtype: TinyTokTokenizer(Path(spec), device)),
+    Kind("built-in", lambda spec: spec in BUILTIN_TOKENIZERS, lambda spec: [],
+         lambda spec, device, dtype: load_builtin(spec, device)),
+)
+
+
+def kind_of(spec: str) -> Kind:
+    """The family a spec names; a spec that names none is refused with what each kind it could be is missing."""
+    p = Path(spec)
     if p.is_file() and p.parent != p and (p.name in FOLDER_FILES or p.suffix == ".safetensors"
                                           and (p.parent / "config.json").is_file()):
         raise ModelUnavailableError(f"{spec}: a file of a tokeniser folder: name the folder (--tokenizer {p.parent})")
-    if p.suffix == ".safetensors" and p.is_file():
-        return [p]
-    if spec in BUILTIN_TOKENIZERS:
-        return []
+    for kind in KINDS:
+        if kind.names(spec):
+            return kind
+    if p.is_dir():
+        raise ModelUnavailableError(f"{spec}: no tokeniser in this folder: a diffusers VAE folder needs config.json "
+                                    f"and .safetensors weights, a pipeline folder vae/config.json, a Cosmos-Tokenizer "
+                                    f"folder encoder.jit and decoder.jit")
     if p.is_file():
         raise ModelUnavailableError(f"{spec}: not a tokeniser: give {TOKENIZER_KINDS}")
     if "/" not in spec and "." not in spec:
         raise ModelUnavailableError(f"unknown tokeniser {spec!r}: give {TOKENIZER_KINDS}")
     raise ModelUnavailableError(f"tokeniser {spec!r} not found: give {TOKENIZER_KINDS}")
+
+
+def spec_files(spec: str) -> list[Path]:
+    """The files a user's tokeniser spec names (what its fingerprint is computed over), or [] for a built-in."""
+    return kind_of(spec).files(spec)
 
 
 def spec_fingerprint(spec: str) -> str:
@@ -316,14 +267,6 @@ def spec_fingerprint(spec: str) -> str:
 
 def load_tokenizer(spec: str = DEFAULT_TOKENIZER, device="cpu", dtype: str = "auto") -> Tokenizer:
     """A built-in name ('tinytok'), a .safetensors file of our architecture, a Cosmos folder, or a
-    diffusers VAE (diffusers_tok.py). dtype (auto, fp32, bf16, fp16) applies to diffusers VAEs; the
-    others run in float32."""
-    files = spec_files(spec)
-    if not files:
-        return load_builtin(spec, device)
-    from .diffusers_tok import DiffusersTokenizer, is_diffusers_spec
-    if is_diffusers_spec(spec):
-        return DiffusersTokenizer(spec, device, dtype)
-    if Path(spec).is_dir():
-        return CosmosTokenizer(Path(spec), device)
-    return TinyTokTokenizer(Path(spec), device)
+    diffusers VAE (diffusers_tok.py), as KINDS says. dtype (auto, fp32, bf16, fp16) applies to diffusers
+    VAEs; the others run in float32."""
+    return kind_of(spec).load(spec, device, dtype)

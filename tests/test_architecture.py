@@ -2,13 +2,18 @@
 
 One place per rule: each fails when a rule's characteristic expression is written anywhere else in
 the source (the package, bench/, experiments/, scripts/; tests are not searched: they check the
-rules' pieces directly, on purpose).
+rules' pieces directly, on purpose). No import cycles between the package's modules.
 """
+import ast
 import re
+import subprocess
+import sys
 import tokenize
 from pathlib import Path
 
 import pytest
+
+from waiting import HANG_GUARD
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = sorted(p for d in ("adaptok_cli", "bench", "experiments", "scripts") for p in (ROOT / d).rglob("*.py"))
@@ -101,3 +106,63 @@ def test_the_search_finds_what_it_looks_for(tmp_path):
         (tmp_path / "copy.py").write_text(f"x = {{\n{line}\n}}\n")
         assert offences(set(), RULES[mapping][1], None, [tmp_path / "copy.py"], tmp_path), line
 
+
+# --- imports: no cycles -----------------------------------------------------------------------------
+
+def package_imports() -> dict[str, set[str]]:
+    """module -> the package modules it imports anywhere in its text (at the top or inside a function)."""
+    pkg = ROOT / "adaptok_cli"
+    names = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p for p in pkg.rglob("*.py")}
+    graph = {}
+    for name, path in names.items():
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = here.split(".")[:len(here.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                deps |= {t for t in [target, *(f"{target}.{a.name}" for a in node.names)] if t in names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in names}
+        graph[name] = deps - {name, "adaptok_cli"}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles: every path from a module back to itself, as its shortest form, once each."""
+    found = set()
+    for start in graph:
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    i = path.index(min(path))
+                    found.add(tuple(path[i:] + path[:i]))
+                elif nxt not in path and nxt > start:      # each cycle is found from its smallest module
+                    stack.append((nxt, path + [nxt]))
+    return sorted(list(c) for c in found)
+
+
+def test_package_modules_import_each_other_without_cycles():
+    graph = package_imports()
+    assert {"adaptok_cli.tokenizer", "adaptok_cli.diffusers_tok", "adaptok_cli.batch", "adaptok_cli.shards"} <= set(graph)
+    assert not cycles(graph)
+
+
+def test_the_cycle_check_finds_cycles():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_every_module_imports_alone():
+    """Each package module imported first, with none of the others loaded before it (__main__ runs the
+    command, so it is left out)."""
+    names = sorted(n for n in package_imports() if not n.endswith("__main__"))
+    code = ("import importlib, sys\n"
+            f"for name in {names!r}:\n"
+            "    for m in [m for m in sys.modules if m == 'adaptok_cli' or m.startswith('adaptok_cli.')]:\n"
+            "        del sys.modules[m]\n"
+            "    importlib.import_module(name)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=HANG_GUARD)
+    assert p.returncode == 0, p.stderr[-2000:]

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-import adaptok_cli.tokenizer as tk
+import adaptok_cli.tokenizer_base as tk   # where file_fingerprint lives
 from adaptok_cli import cache
 
 

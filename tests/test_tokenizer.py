@@ -150,7 +150,7 @@ def test_large_frames_run_in_stripes_equal_to_one_pass(small_tok_path, monkeypat
 def test_weights_are_hashed_once_while_unchanged(tmp_path, monkeypatch):
     """A large VAE's weights are read once per process for its fingerprint, however often it is named;
     a changed file is hashed again."""
-    import adaptok_cli.tokenizer as tk
+    import adaptok_cli.tokenizer_base as tk
     f = tmp_path / "w.safetensors"
     f.write_bytes(b"a" * 5000)
     first = tk.file_fingerprint(f)
