@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from .outputs import atomic_path
 from .errors import ModelUnavailableError
-from .modelcheck import boolean, check_fields, integer, mismatch, one_of
+from .modelcheck import check_fields, integer, mismatch, one_of
 
 
 @dataclass
@@ -38,8 +38,6 @@ class LITConfig:
     # number of windows), and longer chunks are filled span by span, carrying C_fill.
     pos_period: int = 16
     span: int = 8
-    bidirectional: bool = False   # temporal attention sees later frames of the chunk too (the whole chunk is known)
-    global_view: bool = False     # every token also attends to a coarse view of its frame (one token per window)
     base: str = "hold"            # the fill LIT corrects: "hold" or "interp" (codec.FILLS)
 
     def to_dict(self):
@@ -47,18 +45,29 @@ class LITConfig:
 
     @classmethod
     def from_dict(cls, d) -> "LITConfig":
-        """A config read from a file, every field checked first (ValueError naming the field)."""
+        """A config read from a file, every field checked first (ValueError naming the field). Designs
+        tried and not shipped (RETIRED) are refused; files made while they were options say false for
+        them, and load."""
+        if isinstance(d, dict):
+            d = dict(d)
+            for key in RETIRED:
+                value = d.pop(key, False)
+                if value is not False:
+                    raise ValueError(f"LIT config field {key} is {str(value)[:20]!r}: a design tried and not shipped "
+                                     f"(docs/EXPERIMENTS.md)")
         check_fields(d, CONFIG_FIELDS, "LIT", CONFIG_RULES)
         return cls(**d)
 
 
+# LIT designs tried and not shipped, whose code left with this name (docs/EXPERIMENTS.md names the commit
+# that has it): temporal attention over the whole chunk; every token attending to a coarse view of its frame.
+RETIRED = ("bidirectional", "global_view")
 # What a LIT config may say: depths and widths bound what a file can make us build (the shipped LIT is
 # 48 wide, 2 layers, 4 heads); the position embeddings split dim in four; positions repeat every
 # pos_period, a whole number of windows; base is one of the decoder's fills (codec.FILLS).
 CONFIG_FIELDS = {"channels": integer(1, 1024), "dim": integer(4, 2048), "layers": integer(1, 64),
                  "heads": integer(1, 64), "window": integer(1, 64), "context": integer(0, 64),
-                 "pos_period": integer(1, 4096), "span": integer(1, 1024), "bidirectional": boolean(),
-                 "global_view": boolean(), "base": one_of("hold", "interp")}
+                 "pos_period": integer(1, 4096), "span": integer(1, 1024), "base": one_of("hold", "interp")}
 CONFIG_RULES = [
     ("dim", lambda d: d.get("dim", 48) % 4 == 0, "must be a multiple of 4 (its position embeddings)"),
     ("heads", lambda d: d.get("dim", 48) % d.get("heads", 4) == 0, "must divide dim"),
@@ -87,50 +96,25 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(n, s, d))
 
 
-class CrossAttention(nn.Module):
-    """Queries from the tokens, keys and values from another set (the coarse view of the frame)."""
+class Layer(nn.Module):
+    """Windowed spatial attention, causal temporal attention, MLP; all pre-norm residual."""
 
     def __init__(self, dim, heads):
         super().__init__()
-        self.heads = heads
-        self.q, self.kv = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
-        nn.init.zeros_(self.proj.weight), nn.init.zeros_(self.proj.bias)   # starts as no change
-
-    def forward(self, x, ctx):
-        n, s, d = x.shape
-        hd = d // self.heads
-        q = self.q(x).view(n, s, self.heads, hd).transpose(1, 2)
-        k, v = self.kv(ctx).view(n, ctx.shape[1], 2, self.heads, hd).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(y.transpose(1, 2).reshape(n, s, d))
-
-
-class Layer(nn.Module):
-    """Windowed spatial attention, temporal attention (causal, or over the whole chunk), MLP; all pre-norm residual."""
-
-    def __init__(self, dim, heads, causal=True, global_view=False):
-        super().__init__()
-        self.causal = causal
         self.norm_s, self.norm_t, self.norm_m = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.spatial, self.temporal = Attention(dim, heads), Attention(dim, heads)
-        if global_view:
-            self.norm_g, self.coarse = nn.LayerNorm(dim), CrossAttention(dim, heads)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
-    def forward(self, x, rows=None, coarse=None):
+    def forward(self, x, rows=None):
         """x: (tiles, t, window², dim), tokens grouped tile by tile (so spatial attention needs no copy).
 
         rows, a (tiles, t, window²) bool, keeps only those tokens for the MLP and returns them (N, dim):
         in the last layer, the MLP of a token feeds nothing but that token's output.
-        coarse, (tiles, t, windows, dim): the coarse view of each tile's frame, for global_view.
         """
         g, t, s, d = x.shape
         x = x + self.spatial(self.norm_s(x).view(g * t, s, d)).view(g, t, s, d)
-        if coarse is not None:
-            x = x + self.coarse(self.norm_g(x).view(g * t, s, d), coarse.reshape(g * t, -1, d)).view(g, t, s, d)
-        # temporal: every position attends to itself in earlier (or all) frames
-        y = self.temporal(self.norm_t(x).transpose(1, 2).reshape(g * s, t, d), causal=self.causal)
+        # temporal: every position attends to itself in earlier frames
+        y = self.temporal(self.norm_t(x).transpose(1, 2).reshape(g * s, t, d), causal=True)
         x = x + y.view(g, s, t, d).transpose(1, 2)
         if rows is not None:
             x = x[rows]
@@ -171,8 +155,7 @@ class LIT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.inp = nn.Linear(cfg.channels + 4, cfg.dim)
-        self.layers = nn.ModuleList(Layer(cfg.dim, cfg.heads, not cfg.bidirectional, cfg.global_view)
-                                    for _ in range(cfg.layers))
+        self.layers = nn.ModuleList(Layer(cfg.dim, cfg.heads) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.dim)
         self.out = nn.Linear(cfg.dim, cfg.channels)
         nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)
@@ -181,11 +164,12 @@ class LIT(nn.Module):
         """held: (B, T, C, h, w) in scale units; mask, context: (B, T, h, w) float; rate: (B, 2) from
         rate_features -> correction (B, T, C, h, w), not yet bounded.
 
-        Tokens are grouped in window x window tiles that see each other only through the coarse view,
-        which is made from every tile's input first; so tiles run TILE_BATCH at a time (LIT's memory
-        does not grow with the frame) and, given `wanted` (a (B, T, h, w) bool: which outputs will be
-        used), only tiles holding a wanted position run, the last layer's MLP and the output head only
-        at those positions. They get what a full pass gives them (up to float rounding), the rest zero.
+        Tokens are grouped in window x window tiles that never see each other (spatial attention is
+        within a tile, temporal attention at one position), so tiles run TILE_BATCH at a time (LIT's
+        memory does not grow with the frame) and, given `wanted` (a (B, T, h, w) bool: which outputs
+        will be used), only tiles holding a wanted position run, the last layer's MLP and the output
+        head only at those positions. They get what a full pass gives them (up to float rounding), the
+        rest zero.
         """
         b, t, c, h, w = held.shape
         ws, d = self.cfg.window, self.cfg.dim
@@ -197,7 +181,6 @@ class LIT(nn.Module):
         nh, nw = H // ws, W // ws
         pos = (sinusoid(torch.arange(H) % self.cfg.pos_period, d // 2).to(x),
                sinusoid(torch.arange(W) % self.cfg.pos_period, d // 2).to(x), sinusoid(torch.arange(t), d).to(x))
-        coarse = self._coarse(x, pos) if self.cfg.global_view else None
         tiles, ids, rows = to_tiles(x, ws), torch.arange(b * nh * nw, device=x.device), None
         if wanted is not None:
             rows = to_tiles(F.pad(wanted[..., None], (0, 0, 0, pw, 0, ph)), ws)[..., 0]
@@ -208,9 +191,8 @@ class LIT(nn.Module):
         for a in range(0, len(ids), TILE_BATCH):
             g = ids[a:a + TILE_BATCH]
             xa = self.inp(tiles[g]) + self._tile_pos(g, nh, nw, pos)
-            ca = coarse[g // (nh * nw)] if coarse is not None else None
             for i, layer in enumerate(self.layers):
-                xa = layer(xa, rows[g] if rows is not None and i == len(self.layers) - 1 else None, ca)
+                xa = layer(xa, rows[g] if rows is not None and i == len(self.layers) - 1 else None)
             n = len(xa) if rows is None else int(rows[g].sum())
             out.append(self.out(self.norm(xa))[:n])
         y = held.new_zeros(b * nh * nw, t, ws * ws, c)
@@ -231,16 +213,6 @@ class LIT(nn.Module):
         y, x = py[ty[:, None] * ws + r], px[tx[:, None] * ws + r]                 # (n, ws, dim/2)
         yx = torch.cat([y[:, :, None].expand(-1, -1, ws, -1), x[:, None].expand(-1, ws, -1, -1)], -1)
         return yx.reshape(len(g), 1, ws * ws, -1) + pt[None, :, None]
-
-    def _coarse(self, x, pos):
-        """The coarse view: per frame, one token per window, the window's mean embedded input
-        (the mean of raw features, embedded: the embedding is affine) -> (B, T, windows, dim)."""
-        ws, (py, px, pt) = self.cfg.window, pos
-        b, t, H, W, f = x.shape
-        xm = x.view(b, t, H // ws, ws, W // ws, ws, f).mean((3, 5))
-        ym, xmp = py.view(H // ws, ws, -1).mean(1), px.view(W // ws, ws, -1).mean(1)
-        pm = torch.cat([ym[:, None].expand(-1, W // ws, -1), xmp[None].expand(H // ws, -1, -1)], -1)
-        return (self.inp(xm) + pm + pt[:, None, None]).reshape(b, t, -1, self.cfg.dim)
 
 
 def to_tiles(x: torch.Tensor, ws: int) -> torch.Tensor:

@@ -111,15 +111,11 @@ def test_long_chunks_are_filled_span_by_span_as_trained():
     assert not torch.equal(whole, one_pass)      # the span does matter: LIT attends across it
 
 
-@pytest.mark.parametrize("cfg", [{}, {"bidirectional": True, "global_view": True}])
-def test_work_whose_output_is_unused_is_skipped_without_changing_the_fill(monkeypatch, cfg):
-    """LIT runs only on the window x window tiles that hold a dropped position (tiles see each other
-    only through the coarse view, made from every tile's input), and its last MLP only on dropped
-    positions: the fill is what a full pass over every position gives, up to float rounding, odd
-    frame sizes included; with the whole chunk in view and the coarse view too."""
-    model = random_lit(seed=2, **cfg)
-    if cfg:
-        torch.nn.init.normal_(model.layers[0].coarse.proj.weight, std=0.5)    # the view starts as no change
+def test_work_whose_output_is_unused_is_skipped_without_changing_the_fill(monkeypatch):
+    """LIT runs only on the window x window tiles that hold a dropped position (tiles never see each
+    other), and its last MLP only on dropped positions: the fill is what a full pass over every
+    position gives, up to float rounding, odd frame sizes included."""
+    model = random_lit(seed=2)
     z = torch.randn(12, 16, 13, 21)                 # 2 x 3 tiles of 8, the last row and column padded
     mask = torch.ones(12, 13, 21, dtype=torch.bool)
     mask[2:5, 9:13, 17:21] = torch.rand(3, 4, 4) < 0.5   # the bottom-right (padded) tile
@@ -143,6 +139,25 @@ def test_work_whose_output_is_unused_is_skipped_without_changing_the_fill(monkey
     monkeypatch.setattr(lit_module, "TILE_BATCH", 1)                   # memory: one tile at a time, same fill
     one_by_one = Inpainter(model, torch.ones(16), "x", threshold=0.5).fill(held, mask)
     torch.testing.assert_close(one_by_one, full_pass, rtol=0, atol=1e-5)
+
+
+def test_designs_not_shipped_are_refused_and_older_files_load(tmp_path):
+    """Files written while the unshipped designs were options say False for them and load; a file that
+    asks for one is refused in one line, not half-built."""
+    from safetensors.torch import save_file
+    from adaptok_cli.errors import ModelUnavailableError
+    model = random_lit(seed=3)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    for name, extra, loads in (("old", {"bidirectional": False, "global_view": False}, True),
+                               ("c", {"bidirectional": True, "global_view": True}, False)):
+        path = tmp_path / f"{name}.safetensors"
+        save_file(tensors, str(path), metadata={"config": json.dumps({**model.cfg.to_dict(), **extra}),
+                                                "tokenizer_fingerprint": "x"})
+        if loads:
+            assert load_lit(path)[0].cfg == model.cfg
+        else:
+            with pytest.raises(ModelUnavailableError, match="not shipped"):
+                load_lit(path)
 
 
 def test_fill_stays_within_the_threshold_of_the_held_value():

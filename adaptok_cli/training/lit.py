@@ -48,7 +48,7 @@ VAL_SEED, VAL_BATCHES = 12345, 6
 def load_ema(path) -> tuple[LIT, dict]:
     """A training checkpoint (best.pt or last.pt) -> (LIT with its EMA weights, the checkpoint)."""
     ck = torch.load(path, map_location="cpu", weights_only=True)
-    model = LIT(LITConfig(**ck["config"]))
+    model = LIT(LITConfig.from_dict(ck["config"]))
     model.load_state_dict(ck["ema"])
     return model, ck
 
@@ -147,8 +147,6 @@ def parse(argv=None):
     ap.add_argument("--val-every", type=int, default=100)
     ap.add_argument("--channel-weights", choices=("flat", "decoder"), default="decoder",
                     help="weigh each latent channel's error alike, or by how much it moves the decoded pixels")
-    ap.add_argument("--bidirectional", action="store_true", help="temporal attention over the whole chunk")
-    ap.add_argument("--global-view", action="store_true", help="every token also attends to a coarse view of its frame")
     ap.add_argument("--base", choices=FILLS, default="hold", help="the fill LIT learns to correct")
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--export", type=Path, help="write the best (else the last) EMA weights here and exit")
@@ -172,8 +170,7 @@ def main(argv=None):
     tok = load_tokenizer(args.tokenizer)
     if args.export:
         return export(args, tok)
-    cfg = LITConfig(channels=tok.channels, pos_period=args.crop, span=CHUNK, layers=args.layers,
-                    bidirectional=args.bidirectional, global_view=args.global_view, base=args.base)
+    cfg = LITConfig(channels=tok.channels, pos_period=args.crop, span=CHUNK, layers=args.layers, base=args.base)
     latents = train_latents(tok, args.data, args.frame_cache, args.cache, tuple(int(s) for s in args.sizes.split(",")))
     n_val = min(args.val_clips, len(latents) - 1)
     train, held_out = latents[:len(latents) - n_val], latents[len(latents) - n_val:]
@@ -187,9 +184,9 @@ def main(argv=None):
     val = [sample(held_out, val_rng, **draw) for _ in range(VAL_BATCHES)] if n_val else []
     torch.manual_seed(args.seed)
     model = LIT(cfg)
-    if args.init:   # parts the given weights lack (a new view) start as no change
+    if args.init:
         missing, unexpected = model.load_state_dict(load_lit(args.init)[0].state_dict(), strict=False)
-        if unexpected or any(".coarse." not in k and ".norm_g." not in k for k in missing):
+        if unexpected or missing:
             raise SystemExit(f"--init {args.init}: weights do not fit this LIT ({(missing + unexpected)[:3]})")
     loop = LoopConfig(args.out, args.steps, args.lr, args.stop_at, warmup=200, min_lr=0.05, ema=0.998,
                       seed=args.seed, ckpt_every=args.ckpt_every, log_every=25)
