@@ -19,13 +19,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .defaults import VIDEO_EXTENSIONS
 from .errors import (EXIT_INTERRUPTED, AdaptokError, CannotCreateError, ContainerError, InputError, OutputExistsError,
                      UsageError, internal_error)
 from .options import settings_of
 from . import remote
 from .outputs import STDOUT, is_stdout, is_temporary, plan
 from .remote import is_url
-from .video import VIDEO_EXTENSIONS
 
 THREADS_PER_FILE = 1
 

@@ -27,7 +27,6 @@ from .cli_output import (Reporter, exit_code, fail, for_each, plural, print_eval
                          say, user_errors, write_plot)
 from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, DTYPES, TOKENIZER_KINDS, UNITS, is_device_name
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
-from .video import output_kind
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
@@ -214,6 +213,7 @@ def decompress_cmd(
         with staged_clips(pairs) as clips:          # a shard: each of its clips, as if it were a folder of them
             ok = [c for c in clips if c.error is None]
             dsts = output_paths([(c.source, c.rel) for c in ok], output, partial(video_name, codec=codec)) if ok else []
+            from .video import output_kind
             for d in dsts:
                 output_kind(d, codec)       # an extension that disagrees with --codec is a usage error, up front
             kw = dict(tokenizer=tokenizer, use_lit=not no_lit, codec=codec, crf=crf, device=device, overlay=overlay,

@@ -322,10 +322,10 @@ def print_inspect(i: dict, chunks: bool, source=None):
                       str(c["tokens_kept"]), str(c["tokens_total"]), f"{c['token_rate']:.3f}", str(c["bytes"]))
         out.print(t)
     if out.is_terminal:
-        from .atokfile import AtokFile
+        from .container import AtokReader
         from .pictures import keep_statistics, terminal_heatmap
-        with AtokFile(source or i["file"]) as f:
-            _, heat = keep_statistics(f)
+        with AtokReader(source or i["file"]) as r:
+            _, heat = keep_statistics(r)
         out.print("  how often each position was kept (blank: never, █: always):", markup=False)
         for row in terminal_heatmap(heat):
             out.print("  " + row, markup=False)
@@ -386,10 +386,10 @@ def run_batch(n_files: int, start, reporter: Reporter, label: str, as_csv: bool,
 
 def write_plot(f, png: Path, quiet: bool = False, name=None):
     """f: a path, or a shard member's container.Section (then name says which clip it is)."""
-    from .atokfile import AtokFile
+    from .container import AtokReader
     from .pictures import plot
     png.parent.mkdir(parents=True, exist_ok=True)
-    with AtokFile(f) as af:
-        plot(af, png)
+    with AtokReader(f) as r:
+        plot(r, png)
     if not quiet:
         say(f"{name or f}: wrote {png}")

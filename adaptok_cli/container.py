@@ -631,19 +631,26 @@ class AtokReader:
                    f"chunk {i} values")
         return raw
 
+    def read_mask(self, i: int, raw: bytes | None = None) -> np.ndarray:
+        """Chunk i's mask, checked: (t, h, w) bool, as numpy (inspect's heatmap needs no torch)."""
+        h = self.header
+        raw = self.check_chunk(i) if raw is None else raw
+        t, lh, lw = int(self.chunks[i, LATENT_FRAMES]), h["latent_height"], h["latent_width"]
+        _, o_mask, o_codes = self._layout(t)
+        bits = np.unpackbits(np.frombuffer(raw, np.uint8, o_codes - o_mask, o_mask), count=t * lh * lw, bitorder="little")
+        return bits.view(bool).reshape(t, lh, lw)
+
     def read_chunk(self, i: int) -> Chunk:
         """Decompress and check chunk i; any mismatch names the chunk."""
         import torch   # here, not at the top: inspect and verify never need it
         h = self.header
         raw = self.check_chunk(i)
-        t, kept = int(self.chunks[i, LATENT_FRAMES]), int(self.chunks[i, KEPT])
-        c, lh, lw = h["channels"], h["latent_height"], h["latent_width"]
-        o_scale, o_mask, o_codes = self._layout(t)
+        kept, c = int(self.chunks[i, KEPT]), h["channels"]
+        o_scale, _, o_codes = self._layout(int(self.chunks[i, LATENT_FRAMES]))
         qscale = None
         if h["quant"] == "int8":
             qscale = torch.from_numpy(np.frombuffer(raw, "<f4", c, o_scale).astype(np.float32))
-        bits = np.unpackbits(np.frombuffer(raw, np.uint8, o_codes - o_mask, o_mask), count=t * lh * lw, bitorder="little")
-        mask = torch.from_numpy(bits.view(bool).reshape(t, lh, lw))
+        mask = torch.from_numpy(self.read_mask(i, raw))
         dtype = np.int8 if h["quant"] == "int8" else np.dtype("<f2")
         codes = torch.from_numpy(np.frombuffer(raw, dtype, c * kept, o_codes).reshape(c, kept).copy())
         return Chunk(i, mask, codes, qscale)

@@ -15,6 +15,9 @@ TOKENIZER_KINDS = (f"a built-in name ({', '.join(BUILTIN_TOKENIZERS)}), a TinyTo
                    "video VAE folder (config.json + .safetensors) or pipeline folder (with vae/), hf:ORG/REPO[/vae] "
                    "from the local Hugging Face cache, or a Cosmos-Tokenizer TorchScript folder (encoder.jit + "
                    "decoder.jit)")
+# Inputs compress takes from a folder (video.py reads them; here so that listing files needs no PyAV)
+VIDEO_EXTENSIONS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".264", ".h264",
+                    ".265", ".hevc", ".y4m", ".ts", ".flv", ".ogv", ".gif"}
 # Audio codecs whose packets an .atok may carry and decompress may write back (copied, never re-encoded).
 # A fixed list, so a container's header can only pick among these FFmpeg code paths.
 AUDIO_CODECS = ("aac", "mp3", "mp2", "opus", "vorbis", "flac", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s24le",

@@ -5,12 +5,15 @@ stream, which covers one frame alone (causal video tokenisers code the first fra
 A stateful tokeniser runs one stream through a whole video; a stateless one starts a stream in
 every chunk. In space, frame sides are padded to the tokeniser's `pad_multiple` and every latent
 position covers `space_factor` x `space_factor` pixels. The first latent frame of a stream, and every
-`keyframe_interval`-th one, is a keyframe: kept whole. Imports nothing heavy: the container reader
-uses it for files older than format 3 and to check keyframes.
+`keyframe_interval`-th one, is a keyframe: kept whole. Imports nothing heavy (numpy only where an
+array is made): the container reader and the options the CLI's help reads use it.
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def starts_stream(first: bool, stateful: bool) -> bool:
@@ -50,12 +53,14 @@ def frame_spans(latent_counts, time_factor: int, stateful: bool, frames: int | N
 
 def latent_index(n_frames: int, time_factor: int, starts_stream: bool) -> np.ndarray:
     """For each of n_frames frames, the latent frame (counted from the first given) it belongs to."""
+    import numpy as np
     j = np.arange(n_frames)
     return np.where(j == 0, 0, (j - 1) // time_factor + 1) if starts_stream else j // time_factor
 
 
 def latent_starts(n_latent: int, time_factor: int, starts_stream: bool) -> np.ndarray:
     """For each of n_latent latent frames, its first frame (counted from the first given)."""
+    import numpy as np
     i = np.arange(n_latent)
     return np.where(i == 0, 0, frames_for(i, time_factor, starts_stream))
 

@@ -16,11 +16,9 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from .audio import ENCODER_OPTIONS, header_problem
-from .defaults import AUDIO_CODECS
+from .defaults import AUDIO_CODECS, VIDEO_EXTENSIONS
 from .errors import InputError, UsageError, WriteError
 
-VIDEO_EXTENSIONS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".264", ".h264",
-                    ".265", ".hevc", ".y4m", ".ts", ".flv", ".ogv", ".gif"}
 MAX_SIDE = 16384  # larger frames are refused rather than allocated
 
 

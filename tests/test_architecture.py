@@ -5,6 +5,7 @@ the source (the package, bench/, experiments/, scripts/; tests are not searched:
 rules' pieces directly, on purpose). No import cycles between the package's modules.
 """
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -166,3 +167,75 @@ def test_every_module_imports_alone():
             "    importlib.import_module(name)\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=HANG_GUARD)
     assert p.returncode == 0, p.stderr[-2000:]
+
+
+# --- import cost: what the light commands import ------------------------------------------------------
+
+HEAVY = ("torch", "av", "numpy")
+REPORT = ("import sys\nfrom adaptok_cli.main import main\ncode = 0\n"
+          "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+          "sys.stderr.write('\\nheavy: ' + ' '.join(m for m in " + repr(HEAVY) + " if m in sys.modules) + '\\n')\n"
+          "sys.exit(code)")
+REFERENCE = ROOT / "tests" / "data" / "reference" / "ball-budget.atok"
+
+
+def heavy_imports(*args, terminal=False, env=None) -> tuple[str, set[str]]:
+    """(what the command printed, which of HEAVY it imported) for `adaptok ARGS`, its stdout a pipe or,
+    terminal=True, a pseudo-terminal (as a user at a shell sees it)."""
+    cmd = [sys.executable, "-c", REPORT, *map(str, args)]
+    if not terminal:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_GUARD, cwd=ROOT,
+                           env=None if env is None else {**os.environ, **env})
+        stdout, stderr = p.stdout, p.stderr
+    else:
+        import pty
+        master, slave = pty.openpty()
+        with subprocess.Popen(cmd, stdout=slave, stderr=subprocess.PIPE, cwd=ROOT) as p:
+            os.close(slave)
+            chunks = []
+            while True:                          # until the command closes the terminal (it has ended)
+                try:
+                    data = os.read(master, 1 << 16)
+                except OSError:                  # EIO: no process holds the terminal any more
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            stderr = p.stderr.read().decode()
+            p.wait(timeout=HANG_GUARD)
+        os.close(master)
+        stdout = b"".join(chunks).decode(errors="replace")
+    assert p.returncode == 0, (args, stderr[-2000:])
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith("heavy:"), stderr[-2000:]
+    return stdout, set(line[len("heavy:"):].split())
+
+
+def test_help_imports_none_of_torch_av_numpy():
+    for args in (["--help"], ["inspect", "--help"], ["verify", "--help"], ["decompress", "--help"], ["--version"]):
+        out, heavy = heavy_imports(*args)
+        assert not heavy, (args, heavy)
+        assert "Usage" in out or "adaptok" in out
+    out, heavy = heavy_imports(env={"_ADAPTOK_COMPLETE": "complete_bash", "COMP_WORDS": "adaptok inspect --sort ",
+                                    "COMP_CWORD": "3"})                    # shell completion
+    assert "bytes" in out.split() and not heavy, (out, heavy)
+
+
+def test_inspect_and_verify_import_neither_torch_nor_av():
+    """The container reader uses numpy (its index and mask checks), nothing heavier; the heatmap that
+    inspect draws on a terminal included."""
+    out, heavy = heavy_imports("inspect", REFERENCE, terminal=True)
+    assert "how often each position was kept" in out          # the terminal's heatmap was drawn
+    assert heavy <= {"numpy"}, heavy
+    out, heavy = heavy_imports("inspect", REFERENCE)
+    assert "token" in out and "how often" not in out
+    assert heavy <= {"numpy"}, heavy
+    out, heavy = heavy_imports("verify", REFERENCE)
+    assert "ok" in out and heavy <= {"numpy"}, heavy
+
+
+def test_the_import_report_sees_heavy_modules():
+    """decompress imports torch and av: the report would say so (a pass above means something)."""
+    p = subprocess.run([sys.executable, "-c", REPORT.replace("main()", "import adaptok_cli.pipeline")],
+                       capture_output=True, text=True, timeout=HANG_GUARD, cwd=ROOT)
+    assert {"torch", "av", "numpy"} <= set(p.stderr.strip().splitlines()[-1].split()[1:])
