@@ -254,8 +254,7 @@ def inspect_cmd(
         "Print nothing but errors (and the --json or --csv rows asked for).")) ] = False,
 ):
     """Token rates per clip and per chunk, sizes and model identities (reads only header and index)."""
-    from .manifest import CSV_COLUMNS, csv_row, matches, parse_where
-    from .outputs import plan
+    from .manifest import matches, parse_where
     from .report import inspect
     from .shards import each_container, is_shard, want_container
     with user_errors():
@@ -263,15 +262,7 @@ def inspect_cmd(
         clauses = parse_where(where or [])
         found = expand_inputs(inputs, want_container)
         files, rel_of = [f for f, _ in found], dict(found)
-        plot_dir = plot is not None and (plot.endswith(("/", os.sep)) or Path(plot).is_dir()
-                                         or len(files) > 1 and not Path(plot).suffix)
-        if plot is not None and not plot_dir and (len(files) > 1 or Path(plot).suffix.lower() != ".png"):
-            raise UsageError(f"--plot {plot}: give a .png file for one container, or a folder (ending in /) "
-                             f"for one PNG each (standard output carries inspect's report)")
-        if plot is not None and not plot_dir:
-            check_file_output(plot, (".png",), "--plot writes a PNG")
-        if plot_dir:            # the input tree mirrored, as compress does; two inputs on one PNG are refused
-            plan([(f, plot_png(plot, rel_of[f])) for f in files if not is_shard(f)])
+        plot_dir = plot is not None and plot_folder(plot, files, rel_of)
         infos, sources, plotted = [], {}, {}
         limits = limits_for(max_pixels)
 
@@ -299,19 +290,41 @@ def inspect_cmd(
         code = for_each(files, one, parts=lambda f: ((name, (f, source), error)
                                                      for name, source, error in each_container(f, limits)))
         infos.sort(key=lambda i: (i[SORT_KEYS[sort.value]], i["file"]))
-        if as_csv:
-            rows = csv.writer(sys.stdout, lineterminator="\n")
-            rows.writerows([CSV_COLUMNS] + [csv_row(i) for i in infos])
-        for info in infos if as_json else []:
-            print(json.dumps(info), flush=True)
-        if not (as_json or as_csv or quiet) and infos:
-            if len(infos) == 1:
-                print_inspect(infos[0], chunks is not False, sources[infos[0]["file"]])
-            else:
-                print_inspect_many(infos, bool(chunks))
-        elif not (infos or quiet) and clauses and not code:
+        report_inspect(infos, sources, as_json, as_csv, quiet, chunks)
+        if not (infos or quiet) and clauses and not code:
             say(f"no clip matches --where {' and '.join(where)}")
     raise typer.Exit(code)
+
+
+def report_inspect(infos: list, sources: dict, as_json: bool, as_csv: bool, quiet: bool, chunks: bool | None):
+    """inspect's output: CSV rows, JSON lines, or the tables (one clip: its chunks and heatmap)."""
+    from .manifest import CSV_COLUMNS, csv_row
+    if as_csv:
+        rows = csv.writer(sys.stdout, lineterminator="\n")
+        rows.writerows([CSV_COLUMNS] + [csv_row(i) for i in infos])
+    for info in infos if as_json else []:
+        print(json.dumps(info), flush=True)
+    if not (as_json or as_csv or quiet) and infos:
+        if len(infos) == 1:
+            print_inspect(infos[0], chunks is not False, sources[infos[0]["file"]])
+        else:
+            print_inspect_many(infos, bool(chunks))
+
+
+def plot_folder(plot: str, files: list, rel_of: dict) -> bool:
+    """inspect --plot: one .png for one container, or a folder (one PNG each, the input tree mirrored, as
+    compress does; two inputs on one PNG are refused) -> whether it is a folder."""
+    from .outputs import plan
+    from .shards import is_shard
+    folder = plot.endswith(("/", os.sep)) or Path(plot).is_dir() or len(files) > 1 and not Path(plot).suffix
+    if not folder and (len(files) > 1 or Path(plot).suffix.lower() != ".png"):
+        raise UsageError(f"--plot {plot}: give a .png file for one container, or a folder (ending in /) "
+                         f"for one PNG each (standard output carries inspect's report)")
+    if not folder:
+        check_file_output(plot, (".png",), "--plot writes a PNG")
+    else:
+        plan([(f, plot_png(plot, rel_of[f])) for f in files if not is_shard(f)])
+    return folder
 
 
 @app.command("verify", short_help="Check containers without decoding frames.")
@@ -407,12 +420,12 @@ def eval_cmd(
                              progress=lambda n, total=None: tick("frames", n, total))
             results.append(r)
             if as_json:
-                print(json.dumps(r), flush=True)
+                print(json.dumps(r.to_dict()), flush=True)
         code = for_each([f for f, _ in expand_inputs(inputs, want_video)], one)
         if as_json:
             print(json.dumps({"mean": mean_of(results), "clips": len(results)}))
         elif not quiet and results:
-            print_eval(results, mean_of(results), no_lit)
+            print_eval([r.to_dict() for r in results], mean_of(results), no_lit)
     raise typer.Exit(code)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -94,8 +95,65 @@ def decode_and_score(dec: Decoder, chunk, ref: np.ndarray, scores: Scores, truth
     return out
 
 
+@dataclass
+class Evaluation:
+    """evaluate()'s answer for one clip: PSNR/SSIM as decompressed (LIT where it runs, else hold-fill),
+    at full rate and with each non-learned fill; rate, size and speed. to_dict() is a line of `adaptok
+    eval --json` (region_psnr flattened as psnr_<region>_region_<decode>)."""
+    file: str
+    width: int
+    height: int
+    frames: int
+    psnr: float
+    ssim: float
+    token_rate: float
+    tokens_kept: int
+    tokens_total: int
+    bpp: float
+    fps_compress: float
+    fps_decompress: float
+    psnr_full_rate: float
+    ssim_full_rate: float
+    psnr_hold_fill: float
+    ssim_hold_fill: float
+    psnr_interp_fill: float
+    ssim_interp_fill: float
+    psnr_lit: float | None
+    region_psnr: dict             # "<kept|dropped>_region_<full|hold|interp|lit>" -> PSNR over those pixels
+    latent_mse_dropped_hold: float
+    latent_mse_dropped_interp: float
+    latent_mse_dropped_lit: float | None
+    lit: bool
+    threshold: float | None
+    keep_ratio: float | None
+    timing: dict
+    chunk_first_frame_psnr: list | None = None     # with chunk_psnr=True
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        regions, out = d.pop("region_psnr"), {}
+        for k, v in d.items():
+            if k == "latent_mse_dropped_hold":
+                out.update({f"psnr_{r}": x for r, x in regions.items()})
+            if v is not None or k not in ("chunk_first_frame_psnr", "note"):
+                out[k] = v
+        return out
+
+
+@dataclass
+class _Run:
+    """What coding and decoding one clip measured (evaluate's loop)."""
+    scores: dict
+    frames: int = 0
+    kept: int = 0
+    total: int = 0
+    size: int = 0
+    t_write: float = 0.0
+
+
 def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | None = None,
-             progress=None, chunk_psnr=False, upscale=False, device=None) -> dict:
+             progress=None, chunk_psnr=False, upscale=False, device=None) -> Evaluation:
     """Scores of one clip (see the module docstring). opts.short_side only ever shrinks a clip
     unless upscale=True: a clip smaller than that is scored at its own size. device: the one a batch
     of clips resolved once (pick_device), else opts.device."""
@@ -108,54 +166,60 @@ def evaluate(path, opts: CompressOptions, use_lit=True, tokenizer: Tokenizer | N
     enc = codec.encoder()
     decoders = {"full": codec.decoder(), "hold": codec.decoder(), "interp": codec.decoder(fill="interp"),
                 **({"lit": codec.decoder(inpainter)} if inpainter else {})}
-    scores = {k: Scores() for k in decoders}
-    buf, frames, kept, total, t_write = io.BytesIO(), 0, 0, 0, 0.0
     with read_shrunk(path, opts.short_side, opts.max_side, upscale) as reader:
         info = reader.info
-        writer = AtokWriter(buf, header_for(tok, None, opts, info.width, info.height, info.fps, str(path)), opts.level)
-        seen = []                   # the chunk's input frames, as the encoder reads them (group by group)
-
-        def read():
-            for f in reader:
-                seen.append(f)
-                yield f
-        for c in enc.chunks(read(), opts.chunk):
-            real, ref = c.frames, np.stack(seen)
-            seen.clear()
-            t0 = time.perf_counter()
-            writer.write_chunk(c.mask, c.codes, c.qscale, c.frames)
-            t_write += time.perf_counter() - t0
-            full = to_frames(decoders["full"].frames(c.latents)[:real], info.height, info.width)
-            scores["full"].add(ref, full)
-            scores["full"].add_regions(ref, full, dropped_pixels(c.mask, real, info.height, info.width, tok, frames == 0))
-            for k in [k for k in decoders if k != "full"]:
-                decode_and_score(decoders[k], c, ref, scores[k], truth=c.latents, first=frames == 0)
-            frames, kept, total = frames + real, kept + int(c.mask.sum()), total + c.mask.numel()
-            if progress:
-                progress(real)
-    writer.close(max(frames, 1))
+        header = header_for(tok, None, opts, info.width, info.height, info.fps, str(path))
+        run = _code_and_score(reader, enc, decoders, header, opts, progress)
     main = "lit" if inpainter else "hold"
-    res = {
-        "file": str(path), "width": info.width, "height": info.height, "frames": frames,
-        "psnr": scores[main].mean_psnr, "ssim": scores[main].mean_ssim, "token_rate": kept / max(1, total),
-        "tokens_kept": kept, "tokens_total": total, "bpp": buf.tell() * 8 / max(1, frames * info.width * info.height),
-        "fps_compress": frames / max(enc.timing["encode"] + enc.timing["mask"] + t_write, 1e-9),
-        "fps_decompress": frames / max(sum(decoders[main].timing.values()), 1e-9),
-        "psnr_full_rate": scores["full"].mean_psnr, "ssim_full_rate": scores["full"].mean_ssim,
-        "psnr_hold_fill": scores["hold"].mean_psnr, "ssim_hold_fill": scores["hold"].mean_ssim,
-        "psnr_interp_fill": scores["interp"].mean_psnr, "ssim_interp_fill": scores["interp"].mean_ssim,
-        "psnr_lit": scores["lit"].mean_psnr if inpainter else None,
-        **{f"psnr_{region}_region_{k}": v for k in decoders for region, v in scores[k].region_psnr().items()},
-        "latent_mse_dropped_hold": scores["hold"].latent_mse, "latent_mse_dropped_interp": scores["interp"].latent_mse,
-        "latent_mse_dropped_lit": scores["lit"].latent_mse if inpainter else None,
-        "lit": inpainter is not None, "threshold": opts.threshold, "keep_ratio": opts.keep_ratio,
-        "timing": {**enc.timing, "write": t_write, **{f"decompress_{k}": v for k, v in decoders[main].timing.items()}},
-    }
-    if chunk_psnr:
-        res["chunk_first_frame_psnr"] = scores[main].chunk_first
-    if note:
-        res["note"] = note
-    return res
+    s, lit = run.scores, run.scores.get("lit")
+    return Evaluation(
+        file=str(path), width=info.width, height=info.height, frames=run.frames,
+        psnr=s[main].mean_psnr, ssim=s[main].mean_ssim, token_rate=run.kept / max(1, run.total),
+        tokens_kept=run.kept, tokens_total=run.total, bpp=run.size * 8 / max(1, run.frames * info.width * info.height),
+        fps_compress=run.frames / max(enc.timing["encode"] + enc.timing["mask"] + run.t_write, 1e-9),
+        fps_decompress=run.frames / max(sum(decoders[main].timing.values()), 1e-9),
+        psnr_full_rate=s["full"].mean_psnr, ssim_full_rate=s["full"].mean_ssim,
+        psnr_hold_fill=s["hold"].mean_psnr, ssim_hold_fill=s["hold"].mean_ssim,
+        psnr_interp_fill=s["interp"].mean_psnr, ssim_interp_fill=s["interp"].mean_ssim,
+        psnr_lit=lit.mean_psnr if lit else None,
+        region_psnr={f"{region}_region_{k}": v for k in decoders for region, v in s[k].region_psnr().items()},
+        latent_mse_dropped_hold=s["hold"].latent_mse, latent_mse_dropped_interp=s["interp"].latent_mse,
+        latent_mse_dropped_lit=lit.latent_mse if lit else None,
+        lit=inpainter is not None, threshold=opts.threshold, keep_ratio=opts.keep_ratio,
+        timing={**enc.timing, "write": run.t_write, **{f"decompress_{k}": v for k, v in decoders[main].timing.items()}},
+        chunk_first_frame_psnr=s[main].chunk_first if chunk_psnr else None, note=note)
+
+
+def _code_and_score(reader, enc, decoders: dict, header: dict, opts: CompressOptions, progress) -> _Run:
+    """Encode the clip chunk by chunk into an in-memory container, decode each chunk with every decoder
+    and score it against the frames read."""
+    tok, info = enc.tok, reader.info
+    run, buf = _Run({k: Scores() for k in decoders}), io.BytesIO()
+    writer = AtokWriter(buf, header, opts.level)
+    seen = []                   # the chunk's input frames, as the encoder reads them (group by group)
+
+    def read():
+        for f in reader:
+            seen.append(f)
+            yield f
+    for c in enc.chunks(read(), opts.chunk):
+        real, ref = c.frames, np.stack(seen)
+        seen.clear()
+        t0 = time.perf_counter()
+        writer.write_chunk(c.mask, c.codes, c.qscale, c.frames)
+        run.t_write += time.perf_counter() - t0
+        full = to_frames(decoders["full"].frames(c.latents)[:real], info.height, info.width)
+        run.scores["full"].add(ref, full)
+        run.scores["full"].add_regions(ref, full, dropped_pixels(c.mask, real, info.height, info.width, tok,
+                                                                 run.frames == 0))
+        for k in [k for k in decoders if k != "full"]:
+            decode_and_score(decoders[k], c, ref, run.scores[k], truth=c.latents, first=run.frames == 0)
+        run.frames, run.kept, run.total = run.frames + real, run.kept + int(c.mask.sum()), run.total + c.mask.numel()
+        if progress:
+            progress(real)
+    writer.close(max(run.frames, 1))
+    run.size = buf.tell()
+    return run
 
 
 MEAN_KEYS = ["psnr", "ssim", "token_rate", "bpp", "fps_compress", "fps_decompress", "psnr_full_rate",
@@ -163,5 +227,6 @@ MEAN_KEYS = ["psnr", "ssim", "token_rate", "bpp", "fps_compress", "fps_decompres
              "latent_mse_dropped_hold", "latent_mse_dropped_interp"]
 
 
-def mean_of(results: list[dict]) -> dict:
-    return {k: float(np.mean([r[k] for r in results])) for k in MEAN_KEYS if results and k in results[0]}
+def mean_of(results: list[Evaluation]) -> dict:
+    """The mean of each of MEAN_KEYS over clips ({} for none)."""
+    return {k: float(np.mean([getattr(r, k) for r in results])) for k in MEAN_KEYS} if results else {}

@@ -644,7 +644,7 @@ SECTIONS = ("rd", "loss_maps", "lit_cost", "codecs", "alloc", "throughput", "mem
             "startup", "pipeline", "cache")
 
 
-def main(argv=None):
+def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke test on generated clips, under a minute")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("ADAPTOK_BENCH_DATA", DEV)),
@@ -666,7 +666,11 @@ def main(argv=None):
                     help="write the headline of the saved docs/bench-results.json into README.md (no measuring)")
     families.add_arguments(ap)
     startup.add_arguments(ap)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse(argv)
     if args.readme:
         return update_readme(json.loads((ROOT / "docs" / "bench-results.json").read_text()))
     torch.set_num_threads(args.threads)
@@ -679,90 +683,121 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "bench-results.json"
     if args.plots_only:
-        saved = json.loads(results_path.read_text())
-        pngs = plots(saved["rd"], out, saved.get("codecs"), saved.get("threshold")) if "rd" in saved else []
-        if (out / "loss_maps.npz").exists():
-            loss_maps.draw(loss_maps.load(out / "loss_maps.npz"), saved["threshold"], saved.get("lit", True),
-                           out / "loss_maps.png")
-        write_markdown(saved, pngs, out / "BENCHMARKS.md")
-        print("wrote", *pngs, *(["loss_maps.png"] if (out / "loss_maps.npz").exists() else []), out / "BENCHMARKS.md")
-        return
+        return redraw(json.loads(results_path.read_text()), out)
     results = json.loads(results_path.read_text()) if results_path.exists() and set(sections) != set(SECTIONS) else {}
-    log_file = open(out / "bench-log.jsonl", "a")
-
-    def log(row):
-        print(json.dumps(row, default=float), flush=True)
-        log_file.write(json.dumps(row, default=float) + "\n")
-
-    tok = load_tokenizer("tinytok")
-    lit = ModelRef(args.lit) if args.lit else shipped_lit(tok)
     command = " ".join(["python -m bench.bench", *(argv if argv is not None else sys.argv[1:])])
-    results.update(machine=machine(), lit=bool(lit), unit=UNIT)
-    runs = results.setdefault("runs", {})
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.quick:
-            paths = [moving_video(Path(tmp) / f"q{i}.mp4", 128, 96, 21, seed=i) for i in range(2)]
-            thresholds, short_side = [0.1, 0.3], None
-        else:
-            if not args.data.is_dir() and sections == ["cache"]:
-                return print(f"bench: {args.data} not found: section cache skipped")
-            if not args.data.is_dir():
-                sys.exit(f"bench: {args.data} not found (use --quick for generated clips)")
-            paths = sorted(p for p in args.data.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
-            thresholds, short_side = THRESHOLDS, args.short_side
-        clips = None
-        for section in sections:
-            started = time.time()
-            if section in ("rd", "loss_maps", "lit_cost", "codecs") and clips is None:
-                clips = [load_clip(p, tok, short_side) for p in paths]
-                results["clips"] = [(c.name, c.width, c.height, c.frames) for c in clips]
-                log({"clips": results["clips"]})
-            if section == "rd":
-                rd, per_clip = rate_distortion(tok, clips, lit, thresholds, log)
-                tau = choose_threshold(rd, rd[0]["psnr"])
-                log({"chosen_threshold": tau})
-                results.update(rd=rd, threshold=tau, per_clip={c.name: per_clip[(tau, c.name)] for c in clips})
-            elif section == "loss_maps":
-                results["loss_maps"], maps = loss_maps.measure(tok, clips, lit, results["threshold"], threshold_chunks, full_rate,
-                                                               new_inpainter)
-                loss_maps.save(maps, out / "loss_maps.npz")
-                loss_maps.draw(maps, results["threshold"], bool(lit), out / "loss_maps.png")
-                log({"loss_maps": results["loss_maps"]})
-            elif section == "lit_cost":
-                results["lit_cost"] = lit_cost(tok, clips, lit, [results["threshold"], 0.25, 0.4], log)
-            elif section == "codecs":
-                results["codecs"] = codecs(clips, {k: v["lit"] for k, v in results["per_clip"].items()}, log)
-            elif section == "alloc":
-                alloc_clips = [load_clip(p, tok, short_side, 16 if args.quick else args.alloc_frames) for p in paths]
-                results["allocators"] = allocation_cost(tok, alloc_clips, lit, results["threshold"], log)
-                results["alloc_frames"] = [c.frames for c in alloc_clips]
-            elif section == "throughput":
-                # the default threshold, and 0.4 where decompression runs LIT (pipeline.LIT_FROM_THRESHOLD)
-                sizes = [(64, 64, None), (64, 64, 0.4)] if args.quick else [
-                    (256, 256, None), (256, 256, 0.4), (854, 480, None), (854, 480, 0.4)]
-                results["throughput"] = throughput(tok, sizes, 9 if args.quick else 97, tmp, log)
-            elif section == "scaling":
-                results["scaling"] = scaling(tmp, [(64, 64, 9), (96, 64, 5)] if args.quick else SCALING_SIZES, log)
-            elif section == "memory":
-                longs = [float(x) for x in ("1,2" if args.quick else args.long_seconds).split(",")]
-                results["memory"] = long_video_memory(tmp, longs, args.long_fps, log,
-                                                      *((64, 48) if args.quick else (854, 480)))
-            elif section == "ray":
-                results["ray"] = ray_against_local(paths, tmp, 1 if args.quick else 3, log)
-            elif section == "families":
-                results["families"] = families.run(args, tmp, log, moving_video)
-            elif section == "startup":
-                results["startup"] = startup.run(args, tmp, log)
-            elif section == "pipeline":
-                results["pipeline"] = pipeline_bench.run(tmp, args.quick, log)
-            elif section == "cache":
-                results["cache"] = {**cache.run(tok, paths, short_side, log, args.quick), "machine": machine()}
-            runs[section] = {"command": command, "date": time.strftime("%Y-%m-%d"),
-                             "minutes": (time.time() - started) / 60}
-            results_path.write_text(json.dumps(results, indent=1, default=float))
+    with open(out / "bench-log.jsonl", "a") as log_file:
+        def log(row):
+            print(json.dumps(row, default=float), flush=True)
+            log_file.write(json.dumps(row, default=float) + "\n")
+        if not run_sections(args, sections, results, results_path, command, log):
+            return
     pngs = plots(results["rd"], out, results.get("codecs"), results.get("threshold")) if "rd" in results else []
     write_markdown(results, pngs, out / "BENCHMARKS.md")
     print(f"wrote {out / 'BENCHMARKS.md'}")
+
+
+def redraw(saved: dict, out: Path):
+    """--plots-only: the figures and BENCHMARKS.md from saved results, nothing measured."""
+    pngs = plots(saved["rd"], out, saved.get("codecs"), saved.get("threshold")) if "rd" in saved else []
+    if (out / "loss_maps.npz").exists():
+        loss_maps.draw(loss_maps.load(out / "loss_maps.npz"), saved["threshold"], saved.get("lit", True),
+                       out / "loss_maps.png")
+    write_markdown(saved, pngs, out / "BENCHMARKS.md")
+    print("wrote", *pngs, *(["loss_maps.png"] if (out / "loss_maps.npz").exists() else []), out / "BENCHMARKS.md")
+
+
+@dataclass
+class Run:
+    """What every section of one benchmark run shares."""
+    args: argparse.Namespace
+    tok: object
+    lit: object
+    tmp: str
+    out: Path
+    log: object
+    paths: list = field(default_factory=list)
+    thresholds: list = field(default_factory=list)
+    short_side: int | None = None
+    clips: list | None = None       # the clips, read and encoded once by the first section that needs them
+
+
+def run_sections(args, sections, results, results_path, command, log) -> bool:
+    """Run each section, saving the results after each (a later run keeps the sections it does not
+    rerun) -> False when there was nothing to measure."""
+    tok = load_tokenizer("tinytok")
+    lit = ModelRef(args.lit) if args.lit else shipped_lit(tok)
+    results.update(machine=machine(), lit=bool(lit), unit=UNIT)
+    runs = results.setdefault("runs", {})
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run(args, tok, lit, tmp, results_path.parent, log)
+        if args.quick:
+            run.paths = [moving_video(Path(tmp) / f"q{i}.mp4", 128, 96, 21, seed=i) for i in range(2)]
+            run.thresholds = [0.1, 0.3]
+        else:
+            if not args.data.is_dir() and sections == ["cache"]:
+                print(f"bench: {args.data} not found: section cache skipped")
+                return False
+            if not args.data.is_dir():
+                sys.exit(f"bench: {args.data} not found (use --quick for generated clips)")
+            run.paths = sorted(p for p in args.data.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+            run.thresholds, run.short_side = THRESHOLDS, args.short_side
+        for section in sections:
+            started = time.time()
+            run_section(section, run, results)
+            runs[section] = {"command": command, "date": time.strftime("%Y-%m-%d"),
+                             "minutes": (time.time() - started) / 60}
+            results_path.write_text(json.dumps(results, indent=1, default=float))
+    return True
+
+
+def run_section(section, run: Run, results):
+    """One section's measurements into results."""
+    args, tok, lit, log, tmp, quick = run.args, run.tok, run.lit, run.log, run.tmp, run.args.quick
+    if section in ("rd", "loss_maps", "lit_cost", "codecs") and run.clips is None:
+        run.clips = [load_clip(p, tok, run.short_side) for p in run.paths]
+        results["clips"] = [(c.name, c.width, c.height, c.frames) for c in run.clips]
+        log({"clips": results["clips"]})
+    clips = run.clips
+    if section == "rd":
+        rd, per_clip = rate_distortion(tok, clips, lit, run.thresholds, log)
+        tau = choose_threshold(rd, rd[0]["psnr"])
+        log({"chosen_threshold": tau})
+        results.update(rd=rd, threshold=tau, per_clip={c.name: per_clip[(tau, c.name)] for c in clips})
+    elif section == "loss_maps":
+        results["loss_maps"], maps = loss_maps.measure(tok, clips, lit, results["threshold"], threshold_chunks,
+                                                       full_rate, new_inpainter)
+        loss_maps.save(maps, run.out / "loss_maps.npz")
+        loss_maps.draw(maps, results["threshold"], bool(lit), run.out / "loss_maps.png")
+        log({"loss_maps": results["loss_maps"]})
+    elif section == "lit_cost":
+        results["lit_cost"] = lit_cost(tok, clips, lit, [results["threshold"], 0.25, 0.4], log)
+    elif section == "codecs":
+        results["codecs"] = codecs(clips, {k: v["lit"] for k, v in results["per_clip"].items()}, log)
+    elif section == "alloc":
+        alloc_clips = [load_clip(p, tok, run.short_side, 16 if quick else args.alloc_frames) for p in run.paths]
+        results["allocators"] = allocation_cost(tok, alloc_clips, lit, results["threshold"], log)
+        results["alloc_frames"] = [c.frames for c in alloc_clips]
+    elif section == "throughput":
+        # the default threshold, and 0.4 where decompression runs LIT (pipeline.LIT_FROM_THRESHOLD)
+        sizes = [(64, 64, None), (64, 64, 0.4)] if quick else [
+            (256, 256, None), (256, 256, 0.4), (854, 480, None), (854, 480, 0.4)]
+        results["throughput"] = throughput(tok, sizes, 9 if quick else 97, tmp, log)
+    elif section == "scaling":
+        results["scaling"] = scaling(tmp, [(64, 64, 9), (96, 64, 5)] if quick else SCALING_SIZES, log)
+    elif section == "memory":
+        longs = [float(x) for x in ("1,2" if quick else args.long_seconds).split(",")]
+        results["memory"] = long_video_memory(tmp, longs, args.long_fps, log, *((64, 48) if quick else (854, 480)))
+    elif section == "ray":
+        results["ray"] = ray_against_local(run.paths, tmp, 1 if quick else 3, log)
+    elif section == "families":
+        results["families"] = families.run(args, tmp, log, moving_video)
+    elif section == "startup":
+        results["startup"] = startup.run(args, tmp, log)
+    elif section == "pipeline":
+        results["pipeline"] = pipeline_bench.run(tmp, quick, log)
+    elif section == "cache":
+        results["cache"] = {**cache.run(tok, run.paths, run.short_side, log, quick), "machine": machine()}
 
 
 def ran(r, section):
@@ -776,99 +811,131 @@ def write_markdown(r, pngs, path):
              f"Written by `make bench` (`python -m bench.bench`; sections can be rerun alone with `--sections`). "
              f"Machine: {r['machine']}. LIT {'installed' if r['lit'] else 'not installed (hold-fill only)'}.", ""]
     if "clips" in r:
-        lines += [f"Clips: {len(r['clips'])} ({sum(c[3] for c in r['clips'])} frames), short side 256: "
-                  + ", ".join(f"{c[0]} {c[1]}x{c[2]} ({c[3]} f)" for c in r["clips"]) + ". "
-                  "PSNR and SSIM are against the input frames at that size, averaged per clip, then over clips. "
-                  "Each clip is encoded once; methods differ only in the positions they keep and how they fill the rest.",
-                  ""]
+        lines += clips_markdown(r)
     if "rd" in r:
         lines += rd_markdown(r, pngs)
     if "lit_cost" in r:
-        lines += ["## LIT's cost, measured alone", "", ran(r, "lit_cost"), "",
-                  "LIT's time over the decoder's, summed over the dev clips' chunks, decoded as decompress does at "
-                  "a few thresholds, with nothing else running (the sweep's column is taken over an hour, where other "
-                  "work skews it).", "",
-                  table(r["lit_cost"], ["threshold", "lit_decoder_time", "psnr_lit"],
-                        {"threshold": "{:g}", "lit_decoder_time": "{:.1%}", "psnr_lit": "{:.2f}"}), ""]
+        lines += lit_cost_markdown(r)
     if "allocators" in r:
-        lines += ["## Allocation cost at equal quality", "", ran(r, "alloc"), "",
-                  f"Same tokeniser and LIT, threshold {r['threshold']:g}, the first {max(r['alloc_frames'])} frames of "
-                  "each clip. Wall time per frame includes the shared encode. The search allocator's per-chunk PSNR "
-                  "target is raised until its mean lands within 0.2 dB of the single pass; the probe allocator's "
-                  "base rate is bisected the same way (only the final run is timed). The psnr column shows "
-                  "whether each really reached the single pass's quality.", "",
-                  table(r["allocators"], ["allocator", "ms_per_frame", "x_single_pass", "psnr", "token_rate",
-                                          "probes_per_chunk"],
-                        {"ms_per_frame": "{:.1f}", "x_single_pass": "{:.2f}x", "psnr": "{:.2f}",
-                         "probes_per_chunk": "{:.1f}"}), ""]
+        lines += alloc_markdown(r)
     if "codecs" in r:
-        pc = r["per_clip"].values()
-        lines += ["## Ordinary codecs at adaptok's bits per pixel", "", ran(r, "codecs"), "",
-                  f"Per clip, each codec's bitrate is set to adaptok's bpp at threshold {r['threshold']:g} (with LIT), "
-                  "with one corrected retry when rate control misses by more than 10%: "
-                  f"adaptok {np.mean([v['lit']['bpp'] for v in pc]):.4f} bpp, "
-                  f"PSNR {np.mean([v['lit']['psnr'] for v in pc]):.2f} dB, "
-                  f"SSIM {np.mean([v['lit']['ssim'] for v in pc]):.4f}.", "",
-                  table(r["codecs"], ["codec", "bpp", "psnr", "ssim", "fps_encode", "fps_decode"],
-                        {"psnr": "{:.2f}", "ssim": "{:.4f}", "bpp": "{:.4f}", "fps_encode": "{:.0f}",
-                         "fps_decode": "{:.0f}"}), ""]
+        lines += codecs_markdown(r)
     if "throughput" in r:
-        rows = [{"size": x["size"], "threshold": x.get("threshold") or "default", "frames": x["frames"], "compress fps": x["fps_compress"],
-                 "decompress fps": x["fps_decompress"], "tokeniser encode fps": x.get("fps_tokeniser_encode"),
-                 "tokeniser decode fps": x.get("fps_tokeniser_decode"),
-                 "compress time shares": ", ".join(f"{k} {v:.0%}" for k, v in x["compress_shares"].items()),
-                 "decompress time shares": ", ".join(f"{k} {v:.0%}" for k, v in x["decompress_shares"].items())}
-                for x in r["throughput"]]
-        lines += ["## Throughput", "", ran(r, "throughput"), "",
-                  "A generated clip (panning texture, moving square) through `adaptok_cli.compress` and `decompress`, "
-                  "end to end including video reading and writing, at the default threshold and at 0.4 (where "
-                  "decompression runs LIT).", "",
-                  table(rows, list(rows[0]), {"compress fps": "{:.1f}", "decompress fps": "{:.1f}",
-                                              "tokeniser encode fps": "{:.1f}", "tokeniser decode fps": "{:.1f}"}),
-                  "", "The tokeniser columns count the network alone (frames / time inside encode or decode). A time "
-                  "share is a stage's busy time over the wall time; the stages run at once (adaptok_cli/overlap.py), so "
-                  "the shares can add up to more than 100%.", ""]
+        lines += throughput_markdown(r)
     if "memory" in r:
-        lines += ["## Peak memory against video length", "", ran(r, "memory"), "",
-                  "Peak resident memory (VmHWM) of `adaptok compress` and `adaptok decompress` processes on generated "
-                  "videos of different lengths.", "",
-                  table(r["memory"], ["seconds_of_video", "fps", "frames", "size", "peak_rss_compress_mb",
-                                      "peak_rss_decompress_mb"],
-                        {"seconds_of_video": "{:g}", "fps": "{:g}", "peak_rss_compress_mb": "{:.0f}",
-                         "peak_rss_decompress_mb": "{:.0f}"}), ""]
+        lines += memory_markdown(r)
     if r.get("ray") and "engine_ray_s" in r["ray"][0]:
-        cols = ["round", "clips", "cli_local_j2_s", "cli_ray_j2_s", "cli_ray_over_local", "engine_local_s",
-                "engine_ray_s", "engine_ray_over_local", "byte_identical"]
-        lines += ["## Ray against the local batch", "", ran(r, "ray"), "",
-                  f"The {r['ray'][0]['clips']} clips of this run (the dev clips; generated ones with --quick) at their own size, 2 workers each way, alternating, each "
-                  "round into empty folders; every output is compared byte for byte. `cli_*`: the wall time of "
-                  "`adaptok compress CLIPS -o OUT -j 2 -q`, and of the same with `--ray`, which also starts and "
-                  "stops a local Ray cluster (about 5 s here). `engine_*`: `adaptok_cli.compress_many(CLIPS, OUT, "
-                  "workers=2, ray=...)` on a Ray that is already up: actors or pool workers start, load the models "
-                  "and run the files inside the timing. The target is Ray within 10% of the local batch "
-                  "(ratio <= 1.10).", "",
-                  table(r["ray"], cols, {c: "{:.1f}" for c in cols if c.endswith("_s")}
-                        | {"cli_ray_over_local": "{:.2f}", "engine_ray_over_local": "{:.2f}"}), ""]
+        lines += ray_markdown(r)
     if "scaling" in r:
-        f0, f1 = "{:.0f}", "{:.2f}"
-        first = r["scaling"][0]
-        scaled = [x | {f"{c}_mpx_s_vs_first": x[f"{c}_mpx_s"] / first[f"{c}_mpx_s"] for c in ("compress", "decompress")}
-                  for x in r["scaling"]]
-        lines += ["## Memory and speed against frame size", "", ran(r, "scaling"), "",
-                  "Each command in its own process on a generated panning clip (x264 input, FFV1 output), default "
-                  "settings; peak RSS is VmHWM, speed the command's own time (`--json` seconds). Megapixels/s is "
-                  "what says whether large frames run at the per-pixel speed of small ones.", "",
-                  table(scaled, ["size", "frames", "compress_peak_rss_mb", "compress_fps", "compress_mpx_s",
-                                 "compress_mpx_s_vs_first", "decompress_peak_rss_mb", "decompress_fps",
-                                 "decompress_mpx_s", "decompress_mpx_s_vs_first"],
-                        {"compress_peak_rss_mb": f0, "decompress_peak_rss_mb": f0, "compress_fps": f1,
-                         "decompress_fps": f1, "compress_mpx_s": f1, "decompress_mpx_s": f1,
-                         "compress_mpx_s_vs_first": "{:.2f}x", "decompress_mpx_s_vs_first": "{:.2f}x"}), "",
-                  f"`_vs_first`: megapixels/s over that at {r['scaling'][0]['size']}, in the same run.", ""]
+        lines += scaling_markdown(r)
     lines += families.markdown(r, ran, table) + startup.markdown(r, ran, table) + pipeline_bench.markdown(r, ran, table)
     lines += cache.markdown(r, ran, table)
     lines += targets_markdown(r)
     path.write_text("\n".join(lines))
+
+
+def clips_markdown(r) -> list[str]:
+    return [f"Clips: {len(r['clips'])} ({sum(c[3] for c in r['clips'])} frames), short side 256: "
+            + ", ".join(f"{c[0]} {c[1]}x{c[2]} ({c[3]} f)" for c in r["clips"]) + ". "
+            "PSNR and SSIM are against the input frames at that size, averaged per clip, then over clips. "
+            "Each clip is encoded once; methods differ only in the positions they keep and how they fill the rest.",
+            ""]
+
+
+def lit_cost_markdown(r) -> list[str]:
+    return ["## LIT's cost, measured alone", "", ran(r, "lit_cost"), "",
+            "LIT's time over the decoder's, summed over the dev clips' chunks, decoded as decompress does at "
+            "a few thresholds, with nothing else running (the sweep's column is taken over an hour, where other "
+            "work skews it).", "",
+            table(r["lit_cost"], ["threshold", "lit_decoder_time", "psnr_lit"],
+                  {"threshold": "{:g}", "lit_decoder_time": "{:.1%}", "psnr_lit": "{:.2f}"}), ""]
+
+
+def alloc_markdown(r) -> list[str]:
+    return ["## Allocation cost at equal quality", "", ran(r, "alloc"), "",
+            f"Same tokeniser and LIT, threshold {r['threshold']:g}, the first {max(r['alloc_frames'])} frames of "
+            "each clip. Wall time per frame includes the shared encode. The search allocator's per-chunk PSNR "
+            "target is raised until its mean lands within 0.2 dB of the single pass; the probe allocator's "
+            "base rate is bisected the same way (only the final run is timed). The psnr column shows "
+            "whether each really reached the single pass's quality.", "",
+            table(r["allocators"], ["allocator", "ms_per_frame", "x_single_pass", "psnr", "token_rate",
+                                    "probes_per_chunk"],
+                  {"ms_per_frame": "{:.1f}", "x_single_pass": "{:.2f}x", "psnr": "{:.2f}",
+                   "probes_per_chunk": "{:.1f}"}), ""]
+
+
+def codecs_markdown(r) -> list[str]:
+    pc = r["per_clip"].values()
+    return ["## Ordinary codecs at adaptok's bits per pixel", "", ran(r, "codecs"), "",
+            f"Per clip, each codec's bitrate is set to adaptok's bpp at threshold {r['threshold']:g} (with LIT), "
+            "with one corrected retry when rate control misses by more than 10%: "
+            f"adaptok {np.mean([v['lit']['bpp'] for v in pc]):.4f} bpp, "
+            f"PSNR {np.mean([v['lit']['psnr'] for v in pc]):.2f} dB, "
+            f"SSIM {np.mean([v['lit']['ssim'] for v in pc]):.4f}.", "",
+            table(r["codecs"], ["codec", "bpp", "psnr", "ssim", "fps_encode", "fps_decode"],
+                  {"psnr": "{:.2f}", "ssim": "{:.4f}", "bpp": "{:.4f}", "fps_encode": "{:.0f}",
+                   "fps_decode": "{:.0f}"}), ""]
+
+
+def throughput_markdown(r) -> list[str]:
+    rows = [{"size": x["size"], "threshold": x.get("threshold") or "default", "frames": x["frames"], "compress fps": x["fps_compress"],
+             "decompress fps": x["fps_decompress"], "tokeniser encode fps": x.get("fps_tokeniser_encode"),
+             "tokeniser decode fps": x.get("fps_tokeniser_decode"),
+             "compress time shares": ", ".join(f"{k} {v:.0%}" for k, v in x["compress_shares"].items()),
+             "decompress time shares": ", ".join(f"{k} {v:.0%}" for k, v in x["decompress_shares"].items())}
+            for x in r["throughput"]]
+    return ["## Throughput", "", ran(r, "throughput"), "",
+            "A generated clip (panning texture, moving square) through `adaptok_cli.compress` and `decompress`, "
+            "end to end including video reading and writing, at the default threshold and at 0.4 (where "
+            "decompression runs LIT).", "",
+            table(rows, list(rows[0]), {"compress fps": "{:.1f}", "decompress fps": "{:.1f}",
+                                        "tokeniser encode fps": "{:.1f}", "tokeniser decode fps": "{:.1f}"}),
+            "", "The tokeniser columns count the network alone (frames / time inside encode or decode). A time "
+            "share is a stage's busy time over the wall time; the stages run at once (adaptok_cli/overlap.py), so "
+            "the shares can add up to more than 100%.", ""]
+
+
+def memory_markdown(r) -> list[str]:
+    return ["## Peak memory against video length", "", ran(r, "memory"), "",
+            "Peak resident memory (VmHWM) of `adaptok compress` and `adaptok decompress` processes on generated "
+            "videos of different lengths.", "",
+            table(r["memory"], ["seconds_of_video", "fps", "frames", "size", "peak_rss_compress_mb",
+                                "peak_rss_decompress_mb"],
+                  {"seconds_of_video": "{:g}", "fps": "{:g}", "peak_rss_compress_mb": "{:.0f}",
+                   "peak_rss_decompress_mb": "{:.0f}"}), ""]
+
+
+def ray_markdown(r) -> list[str]:
+    cols = ["round", "clips", "cli_local_j2_s", "cli_ray_j2_s", "cli_ray_over_local", "engine_local_s",
+            "engine_ray_s", "engine_ray_over_local", "byte_identical"]
+    return ["## Ray against the local batch", "", ran(r, "ray"), "",
+            f"The {r['ray'][0]['clips']} clips of this run (the dev clips; generated ones with --quick) at their own size, 2 workers each way, alternating, each "
+            "round into empty folders; every output is compared byte for byte. `cli_*`: the wall time of "
+            "`adaptok compress CLIPS -o OUT -j 2 -q`, and of the same with `--ray`, which also starts and "
+            "stops a local Ray cluster (about 5 s here). `engine_*`: `adaptok_cli.compress_many(CLIPS, OUT, "
+            "workers=2, ray=...)` on a Ray that is already up: actors or pool workers start, load the models "
+            "and run the files inside the timing. The target is Ray within 10% of the local batch "
+            "(ratio <= 1.10).", "",
+            table(r["ray"], cols, {c: "{:.1f}" for c in cols if c.endswith("_s")}
+                  | {"cli_ray_over_local": "{:.2f}", "engine_ray_over_local": "{:.2f}"}), ""]
+
+
+def scaling_markdown(r) -> list[str]:
+    f0, f1 = "{:.0f}", "{:.2f}"
+    first = r["scaling"][0]
+    scaled = [x | {f"{c}_mpx_s_vs_first": x[f"{c}_mpx_s"] / first[f"{c}_mpx_s"] for c in ("compress", "decompress")}
+              for x in r["scaling"]]
+    return ["## Memory and speed against frame size", "", ran(r, "scaling"), "",
+            "Each command in its own process on a generated panning clip (x264 input, FFV1 output), default "
+            "settings; peak RSS is VmHWM, speed the command's own time (`--json` seconds). Megapixels/s is "
+            "what says whether large frames run at the per-pixel speed of small ones.", "",
+            table(scaled, ["size", "frames", "compress_peak_rss_mb", "compress_fps", "compress_mpx_s",
+                           "compress_mpx_s_vs_first", "decompress_peak_rss_mb", "decompress_fps",
+                           "decompress_mpx_s", "decompress_mpx_s_vs_first"],
+                  {"compress_peak_rss_mb": f0, "decompress_peak_rss_mb": f0, "compress_fps": f1,
+                   "decompress_fps": f1, "compress_mpx_s": f1, "decompress_mpx_s": f1,
+                   "compress_mpx_s_vs_first": "{:.2f}x", "decompress_mpx_s_vs_first": "{:.2f}x"}), "",
+            f"`_vs_first`: megapixels/s over that at {r['scaling'][0]['size']}, in the same run.", ""]
 
 
 def at_rate(rows, rate):
@@ -975,6 +1042,18 @@ def lit_gain(r, tau) -> float:
     return psnr["threshold + LIT"] - psnr["threshold + hold-fill"]
 
 
+def per_clip_rows(r) -> list[dict]:
+    """The per-clip table at the chosen threshold."""
+    return [{"clip": k, "token_rate": v["lit"]["token_rate"], "bpp": v["lit"]["bpp"],
+             "PSNR LIT": v["lit"]["psnr"], "PSNR hold-fill": v["hold"]["psnr"],
+             "PSNR interp-fill": v.get("interp", {}).get("psnr"), "PSNR full rate": v["full"]["psnr"],
+             "loss vs full (dB)": v["full"]["psnr"] - v["lit"]["psnr"],
+             "SSIM": v["lit"]["ssim"], "seam dB": v["lit"].get("seam_psnr_minus_mean"),
+             "seam dB, full rate": v["full"].get("seam_psnr_minus_mean"),
+             "seam vs full rate": _minus(v["lit"].get("seam_psnr_minus_mean"), v["full"].get("seam_psnr_minus_mean"))}
+            for k, v in r["per_clip"].items()]
+
+
 def rd_markdown(r, pngs):
     tau, full = r["threshold"], r["rd"][0]
     lit_rows = [x for x in r["rd"] if x["method"] == "threshold + LIT"]
@@ -992,14 +1071,7 @@ def rd_markdown(r, pngs):
                       "latent MSE dropped, LIT": x.get("latent_mse_dropped") if lit_rows else None,
                       "seam dB": x.get("seam_psnr_minus_mean"),
                       "LIT time / decoder": x.get("lit_decoder_time") if lit_rows else None})
-    clip_rows = [{"clip": k, "token_rate": v["lit"]["token_rate"], "bpp": v["lit"]["bpp"],
-                  "PSNR LIT": v["lit"]["psnr"], "PSNR hold-fill": v["hold"]["psnr"],
-                  "PSNR interp-fill": v.get("interp", {}).get("psnr"), "PSNR full rate": v["full"]["psnr"],
-                  "loss vs full (dB)": v["full"]["psnr"] - v["lit"]["psnr"],
-                  "SSIM": v["lit"]["ssim"], "seam dB": v["lit"].get("seam_psnr_minus_mean"),
-                  "seam dB, full rate": v["full"].get("seam_psnr_minus_mean"),
-                  "seam vs full rate": _minus(v["lit"].get("seam_psnr_minus_mean"), v["full"].get("seam_psnr_minus_mean"))}
-                 for k, v in r["per_clip"].items()]
+    clip_rows = per_clip_rows(r)
     f2 = "{:.2f}"
     return [
         "## Threshold sweep and the default threshold", "", ran(r, "rd"), "",

@@ -501,7 +501,20 @@ def markdown(results: dict, ran, table) -> list[str]:
         "(adaptok_cli/calibration.py). `all`: every latent position; `dropped`: the positions the `.atok` "
         "dropped (filled by hold or by LIT), against the same variance. `.atok` rows decode as "
         "`AtokFile.dense()` does (hold-fill; `+ LIT` with the shipped LIT).", "",
-        table(r["rows"], err_cols, err_fmt), "",
+        table(r["rows"], err_cols, err_fmt), ""]
+    lines += _loading_markdown(r, table)
+    if r.get("vae"):
+        lines += _vae_markdown(r["vae"], table)
+    lines += ["### Targets (issue 30)", "",
+              table([{"figure": a, "target": b, "measured": m} for a, b, m in targets(r)], ["figure", "target", "measured"]),
+              ""]
+    return lines
+
+
+def _loading_markdown(r: dict, table) -> list[str]:
+    """Loading speed per worker, and the projection to Wan-shaped latents."""
+    f2 = "{:.2f}"
+    return [
         "### Loading speed per DataLoader worker", "",
         "One worker's work measured in this process with one torch thread (what a DataLoader worker runs): "
         "every clip read as an item. Warm: best of rounds of at least a second over the clips, files in the page "
@@ -526,20 +539,19 @@ def markdown(results: dict, ran, table) -> list[str]:
         table(r["projection"], ["format", "bytes_per_position", *[f"tb_per_million_{k}" for k in PROJECTION]],
               {"bytes_per_position": f2, **{f"tb_per_million_{k}": f2 for k in PROJECTION}}), "",
     ]
-    if r.get("vae"):
-        v = r["vae"]
-        lines += ["### The same path with a diffusers VAE (plumbing only)", "",
-                  f"A tiny `AutoencoderKLWan` with random weights (16 channels), {len(v['clips'])} clips "
-                  f"({', '.join(f'{n} {w}x{h}, {f} frames' for n, w, h, f in v['clips'])}); its rule's unit is the "
-                  "spread of these latents (the decoder is not probed), thresholds in that unit; then every "
-                  "format as above. Random weights: the numbers show the path works, nothing about "
-                  f"Wan. `AtokDataset(tokenizer=VAE, normalize=True, layout='CTHW', dtype=torch.bfloat16)` gave items "
-                  f"of shape {tuple(v['item']['shape'])}, {v['item']['dtype']} ({v['item']['normalisation']}).", "",
-                  table(v["rows"], ["format", "token_rate", "bytes_per_position", "x_smaller_than_bf16",
-                                    "snr_db_all_spread", "snr_db_dropped_spread"],
-                        {"token_rate": f3, "bytes_per_position": f2, "x_smaller_than_bf16": "{:.2f}x",
-                         "snr_db_all_spread": f1, "snr_db_dropped_spread": f1}), ""]
-    lines += ["### Targets (issue 30)", "",
-              table([{"figure": a, "target": b, "measured": m} for a, b, m in targets(r)], ["figure", "target", "measured"]),
-              ""]
-    return lines
+
+
+def _vae_markdown(v: dict, table) -> list[str]:
+    """The same path with a tiny random diffusers VAE."""
+    f1, f2, f3 = "{:.1f}", "{:.2f}", "{:.3f}"
+    return ["### The same path with a diffusers VAE (plumbing only)", "",
+            f"A tiny `AutoencoderKLWan` with random weights (16 channels), {len(v['clips'])} clips "
+            f"({', '.join(f'{n} {w}x{h}, {f} frames' for n, w, h, f in v['clips'])}); its rule's unit is the "
+            "spread of these latents (the decoder is not probed), thresholds in that unit; then every "
+            "format as above. Random weights: the numbers show the path works, nothing about "
+            f"Wan. `AtokDataset(tokenizer=VAE, normalize=True, layout='CTHW', dtype=torch.bfloat16)` gave items "
+            f"of shape {tuple(v['item']['shape'])}, {v['item']['dtype']} ({v['item']['normalisation']}).", "",
+            table(v["rows"], ["format", "token_rate", "bytes_per_position", "x_smaller_than_bf16",
+                              "snr_db_all_spread", "snr_db_dropped_spread"],
+                  {"token_rate": f3, "bytes_per_position": f2, "x_smaller_than_bf16": "{:.2f}x",
+                   "snr_db_all_spread": f1, "snr_db_dropped_spread": f1}), ""]

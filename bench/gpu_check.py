@@ -236,7 +236,7 @@ def environment(device: str) -> dict:
     return env
 
 
-def main(argv=None):
+def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("gpu-check.json"), help="where the JSON results go")
     ap.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu to try the code path")
@@ -245,7 +245,11 @@ def main(argv=None):
     ap.add_argument("--frames", type=int, help="frames per clip (default 96; 16 with --quick)")
     ap.add_argument("--budget", type=float, default=330, help="seconds; checks that would start later are skipped")
     ap.add_argument("--skip", default="", help="checks to leave out: throughput,agreement,workers,families")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse(argv)
     start = time.perf_counter()
     n = args.frames or (16 if args.quick else 96)
     sizes = QUICK_SIZES if args.quick else SIZES

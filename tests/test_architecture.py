@@ -239,3 +239,25 @@ def test_the_import_report_sees_heavy_modules():
     p = subprocess.run([sys.executable, "-c", REPORT.replace("main()", "import adaptok_cli.pipeline")],
                        capture_output=True, text=True, timeout=HANG_GUARD, cwd=ROOT)
     assert {"torch", "av", "numpy"} <= set(p.stderr.strip().splitlines()[-1].split()[1:])
+
+
+# --- small functions --------------------------------------------------------------------------------
+
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(files=SOURCE, root=ROOT) -> list[str]:
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    found.append(f"{path.relative_to(root).as_posix()}:{node.lineno} {node.name} ({n} lines)")
+    return found
+
+
+def test_no_function_is_over_60_lines(tmp_path):
+    assert not long_functions()
+    (tmp_path / "long.py").write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES)
+    assert long_functions([tmp_path / "long.py"], tmp_path) == ["long.py:1 f (61 lines)"]
