@@ -45,7 +45,7 @@ def test_streaming_equals_whole_clip():
 DEV = SHARED_DATA / "dev"
 
 
-@pytest.mark.skipif(not (DEV / "cotracker_cat.mp4").exists(), reason="../shared/data/dev is not here")
+@pytest.mark.skipif(not (DEV / "cotracker_cat.mp4").exists(), reason=f"{DEV} is not here (ADAPTOK_DATA)")
 def test_real_clip_round_trip_above_psnr_floor(tmp_path):
     """21 frames of a real dev clip at short side 160, full rate, through the container and back."""
     clip = tmp_path / "cat.mkv"
@@ -91,6 +91,22 @@ def test_training_refuses_dev(tmp_path):
     p = subprocess.run([sys.executable, "-m", "adaptok_cli.training.tokenizer", "--data", dev, "--out", tmp_path / "r",
                         "--steps", "1"], capture_output=True, text=True, timeout=HANG_GUARD)
     assert p.returncode != 0 and "dev/" in p.stderr
+
+
+def test_the_data_folder_comes_from_adaptok_data(tmp_path):
+    """Training, the benchmark and the tests find the clips in $ADAPTOK_DATA; unset, the developers'
+    folder; a test that needs them skips when they are absent (as here, in an empty folder)."""
+    code = "from adaptok_cli.training import data; print(data.DATA); print(data.TRAIN); print(data.DEV)"
+    env = {k: v for k, v in os.environ.items() if k != "ADAPTOK_DATA"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD,
+                       env={**env, "ADAPTOK_DATA": str(tmp_path)})
+    assert p.stdout.split() == [str(tmp_path), str(tmp_path / "train"), str(tmp_path / "dev")], p.stderr
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD, env=env)
+    assert p.stdout.split()[0].endswith(os.path.join("shared", "data")), p.stderr
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+                        f"{__file__}::test_real_clip_round_trip_above_psnr_floor", "-rs"],
+                       capture_output=True, text=True, timeout=HANG_GUARD, env={**env, "ADAPTOK_DATA": str(tmp_path)})
+    assert p.returncode == 0 and "1 skipped" in p.stdout and str(tmp_path / "dev") in p.stdout, p.stdout[-2000:]
 
 
 def test_hold_filled_follows_the_dropping_rule_and_passes_gradients():

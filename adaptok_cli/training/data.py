@@ -1,10 +1,13 @@
 """Training clips, decoded once into memory-mapped caches: frames (uint8) and a tokeniser's latents.
 
-The clips live outside the repository (the project's train clips, not distributed); DATA is the one
-place their folder is named. Only its train/ part may train shipped weights: dev/ is refused.
+The clips live outside the repository (the project's train and dev clips, not distributed). DATA is
+the one place their folder is named: $ADAPTOK_DATA, else shared/data beside the repository's folder
+(where the project's developers keep them). Only its train/ part may train shipped weights: dev/ is refused.
+Commands that read them also take --data.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
@@ -17,7 +20,7 @@ from ..layout import whole_latents
 from ..outputs import atomic_path
 from ..video import VIDEO_EXTENSIONS, VideoReader
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DATA = Path(os.environ.get("ADAPTOK_DATA") or Path(__file__).resolve().parents[2] / ".." / "shared" / "data")
 TRAIN, DEV = DATA / "train", DATA / "dev"
 FRAME_CACHE = Path(".cache/tokenizer-frames")
 LATENT_CACHE = Path(".cache/lit-latents")
