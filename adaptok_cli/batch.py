@@ -287,6 +287,22 @@ def _skips(skip, src, dst) -> bool:
         return False
 
 
+def _run_here(todo, job, progress, done):
+    """run()'s jobs one after another in this process."""
+    for src, dst in todo:
+        try:
+            if progress:
+                progress("file", name=src)
+            tick = (lambda n, total=None: progress("frames", n, total)) if progress else None
+            done(Outcome(src, dst, job(src, dst, tick)))
+        except AdaptokError as e:
+            done(Outcome(src, dst, error=e))
+        except BrokenPipeError:  # our own output is gone: the command ends (141), not this file
+            raise
+        except Exception as e:  # a bug on this file: reported for it, the batch goes on
+            done(Outcome(src, dst, error=internal_error(e, src)))
+
+
 def run(pairs: list[tuple[Path, Path]], job, workers: int | None = 1,
         skip: Callable[[Path, Path], bool] | None = None,
         progress=None, on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
@@ -303,18 +319,7 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int | None = 1,
     todo = _not_up_to_date(pairs, skip, done)
     workers = default_workers(len(todo)) if workers is None else workers
     if workers <= 1 or len(todo) <= 1:
-        for src, dst in todo:
-            try:
-                if progress:
-                    progress("file", name=src)
-                tick = (lambda n, total=None: progress("frames", n, total)) if progress else None
-                done(Outcome(src, dst, job(src, dst, tick)))
-            except AdaptokError as e:
-                done(Outcome(src, dst, error=e))
-            except BrokenPipeError:  # our own output is gone: the command ends (141), not this file
-                raise
-            except Exception as e:  # a bug on this file: reported for it, the batch goes on
-                done(Outcome(src, dst, error=internal_error(e, src)))
+        _run_here(todo, job, progress, done)
         return outcomes
     ctx = get_context("spawn")
     # SimpleQueue: put() writes to the pipe before it returns (no feeder thread), so a file's frames are
