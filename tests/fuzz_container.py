@@ -363,6 +363,42 @@ def _alarm(signum, frame):
     raise Hang
 
 
+def alarmed(stats: dict, seconds: int, fn) -> Exception | None:
+    """fn() under a per-case alarm (a hang raises Hang) -> the exception it raised, or None; the
+    slowest case's time is kept in stats."""
+    t0 = time.perf_counter()
+    signal.alarm(seconds)
+    try:
+        fn()
+        return None
+    except Exception as e:
+        return e
+    finally:
+        signal.alarm(0)
+        stats["slowest_s"] = max(stats["slowest_s"], time.perf_counter() - t0)
+
+
+def outcome_of(error: Exception | None, stats: dict, it: int, kind: str, ok: str) -> str:
+    """A case's outcome: ok, a clean error (AdaptokError), a hang, or a crash (recorded in stats)."""
+    if error is None:
+        return ok
+    if isinstance(error, AdaptokError):
+        return "clean error"
+    if isinstance(error, Hang):
+        stats["hangs"] += 1
+        return "hang"
+    stats["crashes"].append({"iteration": it, "kind": kind, "error": f"{type(error).__name__}: {error}"[:300]})
+    return "crash"
+
+
+def finish(stats: dict, t_start: float) -> dict:
+    """A fuzz run's closing figures: its time, its slowest case, the process's peak memory."""
+    stats["seconds"] = round(time.perf_counter() - t_start, 1)
+    stats["slowest_s"] = round(stats["slowest_s"], 4)
+    stats["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return stats
+
+
 def fuzz_decode(iterations: int, seed: int = 0, case_seconds: int = 20) -> dict:
     """Mutants of real containers through pipeline.decompress (built-in tokeniser and LIT)."""
     from adaptok_cli.pipeline import decompress
@@ -382,29 +418,12 @@ def fuzz_decode(iterations: int, seed: int = 0, case_seconds: int = 20) -> dict:
             path.write_bytes(data)
             stats["kinds"][kind] = stats["kinds"].get(kind, 0) + 1
             for partial in (False, True) if kind == "truncate" else (False,):
-                t0 = time.perf_counter()
-                signal.alarm(case_seconds)
-                try:
-                    decompress(path, out, force=True, device="cpu", partial=partial)
-                    outcome = "decoded"
-                except AdaptokError:
-                    outcome = "clean error"
-                except Hang:
-                    outcome = "hang"
-                    stats["hangs"] += 1
-                except Exception as e:  # anything else is a bug
-                    outcome = "crash"
-                    stats["crashes"].append({"iteration": it, "kind": kind, "error": f"{type(e).__name__}: {e}"[:300]})
-                finally:
-                    signal.alarm(0)
-                stats["slowest_s"] = max(stats["slowest_s"], time.perf_counter() - t0)
-                key = outcome + (" (partial)" if partial else "")
+                error = alarmed(stats, case_seconds,
+                                lambda: decompress(path, out, force=True, device="cpu", partial=partial))
+                key = outcome_of(error, stats, it, kind, "decoded") + (" (partial)" if partial else "")
                 stats["outcomes"][key] = stats["outcomes"].get(key, 0) + 1
     signal.signal(signal.SIGALRM, old)
-    stats["seconds"] = round(time.perf_counter() - t_start, 1)
-    stats["slowest_s"] = round(stats["slowest_s"], 4)
-    stats["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    return stats
+    return finish(stats, t_start)
 
 
 # --- shards ---------------------------------------------------------------------------------------
@@ -575,10 +594,7 @@ def fuzz_shards(iterations: int, seed: int = 0) -> dict:
                 stats["crashes"].append({"iteration": it, "kind": kind, "error": f"{type(e).__name__}: {e}"[:300]})
             stats["slowest_s"] = max(stats["slowest_s"], time.perf_counter() - t0)
             stats["outcomes"][outcome] = stats["outcomes"].get(outcome, 0) + 1
-    stats["seconds"] = round(time.perf_counter() - t_start, 1)
-    stats["slowest_s"] = round(stats["slowest_s"], 4)
-    stats["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    return stats
+    return finish(stats, t_start)
 
 
 # --- audio headers ----------------------------------------------------------------------------------
@@ -657,32 +673,18 @@ def fuzz_audio(iterations: int, seed: int = 0, case_seconds: int = 20) -> dict:
             data = forge_audio_header(data, rng) if kind == "header" else forge_audio(data, rng)
             path.write_bytes(data)
             stats["kinds"][kind] = stats["kinds"].get(kind, 0) + 1
-            t0 = time.perf_counter()
-            signal.alarm(case_seconds)
-            try:
+            out = d / f"out{rng.choice(['.mkv', '.mp4'])}"
+
+            def case():
                 with AtokReader(path) as r:                 # what verify does
                     for i in range(len(r.audio)):
                         r.read_audio(i)
                     r.probe_audio()
-                decompress(path, d / f"out{rng.choice(['.mkv', '.mp4'])}", force=True, device="cpu", use_lit=False)
-                outcome = "decoded"
-            except AdaptokError:
-                outcome = "clean error"
-            except Hang:
-                outcome = "hang"
-                stats["hangs"] += 1
-            except Exception as e:  # anything else is a bug
-                outcome = "crash"
-                stats["crashes"].append({"iteration": it, "kind": kind, "error": f"{type(e).__name__}: {e}"[:300]})
-            finally:
-                signal.alarm(0)
-            stats["slowest_s"] = max(stats["slowest_s"], time.perf_counter() - t0)
+                decompress(path, out, force=True, device="cpu", use_lit=False)
+            outcome = outcome_of(alarmed(stats, case_seconds, case), stats, it, kind, "decoded")
             stats["outcomes"][outcome] = stats["outcomes"].get(outcome, 0) + 1
     signal.signal(signal.SIGALRM, old)
-    stats["seconds"] = round(time.perf_counter() - t_start, 1)
-    stats["slowest_s"] = round(stats["slowest_s"], 4)
-    stats["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    return stats
+    return finish(stats, t_start)
 
 
 if __name__ == "__main__":

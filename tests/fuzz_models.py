@@ -37,6 +37,7 @@ from adaptok_cli.tinytok import TinyTok, TinyTokConfig
 from adaptok_cli.tokenizer import load_tokenizer, safetensors_metadata, save_tinytok
 
 sys.path.insert(0, str(Path(__file__).parent))
+from fuzz_container import _alarm, alarmed, finish, outcome_of  # noqa: E402
 
 HOSTILE = [0, -1, 1, 2, 3, 5, 7, 64, 1 << 20, 10 ** 9, 2 ** 63, 1.5, -0.0, math.inf, math.nan, True, False, None, "",
            "x", "silu", "os.system", [], [0], [1, 1], [True], [1] * 100, [[1]], {}, {"a": 1}, "9" * 400]
@@ -131,14 +132,6 @@ def run_case(kind: str, base: Path, config: dict, work: Path):
         load_tokenizer(str(folder))
 
 
-class Hang(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise Hang
-
-
 def fuzz_models(iterations: int, seed: int = 0, case_seconds: int = 30) -> dict:
     rng = random.Random(seed)
     stats = {"iterations": iterations, "seed": seed, "outcomes": {}, "kinds": {}, "refused_by_kind": {}, "crashes": [],
@@ -156,34 +149,24 @@ def fuzz_models(iterations: int, seed: int = 0, case_seconds: int = 30) -> dict:
             base, config = models[kind]
             mutated = mutate_config(config, rng, ("_class_name",) if kind not in ("tinytok", "lit") else ())
             stats["kinds"][kind] = stats["kinds"].get(kind, 0) + 1
-            t0 = time.perf_counter()
-            signal.alarm(case_seconds)
-            try:
-                run_case(kind, base, mutated, work)
+            error = alarmed(stats, case_seconds, lambda: run_case(kind, base, mutated, work))
+            if error is None:
                 outcome = "loaded and ran"
-            except AdaptokError as e:
-                outcome = "refused" if e.exit_code == 69 else "crash"
-                if e.exit_code != 69:           # a model file's fault is 69, nothing else
-                    stats["crashes"].append({"iteration": it, "kind": kind, "error": f"exit {e.exit_code}: {e}"[:300],
-                                             "config": str(mutated)[:300]})
+            elif isinstance(error, AdaptokError) and error.exit_code == 69:     # a model file's fault is 69
+                outcome = "refused"
                 stats["refused_by_kind"][kind] = stats["refused_by_kind"].get(kind, 0) + 1
-            except Hang:
-                outcome = "hang"
-                stats["hangs"] += 1
-                stats["crashes"].append({"iteration": it, "kind": kind, "error": "hang", "config": str(mutated)[:300]})
-            except Exception as e:  # anything else is a bug
-                outcome = "crash"
-                stats["crashes"].append({"iteration": it, "kind": kind, "error": f"{type(e).__name__}: {e}"[:300],
-                                         "config": str(mutated)[:300]})
-            finally:
-                signal.alarm(0)
-            stats["slowest_s"] = max(stats["slowest_s"], time.perf_counter() - t0)
+            else:
+                outcome = outcome_of(error, stats, it, kind, "")
+                if isinstance(error, AdaptokError):         # another exit code: also a bug here
+                    outcome = "crash"
+                    stats["refused_by_kind"][kind] = stats["refused_by_kind"].get(kind, 0) + 1
+                    stats["crashes"].append({"iteration": it, "kind": kind, "error": f"exit {error.exit_code}: {error}"[:300]})
+                elif outcome == "hang":
+                    stats["crashes"].append({"iteration": it, "kind": kind, "error": "hang"})
+                stats["crashes"][-1]["config"] = str(mutated)[:300]
             stats["outcomes"][outcome] = stats["outcomes"].get(outcome, 0) + 1
     signal.signal(signal.SIGALRM, old)
-    stats["seconds"] = round(time.perf_counter() - t_start, 1)
-    stats["slowest_s"] = round(stats["slowest_s"], 4)
-    stats["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    return stats
+    return finish(stats, t_start)
 
 
 if __name__ == "__main__":
