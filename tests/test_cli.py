@@ -12,12 +12,15 @@ from adaptok_cli import errors
 from conftest import noise_frames, write_video
 from waiting import HANG_GUARD
 
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def child_env() -> dict:
+    """The environment of a command a test runs: this process's as it is now (with the test's own
+    ADAPTOK_CACHE, conftest.py), without Python's warnings."""
+    return {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 
 def run(*args, cwd=None, env=None):
     p = subprocess.run([sys.executable, "-m", "adaptok_cli", *map(str, args)], capture_output=True, text=True,
-                       cwd=cwd, env=env or ENV, timeout=HANG_GUARD)
+                       cwd=cwd, env=env or child_env(), timeout=HANG_GUARD)
     assert "Traceback" not in p.stderr, p.stderr
     return p
 
@@ -161,7 +164,7 @@ def test_shell_completion_scripts_and_completions():
         p = run("completion", shell)
         assert p.returncode == 0 and marker in p.stdout, (shell, p.stdout[:200])
     p = subprocess.run([sys.executable, "-m", "adaptok_cli"], capture_output=True, text=True, timeout=HANG_GUARD,
-                       env={**ENV, "_ADAPTOK_COMPLETE": "complete_bash", "COMP_WORDS": "adaptok decomp",
+                       env={**child_env(), "_ADAPTOK_COMPLETE": "complete_bash", "COMP_WORDS": "adaptok decomp",
                             "COMP_CWORD": "1"})
     assert p.stdout.split() == ["decompress"]
     assert run("completion", "tcsh").returncode == errors.EXIT_USAGE

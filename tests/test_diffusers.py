@@ -17,7 +17,7 @@ from adaptok_cli.errors import ModelUnavailableError  # noqa: E402
 from adaptok_cli.tokenizer import load_tokenizer, spec_fingerprint  # noqa: E402
 from adaptok_cli.video import VideoReader  # noqa: E402
 from conftest import round_trip, static_frames, write_video  # noqa: E402
-from test_cli import ENV, one_line_error, run  # noqa: E402
+from test_cli import child_env, one_line_error, run  # noqa: E402
 
 # six families: Wan 2.1 and 2.2 (its own causal cache: streams; 2.2 patched 2x2, residual), CogVideoX,
 # HunyuanVideo, Mochi and Cosmos (causal, coded chunk by chunk; Mochi 6x temporal; Cosmos with its Haar
@@ -222,7 +222,7 @@ def test_the_cli_from_calibration_to_frames(tmp_path, odd_clip):
     wan, cog = tmp_path / "wan", tmp_path / "cog"
     save_vae("wan", wan)
     save_vae("cogvideox", cog)
-    env = {**ENV, "ADAPTOK_CACHE": str(tmp_path / "cache")}
+    env = {**child_env(), "ADAPTOK_CACHE": str(tmp_path / "cache")}
     p = run("calibrate", "--tokenizer", wan, odd_clip, "--json", env=env)
     assert p.returncode == 0, p.stderr
     cal = json.loads(p.stdout)

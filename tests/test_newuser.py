@@ -11,7 +11,7 @@ import pytest
 from adaptok_cli import errors
 
 from conftest import noise_frames, static_frames, write_video
-from test_cli import ENV, one_line_error, run
+from test_cli import child_env, one_line_error, run
 from waiting import HANG_GUARD
 
 
@@ -86,11 +86,11 @@ def test_closed_pipe_ends_quietly(tmp_path, work):
         (folder / f"{i:04d}.atok").write_bytes((work / "one.atok").read_bytes())
     for cmd in (["verify", folder], ["inspect", folder, "--json"]):
         p = subprocess.run(f"{sys.executable} -m adaptok_cli {' '.join(map(str, cmd))} | head -1", shell=True,
-                           capture_output=True, text=True, env=ENV, timeout=HANG_GUARD)
+                           capture_output=True, text=True, env=child_env(), timeout=HANG_GUARD)
         assert len(p.stdout.splitlines()) == 1 and p.stderr == "", (cmd, p.stderr)
     # the exit status itself: close the read end after one line
     proc = subprocess.Popen([sys.executable, "-m", "adaptok_cli", "verify", str(folder)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=ENV)
+                            stderr=subprocess.PIPE, env=child_env())
     proc.stdout.readline()
     proc.stdout.close()
     _, stderr = proc.communicate(timeout=HANG_GUARD)
@@ -122,7 +122,7 @@ def test_completion_offers_values(tmp_path):
                                ("adaptok eval x.mp4 --device ", "4", {"auto", "cpu", "cuda"}),
                                ("adaptok calibrate x.mp4 --device c", "4", {"cpu", "cuda"})):
         p = subprocess.run([sys.executable, "-m", "adaptok_cli"], capture_output=True, text=True, timeout=HANG_GUARD,
-                           env={**ENV, "_ADAPTOK_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": cword})
+                           env={**child_env(), "_ADAPTOK_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": cword})
         assert set(p.stdout.split()) == want, p.stdout
 
 
@@ -140,7 +140,7 @@ def test_help_starts_fast_without_torch():
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print('torch loaded' if 'torch' in sys.modules else 'no torch', file=sys.stderr)")
     for args in (["--help"], ["inspect", "--help"], ["--version"], ["compress", "--help"]):
-        p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=ENV, timeout=HANG_GUARD)
+        p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=child_env(), timeout=HANG_GUARD)
         assert p.stderr.strip().endswith("no torch"), (args, p.stderr)
 
 

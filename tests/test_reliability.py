@@ -21,7 +21,7 @@ from adaptok_cli.container import VERSION, AtokReader, ContainerError
 from adaptok_cli.video import VideoReader
 
 from conftest import noise_frames, static_frames, write_video
-from test_cli import ENV, one_line_error, run
+from test_cli import child_env, one_line_error, run
 from waiting import HANG_GUARD, Pause
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +164,7 @@ def test_signal_during_compress_and_decompress_leaves_nothing(tmp_path, small_to
         with Pause(tmp_path / f"pause{k}", "frames") as pause:
             # A shell that starts us in the background (`make test &`) ignores SIGINT, and Python keeps an
             # ignored SIGINT ignored: give the child the default a terminal user has.
-            p = subprocess.Popen([sys.executable, "-m", "adaptok_cli", *map(str, args), *tok], env={**ENV, **pause.env},
+            p = subprocess.Popen([sys.executable, "-m", "adaptok_cli", *map(str, args), *tok], env={**child_env(), **pause.env},
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
             pause.wait(unless=[p])
@@ -455,7 +455,7 @@ def test_pickle_weights_are_never_loaded(tmp_path):
 
 def peak_rss_kb(*args):
     p = subprocess.run([sys.executable, ROOT / "tests" / "peak_rss.py", *map(str, args)], capture_output=True,
-                       text=True, env=ENV, timeout=HANG_GUARD)
+                       text=True, env=child_env(), timeout=HANG_GUARD)
     assert p.returncode == 0, p.stderr
     return int(p.stderr.strip().splitlines()[-1])
 
@@ -488,7 +488,7 @@ def test_two_writers_of_one_output_never_corrupt_it(tmp_path, small_tok_path):
     b = write_video(tmp_path / "b.mkv", noise_frames(33, 32, 48))
     procs = [subprocess.Popen([sys.executable, "-m", "adaptok_cli", "compress", str(src), "-o",
                                str(tmp_path / "same.atok"), "-f", "-q", "--tokenizer", str(small_tok_path)],
-                              env=ENV, stderr=subprocess.PIPE, text=True) for src in (a, b)]
+                              env=child_env(), stderr=subprocess.PIPE, text=True) for src in (a, b)]
     codes = []
     for p in procs:
         _, stderr = p.communicate(timeout=HANG_GUARD)

@@ -22,7 +22,7 @@ from adaptok_cli import errors, outputs
 from adaptok_cli.container import PRELUDE, RECORD, TRAILER, AtokReader, chunk_raw_size
 
 from conftest import noise_frames, static_frames, write_video
-from test_cli import ENV, one_line_error, run
+from test_cli import child_env, one_line_error, run
 from test_reliability import fuzz_container
 from waiting import HANG_GUARD, Pause, wait_gone
 
@@ -54,7 +54,7 @@ def forge(src: Path, dst: Path, tokenizer=None, **fields) -> Path:
 def peak_run(*args):
     """(process, top-level modules it imported, peak RSS in MB) of one adaptok command."""
     p = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "tests" / "peak_rss.py"), *map(str, args)],
-                       capture_output=True, text=True, env=ENV, timeout=HANG_GUARD)
+                       capture_output=True, text=True, env=child_env(), timeout=HANG_GUARD)
     lines = p.stderr.strip().splitlines()
     imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in lines if line.startswith("import time:")}
     *lines, peak = [line for line in lines if not line.startswith("import time:")]
@@ -394,7 +394,7 @@ def children_of(pid):
 def adaptok_popen(*args, env=None):
     """adaptok in the background, with the default Ctrl-C a terminal user has (a shell that starts us in
     the background, `make test &`, ignores SIGINT, and Python keeps an ignored SIGINT ignored)."""
-    return subprocess.Popen([sys.executable, "-m", "adaptok_cli", *map(str, args)], env={**ENV, **(env or {})},
+    return subprocess.Popen([sys.executable, "-m", "adaptok_cli", *map(str, args)], env={**child_env(), **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 

@@ -10,7 +10,7 @@ import pytest
 from adaptok_cli import errors
 
 from conftest import static_frames, write_video
-from test_cli import ENV, one_line_error, run
+from test_cli import child_env, one_line_error, run
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def clip(tmp_path_factory, small_tok_path):
 
 
 def run_bytes(*args):
-    p = subprocess.run([sys.executable, "-m", "adaptok_cli", *map(str, args)], capture_output=True, env=ENV,
+    p = subprocess.run([sys.executable, "-m", "adaptok_cli", *map(str, args)], capture_output=True, env=child_env(),
                        timeout=300)
     assert b"Traceback" not in p.stderr, p.stderr
     return p
@@ -141,7 +141,7 @@ def test_a_closed_pipe_ends_every_command_quietly(tmp_path, clip, small_tok_path
     try:
         p = subprocess.run([sys.executable, "-m", "adaptok_cli",
                             *[a.format(src=src, atok=atok, tmp=tmp_path, tok=small_tok_path, small=small) for a in args]],
-                           stdout=write, stderr=subprocess.PIPE, text=True, env=ENV, timeout=300)
+                           stdout=write, stderr=subprocess.PIPE, text=True, env=child_env(), timeout=300)
     finally:
         os.close(write)
     assert (p.returncode, p.stderr) == (errors.EXIT_PIPE, "")
@@ -153,6 +153,6 @@ def test_inspect_into_head(clip):
     _, atok = clip
     p = subprocess.run(f"{sys.executable} -m adaptok_cli inspect {atok} --chunks | head -1; "
                        f"echo \"status ${{PIPESTATUS[0]}}\" >&2", shell=True, executable="/bin/bash",
-                       capture_output=True, text=True, env=ENV, timeout=120)
+                       capture_output=True, text=True, env=child_env(), timeout=120)
     assert len(p.stdout.splitlines()) == 1 and p.stdout.startswith(str(atok))
     assert p.stderr in (f"status {errors.EXIT_PIPE}\n", "status 0\n"), p.stderr
