@@ -62,7 +62,7 @@ def make_clip(path: Path, width: int, height: int, frames: int, clip: Path | Non
     """frames of footage at width x height as x264: generated (a panning texture and a moving square),
     or --clip scaled to the size and played back and forth until there are enough frames."""
     if clip is None:
-        from bench.bench import moving_video
+        from bench.common import moving_video
         return moving_video(path, width, height, frames)
     import av
     with av.open(str(clip)) as c:
@@ -204,7 +204,7 @@ def families(quick: bool, tmp: Path, device: str, log) -> list:
         from bench import families as fam
     except ImportError:
         return [{"skipped": "bench/families.py is not in this checkout"}]
-    from bench.bench import moving_video
+    from bench.common import moving_video
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     fam.add_arguments(ap)
