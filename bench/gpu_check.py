@@ -213,14 +213,6 @@ def families(quick: bool, tmp: Path, device: str, log) -> list:
     return fam.run(args, tmp, log, moving_video)
 
 
-def table(rows: list[dict], cols: list[str]) -> str:
-    def cell(v):
-        return "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def environment(device: str) -> dict:
     import av
     import zstandard
@@ -309,11 +301,12 @@ def main(argv=None):
 
 
 def print_report(r: dict):
+    from bench.common import table
     print("\n== throughput (frames/s; shares of the wall time) ==")
-    print(table(r["throughput"], ["size", "compress_fps", "decompress_fps", "compress_network_share",
-                                  "decompress_network_share", "compress_fps_serial", "decompress_fps_serial",
-                                  "device_compress_fps", "device_decompress_fps", "compress_vs_device",
-                                  "decompress_vs_device", "compress_peak_mb", "decompress_peak_mb", "token_rate"]))
+    cols = ["size", "compress_fps", "decompress_fps", "compress_network_share", "decompress_network_share",
+            "compress_fps_serial", "decompress_fps_serial", "device_compress_fps", "device_decompress_fps",
+            "compress_vs_device", "decompress_vs_device", "compress_peak_mb", "decompress_peak_mb", "token_rate"]
+    print(table(r["throughput"], cols, dict.fromkeys(cols, "{:.3g}")))
     for x in r["throughput"]:
         print(f"{x['size']} stage shares: compress " + ", ".join(f"{k} {v:.0%}" for k, v in x["compress_shares"].items())
               + "; decompress " + ", ".join(f"{k} {v:.0%}" for k, v in x["decompress_shares"].items()))
