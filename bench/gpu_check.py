@@ -62,7 +62,7 @@ def make_clip(path: Path, width: int, height: int, frames: int, clip: Path | Non
     """frames of footage at width x height as x264: generated (a panning texture and a moving square),
     or --clip scaled to the size and played back and forth until there are enough frames."""
     if clip is None:
-        from bench.bench import moving_video
+        from bench.common import moving_video
         return moving_video(path, width, height, frames)
     import av
     with av.open(str(clip)) as c:
@@ -204,21 +204,13 @@ def families(quick: bool, tmp: Path, device: str, log) -> list:
         from bench import families as fam
     except ImportError:
         return [{"skipped": "bench/families.py is not in this checkout"}]
-    from bench.bench import moving_video
+    from bench.common import moving_video
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     fam.add_arguments(ap)
     args = ap.parse_args(["--families", "wan2.1", "--family-frames", "97", "--device", device, "--dtype", "auto",
                           *(["--quick"] if quick else [])])
     return fam.run(args, tmp, log, moving_video)
-
-
-def table(rows: list[dict], cols: list[str]) -> str:
-    def cell(v):
-        return "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def environment(device: str) -> dict:
@@ -309,11 +301,12 @@ def main(argv=None):
 
 
 def print_report(r: dict):
+    from bench.common import table
     print("\n== throughput (frames/s; shares of the wall time) ==")
-    print(table(r["throughput"], ["size", "compress_fps", "decompress_fps", "compress_network_share",
-                                  "decompress_network_share", "compress_fps_serial", "decompress_fps_serial",
-                                  "device_compress_fps", "device_decompress_fps", "compress_vs_device",
-                                  "decompress_vs_device", "compress_peak_mb", "decompress_peak_mb", "token_rate"]))
+    cols = ["size", "compress_fps", "decompress_fps", "compress_network_share", "decompress_network_share",
+            "compress_fps_serial", "decompress_fps_serial", "device_compress_fps", "device_decompress_fps",
+            "compress_vs_device", "decompress_vs_device", "compress_peak_mb", "decompress_peak_mb", "token_rate"]
+    print(table(r["throughput"], cols, dict.fromkeys(cols, "{:.3g}")))
     for x in r["throughput"]:
         print(f"{x['size']} stage shares: compress " + ", ".join(f"{k} {v:.0%}" for k, v in x["compress_shares"].items())
               + "; decompress " + ", ".join(f"{k} {v:.0%}" for k, v in x["decompress_shares"].items()))

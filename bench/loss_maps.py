@@ -19,7 +19,7 @@ POOL = 4        # pixels per side averaged into one map cell
 def measure(tok, clips, lit, threshold, chunks_of, full_rate, new_inpainter) -> tuple[dict, dict]:
     """-> (rows {clip: mean and worst dB lost}, maps {clip: (heat (h, w) float16, dB per frame, fps)}).
     chunks_of(tok, clip, threshold=): the clip's chunks as compress codes them; full_rate(tok, clip): with
-    every position kept (bench.bench's, so the chain is codec.py's)."""
+    every position kept (bench/clips.py's, so the chain is codec.py's)."""
     rows, maps = {}, {}
     for c in clips:
         full, fill = Decoder(tok), Decoder(tok, new_inpainter(tok, lit, threshold), "hold", threshold)

@@ -117,7 +117,7 @@ GPU_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "gpu-check.json"
 
 
 def markdown(r: dict, ran, table) -> list[str]:
-    """The sections of docs/BENCHMARKS.md (ran and table: bench.bench's): the ceiling, and the GPU check."""
+    """The sections of docs/BENCHMARKS.md (ran and table: bench/common.py's): the ceiling, and the GPU check."""
     return (ceiling_markdown(r, ran, table) if "pipeline" in r else []) + gpu_markdown(table)
 
 

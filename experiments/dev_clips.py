@@ -9,7 +9,7 @@ import torch
 from adaptok_cli.tokenizer import load_tokenizer
 from adaptok_cli.training.data import DEV
 from adaptok_cli.video import is_video_path
-from bench.bench import load_clip
+from bench.clips import load_clip
 
 
 def add_options(ap: argparse.ArgumentParser, thresholds: str):

@@ -86,7 +86,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="torch threads in each process")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from bench.bench import moving_video
+    from bench.common import moving_video
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.sizes.split(","):
             size, n = spec.split(":")

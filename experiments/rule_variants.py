@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from adaptok_cli.masking import Selector, change
-from bench.bench import CHUNK, at_rate, codec, reconstruct, unit
+from bench.clips import CHUNK, codec, reconstruct, unit
+from bench.rd import at_rate
 from experiments import dev_clips
 
 BORDER = 0.5

@@ -18,15 +18,15 @@ import torch
 from adaptok_cli.codec import Decoder
 from adaptok_cli.evaluate import Scores, decode_and_score
 from adaptok_cli.tokenizer import load_tokenizer
-from bench import bench   # the benchmark's clip loader, so the frames are read exactly as it reads them
+from bench import clips   # the benchmark's clip loader, so the frames are read exactly as it reads them
 
 
 def full_rate_psnr(tok, path, chunk, short_side):
     """-> per-frame PSNR of a full-rate encode/decode in chunks of `chunk` latent frames, and chunk starts."""
-    bench.CHUNK = chunk
-    clip = bench.load_clip(path, tok, short_side)
+    clips.CHUNK = chunk
+    clip = clips.load_clip(path, tok, short_side)
     dec, scores = Decoder(tok), Scores()
-    for ref, chunk in zip(clip.refs, bench.full_rate(tok, clip)):
+    for ref, chunk in zip(clip.refs, clips.full_rate(tok, clip)):
         decode_and_score(dec, chunk, ref, scores)
     return np.array(scores.psnr), np.cumsum([len(r) for r in clip.refs])[:-1]
 
