@@ -137,10 +137,21 @@ def digest(frames: np.ndarray) -> str:
 
 
 def payloads(path) -> list:
-    """Every chunk record's decompressed payload, then every audio record's packets."""
+    """Every chunk record's decompressed payload as formats 1 to 4 store it (format 5's int8 differences
+    summed back), then every audio record's packets."""
     from adaptok_cli.container import AtokReader
     with AtokReader(path) as r:
-        return [r.check_chunk(i) for i in range(len(r.chunks))] + [r.read_audio(i) for i in range(len(r.audio))]
+        return [plain_payload(r, i) for i in range(len(r.chunks))] + [r.read_audio(i) for i in range(len(r.audio))]
+
+
+def plain_payload(r, i: int) -> bytes:
+    from adaptok_cli.container import undelta_codes
+    raw = r.check_chunk(i)
+    if r.version < 5 or r.header["quant"] != "int8":
+        return raw
+    o_codes = r._layout(int(r.entry(i).latent_frames))[2]
+    codes = np.frombuffer(raw, np.int8, offset=o_codes).reshape(r.header["channels"], -1)
+    return raw[:o_codes] + undelta_codes(codes).tobytes()
 
 
 def write_sound_clip(path: Path):

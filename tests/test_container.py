@@ -3,11 +3,13 @@ import struct
 import zlib
 
 import msgpack
+import numpy as np
 import pytest
 import torch
 
 from adaptok_cli import inspect
-from adaptok_cli.container import (MAGIC, PRELUDE, TRAILER, AtokReader, ContainerError, write_bytes)
+from adaptok_cli.container import (MAGIC, PRELUDE, TRAILER, VERSION, AtokReader, ContainerError, delta_codes,
+                                   write_bytes)
 from adaptok_cli.errors import InputError
 
 
@@ -54,6 +56,28 @@ def test_exact_round_trip(tmp_path, quant):
             assert torch.equal(c.codes, codes)
             if qscale is not None:
                 assert torch.equal(c.qscale, qscale)
+
+
+def test_int8_values_are_stored_as_differences_and_read_back_exactly(tmp_path):
+    """Format 5 stores each channel's int8 row as differences modulo 256: every byte, the extremes
+    next to each other (-128 after 127: a wrapped difference), an empty row and one value come back."""
+    g = torch.Generator().manual_seed(1)
+    rows = [torch.randint(-128, 128, (4, 625), generator=g, dtype=torch.int8),      # the first frame: whole
+            torch.tensor([[127, -128, 127, -128, 0, -1, 1]] * 4, dtype=torch.int8),
+            torch.zeros(4, 0, dtype=torch.int8), torch.tensor([[5], [-5], [127], [-128]], dtype=torch.int8)]
+    cs = []
+    for i, codes in enumerate(rows):
+        mask = torch.zeros(1, 25, 25, dtype=torch.bool)
+        mask.view(-1)[:codes.shape[1]] = True
+        cs.append((mask, codes, torch.rand(4, generator=g), 1 if i == 0 else 4))
+    h = header(width=200, height=200, latent_width=25, latent_height=25, chunk=1)
+    p = write(tmp_path, write_bytes(h, cs, frames=13))
+    with AtokReader(p) as r:
+        assert r.version == VERSION == 5
+        for i, (_, codes, _, _) in enumerate(cs):
+            assert torch.equal(r.read_chunk(i).codes, codes)
+            stored = np.frombuffer(r.check_chunk(i)[-codes.numel():] if codes.numel() else b"", np.int8)
+            assert np.array_equal(stored.reshape(codes.shape), delta_codes(codes.numpy()))
 
 
 @pytest.mark.parametrize("channels", [128, 1024])

@@ -15,7 +15,8 @@ kernels decide (they differ between CPUs: AMX, AVX-512 and AVX2 kernels sum in o
   packs them otherwise says so. A one-unit change of the quantiser or the rule fails these tests.
   Format 3 added each chunk's frame count to the index, format 4 the rule's unit to the header; with
   the unit formats 1 to 3 used (--unit spread) every other header field and every record must stay
-  what format 1 and 2 wrote.
+  what format 1 and 2 wrote; format 5 stores int8 values as differences, so its records must be the
+  reference's contents written that way.
 - within a bound: what the tokeniser encodes from the videos, the token count a threshold gives, and
   the frames LIT and the decoder make. The bounds and what they were measured against are beside them.
 """
@@ -27,7 +28,7 @@ import torch
 
 import adaptok_cli as atk
 from adaptok_cli.codec import Codec
-from adaptok_cli.container import PRELUDE, AtokReader
+from adaptok_cli.container import PRELUDE, RECORD, VERSION, AtokReader, _compressor, delta_codes
 from adaptok_cli.metrics import psnr
 from adaptok_cli.options import CompressOptions
 from adaptok_cli.tokenizer import load_tokenizer
@@ -78,7 +79,7 @@ def compress_case(name, dst, tok):
 
 def check_header(a: AtokReader, b: AtokReader, name):
     """A new container's header against a reference one: the same but for the format and the unit."""
-    assert (a.version, b.version) == (4, 2 if name == "sound" else 1)
+    assert (a.version, b.version) == (VERSION, 2 if name == "sound" else 1)
     assert a.header.pop("unit_name") == UNIT and "unit" not in b.header
     np.testing.assert_array_equal(a.header.pop("unit"), a_scale())   # the spread is the tokeniser's scale
     assert a.header == b.header
@@ -101,15 +102,33 @@ def test_stored_latents_write_the_reference_bytes(tmp_path, name):
     new, old = dst.read_bytes(), ref.read_bytes()
     with AtokReader(dst) as a, AtokReader(ref) as b:
         check_header(a, b, name)
-        (s0, e0), (s1, e1) = records_span(a, new), records_span(b, old)
-        assert new[s0:e0] == old[s1:e1], "same contents, other zstd bytes: has the zstd library changed?"
-        shift = s0 - s1                                              # the header grew by the unit
-        np.testing.assert_array_equal(a.chunks[:, 1:], b.chunks[:, 1:])   # the stored frame counts are the derived ones
-        np.testing.assert_array_equal(a.chunks[:, 0], b.chunks[:, 0] + shift)
+        s0, e0 = records_span(a, new)
+        records, offsets = records_as_written_now(b, old)
+        assert new[s0:e0] == records, "same contents, other zstd bytes: has the zstd library changed?"
+        # the index: the stored frame counts are the derived ones, the rest as the records say
+        np.testing.assert_array_equal(a.chunks[:, [2, 3, 4, 6]], b.chunks[:, [2, 3, 4, 6]])
+        np.testing.assert_array_equal(a.chunks[:, 0], s0 + offsets[:len(b.chunks)])
         if len(b.audio):
             np.testing.assert_array_equal(a.audio[:, 1:], b.audio[:, 1:])
-            np.testing.assert_array_equal(a.audio[:, 0], b.audio[:, 0] + shift)
+            np.testing.assert_array_equal(a.audio[:, 0], s0 + offsets[len(b.chunks):])
         assert new[:8] == old[:8]
+
+
+def records_as_written_now(b: AtokReader, data: bytes) -> tuple[bytes, np.ndarray]:
+    """The records this version writes for the reference's contents: each chunk payload as VERSION
+    stores it (int8 values as differences since format 5), compressed as the writer compresses, then
+    the reference's audio records as they are -> (their bytes, each record's offset from the first)."""
+    parts = []
+    for i in range(len(b.chunks)):
+        raw = b.check_chunk(i)
+        if b.header["quant"] == "int8":
+            o_codes = b._layout(int(b.entry(i).latent_frames))[2]
+            raw = raw[:o_codes] + delta_codes(np.frombuffer(raw, np.int8, offset=o_codes).reshape(
+                b.header["channels"], -1)).tobytes()
+        comp = _compressor(b.header["level"]).compress(raw)
+        parts.append(RECORD.pack(len(comp)) + comp)
+    parts += [data[off:off + 4 + length] for off, length in b.audio[:, :2].tolist()]
+    return b"".join(parts), np.cumsum([0] + [len(p) for p in parts[:-1]])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
