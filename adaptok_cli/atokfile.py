@@ -140,10 +140,11 @@ class AtokFile:
         return (z.transpose(0, 1) if layout == "CTHW" else z).to(dtype).contiguous()
 
     def _dense_hold(self, start, stop, dtype, layout, norm) -> torch.Tensor:
-        """Hold-fill of chunks start..stop-1 in one gather (codec.hold_dense)."""
+        """Hold-fill of chunks start..stop-1 in one gather (codec.hold_dense), their records read in one
+        read (AtokReader.read_chunks); the chunks before them stream through the hold state one by one."""
         r = self._reader
-        return hold_dense((r.read_chunk(i) for i in range(start)), [r.read_chunk(i) for i in range(start, stop)],
-                          self.header["channels"], dtype, layout, norm)
+        return hold_dense((r.read_chunk(i) for i in range(start)), r.read_chunks(start, stop), self.header["channels"],
+                          dtype, layout, norm)
 
     def iter_frames(self, fill: str | None = None) -> Iterator[np.ndarray]:
         """Decoded frames per chunk: uint8 (n, H, W, 3); the clip's frame count is restored exactly."""
@@ -345,9 +346,9 @@ def dataset_item(f: AtokFile, mode: str, crop: int | None = None, dtype=torch.fl
     if mode == "dense":
         item["latents"] = f.dense(dtype=dtype, layout=layout, norm=norm)
     else:
-        parts = [f.sparse(c) for c in range(f.num_chunks)]
-        tokens = torch.cat([t for _, t in parts])
-        item["mask"] = torch.cat([m for m, _ in parts])
+        chunks = f._reader.read_chunks(0, f.num_chunks)       # one read, as sparse() gives each chunk
+        tokens = torch.cat([kept_values(c).T for c in chunks])
+        item["mask"] = torch.cat([c.mask for c in chunks])
         item["tokens"] = (norm(tokens, 1) if norm is not None else tokens).to(dtype)
     if crop is None:
         return item

@@ -284,7 +284,7 @@ def hold_dense(before: Iterable, chunks: list, channels: int, dtype=torch.float3
     table = torch.from_numpy(table)
     if norm is not None:
         table = norm(table)
-    return hold_gather(table, mask, layout).to(dtype)      # float32 gathers fastest; then one cast
+    return hold_gather(table.to(dtype), mask, layout)      # cast the table, not the larger output: the same values
 
 
 def _quantised(z: torch.Tensor, quant: str):

@@ -57,6 +57,7 @@ QUANT_BYTES = {"int8": 1, "fp16": 2}
 MAX_AUDIO_RECORD = 1 << 20  # an audio record never decompresses to more than 1 MiB
 MAX_EXTRADATA = 1 << 16
 ZSTD_FRAME_OVERHEAD = 1 << 12   # more than zstd's frame header, block headers and checksum add to a payload
+MAX_SPAN = 64 << 20         # read_chunks reads consecutive chunk records in one read up to this many bytes
 # index entry columns: [offset, length, latent frames, kept positions, payload size, crc32 of the zstd
 # frame, video frames]; versions 1 and 2 store the first six, and the reader adds the frame counts
 OFFSET, LENGTH, LATENT_FRAMES, KEPT, RAW_SIZE, CRC, FRAMES = range(7)
@@ -586,13 +587,15 @@ class AtokReader:
         """Latent frames of a chunk (counted within it) that must be kept whole; first: its first latent frame."""
         return [j for j in range(t) if is_keyframe(first + j, self.header["keyframe_interval"])]
 
-    def _record(self, what: str, off: int, length: int, raw_size: int, crc: int) -> bytes:
+    def _record(self, what: str, off: int, length: int, raw_size: int, crc: int, rec=None) -> bytes:
         """A record (chunk or audio) decompressed, checked against its index entry: length field, CRC,
-        the zstd frame's declared size, zstd's own checksum, the size it gives."""
+        the zstd frame's declared size, zstd's own checksum, the size it gives. rec: the record's bytes
+        when they were already read with others (read_chunks); otherwise read here."""
         p = self.path
-        with self._io:
-            self.f.seek(off)
-            rec = self.f.read(RECORD.size + length)
+        if rec is None:
+            with self._io:
+                self.f.seek(off)
+                rec = self.f.read(RECORD.size + length)
         _check(len(rec) == RECORD.size + length and RECORD.unpack(rec[:4])[0] == length, p, f"{what} record length")
         comp = rec[4:]
         _check(zlib.crc32(comp) == crc, p, f"{what} checksum mismatch")
@@ -608,10 +611,10 @@ class AtokReader:
         _check(len(raw) == raw_size, p, f"{what} size")
         return raw
 
-    def _payload(self, i: int, entry) -> bytes:
+    def _payload(self, i: int, entry, rec=None) -> bytes:
         """Chunk i's payload, its record checked, and its t and kept against the index entry."""
         off, length, t, kept, raw_size, crc = entry[:6]
-        raw = self._record(f"chunk {i}", off, length, raw_size, crc)
+        raw = self._record(f"chunk {i}", off, length, raw_size, crc, rec)
         _check(PAYLOAD.unpack_from(raw) == (t, kept), self.path, f"chunk {i} disagrees with the index")
         return raw
 
@@ -627,11 +630,11 @@ class AtokReader:
             raise IndexError(f"chunk {i} out of range: {self.path} has {len(self.chunks)} chunks")
         return self._checked_payload(i, self.chunks[i].tolist(), int(self.latent_starts[i]))
 
-    def _checked_payload(self, i: int, entry, first_latent: int) -> bytes:
+    def _checked_payload(self, i: int, entry, first_latent: int, rec=None) -> bytes:
         """The payload of chunk i, every part checked; the mask is counted on its packed bytes and
-        only the rows that must be whole are unpacked."""
+        only the rows that must be whole are unpacked. rec: its record, already read (read_chunks)."""
         h, p = self.header, self.path
-        raw = self._payload(i, entry)
+        raw = self._payload(i, entry, rec)
         t, kept = entry[LATENT_FRAMES], entry[KEPT]
         o_scale, o_mask, o_codes = self._layout(t)
         if h["quant"] == "int8":
@@ -661,9 +664,35 @@ class AtokReader:
 
     def read_chunk(self, i: int) -> Chunk:
         """Decompress and check chunk i; any mismatch names the chunk."""
+        return self._chunk(i, self.check_chunk(i))
+
+    def read_chunks(self, start: int, stop: int) -> list[Chunk]:
+        """Chunks start..stop-1, as read_chunk gives them and with every check it makes, their records
+        read in one read (they are consecutive in the file: _read_index checked each one's offset)
+        when they span at most MAX_SPAN bytes; one read per record otherwise."""
+        if not 0 <= start <= stop <= len(self.chunks):
+            raise IndexError(f"chunks {start}..{stop - 1} out of range: {self.path} has {len(self.chunks)} chunks")
+        if start == stop:
+            return []
+        base = int(self.chunks[start, OFFSET])
+        span = int(self.chunks[stop - 1, OFFSET] + RECORD.size + self.chunks[stop - 1, LENGTH]) - base
+        if span > MAX_SPAN:
+            return [self.read_chunk(i) for i in range(start, stop)]
+        with self._io:
+            self.f.seek(base)
+            buf = memoryview(self.f.read(span))     # shorter if the file was cut since: the length check says so
+        out = []
+        for i in range(start, stop):
+            entry = self.chunks[i].tolist()
+            at = entry[OFFSET] - base
+            rec = buf[at:at + RECORD.size + entry[LENGTH]]
+            out.append(self._chunk(i, self._checked_payload(i, entry, int(self.latent_starts[i]), rec)))
+        return out
+
+    def _chunk(self, i: int, raw: bytes) -> Chunk:
+        """Chunk i built from its checked payload."""
         import torch   # here, not at the top: inspect and verify never need it
         h = self.header
-        raw = self.check_chunk(i)
         kept, c = int(self.chunks[i, KEPT]), h["channels"]
         o_scale, _, o_codes = self._layout(int(self.chunks[i, LATENT_FRAMES]))
         qscale = None

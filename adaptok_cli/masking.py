@@ -111,26 +111,54 @@ def hold_index(mask: torch.Tensor) -> torch.Tensor:
     """Where each position's hold-filled value comes from, as columns of [held (C, h*w) | kept (C, kept)]:
     (t, h, w) -> (t, h*w) int64. Kept values are stored in (t, y, x) order, so the last value kept at a
     position up to frame t is the largest kept column seen there so far: a running maximum down time,
-    starting from the position's held column (smaller than every kept one). Index arithmetic only (numpy:
-    several times faster than torch's cummax here), so filling is one gather."""
+    starting from the position's held column (smaller than every kept one). Index arithmetic only, in
+    numpy (faster than torch's cummax here); kept columns are placed through flatnonzero and the maximum
+    runs frame by frame (numpy's boolean assignment, cumsum and maximum.accumulate down axis 0 were each
+    several times slower), so filling is one gather."""
     t, h, w = mask.shape
     hw = h * w
-    m = mask.numpy().reshape(t, hw)
-    kept_col = np.cumsum(m.reshape(-1), dtype=np.int64).reshape(t, hw) + (hw - 1)
-    return torch.from_numpy(np.maximum.accumulate(np.where(m, kept_col, np.arange(hw)), axis=0))
+    m = mask.numpy().reshape(-1)
+    idx = np.zeros((t, hw), np.int64)     # 0: dropped, below every candidate once the running max starts
+    if t:
+        idx[0] = np.arange(hw)
+    kept_at = np.flatnonzero(m)
+    idx.reshape(-1)[kept_at] = np.arange(hw, hw + len(kept_at))
+    for i in range(1, t):
+        np.maximum(idx[i - 1], idx[i], out=idx[i])
+    return torch.from_numpy(idx)
 
 
 def hold_gather(table: torch.Tensor, mask: torch.Tensor, layout: str = "TCHW") -> torch.Tensor:
     """Hold-filled latents from table = [held (C, h*w) | kept values (C, kept)]: (t, C, h, w), or
-    (C, t, h, w) with layout "CTHW"; in the table's dtype."""
+    (C, t, h, w) with layout "CTHW"; in the table's dtype. The gather is numpy's take on the values'
+    bits (any dtype: a gather only copies) without a bounds check per element, faster than torch's
+    index_select; so the table's width is checked once here (the running maximum makes the last
+    frame's largest index the largest of all)."""
     t, h, w = mask.shape
     c, idx = table.shape[0], hold_index(mask)
+    if t and int(idx[-1].max()) >= table.shape[1]:
+        raise ValueError(f"a hold table of {table.shape[1]} columns is too narrow for this mask")
+    bits = _SAME_SIZE_INT.get(table.element_size())
+    if table.device.type != "cpu" or table.requires_grad or bits is None:
+        return _torch_hold_gather(table, idx, (t, c, h, w), layout)
+    src, ix = table.view(bits).numpy(), idx.numpy()
     if layout == "CTHW":
-        return table.index_select(1, idx.view(-1)).view(c, t, h, w)
-    out = table.new_empty(t, c, h, w)
-    for i in range(t):                          # frame by frame: written in place, no transposed copy
-        torch.index_select(table, 1, idx[i], out=out[i].view(c, h * w))
-    return out
+        out = src.take(ix, axis=1, mode="clip")
+    else:
+        out = np.empty((t, c, h * w), src.dtype)
+        for i in range(t):                      # frame by frame: written in place, no transposed copy
+            src.take(ix[i], axis=1, out=out[i], mode="clip")
+    return torch.from_numpy(out).view(table.dtype).view((c, t, h, w) if layout == "CTHW" else (t, c, h, w))
+
+
+_SAME_SIZE_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _torch_hold_gather(table, idx, shape, layout) -> torch.Tensor:
+    """hold_gather where numpy cannot take the table: on another device, under autograd."""
+    t, c, h, w = shape
+    out = table.index_select(1, idx.to(table.device).view(-1)).view(c, t, h, w)
+    return out if layout == "CTHW" else out.transpose(0, 1).contiguous()
 
 
 class HoldFill:
