@@ -65,7 +65,7 @@ def main():
         from .stages import reached
         reached("entry")        # a test may stop here (stages.py): a signal from here on is a clean 130
         from .memory import bound_kernel_cache, fix_mmap_threshold
-        fix_mmap_threshold()    # frame-sized blocks go back to the system when freed (memory.py)
+        fix_mmap_threshold()    # blocks over 32 MiB go back to the system when freed (memory.py)
         bound_kernel_cache()    # at most KERNEL_CACHE compiled CPU kernels, whatever the frame sizes met
         from .cli import main as cli_main
         from .cli_output import quiet_stdout
