@@ -25,7 +25,8 @@ from .outputs import is_stdout
 from .remote import is_url
 from .cli_output import (Reporter, exit_code, fail, for_each, plural, print_eval, print_inspect, print_inspect_many, run_batch,
                          say, user_errors, write_plot)
-from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, DTYPES, TOKENIZER_KINDS, UNITS, is_device_name
+from .defaults import (DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, DTYPE_CHOICES, TOKENIZER_KINDS, UNITS,
+                       VIDEO_CODECS, is_device_name)
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -33,12 +34,8 @@ app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_e
                   help="Adaptive video tokenisation: drop latent positions that do not change, inpaint them back.")
 
 
-class Codec(str, Enum):
-    """Output formats of decompress (choices show in --help and shell completion)."""
-    x264 = "x264"
-    ffv1 = "ffv1"
-    y4m = "y4m"
-    png = "png"
+# decompress --codec's choices, as an Enum so that they show in --help and shell completion
+VideoCodec = Enum("VideoCodec", {c: c for c in VIDEO_CODECS}, type=str)
 
 
 class SortKey(str, Enum):
@@ -83,7 +80,7 @@ DecodeTokenizer = Annotated[Optional[str], typer.Option("--tokenizer", help=(
     "The tokeniser's file or folder, if it is not built in (checked against the container's fingerprint)."))]
 Chunk = Annotated[int, typer.Option("--chunk", help="Latent frames per chunk record.")]
 Device = Annotated[str, typer.Option("--device", autocompletion=choices("auto", "cpu", "cuda"), help="auto, cpu or cuda (cuda:N: GPU N).")]
-Dtype = Annotated[str, typer.Option("--dtype", autocompletion=choices(*DTYPES), help=(
+Dtype = Annotated[str, typer.Option("--dtype", autocompletion=choices(*DTYPE_CHOICES), help=(
     "Precision of a diffusers tokeniser: auto (bf16 on a GPU that has it, else fp32), fp32, bf16 or fp16."))]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
 Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="Print timings.")]
@@ -190,7 +187,7 @@ def compress_cmd(
 @app.command("decompress", short_help="Rebuild videos from .atok containers.")
 def decompress_cmd(
     inputs: ToDecode, output: Output = None, force: Force = False,
-    codec: Annotated[Optional[Codec], typer.Option("--codec", help="Output format (default: from the extension; .mp4 x264, .mkv ffv1, .y4m, png: a folder of frames).")] = None,
+    codec: Annotated[Optional[VideoCodec], typer.Option("--codec", help="Output format (default: from the extension; .mp4 x264, .mkv ffv1, .y4m, png: a folder of frames).")] = None,
     crf: Annotated[int, typer.Option("--crf", help="x264 quality, 0-51 (lower is better).")] = 18,
     no_lit: NoLit = False, lit: LitFile = None, tokenizer: DecodeTokenizer = None, device: Device = "auto",
     dtype: Dtype = "auto", quiet: Quiet = False, verbose: Verbose = False, as_json: Json = False,

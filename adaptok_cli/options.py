@@ -5,7 +5,8 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
 from . import __version__
-from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, DTYPES, MAX_THRESHOLD, UNITS
+from .defaults import (DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, DTYPE_CHOICES, MAX_SIDE, MAX_THRESHOLD,
+                       UNITS)
 from .errors import UsageError
 from .layout import latent_side
 
@@ -17,8 +18,8 @@ TIMELINE_FIELDS = {"start": "start", "duration": "duration", "frames": "frame_li
 
 
 def check_dtype(dtype: str):
-    if dtype not in DTYPES:
-        raise UsageError(f"unknown --dtype {dtype!r}: use {', '.join(DTYPES)}")
+    if dtype not in DTYPE_CHOICES:
+        raise UsageError(f"unknown --dtype {dtype!r}: use {', '.join(DTYPE_CHOICES)}")
 
 
 @dataclass
@@ -35,7 +36,7 @@ class CompressOptions:
     device: str = "auto"
     drop_audio: bool = False           # leave the audio track out (by default its packets are kept)
     unit: str = "decoder"              # the rule's per-channel unit of change (calibration.UNITS)
-    dtype: str = "auto"                # precision of a diffusers tokeniser (diffusers_tok.DTYPES)
+    dtype: str = "auto"                # precision of a diffusers tokeniser (defaults.DTYPE_CHOICES)
     lit: str | None = None             # a LIT file (adaptok train-lit) the container will expect
     start: float | None = None         # seconds from the first frame (ffmpeg's -ss)
     duration: float | None = None      # seconds (ffmpeg's -t)
@@ -52,8 +53,8 @@ class CompressOptions:
         if self.threshold is None and self.keep_ratio is None:
             self.threshold = DEFAULT_THRESHOLD
         for name, side in (("--max-side", self.max_side), ("--short-side", self.short_side)):
-            if side is not None and not 16 <= side <= 16384:
-                raise UsageError(f"{name} must be between 16 and 16384")
+            if side is not None and not 16 <= side <= MAX_SIDE:
+                raise UsageError(f"{name} must be between 16 and {MAX_SIDE}")
         for name, value, lo, hi in (("--chunk", self.chunk, 1, 1024), ("--keyframe-interval", self.keyframe_interval,
                                     0, 1 << 30), ("--level", self.level, 1, 22)):
             if not lo <= value <= hi:
