@@ -171,6 +171,7 @@ class Result:
         return self.atok_bytes * 8 / max(1, self.frames * self.width * self.height)
 
     def to_dict(self):
+        """Its fields, then the figures computed from them (its properties): --json's object."""
         d = asdict(self)
-        d.update(token_rate=self.token_rate, bpp=self.bpp)
+        d.update({k: getattr(self, k) for k, v in vars(type(self)).items() if isinstance(v, property)})
         return d
