@@ -381,10 +381,9 @@ def print_eval(results, mean, no_lit: bool):
                                        if thr is not None and thr < LIT_FROM_THRESHOLD else "PSNR is hold-fill"))
 
 
-def run_batch(n_files: int, start, reporter: Reporter, label: str, as_csv: bool, to_stdout: bool = False):
-    """Run a batch, start(progress, on_done) -> outcomes (batch.run, run_ray, compress_pairs), with
-    progress, streaming --json/--csv, and the summary (on stderr when the output goes to stdout,
-    to_stdout); -> exit code."""
+def run_batch(batch, reporter: Reporter, label: str, as_csv: bool, to_stdout: bool = False):
+    """Run a batch.Batch (compress_batch, decompress_batch) with progress, streaming --json/--csv, and the
+    summary (on stderr when the output goes to stdout, to_stdout); -> exit code."""
     if to_stdout and (reporter.as_json or as_csv):
         raise UsageError("-o - writes the output to standard output: --json and --csv cannot share it")
     rows = CsvRows() if as_csv else None
@@ -403,11 +402,11 @@ def run_batch(n_files: int, start, reporter: Reporter, label: str, as_csv: bool,
         if rows:
             rows.write(outcome_dict(o))
 
-    with reporter.progress(label, n_files) as progress:
-        outcomes = start(progress, on_done)
+    with reporter.progress(label, batch.n_files) as progress:
+        outcomes = batch.start(progress, on_done)
     if not reporter.quiet and not reporter.as_json and not as_csv:
         summary_table(outcomes, label, to_stdout)
-    return exit_code([o.error for o in outcomes if o.error is not None], n_files)
+    return exit_code([o.error for o in outcomes if o.error is not None], batch.n_files)
 
 
 def write_plot(f, png: Path, quiet: bool = False, name=None):

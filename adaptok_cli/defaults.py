@@ -10,6 +10,8 @@ UNITS = ("decoder", "spread")   # the rule's unit of change per channel (calibra
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")   # --dtype: precisions of a diffusers tokeniser (diffusers_tok.py)
 MAX_SIDE = 16384            # frame sides past this are refused (a container header, a decoded video), never allocated
 VIDEO_CODECS = ("x264", "ffv1", "y4m", "png")   # what decompress writes (video.py: --codec and extensions)
+# inspect --sort KEY: the figure (an inspect --json field) each key orders files by
+SORT_KEYS = {"name": "file", "rate": "token_rate", "bpp": "bpp", "bytes": "bytes", "frames": "frames"}
 BUILTIN_TOKENIZERS = ("tinytok",)   # names a container may ask for without the user naming a file
 # What --tokenizer accepts (tokenizer.spec_files tells the kinds apart): said once, for the CLI's help
 # and for the errors that name them.
