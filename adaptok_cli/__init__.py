@@ -7,7 +7,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_API = {"CompressOptions": "pipeline", "Result": "pipeline", "compress": "pipeline", "compress_many": "batch", "decompress": "pipeline",
+_API = {"CompressOptions": "pipeline", "DecompressOptions": "pipeline", "Result": "pipeline", "compress": "pipeline",
+        "compress_many": "batch", "decompress": "pipeline", "decompress_many": "batch",
         "inspect": "report", "AtokDataset": "atokfile", "ShardDataset": "atokfile", "pad_collate": "collate", "AtokFile": "atokfile", "open": "atokfile",
         "Limits": "container"}
 

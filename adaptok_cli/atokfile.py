@@ -32,7 +32,7 @@ from .report import describe
 from .shards import find_member, members
 from .tokenizer import pick_device, spec_fingerprint
 
-FILLS = ("hold", "lit")
+DATASET_FILLS = ("hold", "lit")
 LAYOUTS = ("TCHW", "CTHW")      # dense latents: time first (adaptok's), or channels first (diffusers trainers')
 ON_ERROR = ("raise", "skip")
 # what settings= may ask a cache to have been made with: header fields (unit: the rule's unit's name)
@@ -40,7 +40,7 @@ CACHE_SETTINGS = ("threshold", "keep_ratio", "keyframe_interval", "quant", "chun
 
 
 def _check_fill(fill):
-    if fill not in FILLS:
+    if fill not in DATASET_FILLS:
         raise ValueError(f"fill must be 'hold' or 'lit', not {fill!r}")
     return fill
 

@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 from .defaults import VIDEO_EXTENSIONS
 from .errors import (EXIT_INTERRUPTED, AdaptokError, CannotCreateError, ContainerError, InputError, OutputExistsError,
                      UsageError, internal_error)
-from .options import settings_of
+from .options import Outcome, settings_of
 from . import remote
 from .outputs import STDOUT, is_stdout, is_temporary, plan
 from .remote import is_url
@@ -124,17 +124,6 @@ def stale_reason(src, dst, want_settings: dict | None = None) -> str | None:
     if not differ:
         return None
     return "made with other settings: " + ", ".join(f"{k} {have.get(k)} (asked: {want_settings[k]})" for k in differ)
-
-
-@dataclass
-class Outcome:
-    """What happened to one file of a batch."""
-    src: Path
-    dst: Path
-    result: object = None      # a pipeline.Result
-    error: AdaptokError | None = None
-    skipped: bool = False
-    existing: object = None    # skipped: the kept output's figures (a Result read from a container's header)
 
 
 def figures_of(atok, src, dst, bytes_in: int | None = None, bytes_out: int | None = None):
@@ -420,21 +409,25 @@ def compress_stale_reason(opts, src, dst) -> str | None:
                                                                                  opts.dtype), source))
 
 
-def decompress_job(kw, force, src, dst, progress):
+def decompress_job(opts, force, src, dst, progress):
+    """One file of a decompress batch (module level so worker processes can run it)."""
+    from dataclasses import replace
+
     from .container import AtokReader
-    with AtokReader(src, partial=kw["partial"], limits=kw["limits"]):
+    with AtokReader(src, partial=opts.partial, limits=opts.limits):
         pass    # a corrupt or hostile file is refused here, before torch and the models are loaded
     from .batch import one_torch_thread, worker_device
     from .pipeline import decompress
     one_torch_thread()
-    return decompress(src, dst, force=force, progress=progress, **{**kw, "device": worker_device(kw["device"])})
+    return decompress(src, dst, replace(opts, device=worker_device(opts.device)), force=force, progress=progress)
 
 
-def decompress_skip(kw, src, dst):
+def decompress_skip(opts, src, dst):
+    """False, or (up to date) the kept output's figures, read from the container (True if unreadable)."""
     if not dst.exists():
         return False
     from .pipeline import decoded_up_to_date
-    if not decoded_up_to_date(src, dst, **kw):
+    if not decoded_up_to_date(src, dst, opts):
         return False
     return figures_of(src, src, dst, bytes_out=dst.stat().st_size if dst.is_file() else None) or True
 
@@ -488,7 +481,16 @@ def run_ray(pairs: list[tuple[Path, Path]], job, workers: int | None = None,
     return outcomes
 
 
-# --- compress many files, from Python (the CLI's compress is this plus reports) -------------------
+# --- many files, from Python (the CLI's compress and decompress are these plus reports) ------------
+
+@dataclass
+class Batch:
+    """A planned batch: how many files it reports on, and start(progress, on_done) -> [Outcome] to run it
+    (progress may be None); cli_output.run_batch runs it with progress bars and reports."""
+    n_files: int
+    start: Callable
+
+
 
 def gpus_per_worker(tokenizer: str) -> float:
     """The GPU share a Ray actor asks for when none is given: a TinyTok-architecture model (a built-in
@@ -541,6 +543,24 @@ def check_shard_target(output, shard_size: int | None):
         raise UsageError("--shard-size must be at least 1")
 
 
+def compress_batch(inputs, output=None, opts=None, force: bool = False, workers: int | None = None,
+                   ray: bool = False, ray_address: str | None = None, shard_size: int | None = None,
+                   ray_gpus: float | None = None, in_process: bool = True) -> Batch:
+    """compress_many()'s batch, checked and planned, not yet run. in_process=False: URLs must name a store
+    that outlives this process (the CLI's case)."""
+    if workers is not None and workers < 1:
+        raise UsageError("workers must be at least 1")
+    check_shard_target(output, shard_size)
+    check_gpus_per_worker(ray_gpus)
+    inputs = [str(i) for i in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
+    if not in_process:
+        for url in [i for i in inputs if is_url(i)] + ([output] if output and is_url(str(output)) else []):
+            remote.check_url(url, output=url is output, in_process=False)
+    pairs = expand_inputs(inputs, want_video, urls=True)
+    return Batch(len(pairs), partial(compress_pairs, pairs, output, opts, force, workers, ray, ray_address, shard_size,
+                                     ray_gpus=ray_gpus))
+
+
 def compress_many(inputs, output=None, options=None, force: bool = False, workers: int | None = None,
                   ray: bool = False, ray_address: str | None = None, shard_size: int | None = None,
                   on_done: Callable[[Outcome], None] | None = None, ray_gpus: float | None = None,
@@ -552,11 +572,39 @@ def compress_many(inputs, output=None, options=None, force: bool = False, worker
     asks for with device="cuda" (default gpus_per_worker()); local workers spread over the visible GPUs."""
     from .options import options_of
     opts = options_of(options, option_values)
+    batch = compress_batch(inputs, output, opts, force, workers, ray, ray_address, shard_size, ray_gpus)
+    return batch.start(None, on_done)
+
+
+@contextlib.contextmanager
+def decompress_batch(inputs, output=None, opts=None, force: bool = False, workers: int | None = None):
+    """Yields decompress_many()'s batch, checked and planned: shards' clips staged (in a temporary folder
+    removed when the block ends), outputs named and their formats checked up front."""
+    from .shard_inputs import renamed, staged_clips
+    from .shards import want_container
+    from .video import output_kind
     if workers is not None and workers < 1:
         raise UsageError("workers must be at least 1")
-    check_shard_target(output, shard_size)
-    check_gpus_per_worker(ray_gpus)
-    pairs = expand_inputs([str(i) for i in ([inputs] if isinstance(inputs, (str, Path)) else inputs)], want_video,
-                          urls=True)
-    return compress_pairs(pairs, output, opts, force, workers, ray, ray_address, shard_size, on_done=on_done,
-                          ray_gpus=ray_gpus)
+    pairs = expand_inputs([str(i) for i in ([inputs] if isinstance(inputs, (str, Path)) else inputs)], want_container)
+    if output is not None and is_url(str(output)):
+        raise UsageError(f"{output}: only compress writes URLs; decompress to a local path")
+    with staged_clips(pairs) as clips:      # a shard: each of its clips, as if it were a folder of them
+        ok = [c for c in clips if c.error is None]
+        dsts = output_paths([(c.source, c.rel) for c in ok], output, partial(video_name, codec=opts.codec)) if ok else []
+        for d in dsts:
+            output_kind(d, opts.codec)      # an extension that disagrees with the codec is a usage error, up front
+        skip = None if force or is_stdout(output) else partial(decompress_skip, opts)
+        start = partial(run, [(c.staged, d) for c, d in zip(ok, dsts)], partial(decompress_job, opts, force), workers,
+                        skip)
+        yield Batch(len(clips), renamed(start, clips))
+
+
+def decompress_many(inputs, output=None, options=None, force: bool = False, workers: int | None = None,
+                    on_done: Callable[[Outcome], None] | None = None, **option_values) -> list[Outcome]:
+    """`adaptok decompress FILE.atok... -o OUTPUT` from Python: files, shards (each clip), SHARD.tar:KEY,
+    folders or globs, decoded by `workers` local processes. Options as for decompress() (a
+    DecompressOptions or its keywords). One Outcome per clip; a failing one never stops the others."""
+    from .options import decompress_options_of
+    opts = decompress_options_of(options, option_values)
+    with decompress_batch(inputs, output, opts, force, workers) as batch:
+        return batch.start(None, on_done)

@@ -10,6 +10,7 @@ import os
 import statistics
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -35,7 +36,41 @@ class _Console(Console):
 
 err = _Console(stderr=True, highlight=False)
 out = _Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
-CSV_FIELDS = ["status", "input", "output", "frames", "token_rate", "bpp", "bytes_in", "bytes_out", "seconds", "error"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One figure of a compress/decompress report: key (a Result attribute, and the --json/--csv field),
+    its header in the summary table, its cell text, its piece of the plain line ({}: the cell), and its
+    value in the table's total row (from all the Results)."""
+    key: str
+    header: str
+    cell: Callable
+    plain: str
+    total: Callable
+    path: bool = False      # a path: left-aligned, long ones wrap instead of being cut
+
+
+def _total_rate(rs) -> float:
+    return sum(r.tokens_kept for r in rs) / max(1, sum(r.tokens_total for r in rs))
+
+
+def _total_bpp(rs) -> float:
+    return sum(r.atok_bytes for r in rs) * 8 / max(1, sum(r.frames * r.width * r.height for r in rs))
+
+
+# The one list of report columns: a new one is added here (and, if new, as a Result attribute)
+COLUMNS = (
+    Column("input", "input", str, "{}", lambda rs: f"total ({len(rs)} files)", path=True),
+    Column("output", "output", str, " -> {}:", lambda rs: "", path=True),
+    Column("frames", "frames", str, " {} frames,", lambda rs: sum(r.frames for r in rs)),
+    Column("token_rate", "token rate", "{:.3f}".format, " token rate {},", _total_rate),
+    Column("bpp", "bpp", "{:.4f}".format, " bpp {},", _total_bpp),
+    Column("bytes_in", "in", describe_size, " {} ->", lambda rs: sum(r.bytes_in for r in rs)),
+    Column("bytes_out", "out", describe_size, " {},", lambda rs: sum(r.bytes_out for r in rs)),
+    Column("seconds", "time", "{:.1f}s".format, " {}", lambda rs: sum(r.seconds for r in rs)),
+)
+CSV_FIELDS = ["status", *(c.key for c in COLUMNS), "error"]
 
 
 def exit_code(errors: list, n_files: int) -> int:
@@ -252,25 +287,16 @@ def summary_table(outcomes, label, to_stderr: bool = False):
         tail.append(f"{failed} failed")
     if out.is_terminal and len(outcomes) > 1 and done and not to_stderr:
         t = Table(title=f"{label}ed")
-        for c in ("input", "output", "frames", "token rate", "bpp", "in", "out", "time"):
-            # long paths wrap instead of being cut, so rows stay distinguishable at 80 columns
-            t.add_column(c, justify="right" if c not in ("input", "output") else "left",
-                         overflow="fold" if c in ("input", "output") else "ellipsis")
+        for c in COLUMNS:
+            t.add_column(c.header, justify="left" if c.path else "right", overflow="fold" if c.path else "ellipsis")
         for r in done:
-            t.add_row(r.input, r.output, str(r.frames), f"{r.token_rate:.3f}", f"{r.bpp:.4f}",
-                      describe_size(r.bytes_in), describe_size(r.bytes_out), f"{r.seconds:.1f}s")
+            t.add_row(*(c.cell(getattr(r, c.key)) for c in COLUMNS))
         if len(done) > 1:
-            kept, total = sum(r.tokens_kept for r in done), sum(r.tokens_total for r in done)
-            px = sum(r.frames * r.width * r.height for r in done)
-            t.add_row(f"total ({len(done)} files)", "", str(sum(r.frames for r in done)), f"{kept / max(1, total):.3f}",
-                      f"{sum(r.atok_bytes for r in done) * 8 / max(1, px):.4f}",
-                      describe_size(sum(r.bytes_in for r in done)), describe_size(sum(r.bytes_out for r in done)),
-                      f"{sum(r.seconds for r in done):.1f}s")
+            t.add_row(*(c.cell(c.total(done)) for c in COLUMNS))
         out.print(t)
     else:
         for r in done:
-            print(f"{r.input} -> {r.output}: {r.frames} frames, token rate {r.token_rate:.3f}, "
-                  f"bpp {r.bpp:.4f}, {describe_size(r.bytes_in)} -> {describe_size(r.bytes_out)}, {r.seconds:.1f}s",
+            print("".join(c.plain.format(c.cell(getattr(r, c.key))) for c in COLUMNS),
                   file=sys.stderr if to_stderr else sys.stdout)
     if tail and (len(outcomes) > 1 or skipped):
         say(", ".join(tail))
@@ -355,10 +381,9 @@ def print_eval(results, mean, no_lit: bool):
                                        if thr is not None and thr < LIT_FROM_THRESHOLD else "PSNR is hold-fill"))
 
 
-def run_batch(n_files: int, start, reporter: Reporter, label: str, as_csv: bool, to_stdout: bool = False):
-    """Run a batch, start(progress, on_done) -> outcomes (batch.run, run_ray, compress_pairs), with
-    progress, streaming --json/--csv, and the summary (on stderr when the output goes to stdout,
-    to_stdout); -> exit code."""
+def run_batch(batch, reporter: Reporter, label: str, as_csv: bool, to_stdout: bool = False):
+    """Run a batch.Batch (compress_batch, decompress_batch) with progress, streaming --json/--csv, and the
+    summary (on stderr when the output goes to stdout, to_stdout); -> exit code."""
     if to_stdout and (reporter.as_json or as_csv):
         raise UsageError("-o - writes the output to standard output: --json and --csv cannot share it")
     rows = CsvRows() if as_csv else None
@@ -377,11 +402,11 @@ def run_batch(n_files: int, start, reporter: Reporter, label: str, as_csv: bool,
         if rows:
             rows.write(outcome_dict(o))
 
-    with reporter.progress(label, n_files) as progress:
-        outcomes = start(progress, on_done)
+    with reporter.progress(label, batch.n_files) as progress:
+        outcomes = batch.start(progress, on_done)
     if not reporter.quiet and not reporter.as_json and not as_csv:
         summary_table(outcomes, label, to_stdout)
-    return exit_code([o.error for o in outcomes if o.error is not None], n_files)
+    return exit_code([o.error for o in outcomes if o.error is not None], batch.n_files)
 
 
 def write_plot(f, png: Path, quiet: bool = False, name=None):

@@ -113,7 +113,7 @@ class Codec:
         return Encoded(mask, gather_kept(codes, mask), qscale, latents=zq)
 
     def decoder(self, inpainter=None, fill: str = "hold") -> "Decoder":
-        """A decoder that fills dropped positions (FILLS), then runs `inpainter` (a lit.Inpainter) if given."""
+        """A decoder that fills dropped positions (LATENT_FILLS), then runs `inpainter` (a lit.Inpainter) if given."""
         r = self.rule
         return Decoder(self.tok, inpainter, fill, r.threshold if r else None, r.unit if r else None)
 
@@ -295,7 +295,7 @@ def _quantised(z: torch.Tensor, quant: str):
 
 # Fills that need no model: "hold" keeps each dropped position at its last kept value; "interp" moves
 # it towards its next kept value in the chunk, within the threshold's bound (masking.InterpFill).
-FILLS = ("hold", "interp")
+LATENT_FILLS = ("hold", "interp")
 
 
 class Decoder:
@@ -307,8 +307,8 @@ class Decoder:
                  unit: torch.Tensor | None = None):
         if inpainter is not None:     # LIT corrects the fill it was trained on
             fill, threshold, unit = inpainter.model.cfg.base, inpainter.threshold, inpainter.unit
-        if fill not in FILLS:
-            raise ValueError(f"fill must be one of {', '.join(FILLS)}, not {fill!r}")
+        if fill not in LATENT_FILLS:
+            raise ValueError(f"fill must be one of {', '.join(LATENT_FILLS)}, not {fill!r}")
         self.tok, self.inpainter = tok, inpainter
         self.filler = HoldFill() if fill == "hold" else InterpFill(tok.scale if unit is None else unit, threshold)   # carries C_sel
         self.state = None

@@ -26,7 +26,7 @@ import msgpack
 import numpy as np
 import zstandard
 
-from .defaults import AUDIO_CODECS, MAX_THRESHOLD
+from .defaults import AUDIO_CODECS, MAX_SIDE, MAX_THRESHOLD
 from .errors import ContainerError, InputError
 from .layout import frame_spans, is_keyframe, starts_stream
 
@@ -46,7 +46,6 @@ PAYLOAD = struct.Struct("<II")          # inside a chunk: latent frames, kept po
 MAX_HEADER = 1 << 20
 MIN_UNIT, MAX_UNIT = 1e-6, 1e6  # the rule's per-channel unit of change (header field unit)
 MAX_INDEX = 64 << 20
-MAX_SIDE = 16384
 MAX_FRAMES = 1 << 31
 MAX_CHANNELS = 1024
 MAX_CHUNK = 1024

@@ -7,7 +7,11 @@ MAX_THRESHOLD = 100.0       # far past "drop everything" (about 5), so larger va
 DEFAULT_CHUNK = 8           # latent frames per chunk record
 DEFAULT_TOKENIZER = "tinytok"
 UNITS = ("decoder", "spread")   # the rule's unit of change per channel (calibration.py); the first is the default
-DTYPES = ("auto", "fp32", "bf16", "fp16")   # precisions of a diffusers tokeniser (diffusers_tok.py)
+DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")   # --dtype: precisions of a diffusers tokeniser (diffusers_tok.py)
+MAX_SIDE = 16384            # frame sides past this are refused (a container header, a decoded video), never allocated
+VIDEO_CODECS = ("x264", "ffv1", "y4m", "png")   # what decompress writes (video.py: --codec and extensions)
+# inspect --sort KEY: the figure (an inspect --json field) each key orders files by
+SORT_KEYS = {"name": "file", "rate": "token_rate", "bpp": "bpp", "bytes": "bytes", "frames": "frames"}
 BUILTIN_TOKENIZERS = ("tinytok",)   # names a container may ask for without the user naming a file
 # What --tokenizer accepts (tokenizer.spec_files tells the kinds apart): said once, for the CLI's help
 # and for the errors that name them.

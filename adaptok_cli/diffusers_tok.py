@@ -32,7 +32,7 @@ from .tokenizer_base import Tokenizer, file_fingerprint, host_frames
 
 MAX_CONFIG_BYTES = 1 << 20
 PROBE_FRAMES, PROBE_SIDE = 25, 64   # 1 + 24 frames: whole for time factors 1, 2, 3, 4, 6, 8, 12, 24
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 EXTRA = "pip install 'adaptok[diffusers]'"
 CHUNKS_PER_CALL_GPU = 4             # whole chunks a stateless VAE codes in one batched call on a GPU (not measured)
 
@@ -195,7 +195,7 @@ def _diffusers_version() -> str:
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    return DTYPES[dtype]
+    return TORCH_DTYPES[dtype]
 
 
 class DiffusersTokenizer(Tokenizer):

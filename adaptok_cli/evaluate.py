@@ -230,3 +230,33 @@ MEAN_KEYS = ["psnr", "ssim", "token_rate", "bpp", "fps_compress", "fps_decompres
 def mean_of(results: list[Evaluation]) -> dict:
     """The mean of each of MEAN_KEYS over clips ({} for none)."""
     return {k: float(np.mean([getattr(r, k) for r in results])) for k in MEAN_KEYS} if results else {}
+
+
+def evaluate_files(inputs: list, opts: CompressOptions, use_lit: bool = True, quiet: bool = False,
+                   as_json: bool = False) -> int:
+    """`adaptok eval`: every clip of inputs (files, folders, globs) scored with one loaded tokeniser and
+    reported (a JSON object each and one with the mean, or a table) -> exit code."""
+    import json
+
+    from .batch import expand_inputs, want_video
+    from .cli_output import Reporter, for_each, print_eval
+    from .options import check_common
+    check_common(None, opts.device, as_json, False)
+    opts.check()
+    dev = pick_device(opts.device)
+    tok = load_tokenizer(opts.tokenizer, dev, opts.dtype)
+    reporter, results = Reporter(quiet, as_json), []
+
+    def one(f):
+        with reporter.progress(f"eval {f.name}") as tick:
+            r = evaluate(f, opts, use_lit=use_lit, tokenizer=tok, device=dev,
+                         progress=lambda n, total=None: tick("frames", n, total))
+        results.append(r)
+        if as_json:
+            print(json.dumps(r.to_dict()), flush=True)
+    code = for_each([f for f, _ in expand_inputs(inputs, want_video)], one)
+    if as_json:
+        print(json.dumps({"mean": mean_of(results), "clips": len(results)}))
+    elif not quiet and results:
+        print_eval([r.to_dict() for r in results], mean_of(results), not use_lit)
+    return code

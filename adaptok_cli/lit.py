@@ -38,7 +38,7 @@ class LITConfig:
     # number of windows), and longer chunks are filled span by span, carrying C_fill.
     pos_period: int = 16
     span: int = 8
-    base: str = "hold"            # the fill LIT corrects: "hold" or "interp" (codec.FILLS)
+    base: str = "hold"            # the fill LIT corrects: "hold" or "interp" (codec.LATENT_FILLS)
 
     def to_dict(self):
         return asdict(self)
@@ -64,7 +64,7 @@ class LITConfig:
 RETIRED = ("bidirectional", "global_view")
 # What a LIT config may say: depths and widths bound what a file can make us build (the shipped LIT is
 # 48 wide, 2 layers, 4 heads); the position embeddings split dim in four; positions repeat every
-# pos_period, a whole number of windows; base is one of the decoder's fills (codec.FILLS).
+# pos_period, a whole number of windows; base is one of the decoder's fills (codec.LATENT_FILLS).
 CONFIG_FIELDS = {"channels": integer(1, 1024), "dim": integer(4, 2048), "layers": integer(1, 64),
                  "heads": integer(1, 64), "window": integer(1, 64), "context": integer(0, 64),
                  "pos_period": integer(1, 4096), "span": integer(1, 1024), "base": one_of("hold", "interp")}

@@ -1,12 +1,15 @@
-"""What a compress run is asked (CompressOptions), what it writes in the header, and what any run reports (Result)."""
+"""What a compress or decompress run is asked (CompressOptions, DecompressOptions), what compress writes in the
+header, and what any run reports (Result)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
+from pathlib import Path
 
 from . import __version__
-from .defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, DTYPES, MAX_THRESHOLD, UNITS
-from .errors import UsageError
+from .defaults import (DEFAULT_CHUNK, DEFAULT_THRESHOLD, DEFAULT_TOKENIZER, DTYPE_CHOICES, MAX_SIDE, MAX_THRESHOLD,
+                       UNITS, VIDEO_CODECS, is_device_name)
+from .errors import AdaptokError, UsageError
 from .layout import latent_side
 
 # the header fields that decide a container's content, beside the models and the audio track
@@ -17,8 +20,34 @@ TIMELINE_FIELDS = {"start": "start", "duration": "duration", "frames": "frame_li
 
 
 def check_dtype(dtype: str):
-    if dtype not in DTYPES:
-        raise UsageError(f"unknown --dtype {dtype!r}: use {', '.join(DTYPES)}")
+    if dtype not in DTYPE_CHOICES:
+        raise UsageError(f"unknown --dtype {dtype!r}: use {', '.join(DTYPE_CHOICES)}")
+
+
+def check_device(device):
+    """auto, cpu, cuda or cuda:N (a torch.device passes): checked before any work, without torch."""
+    if isinstance(device, str) and not is_device_name(device):
+        raise UsageError(f"unknown device {device!r}: use auto, cpu or cuda")
+
+
+def check_common(workers: int | None, device: str, as_json: bool, as_csv: bool, dtype: str = "auto"):
+    """Options every batch command shares, checked before any work (bad values are usage errors, 2)."""
+    check_dtype(dtype)
+    if workers is not None and workers < 1:
+        raise UsageError("--workers must be at least 1")
+    check_device(device)
+    if as_json and as_csv:
+        raise UsageError("give --json or --csv, not both")
+
+
+def limits_for(max_pixels: int | None):
+    """--max-pixels N -> the resource budget containers must fit (container.Limits); None: the default."""
+    from .container import DEFAULT_LIMITS, Limits
+    if max_pixels is None:
+        return DEFAULT_LIMITS
+    if max_pixels < 1:
+        raise UsageError("--max-pixels must be at least 1")
+    return Limits.for_pixels(max_pixels)
 
 
 @dataclass
@@ -35,7 +64,7 @@ class CompressOptions:
     device: str = "auto"
     drop_audio: bool = False           # leave the audio track out (by default its packets are kept)
     unit: str = "decoder"              # the rule's per-channel unit of change (calibration.UNITS)
-    dtype: str = "auto"                # precision of a diffusers tokeniser (diffusers_tok.DTYPES)
+    dtype: str = "auto"                # precision of a diffusers tokeniser (defaults.DTYPE_CHOICES)
     lit: str | None = None             # a LIT file (adaptok train-lit) the container will expect
     start: float | None = None         # seconds from the first frame (ffmpeg's -ss)
     duration: float | None = None      # seconds (ffmpeg's -t)
@@ -52,8 +81,8 @@ class CompressOptions:
         if self.threshold is None and self.keep_ratio is None:
             self.threshold = DEFAULT_THRESHOLD
         for name, side in (("--max-side", self.max_side), ("--short-side", self.short_side)):
-            if side is not None and not 16 <= side <= 16384:
-                raise UsageError(f"{name} must be between 16 and 16384")
+            if side is not None and not 16 <= side <= MAX_SIDE:
+                raise UsageError(f"{name} must be between 16 and {MAX_SIDE}")
         for name, value, lo, hi in (("--chunk", self.chunk, 1, 1024), ("--keyframe-interval", self.keyframe_interval,
                                     0, 1 << 30), ("--level", self.level, 1, 22)):
             if not lo <= value <= hi:
@@ -102,6 +131,39 @@ def options_of(options: CompressOptions | None, values: dict) -> CompressOptions
     if options is not None and values:
         raise UsageError("give options as a CompressOptions or as keywords, not both")
     return (options or CompressOptions(**values)).check()
+
+
+@dataclass
+class DecompressOptions:
+    """What a decompress run is asked (the keywords of pipeline.decompress, which also takes these)."""
+    tokenizer: str | None = None       # the tokeniser's file or folder, when it is not built in
+    use_lit: bool = True               # False: hold-fill dropped positions instead of running LIT
+    lit: str | None = None             # a LIT file (adaptok train-lit) to fill with
+    codec: str | None = None           # one of VIDEO_CODECS; None: from the output's extension
+    crf: int = 18                      # x264 quality, 0-51
+    device: str = "auto"
+    dtype: str = "auto"                # precision of a diffusers tokeniser (defaults.DTYPE_CHOICES)
+    overlay: bool = False              # tint the positions that were dropped
+    partial: bool = False              # recover the complete chunks of a truncated container
+    limits: object = None              # the resource budget (container.Limits); None: DEFAULT_LIMITS
+
+    def check(self):
+        check_dtype(self.dtype)
+        check_device(self.device)
+        if not 0 <= self.crf <= 51:
+            raise UsageError("--crf must be between 0 and 51")
+        if self.codec is not None and self.codec not in VIDEO_CODECS:
+            raise UsageError(f"unknown codec {self.codec!r}: use x264, ffv1, y4m or png")
+        if self.limits is None:
+            self.limits = limits_for(None)
+        return self
+
+
+def decompress_options_of(options: DecompressOptions | None, values: dict) -> DecompressOptions:
+    """The checked options of a Python call that takes a DecompressOptions or keywords, not both."""
+    if options is not None and values:
+        raise UsageError("give options as a DecompressOptions or as keywords, not both")
+    return (options or DecompressOptions(**values)).check()
 
 
 def header_for(tok, lit_identity: dict | None, opts: CompressOptions, width: int, height: int, fps: Fraction,
@@ -170,6 +232,18 @@ class Result:
         return self.atok_bytes * 8 / max(1, self.frames * self.width * self.height)
 
     def to_dict(self):
+        """Its fields, then the figures computed from them (its properties): --json's object."""
         d = asdict(self)
-        d.update(token_rate=self.token_rate, bpp=self.bpp)
+        d.update({k: getattr(self, k) for k, v in vars(type(self)).items() if isinstance(v, property)})
         return d
+
+
+@dataclass
+class Outcome:
+    """What happened to one file of a batch (batch.run's answer, one per file)."""
+    src: Path
+    dst: Path
+    result: object = None      # a Result
+    error: AdaptokError | None = None
+    skipped: bool = False
+    existing: object = None    # skipped: the kept output's figures (a Result read from a container's header)

@@ -22,11 +22,12 @@ from typing import Callable
 
 from . import memory
 from .codec import Codec, staged
-from .container import DEFAULT_LIMITS, MAX_FPS, MIN_FPS, AtokReader, AtokWriter, Limits
+from .container import MAX_FPS, MIN_FPS, AtokReader, AtokWriter
 from .audio import can_write as can_write_audio
 from .errors import ContainerError, InputError, ModelUnavailableError, UsageError, WriteError
 from .models import cached_tokenizer, inpainter_for, lit_identity, models_for, tokenizer_for
-from .options import CompressOptions, Result, header_for, options_of, settings_of
+from .options import (CompressOptions, DecompressOptions, Result, decompress_options_of, header_for, options_of,
+                      settings_of)
 from .outputs import open_output, plan
 from .pictures import overlay as tint_dropped
 from .stages import reached
@@ -204,12 +205,12 @@ def _audio_plan(r: AtokReader, kind: str, src, res: Result) -> AudioTrack | None
     return track
 
 
-def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None, crf=18, force=False,
-               device="auto", progress: Callable[[int], None] | None = None, overlay=False, partial=False,
-               limits: Limits = DEFAULT_LIMITS, dtype: str = "auto", lit=None, pipelined: bool = True,
-               loaded_tokenizer: Tokenizer | None = None) -> Result:
+def decompress(src, dst, options: DecompressOptions | None = None, force=False,
+               progress: Callable[[int], None] | None = None, pipelined: bool = True,
+               loaded_tokenizer: Tokenizer | None = None, **kw) -> Result:
     """Rebuild a video from an .atok container; width, height, frame count and fps are restored.
 
+    Options come as a DecompressOptions or as keywords: decompress("a.atok", "a.mkv", use_lit=False).
     overlay=True tints the positions that were dropped, to show what the mask did.
     lit: a LIT file (adaptok train-lit) to fill with; the container's record must match it.
     partial=True recovers every complete chunk of a truncated container (whose index was cut off).
@@ -219,15 +220,14 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
     pipelined=False runs the stages one after another in this thread (same frames; for measuring).
     """
     t_start = time.perf_counter()
-    dev = pick_device(device)
-    if not 0 <= crf <= 51:
-        raise UsageError("--crf must be between 0 and 51")
+    o = decompress_options_of(options, kw)
+    dev = pick_device(o.device)
     dst = Path(dst)
     plan([(Path(src), dst)])
-    kind = output_kind(dst, codec)
-    with AtokReader(src, partial=partial, limits=limits) as r:
+    kind = output_kind(dst, o.codec)
+    with AtokReader(src, partial=o.partial, limits=o.limits) as r:
         h = r.header
-        tok, inpainter, note = models_for(h, src, tokenizer, use_lit, dev, dtype, lit, loaded_tokenizer)
+        tok, inpainter, note = models_for(h, src, o.tokenizer, o.use_lit, dev, o.dtype, o.lit, loaded_tokenizer)
         reached("models")
         res = Result(str(src), str(dst), width=h["width"], height=h["height"],
                      fps=h["fps_num"] / h["fps_den"], tokens_kept=r.tokens_kept, tokens_total=r.tokens_total,
@@ -242,12 +242,12 @@ def decompress(src, dst, tokenizer: str | None = None, use_lit=True, codec=None,
         writer = None
         try:
             with write_errors(dst):
-                writer = VideoWriter(out.tmp, h["width"], h["height"], Fraction(h["fps_num"], h["fps_den"]), kind, crf,
-                                     comment=decode_tag(src, inpainter.fingerprint if inpainter else None, kind, crf, overlay,
-                                                        tok.fingerprint),
+                writer = VideoWriter(out.tmp, h["width"], h["height"], Fraction(h["fps_num"], h["fps_den"]), kind, o.crf,
+                                     comment=decode_tag(src, inpainter.fingerprint if inpainter else None, kind, o.crf,
+                                                        o.overlay, tok.fingerprint),
                                      audio=track)
             dec = Codec(tok, None).decoder(inpainter)
-            busy = _write_frames(r, dec, writer, track, res, dst, overlay, progress, pipelined)
+            busy = _write_frames(r, dec, writer, track, res, dst, o.overlay, progress, pipelined)
             out.commit()
         except BaseException:
             if writer is not None:
@@ -321,17 +321,18 @@ def _write_audio(writer: VideoWriter, packet, src):
         raise ContainerError(f"{src}: corrupt container ({e})") from None
 
 
-def decoded_up_to_date(src, dst, use_lit=True, codec=None, crf=18, overlay=False, tokenizer=None, lit=None,
-                       **_) -> bool:
-    """dst is a video this adaptok decoded from exactly this .atok with these settings (its comment tag)."""
+def decoded_up_to_date(src, dst, options: DecompressOptions | None = None, **kw) -> bool:
+    """dst is a video this adaptok decoded from exactly this .atok with these settings (its comment tag);
+    options as for decompress()."""
     import av
     try:
+        o = decompress_options_of(options, kw)
         with AtokReader(src) as r:
             h = r.header
-        kind = output_kind(Path(dst), codec)
-        tok = tokenizer_for(h, src, tokenizer, "cpu")
-        inpainter = use_lit and inpainter_for(tok, h.get("threshold"), h.get("lit"), src, lit=lit)[0]
-        want = decode_tag(src, inpainter.fingerprint if inpainter else None, kind, crf, overlay, tok.fingerprint)
+        kind = output_kind(Path(dst), o.codec)
+        tok = tokenizer_for(h, src, o.tokenizer, "cpu")
+        inpainter = o.use_lit and inpainter_for(tok, h.get("threshold"), h.get("lit"), src, lit=o.lit)[0]
+        want = decode_tag(src, inpainter.fingerprint if inpainter else None, kind, o.crf, o.overlay, tok.fingerprint)
         with av.open(str(dst)) as c:
             return {k.lower(): v for k, v in c.metadata.items()}.get("comment") == want
     except Exception:
@@ -349,4 +350,4 @@ def write_errors(dst):
         raise WriteError(f"{dst}: write failed ({e.strerror or e})") from e
 
 
-__all__ = ["CompressOptions", "Result", "compress", "decompress", "decoded_up_to_date", "cached_tokenizer"]
+__all__ = ["CompressOptions", "DecompressOptions", "Result", "compress", "decompress", "decoded_up_to_date", "cached_tokenizer"]

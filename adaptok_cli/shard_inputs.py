@@ -106,8 +106,8 @@ def staged_clips(pairs) -> Iterator[list[Clip]]:
 def renamed(start, clips: list[Clip]):
     """batch.run's start(progress, on_done) over the staged clips -> the same, with outcomes (and their
     errors) naming the clips as the user knows them, and the clips that could not be staged reported
-    as failed first."""
-    from .batch import Outcome
+    as failed first (either callback may be None)."""
+    from .options import Outcome
     name_of = {str(c.staged): c.name for c in clips if c.staged is not None}
 
     def fix(o):
@@ -124,10 +124,13 @@ def renamed(start, clips: list[Clip]):
         for c in clips:
             if c.error is not None:
                 failed.append(Outcome(c.name, c.source, error=c.error))
-                on_done(failed[-1])
-                progress("files", 1, name=c.name)
+                if on_done:
+                    on_done(failed[-1])
+                if progress:
+                    progress("files", 1, name=c.name)
 
         def tick(kind, n=1, total=None, name=None):
             progress(kind, n, total, name=None if name is None else name_of.get(str(name), name))
-        return failed + [fix(o) for o in start(tick, lambda o: on_done(fix(o)))]
+        return failed + [fix(o) for o in start(tick if progress else None,
+                                                       (lambda o: on_done(fix(o))) if on_done else None)]
     return run

@@ -71,3 +71,66 @@ def checked(files: list, jobs: int = 1, limits: Limits = DEFAULT_LIMITS) -> Iter
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True, cancel_futures=True)
+
+
+def verify_files(inputs: list, jobs: int = 1, limits: Limits = DEFAULT_LIMITS, as_json: bool = False,
+                 quiet: bool = False) -> int:
+    """`adaptok verify`: each container of inputs (files, shards, folders, globs) checked and reported (a
+    line or a JSON object each; several files: a last line on stderr naming the bad ones) -> exit code."""
+    import json
+
+    from .batch import expand_inputs
+    from .cli_output import exit_code, for_each, say
+    from .errors import UsageError
+    from .shards import want_container
+    if jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    files = [f for f, _ in expand_inputs(inputs, want_container)]
+    bad, containers, errors_seen, parts_seen = [], [0], [], [0]
+
+    def one(result):
+        _, parts = result
+        errors = []
+        for name, n, error in parts:
+            parts_seen[0] += 1
+            if error is not None:
+                errors.append((name, error))
+                continue
+            containers[0] += 1
+            if as_json:
+                print(json.dumps({"status": "ok", "file": name, "chunks": n}), flush=True)
+            elif not quiet:
+                print(f"{name}: ok ({n} chunks)", flush=True)
+        for i, (name, error) in enumerate(errors):   # each bad clip of a shard is said; the last one is
+            failed(name, error)                     # the file's own failure, said by for_each
+            if i < len(errors) - 1:
+                say(str(error))
+        if errors:
+            raise errors[-1][1]
+
+    def failed(name, e):
+        bad.append(str(name))
+        errors_seen.append(e)
+        if as_json:
+            print(json.dumps({"status": "error", "file": str(name), "error": str(e), "exit_code": e.exit_code}),
+                  flush=True)
+
+    def file_failed(result, e):     # for_each's own catch: a bug on the file, not a clip's error
+        if not errors_seen or errors_seen[-1] is not e:
+            parts_seen[0] += 1
+            failed(result[0], e)
+    with checked(files, jobs, limits) as results:
+        for_each(results, one, file_failed)
+    code = exit_code(errors_seen, parts_seen[0])     # each clip of a shard counts as a file
+    if len(files) > 1 and (bad or not quiet):
+        say(verify_summary(len(files), bad, containers[0]))
+    return code
+
+
+def verify_summary(n_files: int, bad: list, containers: int, show: int = 20) -> str:
+    """The last line of a verify over many files: how many passed, and which did not."""
+    head = f"verify: {n_files - len(bad)} of {n_files} files ok ({containers} containers checked)"
+    if not bad:
+        return head
+    more = f", and {len(bad) - show} more" if len(bad) > show else ""
+    return f"{head}; {len(bad)} bad: {', '.join(bad[:show])}{more}"

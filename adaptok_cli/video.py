@@ -16,10 +16,9 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from .audio import ENCODER_OPTIONS, header_problem
-from .defaults import AUDIO_CODECS, VIDEO_EXTENSIONS
+from .defaults import AUDIO_CODECS, MAX_SIDE, VIDEO_CODECS, VIDEO_EXTENSIONS
 from .errors import InputError, UsageError, WriteError
 
-MAX_SIDE = 16384  # larger frames are refused rather than allocated
 
 
 @dataclass
@@ -239,7 +238,7 @@ def output_kind(path: Path, codec: str | None) -> str:
     ext = Path(path).suffix.lower()
     kinds = {".mp4": "x264", ".mov": "x264", ".m4v": "x264", ".mkv": "ffv1", ".y4m": "y4m", "": "png"}
     if codec:
-        if codec not in ("x264", "ffv1", "png", "y4m"):
+        if codec not in VIDEO_CODECS:
             raise UsageError(f"unknown codec {codec!r}: use x264, ffv1, y4m or png")
         if ext in kinds and kinds[ext] != codec or ext not in kinds and codec != "png":
             want = {"x264": ".mp4 or .mov", "ffv1": ".mkv", "y4m": ".y4m", "png": "a name without a video extension"}[codec]

@@ -35,6 +35,27 @@ def clip_atok(tmp_path_factory, small_tok_path):
     return d / "a.atok"
 
 
+def test_decompress_options_as_keywords_or_object(tmp_path, clip_atok, small_tok_path):
+    """decompress and decompress_many take a DecompressOptions or its keywords (not both), checked
+    before any work; both give the same frames, and decompress_many reports one Outcome per clip."""
+    opts = atk.DecompressOptions(tokenizer=str(small_tok_path), use_lit=False, device="cpu")
+    a = atk.decompress(clip_atok, tmp_path / "a.y4m", opts)
+    b = atk.decompress(clip_atok, tmp_path / "b.y4m", tokenizer=str(small_tok_path), use_lit=False, device="cpu")
+    assert (a.frames, b.frames) == (23, 23)
+    assert (tmp_path / "a.y4m").read_bytes() == (tmp_path / "b.y4m").read_bytes()
+    with pytest.raises(atk.errors.UsageError, match="not both"):
+        atk.decompress(clip_atok, tmp_path / "c.y4m", opts, crf=20)
+    for bad, message in ((dict(crf=52), "--crf"), (dict(codec="gif"), "unknown codec"), (dict(dtype="fp8"), "--dtype"),
+                         (dict(device="tpu"), "unknown device")):
+        with pytest.raises(atk.errors.UsageError, match=message):
+            atk.DecompressOptions(**bad).check()
+    outcomes = atk.decompress_many([clip_atok], f"{tmp_path}/many/", opts)
+    assert [(o.error, o.skipped, o.result.frames) for o in outcomes] == [(None, False, 23)]
+    again = atk.decompress_many(clip_atok, f"{tmp_path}/many/", tokenizer=str(small_tok_path), use_lit=False,
+                                device="cpu")
+    assert [o.skipped for o in again] == [True]         # up to date with the same settings, given as keywords
+
+
 def test_reader_matches_decompress(tmp_path, clip_atok, small_tok_path):
     """Frames from open().iter_frames() equal what decompress writes (lossless), chunk by chunk."""
     atk.decompress(clip_atok, tmp_path / "out.mkv", tokenizer=str(small_tok_path))

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codec import FILLS, Rule, drop_and_fill
+from ..codec import LATENT_FILLS, Rule, drop_and_fill
 from ..lit import LIT, LITConfig, bounded, load_lit, rate_features, save_lit
 from ..tokenizer import load_tokenizer
 from ..calibration import decoder_sensitivity, probe_windows, rule_unit
@@ -147,7 +147,7 @@ def parse(argv=None):
     ap.add_argument("--val-every", type=int, default=100)
     ap.add_argument("--channel-weights", choices=("flat", "decoder"), default="decoder",
                     help="weigh each latent channel's error alike, or by how much it moves the decoded pixels")
-    ap.add_argument("--base", choices=FILLS, default="hold", help="the fill LIT learns to correct")
+    ap.add_argument("--base", choices=LATENT_FILLS, default="hold", help="the fill LIT learns to correct")
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--export", type=Path, help="write the best (else the last) EMA weights here and exit")
     ap.add_argument("--init", type=Path, help="start from these LIT weights (a fine-tune)")

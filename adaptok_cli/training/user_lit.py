@@ -1,4 +1,5 @@
-"""`adaptok train-lit`: a LIT for any calibrated tokeniser, trained on the user's own clips, resumable.
+"""`adaptok train-lit`: a LIT for any calibrated tokeniser, trained on the user's own clips, resumable
+(and `adaptok calibrate`, the step before it: calibrate_files).
 
 The recipe is the shipped LIT's (training/lit.py: windows masked by the real rule at drawn thresholds,
 filled as the decoder fills them, loss on dropped positions weighted by the decoder's sensitivity),
@@ -168,3 +169,75 @@ def train_lit(tok, clips, output, opts: TrainLitOptions = TrainLitOptions(), pro
 def gain_db(hold_mse: float, lit_mse: float) -> float:
     """LIT's gain over hold-fill: 10 log10(hold / LIT), positive where LIT helps."""
     return 10 * math.log10(max(hold_mse, 1e-12) / max(lit_mse, 1e-12))
+
+
+def train_lit_files(inputs: list, output: str, tokenizer: str, opts: TrainLitOptions = TrainLitOptions(),
+                    force: bool = False, device: str = "auto", dtype: str = "auto", quiet: bool = False,
+                    as_json: bool = False) -> TrainLitReport:
+    """`adaptok train-lit`: a LIT trained on the clips of inputs (files, folders, globs), written to output
+    and reported (a JSON object, or a line on stderr; a warning when it does no better than hold-fill)."""
+    import sys
+    from dataclasses import asdict
+
+    from ..batch import expand_inputs, want_video
+    from ..cli_output import Reporter, say
+    from ..errors import OutputExistsError
+    from ..options import check_common
+    from ..tokenizer import load_tokenizer, pick_device
+    check_common(None, device, as_json, False, dtype)
+    if opts.steps < 1 or opts.val_clips < 0 or opts.max_frames < 1 or (opts.short_side or 0) < 0:
+        raise UsageError("--steps and --max-frames must be 1 or more, --val-clips and --short-side 0 or more")
+    dst = check_output(output)
+    if dst.exists() and not force and not run_dir(dst).exists():
+        raise OutputExistsError(f"{dst}: exists (use -f to replace it)")
+    clips = [f for f, _ in expand_inputs(inputs, want_video)]
+    tok = load_tokenizer(tokenizer, pick_device(device), dtype)
+    labels = {"encode": ("train-lit: encoding clips", "Mpx"), "train": (f"train-lit {dst.name}", "steps")}
+    with Reporter(quiet, as_json).stages() as update:
+        report = train_lit(tok, clips, dst, opts, progress=lambda stage, done, total, note:
+                           update(labels[stage][0], done, total, labels[stage][1], note))
+    if as_json:
+        print(json.dumps(asdict(report)))
+    elif not quiet:
+        print(f"{dst}: step {report.best_step} of {report.steps} (best on the {report.held_out}); "
+              f"LIT {report.gain_db:+.2f} dB over hold-fill on held-out dropped latents "
+              f"(decoder-weighted MSE {report.lit_mse:.4g} vs {report.hold_mse:.4g})", file=sys.stderr)
+    if report.gain_db <= 0 and not quiet:
+        say(f"warning: this LIT does no better than hold-fill on the held-out latents ({report.gain_db:+.2f} dB): "
+            f"train longer or on more clips, or decompress with --no-lit")
+    return report
+
+
+def calibrate_files(inputs: list, tokenizer: str, output: str | None = None, force: bool = False,
+                    short_side: int = 256, max_frames: int = 64, device: str = "auto", dtype: str = "auto",
+                    quiet: bool = False, as_json: bool = False):
+    """`adaptok calibrate`: the tokeniser calibrated on the clips of inputs, saved to output (default: the
+    store compress finds it in), and reported (a JSON object, or a line on stderr)."""
+    import sys
+
+    from ..batch import check_file_output, expand_inputs, want_video
+    from ..cli_output import Reporter, plural
+    from ..calibration import calibrate, save, stored_path
+    from ..errors import OutputExistsError
+    from ..options import check_common
+    from ..tokenizer import load_tokenizer, pick_device
+    check_common(None, device, as_json, False, dtype)
+    if max_frames < 1 or short_side < 0:
+        raise UsageError("--max-frames must be 1 or more and --short-side 0 or more")
+    if output is not None:
+        check_file_output(output, (".safetensors",), "calibrate writes a .safetensors file", folders=False)
+    clips = [f for f, _ in expand_inputs(inputs, want_video)]
+    tok = load_tokenizer(tokenizer, pick_device(device), dtype)
+    dst = Path(output) if output else stored_path(tok)
+    if dst.exists() and not force:
+        raise OutputExistsError(f"{dst}: exists (use -f to replace it)")
+    with Reporter(quiet, as_json).stages() as update:
+        cal = calibrate(tok, clips, short_side or None, max_frames,
+                        lambda done, total: update(f"calibrate {tok.name}", done, total, "Mpx"))
+    save(cal, dst)
+    if as_json:
+        print(json.dumps({"tokenizer": tok.name, "fingerprint": tok.fingerprint, "clips": len(clips),
+                          "output": str(dst), "spread": cal.spread.tolist(),
+                          "sensitivity": cal.sensitivity.tolist(), "unit": cal.unit("decoder").tolist()}))
+    elif not quiet:
+        print(f"calibrated {tok.name} on {plural(len(clips), 'clip')}: {dst}", file=sys.stderr)
