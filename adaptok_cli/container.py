@@ -117,11 +117,18 @@ class Section:
     def __str__(self):
         return self.name
 
-    def read_bytes(self) -> bytes:
-        """The whole container, in memory (to copy a member out)."""
-        with open(self.file, "rb") as f:
+    def copy_to(self, dst: Path, block: int = 1 << 20):
+        """Write the container to the file dst, `block` bytes at a time: copying a member out holds one
+        block, however large the member."""
+        with open(self.file, "rb") as f, open(dst, "wb") as out:
             f.seek(self.offset)
-            return f.read(self.size)
+            left = self.size
+            while left:
+                data = f.read(min(block, left))
+                if not data:
+                    raise InputError(f"{self.name}: cut short while being read")
+                out.write(data)
+                left -= len(data)
 
 
 class _SectionFile:

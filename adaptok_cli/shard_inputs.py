@@ -61,7 +61,7 @@ def _copy_out(shard: Path, want: str | None, staging: Path) -> Iterator[tuple[st
             yield m.key, None, m.error
         else:
             dst = Path(tempfile.mkdtemp(dir=staging)) / "clip.atok"
-            dst.write_bytes(m.atok.read_bytes())    # within the budget members() checked
+            m.atok.copy_to(dst)                     # a block at a time: never the member whole
             yield m.key, dst, None
         if want is not None:
             return
