@@ -13,6 +13,7 @@ import os
 import posixpath
 import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing import get_context
@@ -21,7 +22,7 @@ from typing import Callable, Iterable
 
 from .defaults import VIDEO_EXTENSIONS
 from .errors import (EXIT_INTERRUPTED, AdaptokError, CannotCreateError, ContainerError, InputError, OutputExistsError,
-                     UsageError, internal_error)
+                     InternalError, UsageError, internal_error)
 from .options import Outcome, settings_of
 from . import remote
 from .outputs import STDOUT, is_stdout, is_temporary, plan
@@ -310,17 +311,25 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int | None = 1,
     if workers <= 1 or len(todo) <= 1:
         _run_here(todo, job, progress, done)
         return outcomes
+    _run_in_pool(todo, job, workers, progress, done)
+    return outcomes
+
+
+def _run_in_pool(todo, job, workers: int, progress, done):
+    """run()'s jobs in `workers` spawned processes, files started as workers free up. A worker that
+    dies (a crash in native code, the OOM killer) takes the files then in flight with it: they are
+    run again one at a time in a new pool, so the file that kills its worker alone is reported
+    (exit 70) and every other file is still done."""
     ctx = get_context("spawn")
     # SimpleQueue: put() writes to the pipe before it returns (no feeder thread), so a file's frames are
     # all there when its result is; the parent reads them between results
     frames = ctx.SimpleQueue() if progress else None
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                               initargs=(os.getpid(), ctx.Value("i", 0), frames))
+    pool = _new_pool(ctx, workers, frames)
     try:
-        queue, futures = list(reversed(todo)), {}
-        while queue or futures:
-            while queue and len(futures) < workers:   # files start only as workers free up
-                src, dst = queue.pop()
+        queue, alone, futures = list(reversed(todo)), [], {}
+        while queue or alone or futures:
+            while (alone or queue) and len(futures) < (1 if alone else workers):
+                src, dst = alone.pop() if alone else queue.pop()
                 futures[pool.submit(_call, job, src, dst)] = (src, dst)
                 if progress:
                     progress("file", name=src)
@@ -328,6 +337,15 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int | None = 1,
             while frames is not None and not frames.empty():
                 name, n, total = frames.get()
                 progress("frames", n, total, name=name)
+            if any(isinstance(f.exception(), BrokenProcessPool) for f in finished):
+                lost = _after_a_dead_worker(futures, done)
+                if len(lost) == 1:
+                    done(Outcome(*lost[0], error=worker_died(lost[0][0])))
+                else:
+                    alone.extend(reversed(lost))
+                pool.shutdown(wait=True)
+                pool = _new_pool(ctx, workers, frames)
+                continue
             for fut in finished:
                 src, dst = futures.pop(fut)
                 res, e = fut.result()
@@ -341,7 +359,31 @@ def run(pairs: list[tuple[Path, Path]], job, workers: int | None = 1,
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-    return outcomes
+
+
+def _new_pool(ctx, workers: int, frames) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                               initargs=(os.getpid(), ctx.Value("i", 0), frames))
+
+
+def _after_a_dead_worker(futures: dict, done) -> list[tuple[Path, Path]]:
+    """The pool broke: the files that finished are reported, the others (in flight when a worker died)
+    returned to be run again; futures is emptied."""
+    lost = []
+    for fut, pair in list(futures.items()):
+        if fut.done() and fut.exception() is None:
+            res, e = fut.result()
+            done(Outcome(*pair, res, e))
+        else:
+            lost.append(pair)
+    futures.clear()
+    return lost
+
+
+def worker_died(src) -> InternalError:
+    """The error of a file whose worker process died while it alone was being worked on."""
+    return InternalError(f"{src}: the worker process died on this file (a crash in native code, or killed: "
+                         "out of memory?); the other files went on")
 
 
 # --- what each command names its outputs, and runs per file ------------------------------------

@@ -3,6 +3,7 @@ import csv
 import io
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -214,6 +215,31 @@ def test_an_unexpected_error_on_one_file_is_that_files_alone(tmp_path, monkeypat
     assert res is None and err.exit_code == errors.EXIT_INTERNAL
     assert for_each(["a", "b", "c"], lambda f: job(f, f, None)) == errors.EXIT_SOME_FAILED and seen[-2:] == ["b", "c"]
     assert for_each(["a"], lambda f: job(f, f, None)) == errors.EXIT_INTERNAL
+
+
+def killed_on_crash(src, dst, progress):
+    """A job whose worker dies on files named crash* (SIGKILL: as a crash in native code or the OOM
+    killer would end it): module level, so spawned workers can run it."""
+    import signal
+    if Path(src).name.startswith("crash"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    Path(dst).write_text("made")
+    return f"made {Path(dst).name}"
+
+
+def test_a_worker_that_dies_costs_only_its_own_file(tmp_path):
+    """With -j 2, a file that kills its worker process takes the file then in flight beside it down
+    too; both are run again one at a time, so only the file that kills its worker alone fails (70,
+    named), and every other file is done once (issue 29's review: the whole batch ended)."""
+    from adaptok_cli.batch import run as run_batch
+    names = ["a", "b", "crash", "c", "d", "e"]
+    outcomes = run_batch([(tmp_path / n, tmp_path / f"{n}.out") for n in names], killed_on_crash, workers=2)
+    by_name = {Path(o.src).name: o for o in outcomes}
+    assert sorted(by_name) == sorted(names) and len(outcomes) == len(names)
+    bad = by_name.pop("crash")
+    assert bad.error.exit_code == errors.EXIT_INTERNAL and "worker process died on this file" in str(bad.error)
+    assert all(o.error is None and o.result == f"made {n}.out" for n, o in by_name.items())
+    assert not (tmp_path / "crash.out").exists()
 
 
 def test_urls_that_are_not_stores_are_refused_up_front(tmp_path, small_tok_path, monkeypatch):
