@@ -169,6 +169,14 @@ def chunk_raw_size(t, kept, h, w, c, quant):
     return PAYLOAD.size + (4 * c if quant == "int8" else 0) + math.ceil(t * h * w / 8) + kept * c * QUANT_BYTES[quant]
 
 
+def header_crc(version: int, flags: int, raw: bytes) -> int:
+    """The prelude's header checksum. Since version 5 it covers the version and flags fields too:
+    which version a file claims decides how its values are read, so a damaged version must show."""
+    if version < 5:
+        return zlib.crc32(raw)
+    return zlib.crc32(raw, zlib.crc32(struct.pack("<HH", version, flags)))
+
+
 def delta_codes(codes: np.ndarray) -> np.ndarray:
     """int8 values (C, kept) -> each channel's first value, then the differences along the kept order,
     modulo 256 (format 5). Kept positions in raster order are mostly neighbours with similar values:
@@ -229,7 +237,7 @@ class AtokWriter:
         raw = msgpack.packb(header, use_bin_type=True)
         if len(raw) > MAX_HEADER:
             raise ValueError("header too large")
-        self.f.write(PRELUDE.pack(MAGIC, VERSION, 0, len(raw), zlib.crc32(raw)) + raw)
+        self.f.write(PRELUDE.pack(MAGIC, VERSION, 0, len(raw), header_crc(VERSION, 0, raw)) + raw)
         self.offset = PRELUDE.size + len(raw)
         self.chunks = []   # index entries, columns OFFSET .. FRAMES
         self.audio = [] if header.get("audio") else None   # [offset, length, raw_size, crc32]
@@ -407,7 +415,7 @@ class AtokReader:
         _check(hlen <= MAX_HEADER and PRELUDE.size + hlen + (0 if self.partial else TRAILER.size) <= self.size, p,
                "header length")
         raw = self.f.read(hlen)
-        _check(len(raw) == hlen and zlib.crc32(raw) == hcrc, p, "header checksum mismatch")
+        _check(len(raw) == hlen and header_crc(version, flags, raw) == hcrc, p, "header checksum mismatch")
         self.header = _unpack(raw, p, "header")
         validate_header(self.header, p, self.limits)
         _check(version >= 3 or (version == 2) == bool(self.header.get("audio")), p, "version and audio track disagree")

@@ -43,7 +43,8 @@ import tarfile
 import torch
 import zstandard
 
-from adaptok_cli.container import PAYLOAD, PRELUDE, RECORD, TRAILER, AtokReader, ContainerError, write_bytes
+from adaptok_cli.container import (PAYLOAD, PRELUDE, RECORD, TRAILER, AtokReader, ContainerError, header_crc,
+                                   write_bytes)
 from adaptok_cli.errors import AdaptokError, InputError
 
 HOSTILE = [0, -1, 1 << 31, 1 << 40, 10 ** 12, 100000, 2 ** 64 - 1, "x", None, [], 1.5, {"a": 1}]
@@ -85,7 +86,7 @@ def with_header(data: bytes, h: dict) -> bytes:
     for e in index["chunks"] + index.get("audio", []):
         e[0] += delta
     iraw = msgpack.packb(index, use_bin_type=True)
-    return (PRELUDE.pack(data[:8], version, flags, len(raw), zlib.crc32(raw)) + raw + data[PRELUDE.size + hlen:ioff]
+    return (PRELUDE.pack(data[:8], version, flags, len(raw), header_crc(version, flags, raw)) + raw + data[PRELUDE.size + hlen:ioff]
             + iraw + TRAILER.pack(ioff + delta, len(iraw), zlib.crc32(iraw), end))
 
 

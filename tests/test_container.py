@@ -80,6 +80,18 @@ def test_int8_values_are_stored_as_differences_and_read_back_exactly(tmp_path):
             assert np.array_equal(stored.reshape(codes.shape), delta_codes(codes.numpy()))
 
 
+def test_a_damaged_version_or_flags_field_is_refused(tmp_path):
+    """The version decides how int8 values are read (format 5: as differences), and one flipped bit
+    turns 5 into 4 or 1, both readable: since format 5 the header checksum covers the field, so every
+    single-bit flip in the version and flags is refused."""
+    data = write_bytes(header(), chunks(), frames=21)
+    for bit in range(32):
+        b = bytearray(data)
+        b[8 + bit // 8] ^= 1 << bit % 8
+        with pytest.raises(ContainerError):
+            AtokReader(write(tmp_path, bytes(b), f"flip{bit}.atok"))
+
+
 @pytest.mark.parametrize("channels", [128, 1024])
 def test_wide_latents_with_a_unit_per_channel_read_back(tmp_path, channels):
     """LTX-Video's VAE has 128 latent channels, so its header carries a 128-number rule unit: the
