@@ -91,3 +91,26 @@ def test_a_key_that_leaves_the_folder_is_refused(tmp_path, shards, small_tok_pat
     assert "evil.tar:/abs/escape_mkv: member key" in p.stderr
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert files == ["evil.tar", "out/evil/ok.decoded.mkv"]
+
+
+def test_an_error_found_while_decoding_names_the_clip_in_its_shard(tmp_path, shards, small_tok_path):
+    """A clip whose chunk is damaged fails while it is decoded, from its staged copy: the error names
+    shard.tar:key, never the temporary file, and the shard's other clip is decoded."""
+    from adaptok_cli.container import AtokReader
+    path = shards / "plain" / "a.mkv.atok"
+    atok = path.read_bytes()
+    with AtokReader(path) as r:
+        at = int(r.chunks[0, 0]) + 4 + int(r.chunks[0, 1]) // 2        # inside the first chunk's zstd frame
+    damaged = atok[:at] + bytes([atok[at] ^ 0xFF]) + atok[at + 1:]
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for name, data in (("dmg_mkv.atok", damaged), ("ok_mkv.atok", atok)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    p = run("decompress", tmp_path / "s.tar", "-o", f"{tmp_path}/out/", "--tokenizer", small_tok_path, "--no-lit")
+    assert p.returncode == errors.EXIT_SOME_FAILED, p.stderr
+    errs = [line for line in p.stderr.splitlines() if line.startswith("adaptok: ")]
+    assert errs[0].startswith(f"adaptok: {tmp_path / 's.tar'}:dmg_mkv: corrupt container (chunk 0"), errs
+    assert errs[1:] == ["adaptok: 1 failed"], errs
+    assert "clip.atok" not in p.stderr and "adaptok-shard-" not in p.stderr
+    assert (tmp_path / "out" / "s" / "ok.decoded.mkv").is_file() and not (tmp_path / "out" / "s" / "dmg.decoded.mkv").exists()
