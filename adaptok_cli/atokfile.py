@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .codec import Decoder, hold_dense, kept_values
-from .container import DEFAULT_LIMITS, FRAMES, AtokReader, Limits
+from .container import DEFAULT_LIMITS, FRAMES, AtokReader, Header, Limits
 from .errors import CacheMismatchError, ContainerError, InputError
 from .models import inpainter_for, tokenizer_for, unit_of
 from .report import describe
@@ -72,10 +72,10 @@ class AtokFile:
         return describe(self._reader, self.path)
 
     # metadata -----------------------------------------------------------------------------
-    width = property(lambda self: self.header["width"])
-    height = property(lambda self: self.header["height"])
+    width = property(lambda self: self.header.width)
+    height = property(lambda self: self.header.height)
     frames = property(lambda self: self._reader.frames)
-    fps = property(lambda self: self.header["fps_num"] / self.header["fps_den"])
+    fps = property(lambda self: float(self.header.fps))
     num_chunks = property(lambda self: len(self._reader.chunks))
     token_rate = property(lambda self: self._reader.tokens_kept / self._reader.tokens_total)
     chunk_token_rates = property(lambda self: [c.token_rate for c in self.info.chunks])
@@ -84,7 +84,7 @@ class AtokFile:
     def latent_shape(self) -> tuple[int, int, int, int]:
         """(T, C, h, w) of the dense latents of the whole clip."""
         h = self.header
-        return self._reader.latent_frames, h["channels"], h["latent_height"], h["latent_width"]
+        return self._reader.latent_frames, h.channels, h.latent_height, h.latent_width
 
     @property
     def chunk_frames(self) -> list[tuple[int, int]]:
@@ -143,7 +143,7 @@ class AtokFile:
         """Hold-fill of chunks start..stop-1 in one gather (codec.hold_dense), their records read in one
         read (AtokReader.read_chunks); the chunks before them stream through the hold state one by one."""
         r = self._reader
-        return hold_dense((r.read_chunk(i) for i in range(start)), r.read_chunks(start, stop), self.header["channels"],
+        return hold_dense((r.read_chunk(i) for i in range(start)), r.read_chunks(start, stop), self.header.channels,
                           dtype, layout, norm)
 
     def iter_frames(self, fill: str | None = None) -> Iterator[np.ndarray]:
@@ -186,7 +186,7 @@ class AtokFile:
         inpainter = None
         if fill == "lit":   # a new one each pass: LIT carries the previous chunk's frames as state
             h = self.header
-            inpainter, _ = inpainter_for(self._tok, h.get("threshold"), h.get("lit"), self.path, True, self.device,
+            inpainter, _ = inpainter_for(self._tok, h.threshold, h.lit, self.path, True, self.device,
                                          unit_of(h))
         return Decoder(self._tok, inpainter)
 
@@ -244,21 +244,21 @@ class Items:
         self.fingerprint = spec_fingerprint(tokenizer) if tokenizer is not None else None
         self._norm = None
 
-    def check(self, header: dict, name):
+    def check(self, header: Header, name):
         """Refuse a container made with another tokeniser or other settings than asked for."""
-        tok = header["tokenizer"]
-        if self.fingerprint is not None and tok["fingerprint"] != self.fingerprint:
-            raise CacheMismatchError(f"{name}: made with tokeniser {tok['name']!r} (fingerprint {tok['fingerprint']}), "
+        tok, raw = header.tokenizer, header.to_dict()
+        if self.fingerprint is not None and tok.fingerprint != self.fingerprint:
+            raise CacheMismatchError(f"{name}: made with tokeniser {tok.name!r} (fingerprint {tok.fingerprint}), "
                                      f"not {self.tokenizer} ({self.fingerprint}): a cache of another tokeniser")
         for key, want in self.settings.items():
-            got = header.get("unit_name", "spread") if key == "unit" else header.get(key)
+            got = header.unit_name if key == "unit" else raw.get(key)
             if got != want:
                 raise CacheMismatchError(f"{name}: made with {key} {got}, not {want}: a cache made with other settings")
 
-    def norm(self, header: dict):
+    def norm(self, header: Header):
         if self.normalize and self._norm is None:
             from .latent_norm import for_spec
-            self._norm = for_spec(self.tokenizer, header["channels"])
+            self._norm = for_spec(self.tokenizer, header.channels)
         return self._norm
 
     def read(self, path, name=None, error: Exception | None = None) -> dict | None:
@@ -281,7 +281,7 @@ class Items:
                 self.check(r.header, name or path)
                 self.norm(r.header)
                 h, t = r.header, r.latent_frames
-                return h["latent_height"], h["latent_width"], min(t, self.crop or t)
+                return h.latent_height, h.latent_width, min(t, self.crop or t)
 
     @contextmanager
     def _errors(self, path, name):

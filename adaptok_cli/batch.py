@@ -135,8 +135,8 @@ def figures_of(atok, src, dst, bytes_in: int | None = None, bytes_out: int | Non
     try:
         with remote.local_copy(atok) as local, AtokReader(local) as r:
             h = r.header
-            return Result(str(src), str(dst), frames=r.frames, width=h["width"], height=h["height"],
-                          fps=h["fps_num"] / h["fps_den"], tokens_kept=r.tokens_kept, tokens_total=r.tokens_total,
+            return Result(str(src), str(dst), frames=r.frames, width=h.width, height=h.height,
+                          fps=float(h.fps), tokens_kept=r.tokens_kept, tokens_total=r.tokens_total,
                           bytes_in=r.size if bytes_in is None else bytes_in,
                           bytes_out=r.size if bytes_out is None else bytes_out, atok_bytes=r.size)
     except (AdaptokError, OSError):

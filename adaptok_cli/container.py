@@ -11,13 +11,14 @@ a ContainerError. Writers write to a temporary file beside the target and rename
 """
 from __future__ import annotations
 
+import copy
 import io
 import math
 import os
 import struct
 import threading
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -233,9 +234,11 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
 class AtokWriter:
     """Streams chunk records to a file object; `close()` writes index and trailer."""
 
-    def __init__(self, f, header: dict, level: int = 10):
+    def __init__(self, f, header: Header | dict, level: int = 10):
+        """header: a Header (options.header_for), or a map written as it is (tests write hostile ones)."""
         self.f = f
-        self.header, self.level = header, level
+        header = header.to_dict() if isinstance(header, Header) else header
+        self.quant, self.level = header["quant"], level
         self._zstd = _compressor(level)
         raw = msgpack.packb(header, use_bin_type=True)
         if len(raw) > MAX_HEADER:
@@ -253,7 +256,7 @@ class AtokWriter:
         """A chunk record made ready to write: packed and compressed. Safe to call from several threads
         at once (each has its own compressor), so chunks compress in parallel; the bytes are those of
         one single-threaded compressor (zstd's own threads would split large records differently)."""
-        raw = encode_chunk(mask, codes, qscale, self.header["quant"])
+        raw = encode_chunk(mask, codes, qscale, self.quant)
         comp = _compressor(self.level).compress(raw)
         return ChunkRecord(comp, len(raw), int(mask.shape[0]), int(codes.shape[1]), int(frames), zlib.crc32(comp))
 
@@ -361,6 +364,168 @@ def validate_header(h, path, limits: Limits = DEFAULT_LIMITS):
            f"a latent frame of {frame_values} values exceeds the budget of {limits.max_chunk_values}")
 
 
+@dataclass(frozen=True)
+class TokenizerInfo:
+    """The header's tokenizer map: which tokeniser made the latents, and their layout."""
+    name: str
+    fingerprint: str            # first 16 hex digits of SHA-256 of the weights
+    time_factor: int
+    space_factor: int
+    channels: int
+    source: object = None       # "builtin" or "file" (informative; files before 0.1.1 may hold a path)
+    stateful: bool | None = None    # None: not recorded (files before the flag), which reads as stateful
+    class_name: str | None = None   # a diffusers tokeniser's class ("class") and config hash ("config")
+    config: str | None = None
+
+    @property
+    def is_stateful(self) -> bool:
+        """Whether chunks after the first continue the tokeniser's stream (an absent flag: they do)."""
+        return self.stateful is not False
+
+
+@dataclass(frozen=True)
+class LitInfo:
+    """The header's lit map: the LIT a file expects (its name is informative, the fingerprint decides)."""
+    fingerprint: str
+    name: object = None
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """The header's audio map: the stored track's codec, rate, layout, time base and setup bytes."""
+    codec: str
+    sample_rate: int
+    layout: str
+    time_base_num: int
+    time_base_den: int
+    extradata: bytes
+
+    @property
+    def time_base(self) -> Fraction:
+        return Fraction(self.time_base_num, self.time_base_den)
+
+    def to_dict(self) -> dict:
+        """The description audio.py checks (header_problem, packets_problem, timestamp_ok)."""
+        return {"codec": self.codec, "sample_rate": self.sample_rate, "layout": self.layout,
+                "time_base_num": self.time_base_num, "time_base_den": self.time_base_den, "extradata": self.extradata}
+
+
+@dataclass(frozen=True)
+class Header:
+    """A container's header, typed (docs/FORMAT.md lists the fields): the one place its keys are read.
+
+    Built by from_dict (a file's header, every field checked by validate_header first) or written
+    (the map compress writes, options.header_for). The map itself is kept: to_dict() gives it back
+    exactly (key order, fields this version does not know), so a written header is the same bytes and
+    `inspect --json` shows what the file holds. For the Python API's users of `AtokFile.header` as a
+    dict, read-only mapping access (h["width"], get, keys, items, in) answers from that map.
+    """
+    width: int
+    height: int
+    latent_width: int
+    latent_height: int
+    channels: int
+    fps_num: int
+    fps_den: int
+    tokenizer: TokenizerInfo
+    lit: LitInfo | None
+    threshold: float | None
+    keep_ratio: float | None
+    keyframe_interval: int
+    quant: str
+    chunk: int
+    level: object = None            # informative fields: not checked, held as the file has them
+    max_side: object = None
+    short_side: object = None
+    unit: tuple[float, ...] | None = None   # None: the tokeniser's scale (files before version 4)
+    unit_name: str = "spread"       # absent (versions 1 to 3): the spread, what those versions used
+    source: object = None
+    created_by: object = None
+    start: float | None = None      # the frame range and rate compress was asked for (None: not asked)
+    duration: float | None = None
+    frame_limit: int | None = None
+    resample_fps: Fraction | None = None
+    audio: AudioInfo | None = None
+    _raw: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, raw, path, limits: Limits = DEFAULT_LIMITS) -> "Header":
+        """A header read from a file: checked (validate_header, ContainerError naming path) and typed."""
+        validate_header(raw, path, limits)
+        return cls._typed(raw)
+
+    @classmethod
+    def written(cls, raw: dict) -> "Header":
+        """The header this adaptok writes (options.header_for makes it): typed, not checked."""
+        return cls._typed(raw)
+
+    @classmethod
+    def _typed(cls, raw: dict) -> "Header":
+        raw = copy.deepcopy(raw)
+        tok, lit, audio, rf, unit = (raw.get(k) for k in ("tokenizer", "lit", "audio", "resample_fps", "unit"))
+        return cls(
+            raw["width"], raw["height"], raw["latent_width"], raw["latent_height"], raw["channels"],
+            raw["fps_num"], raw["fps_den"],
+            TokenizerInfo(tok["name"], tok["fingerprint"], tok["time_factor"], tok["space_factor"], tok["channels"],
+                          tok.get("source"), tok.get("stateful"), tok.get("class"), tok.get("config")),
+            None if lit is None else LitInfo(lit["fingerprint"], lit.get("name")),
+            raw.get("threshold"), raw.get("keep_ratio"), raw["keyframe_interval"], raw["quant"], raw["chunk"],
+            raw.get("level"), raw.get("max_side"), raw.get("short_side"), None if unit is None else tuple(unit),
+            raw.get("unit_name", "spread"), raw.get("source"), raw.get("created_by"),
+            raw.get("start"), raw.get("duration"), raw.get("frame_limit"),
+            None if rf is None else Fraction(*rf),
+            None if audio is None else AudioInfo(*(audio[k] for k in ("codec", "sample_rate", "layout", "time_base_num",
+                                                                       "time_base_den", "extradata"))),
+            raw)
+
+    def to_dict(self) -> dict:
+        """The header map as the file holds it (a copy): what the writer packs, --json shows, settings compare."""
+        return copy.deepcopy(self._raw)
+
+    @property
+    def fps(self) -> Fraction:
+        return Fraction(self.fps_num, self.fps_den)
+
+    @property
+    def stateful(self) -> bool:
+        """Whether chunks after the first continue the tokeniser's stream (layout.starts_stream)."""
+        return self.tokenizer.is_stateful
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio is not None
+
+    @property
+    def latent_positions(self) -> int:
+        """Positions of one latent frame: latent_height x latent_width."""
+        return self.latent_height * self.latent_width
+
+    # read-only mapping access, for callers that used the header as the dict it once was
+    def __getitem__(self, key):
+        return copy.deepcopy(self._raw[key])
+
+    def get(self, key, default=None):
+        return copy.deepcopy(self._raw.get(key, default))
+
+    def keys(self):
+        return self._raw.keys()
+
+    def items(self):
+        return self.to_dict().items()
+
+    def values(self):
+        return self.to_dict().values()
+
+    def __contains__(self, key):
+        return key in self._raw
+
+    def __iter__(self):
+        return iter(self._raw)
+
+    def __len__(self):
+        return len(self._raw)
+
+
 _UINT_MARKERS = frozenset(range(0x80)) | {0xcc, 0xcd, 0xce, 0xcf}   # msgpack positive fixint, uint8..uint64
 
 
@@ -419,10 +584,9 @@ class AtokReader:
                "header length")
         raw = self.f.read(hlen)
         _check(len(raw) == hlen and header_crc(version, flags, raw) == hcrc, p, "header checksum mismatch")
-        self.header = _unpack(raw, p, "header")
-        validate_header(self.header, p, self.limits)
-        _check(version >= 3 or (version == 2) == bool(self.header.get("audio")), p, "version and audio track disagree")
-        self.has_audio = bool(self.header.get("audio"))
+        self.header = Header.from_dict(_unpack(raw, p, "header"), p, self.limits)
+        _check(version >= 3 or (version == 2) == self.header.has_audio, p, "version and audio track disagree")
+        self.has_audio = self.header.has_audio
         self.audio = np.zeros((0, 4), np.int64)
         self.data_start = PRELUDE.size + hlen
         try:
@@ -510,13 +674,13 @@ class AtokReader:
     def _check_entry(self, i, t, kept, raw_size):
         """A chunk's shape against the header and the budget, before its record is read."""
         h, p = self.header, self.path
-        hw = h["latent_height"] * h["latent_width"]
-        _check(1 <= t <= h["chunk"] and kept <= t * hw, p, f"chunk {i} shape")
-        values = t * hw * h["channels"]
+        hw = h.latent_positions
+        _check(1 <= t <= h.chunk and kept <= t * hw, p, f"chunk {i} shape")
+        values = t * hw * h.channels
         if values > self.limits.max_chunk_values:
             raise ContainerError(f"{p}: chunk {i} holds {values} latent values, over the budget of "
                                  f"{self.limits.max_chunk_values} (raise it with --max-pixels if you trust this file)")
-        _check(raw_size == chunk_raw_size(t, kept, h["latent_height"], h["latent_width"], h["channels"], h["quant"]),
+        _check(raw_size == chunk_raw_size(t, kept, h.latent_height, h.latent_width, h.channels, h.quant),
                p, f"chunk {i} size")
 
     def _salvage(self):
@@ -557,9 +721,8 @@ class AtokReader:
         self.salvaged = True
         self.chunks = np.array(found, np.int64).reshape(-1, 7)
         # the frame counts went with the index: every chunk found holds all the frames it can
-        tok = h["tokenizer"]
-        self.chunks[:, FRAMES] = [n for _, n in frame_spans(self.chunks[:, LATENT_FRAMES], tok["time_factor"],
-                                                            tok.get("stateful", True))]
+        self.chunks[:, FRAMES] = [n for _, n in frame_spans(self.chunks[:, LATENT_FRAMES], h.tokenizer.time_factor,
+                                                            h.stateful)]
         self.frames = int(self.chunks[:, FRAMES].sum())
 
     def _finish_index(self):
@@ -567,8 +730,7 @@ class AtokReader:
 
         Files before version 3 do not store the counts: they are worked out here, once, from the
         tokeniser layout in the header, so that every reader takes them from the FRAMES column."""
-        tok = self.header["tokenizer"]
-        tf, stateful = tok["time_factor"], tok.get("stateful", True)
+        tf, stateful = self.header.tokenizer.time_factor, self.header.stateful
         self.latent_starts = np.concatenate([[0], np.cumsum(self.chunks[:, LATENT_FRAMES])])
         self.latent_frames = int(self.latent_starts[-1])
         spans = frame_spans(self.chunks[:, LATENT_FRAMES], tf, stateful)
@@ -590,11 +752,11 @@ class AtokReader:
 
     def starts_stream(self, i: int) -> bool:
         """Chunk i begins a tokeniser stream: the first chunk, or every chunk of a stateless tokeniser."""
-        return starts_stream(i == 0, self.header["tokenizer"].get("stateful", True))
+        return starts_stream(i == 0, self.header.stateful)
 
     @property
     def tokens_total(self):
-        return self.latent_frames * self.header["latent_height"] * self.header["latent_width"]
+        return self.latent_frames * self.header.latent_positions
 
     @property
     def tokens_kept(self):
@@ -602,7 +764,7 @@ class AtokReader:
 
     def keyframes(self, first: int, t: int) -> list[int]:
         """Latent frames of a chunk (counted within it) that must be kept whole; first: its first latent frame."""
-        return [j for j in range(t) if is_keyframe(first + j, self.header["keyframe_interval"])]
+        return [j for j in range(t) if is_keyframe(first + j, self.header.keyframe_interval)]
 
     def _record(self, what: str, off: int, length: int, raw_size: int, crc: int, rec=None) -> bytes:
         """A record (chunk or audio) decompressed, checked against its index entry: length field, CRC,
@@ -638,8 +800,8 @@ class AtokReader:
     def _layout(self, t: int):
         """Byte offsets of the parts of a chunk of t latent frames: (scales, mask, values)."""
         h = self.header
-        o_mask = PAYLOAD.size + (4 * h["channels"] if h["quant"] == "int8" else 0)
-        return PAYLOAD.size, o_mask, o_mask + math.ceil(t * h["latent_height"] * h["latent_width"] / 8)
+        o_mask = PAYLOAD.size + (4 * h.channels if h.quant == "int8" else 0)
+        return PAYLOAD.size, o_mask, o_mask + math.ceil(t * h.latent_positions / 8)
 
     def check_chunk(self, i: int) -> bytes:
         """Everything read_chunk checks, without building the mask or the values (verify uses this)."""
@@ -654,9 +816,9 @@ class AtokReader:
         raw = self._payload(i, entry, rec)
         t, kept = entry[LATENT_FRAMES], entry[KEPT]
         o_scale, o_mask, o_codes = self._layout(t)
-        if h["quant"] == "int8":
-            _check(bool(np.isfinite(np.frombuffer(raw, "<f4", h["channels"], o_scale)).all()), p, f"chunk {i} scales")
-        hw = h["latent_height"] * h["latent_width"]
+        if h.quant == "int8":
+            _check(bool(np.isfinite(np.frombuffer(raw, "<f4", h.channels, o_scale)).all()), p, f"chunk {i} scales")
+        hw = h.latent_positions
         packed = np.frombuffer(raw, np.uint8, o_codes - o_mask, o_mask)
         _check(int(_POPCOUNT[packed].sum(dtype=np.int64)) == kept, p, f"chunk {i} mask count")
         if t * hw % 8:
@@ -665,8 +827,8 @@ class AtokReader:
             row = np.unpackbits(packed[j * hw // 8: -(-(j + 1) * hw // 8)], bitorder="little")
             start = j * hw % 8
             _check(bool(row[start:start + hw].all()), p, f"chunk {i}: latent frame {j} must be kept whole")
-        if h["quant"] == "fp16":
-            _check(bool(np.isfinite(np.frombuffer(raw, "<f2", h["channels"] * kept, o_codes)).all()), p,
+        if h.quant == "fp16":
+            _check(bool(np.isfinite(np.frombuffer(raw, "<f2", h.channels * kept, o_codes)).all()), p,
                    f"chunk {i} values")
         return raw
 
@@ -674,7 +836,7 @@ class AtokReader:
         """Chunk i's mask, checked: (t, h, w) bool, as numpy (inspect's heatmap needs no torch)."""
         h = self.header
         raw = self.check_chunk(i) if raw is None else raw
-        t, lh, lw = int(self.chunks[i, LATENT_FRAMES]), h["latent_height"], h["latent_width"]
+        t, lh, lw = int(self.chunks[i, LATENT_FRAMES]), h.latent_height, h.latent_width
         _, o_mask, o_codes = self._layout(t)
         bits = np.unpackbits(np.frombuffer(raw, np.uint8, o_codes - o_mask, o_mask), count=t * lh * lw, bitorder="little")
         return bits.view(bool).reshape(t, lh, lw)
@@ -710,13 +872,13 @@ class AtokReader:
         """Chunk i built from its checked payload."""
         import torch   # here, not at the top: inspect and verify never need it
         h = self.header
-        kept, c = int(self.chunks[i, KEPT]), h["channels"]
+        kept, c = int(self.chunks[i, KEPT]), h.channels
         o_scale, _, o_codes = self._layout(int(self.chunks[i, LATENT_FRAMES]))
         qscale = None
-        if h["quant"] == "int8":
+        if h.quant == "int8":
             qscale = torch.from_numpy(np.frombuffer(raw, "<f4", c, o_scale).astype(np.float32))
         mask = torch.from_numpy(self.read_mask(i, raw))
-        if h["quant"] == "int8":
+        if h.quant == "int8":
             codes = np.frombuffer(raw, np.int8, c * kept, o_codes).reshape(c, kept)
             codes = undelta_codes(codes) if self.version >= 5 else codes.copy()
         else:
@@ -737,7 +899,7 @@ class AtokReader:
                                       max_array_len=1 << 16, max_map_len=0, max_ext_len=0)
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
             raise ContainerError(f"{p}: corrupt container (audio record {i})") from None
-        a = self.header["audio"]
+        a = self.header.audio.to_dict()
         _check(isinstance(packets, list) and all(
             isinstance(k, list) and len(k) == 5 and all(_is_int(v, -(1 << 62), 1 << 62) and timestamp_ok(v, a)
                                                         for v in k[:3])
@@ -751,7 +913,7 @@ class AtokReader:
         if not len(self.audio):
             return
         from .audio import packets_problem
-        problem = packets_problem(self.header["audio"], self.read_audio(0))
+        problem = packets_problem(self.header.audio.to_dict(), self.read_audio(0))
         _check(problem is None, self.path, problem)
 
     def iter_audio(self):

@@ -10,11 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .defaults import BUILTIN_TOKENIZERS
 from .errors import ContainerError, ModelUnavailableError
 from .layout import latent_side
 from .tokenizer import WEIGHTS_DIR, Tokenizer, file_fingerprint, load_tokenizer, pick_device, safetensors_metadata, spec_fingerprint
+
+if TYPE_CHECKING:
+    from .container import Header, LitInfo
 
 # Below this threshold the shipped LIT earned nothing over hold-fill (docs/MODELS.md), so decompression
 # holds instead and saves LIT's time.
@@ -82,7 +86,7 @@ def lit_identity(tok: Tokenizer, lit=None) -> dict | None:
     return {"fingerprint": ref.fingerprint, "name": f"lit-{tok.name}"} if ref else None
 
 
-def tokenizer_for(header: dict, path, spec: str | None = None, device="cpu", dtype="auto") -> Tokenizer:
+def tokenizer_for(header: Header, path, spec: str | None = None, device="cpu", dtype="auto") -> Tokenizer:
     """The tokeniser a container needs: a built-in one by name, or the one the user names with `spec`.
 
     The fingerprint of what the user named is checked before any of it is loaded."""
@@ -92,36 +96,37 @@ def tokenizer_for(header: dict, path, spec: str | None = None, device="cpu", dty
     return tok
 
 
-def check_named_tokenizer(header: dict, path, spec: str | None) -> str:
+def check_named_tokenizer(header: Header, path, spec: str | None) -> str:
     """The spec to load for a container -> spec (a built-in's name when none is given); refuses one whose
     weights fingerprint is not the container's, from the files alone (nothing is loaded or run)."""
-    need = header["tokenizer"]
-    wanted = f"tokeniser {need['name']!r} (fingerprint {need['fingerprint']})"
+    need = header.tokenizer
+    wanted = f"tokeniser {need.name!r} (fingerprint {need.fingerprint})"
     if spec is None:
-        if need["name"] not in BUILTIN_TOKENIZERS:
+        if need.name not in BUILTIN_TOKENIZERS:
             raise ModelUnavailableError(f"{path}: made with {wanted}, which is not built in: "
                                         f"pass --tokenizer with its file or folder")
-        spec = need["name"]
+        spec = need.name
     try:
         fp = spec_fingerprint(spec)
     except ModelUnavailableError as e:
         raise ModelUnavailableError(f"{path}: needs {wanted}: {e}") from None
-    if fp != need["fingerprint"]:
+    if fp != need.fingerprint:
         raise ModelUnavailableError(f"{path}: made with {wanted}, but {spec} has fingerprint {fp}: "
                                     f"pass --tokenizer with the file or folder it was made with")
     return spec
 
 
-def check_fit(header: dict, tok: Tokenizer, path):
-    """The header's layout fields must be the ones this tokeniser produces; say which one is not."""
-    expect = {"channels": tok.channels, "tokenizer.channels": tok.channels,
-              "tokenizer.time_factor": tok.time_factor, "tokenizer.space_factor": tok.space_factor,
-              "tokenizer.stateful": tok.stateful,
-              "latent_width": latent_side(header["width"], tok.pad_multiple, tok.space_factor),
-              "latent_height": latent_side(header["height"], tok.pad_multiple, tok.space_factor)}
-    for key, want in expect.items():
-        section, _, field = key.rpartition(".")
-        got = (header[section] if section else header).get(field, want if field == "stateful" else None)
+def check_fit(header: Header, tok: Tokenizer, path):
+    """The header's layout fields must be the ones this tokeniser produces; say which one is not (a file
+    that does not record the stateful flag is not held to it)."""
+    t = header.tokenizer
+    fields = {"channels": (header.channels, tok.channels), "tokenizer.channels": (t.channels, tok.channels),
+              "tokenizer.time_factor": (t.time_factor, tok.time_factor),
+              "tokenizer.space_factor": (t.space_factor, tok.space_factor),
+              "tokenizer.stateful": (tok.stateful if t.stateful is None else t.stateful, tok.stateful),
+              "latent_width": (header.latent_width, latent_side(header.width, tok.pad_multiple, tok.space_factor)),
+              "latent_height": (header.latent_height, latent_side(header.height, tok.pad_multiple, tok.space_factor))}
+    for key, (got, want) in fields.items():
         if got != want:
             raise ContainerError(f"{path}: corrupt container (header {key} is {got}, "
                                  f"but tokeniser {tok.name} gives {want})")
@@ -156,7 +161,7 @@ def lit_scale(ref: ModelRef, tok: Tokenizer):
     return scale
 
 
-def inpainter_for(tok: Tokenizer, threshold: float | None, need: dict | None = None, path="",
+def inpainter_for(tok: Tokenizer, threshold: float | None, need: LitInfo | None = None, path="",
                   use_lit=True, device="cpu", unit=None, lit=None):
     """The compatibility policy for LIT, in one place -> (Inpainter or None, a note for the user or None).
 
@@ -166,35 +171,34 @@ def inpainter_for(tok: Tokenizer, threshold: float | None, need: dict | None = N
     from .lit import Inpainter
     if not use_lit or (lit is None and threshold is not None and threshold < LIT_FROM_THRESHOLD):
         return None, None
-    ref = user_lit(tok, lit) if lit else shipped_lit(tok, need["fingerprint"] if need else None)
-    if lit and need and need["fingerprint"] != ref.fingerprint:
-        raise ModelUnavailableError(f"{path}: made for LIT {need.get('name')} (fingerprint {need['fingerprint']}), "
+    ref = user_lit(tok, lit) if lit else shipped_lit(tok, need.fingerprint if need else None)
+    if lit and need and need.fingerprint != ref.fingerprint:
+        raise ModelUnavailableError(f"{path}: made for LIT {need.name} (fingerprint {need.fingerprint}), "
                                     f"but {lit} has fingerprint {ref.fingerprint}")
     if ref is None:
         if need is None:
             return None, "no trained LIT for this tokeniser: dropped positions are hold-filled (adaptok train-lit makes one)"
-        raise ModelUnavailableError(f"{path}: needs LIT {need.get('name')} (fingerprint {need['fingerprint']}), "
+        raise ModelUnavailableError(f"{path}: needs LIT {need.name} (fingerprint {need.fingerprint}), "
                                     f"which is not installed: pass it with --lit FILE (or use --no-lit)")
     return Inpainter(ref.load_lit(device), lit_scale(ref, tok), ref.fingerprint, device, threshold, unit), None
 
 
-def models_for(header: dict, path, spec: str | None = None, use_lit=True, device="cpu", dtype="auto", lit=None,
+def models_for(header: Header, path, spec: str | None = None, use_lit=True, device="cpu", dtype="auto", lit=None,
                loaded: Tokenizer | None = None):
     """What decoding a container takes -> (tokeniser, Inpainter or None, note or None). loaded: a tokeniser
     the caller has loaded already (Python API), held to the container's fingerprint and layout."""
     if loaded is not None:
-        if loaded.fingerprint != header["tokenizer"]["fingerprint"]:
-            raise ModelUnavailableError(f"{path}: made with tokeniser {header['tokenizer']['fingerprint']}, "
+        if loaded.fingerprint != header.tokenizer.fingerprint:
+            raise ModelUnavailableError(f"{path}: made with tokeniser {header.tokenizer.fingerprint}, "
                                         f"not the loaded {loaded.name} ({loaded.fingerprint})")
         check_fit(header, loaded, path)
     tok = loaded or tokenizer_for(header, path, spec, device, dtype)
-    return (tok, *inpainter_for(tok, header.get("threshold"), header.get("lit"), path, use_lit, device,
+    return (tok, *inpainter_for(tok, header.threshold, header.lit, path, use_lit, device,
                                 unit_of(header), lit))
 
 
-def unit_of(header: dict):
+def unit_of(header: Header):
     """The rule's unit a container was made with, as a tensor; None (the tokeniser's scale) before format 4."""
     import torch
-    u = header.get("unit")
-    return None if u is None else torch.tensor(u, dtype=torch.float32)
+    return None if header.unit is None else torch.tensor(header.unit, dtype=torch.float32)
 

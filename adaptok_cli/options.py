@@ -167,11 +167,13 @@ def decompress_options_of(options: DecompressOptions | None, values: dict) -> De
 
 
 def header_for(tok, lit_identity: dict | None, opts: CompressOptions, width: int, height: int, fps: Fraction,
-               source: str) -> dict:
-    """The container header compress writes (docs/FORMAT.md)."""
+               source: str, audio: dict | None = None):
+    """The container header compress writes (docs/FORMAT.md), a container.Header; audio: the track's
+    description (video.AudioTrack.to_header), last in the map when there is one."""
     from .calibration import rule_unit
+    from .container import Header
     unit_name, unit = rule_unit(tok, opts.unit)
-    return {
+    raw = {
         "width": width, "height": height,
         "latent_width": latent_side(width, tok.pad_multiple, tok.space_factor),
         "latent_height": latent_side(height, tok.pad_multiple, tok.space_factor),
@@ -183,24 +185,29 @@ def header_for(tok, lit_identity: dict | None, opts: CompressOptions, width: int
         "source": source, "created_by": f"adaptok {__version__}",
         **timeline_header(opts),
     }
+    if audio is not None:
+        raw["audio"] = audio
+    return Header.written(raw)
 
 
 def timeline_header(opts: CompressOptions) -> dict:
     """The header fields of the frame range and rate, only those asked (docs/FORMAT.md)."""
-    h = {key: getattr(opts, k) for k, key in TIMELINE_FIELDS.items() if getattr(opts, k) is not None}
-    if "resample_fps" in h:
-        h["resample_fps"] = [h["resample_fps"].numerator, h["resample_fps"].denominator]
+    fields = {key: getattr(opts, k) for k, key in TIMELINE_FIELDS.items() if getattr(opts, k) is not None}
+    if "resample_fps" in fields:
+        fields["resample_fps"] = [fields["resample_fps"].numerator, fields["resample_fps"].denominator]
     for key in ("start", "duration"):
-        if key in h:
-            h[key] = float(h[key])
-    return h
+        if key in fields:
+            fields[key] = float(fields[key])
+    return fields
 
 
-def settings_of(header: dict) -> dict:
-    """What decides a container's content (models, options, audio), for up-to-date checks."""
-    return {"tokenizer": header["tokenizer"]["fingerprint"], "audio": bool(header.get("audio")),
-            "lit": (header.get("lit") or {}).get("fingerprint"),
-            **{k: header.get(k) for k in (*SETTINGS, *TIMELINE_FIELDS.values())}}
+def settings_of(header) -> dict:
+    """What decides a container's content (models, options, audio), for up-to-date checks: of a
+    container.Header, the fields as the file holds them (to_dict), so messages show the stored values."""
+    raw = header.to_dict()
+    return {"tokenizer": header.tokenizer.fingerprint, "audio": header.has_audio,
+            "lit": header.lit.fingerprint if header.lit else None,
+            **{k: raw.get(k) for k in (*SETTINGS, *TIMELINE_FIELDS.values())}}
 
 
 @dataclass

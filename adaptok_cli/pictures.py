@@ -36,9 +36,9 @@ def plot(r: AtokReader, png_path) -> None:
         raise UsageError("--plot needs matplotlib: pip install 'adaptok[plot]'") from None
     from .report import describe
     rate, heat = keep_statistics(r)
-    info, tok = describe(r, r.path), r.header["tokenizer"]
-    seconds = np.concatenate([c.first_frame + latent_starts(c.latent_frames, tok["time_factor"],
-                                                            starts_stream(c.index == 0, tok.get("stateful", True)))
+    info, h = describe(r, r.path), r.header
+    seconds = np.concatenate([c.first_frame + latent_starts(c.latent_frames, h.tokenizer.time_factor,
+                                                            starts_stream(c.index == 0, h.stateful))
                               for c in info.chunks]) / info.fps
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1.6, 1]})
     a.step(seconds, rate, where="post", color="#1f6fb4")

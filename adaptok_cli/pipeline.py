@@ -100,9 +100,8 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
         if progress:
             progress(0, total=info.frames)          # the container's estimate, or None
         try:
-            header = header_for(tok, lit_identity(tok, opts.lit), opts, info.width, info.height, info.fps, Path(src).name)
-            if audio is not None:
-                header["audio"] = audio.to_header()
+            header = header_for(tok, lit_identity(tok, opts.lit), opts, info.width, info.height, info.fps, Path(src).name,
+                                None if audio is None else audio.to_header())
             writer = AtokWriter(out.f, header, opts.level)
             enc = Codec(tok, opts.rule(tok), opts.quant).encoder()
             busy = _encode_chunks(enc, reader, opts.chunk, writer, res, dst, progress, pipelined)
@@ -185,8 +184,8 @@ def decode_tag(src, lit_fp, codec, crf, overlay, tokenizer_fp) -> str:
 
 def _audio_plan(r: AtokReader, kind: str, src, res: Result) -> AudioTrack | None:
     """The audio track decompress will write into a `kind` output, or None (with a note saying why)."""
-    h = r.header
-    track = AudioTrack.from_header(h["audio"]) if h.get("audio") else None
+    a = r.header.audio
+    track = None if a is None else AudioTrack.from_info(a)
     if track is None:
         return None
     if kind == "x264" and track.codec not in MP4_AUDIO:
@@ -229,8 +228,8 @@ def decompress(src, dst, options: DecompressOptions | None = None, force=False,
         h = r.header
         tok, inpainter, note = models_for(h, src, o.tokenizer, o.use_lit, dev, o.dtype, o.lit, loaded_tokenizer)
         reached("models")
-        res = Result(str(src), str(dst), width=h["width"], height=h["height"],
-                     fps=h["fps_num"] / h["fps_den"], tokens_kept=r.tokens_kept, tokens_total=r.tokens_total,
+        res = Result(str(src), str(dst), width=h.width, height=h.height,
+                     fps=float(h.fps), tokens_kept=r.tokens_kept, tokens_total=r.tokens_total,
                      bytes_in=r.size, atok_bytes=r.size, notes=[note] if note else [])
         if r.salvaged:
             res.notes.append(f"{src}: truncated: recovered {len(r.chunks)} complete chunks ({r.frames} frames)")
@@ -242,7 +241,7 @@ def decompress(src, dst, options: DecompressOptions | None = None, force=False,
         writer = None
         try:
             with write_errors(dst):
-                writer = VideoWriter(out.tmp, h["width"], h["height"], Fraction(h["fps_num"], h["fps_den"]), kind, o.crf,
+                writer = VideoWriter(out.tmp, h.width, h.height, h.fps, kind, o.crf,
                                      comment=decode_tag(src, inpainter.fingerprint if inpainter else None, kind, o.crf,
                                                         o.overlay, tok.fingerprint),
                                      audio=track)
@@ -267,7 +266,7 @@ def _write_frames(r: AtokReader, dec, writer: VideoWriter, track: AudioTrack | N
     stages: chunks read, unpacked and filled (a thread); inpainter and tokeniser (this thread); frames
     encoded and muxed with the audio (a thread) -> the seconds reading and writing were busy."""
     h, tok = r.header, dec.tok
-    fps = Fraction(h["fps_num"], h["fps_den"])
+    fps = h.fps
     audio = r.iter_audio() if writer.writes_audio else iter(())
     pending, written = next(audio, None), 0
     read, write = Busy(), Busy()
@@ -290,7 +289,7 @@ def _write_frames(r: AtokReader, dec, writer: VideoWriter, track: AudioTrack | N
     with ahead(timed_iter(filled(), read), 1, pipelined, "adaptok-read") as chunks, \
             Behind(put, 2, pipelined, "adaptok-write") as sink:
         for i, chunk, held in chunks:
-            for lat, frames in dec.decode_chunk(chunk, r.entry(i).frames, h["height"], h["width"], held):
+            for lat, frames in dec.decode_chunk(chunk, r.entry(i).frames, h.height, h.width, held):
                 if overlay:
                     frames = tint_dropped(frames, chunk.mask[lat], tok.time_factor, tok.space_factor,
                                           lat.start == 0 and r.starts_stream(i))
@@ -331,7 +330,7 @@ def decoded_up_to_date(src, dst, options: DecompressOptions | None = None, **kw)
             h = r.header
         kind = output_kind(Path(dst), o.codec)
         tok = tokenizer_for(h, src, o.tokenizer, "cpu")
-        inpainter = o.use_lit and inpainter_for(tok, h.get("threshold"), h.get("lit"), src, lit=o.lit)[0]
+        inpainter = o.use_lit and inpainter_for(tok, h.threshold, h.lit, src, lit=o.lit)[0]
         want = decode_tag(src, inpainter.fingerprint if inpainter else None, kind, o.crf, o.overlay, tok.fingerprint)
         with av.open(str(dst)) as c:
             return {k.lower(): v for k, v in c.metadata.items()}.get("comment") == want

@@ -64,27 +64,27 @@ def inspect(path, limits: Limits = DEFAULT_LIMITS) -> ContainerInfo:
 
 
 def describe(r: AtokReader, path) -> ContainerInfo:
-    """inspect() of an open reader: header and index only."""
+    """inspect() of an open reader: header and index only. The lit map is shown as the file holds it."""
     h = r.header
-    hw = h["latent_height"] * h["latent_width"]
-    pixels = h["width"] * h["height"]
+    hw = h.latent_positions
+    pixels = h.width * h.height
     chunks = []
     for i in range(len(r.chunks)):
         e = r.entry(i)
         chunks.append(ChunkInfo(i, int(r.frame_starts[i]), e.frames, e.latent_frames, e.kept, e.latent_frames * hw,
                                 e.kept / (e.latent_frames * hw), e.length + 4, (e.length + 4) * 8 / max(1, e.frames * pixels)))
-    fps = h["fps_num"] / h["fps_den"]
+    fps = float(h.fps)
     duration = r.frames / fps
-    audio = h.get("audio")
+    tok, audio = h.tokenizer, h.audio
     return ContainerInfo(
-        file=str(path), width=h["width"], height=h["height"], frames=r.frames, fps=fps, duration=duration,
-        latent_shape=[r.latent_frames, h["channels"], h["latent_height"], h["latent_width"]],
+        file=str(path), width=h.width, height=h.height, frames=r.frames, fps=fps, duration=duration,
+        latent_shape=[r.latent_frames, h.channels, h.latent_height, h.latent_width],
         tokens_kept=r.tokens_kept, tokens_total=r.tokens_total, token_rate=r.tokens_kept / r.tokens_total,
         tokens_per_second=r.tokens_kept / duration, bytes=r.size, bpp=r.size * 8 / (r.frames * pixels),
-        compression_ratio=r.frames * pixels * 3 / r.size, threshold=h.get("threshold"), keep_ratio=h.get("keep_ratio"),
-        unit=h.get("unit_name", "spread"), quant=h["quant"], chunk=h["chunk"], keyframe_interval=h["keyframe_interval"],
-        tokenizer={k: h["tokenizer"].get(k) for k in ("name", "fingerprint", "source")}, lit=h.get("lit"),
-        source=h.get("source"), created_by=h.get("created_by"),
-        audio={"codec": audio["codec"], "sample_rate": audio["sample_rate"], "layout": audio["layout"],
+        compression_ratio=r.frames * pixels * 3 / r.size, threshold=h.threshold, keep_ratio=h.keep_ratio,
+        unit=h.unit_name, quant=h.quant, chunk=h.chunk, keyframe_interval=h.keyframe_interval,
+        tokenizer={"name": tok.name, "fingerprint": tok.fingerprint, "source": tok.source}, lit=h.to_dict().get("lit"),
+        source=h.source, created_by=h.created_by,
+        audio={"codec": audio.codec, "sample_rate": audio.sample_rate, "layout": audio.layout,
                "bytes": r.audio_bytes()} if audio else None,
         chunks=chunks)

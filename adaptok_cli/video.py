@@ -161,9 +161,9 @@ class AudioTrack:
                 "extradata": self.extradata}
 
     @classmethod
-    def from_header(cls, h: dict) -> "AudioTrack":
-        return cls(h["codec"], h["sample_rate"], h["layout"], Fraction(h["time_base_num"], h["time_base_den"]),
-                   h["extradata"])
+    def from_info(cls, a) -> "AudioTrack":
+        """The track a container's header describes (a container.AudioInfo)."""
+        return cls(a.codec, a.sample_rate, a.layout, a.time_base, a.extradata)
 
 
 def has_audio(path) -> bool:

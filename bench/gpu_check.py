@@ -100,7 +100,7 @@ def decode_all(atok: Path, device: str, keep=False):
     sync(device)
     t0 = time.perf_counter()
     for chunk, n in chunks:
-        for _, frames in dec.decode_chunk(chunk, n, h["height"], h["width"]):
+        for _, frames in dec.decode_chunk(chunk, n, h.height, h.width):
             if keep:
                 out.append(frames.copy())
     sync(device)

@@ -5,6 +5,7 @@ the source (the package, bench/, experiments/, scripts/; tests are not searched:
 rules' pieces directly, on purpose). No import cycles between the package's modules.
 """
 import ast
+import dataclasses
 import os
 import re
 import subprocess
@@ -46,10 +47,13 @@ RULES = {
 }
 
 
-def code_lines(path: Path) -> dict[int, str]:
-    """The file's lines with strings and comments blanked out (a docstring may name a rule)."""
+def code_lines(path: Path, strings: bool = True) -> dict[int, str]:
+    """The file's lines with strings and comments blanked out (a docstring may name a rule); strings=False:
+    comments only."""
     lines = path.read_text().splitlines()
-    skip = {tokenize.STRING, tokenize.COMMENT, *(getattr(tokenize, n) for n in ("FSTRING_MIDDLE",) if hasattr(tokenize, n))}
+    skip = {tokenize.COMMENT}
+    if strings:
+        skip |= {tokenize.STRING, *(getattr(tokenize, n) for n in ("FSTRING_MIDDLE",) if hasattr(tokenize, n))}
     with open(path, "rb") as f:
         for tok in tokenize.tokenize(f.readline):
             if tok.type not in skip:
@@ -106,6 +110,39 @@ def test_the_search_finds_what_it_looks_for(tmp_path):
                  '    "latent_width": -(-width // m) * m // tok.space_factor,'):
         (tmp_path / "copy.py").write_text(f"x = {{\n{line}\n}}\n")
         assert offences(set(), RULES[mapping][1], None, [tmp_path / "copy.py"], tmp_path), line
+
+
+# --- the container header: read through container.Header's attributes ---------------------------------
+
+def header_key_patterns() -> list[str]:
+    """A header key read by string (h["width"], header.get("lit"), r.header["quant"]), on the names the
+    header goes by; any subscript or get of an attribute called header."""
+    from adaptok_cli.container import Header
+    keys = "|".join(f.name for f in dataclasses.fields(Header) if not f.name.startswith("_"))
+    return [rf"""\b(header|hdr|h)\s*(\[|\.get\()\s*["']({keys})["']""", r"\.header\s*(\[|\.get\()"]
+
+
+def test_the_header_is_read_by_attribute_outside_container_py():
+    """container.py turns the header map into a Header (validated, typed); every other reader uses its
+    attributes, and to_dict() where it needs the map itself (inspect --json, settings)."""
+    patterns = header_key_patterns()
+    found = []
+    for path in SOURCE:
+        rel = path.relative_to(ROOT).as_posix()
+        if rel != "adaptok_cli/container.py":
+            found += [f"{rel}:{n}: {line.strip()}" for n, line in code_lines(path, strings=False).items()
+                      if any(re.search(p, line) for p in patterns)]
+    assert not found, "the header read by string key outside container.py"
+
+
+def test_the_header_search_finds_string_keys():
+    patterns = header_key_patterns()
+    for line in ('w = h["width"]', 'fp = header["tokenizer"]["fingerprint"]', 'lit = h.get("lit")',
+                 "q = r.header['quant']", 'a = self.header.get("audio")'):
+        assert any(re.search(p, line) for p in patterns), line
+    for line in ("w = h.width", 'lit = h.to_dict().get("lit")', 'meta = header.get("__metadata__", {})',
+                 'q = info["quant"]'):
+        assert not any(re.search(p, line) for p in patterns), line
 
 
 # --- imports: no cycles -----------------------------------------------------------------------------

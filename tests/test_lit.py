@@ -11,6 +11,7 @@ import torch
 from adaptok_cli import lit as lit_module
 
 import adaptok_cli as atk
+from adaptok_cli.container import LitInfo
 from adaptok_cli.lit import LIT, LITConfig, Inpainter, load_lit, project_l1
 from adaptok_cli.masking import HoldFill, gather_kept
 from adaptok_cli.metrics import psnr
@@ -293,11 +294,11 @@ def test_containers_made_with_an_earlier_shipped_lit_decode_with_it(tmp_path, mo
     old_fp = models.ModelRef(tmp_path / "lit-tinytok-old.safetensors").fingerprint
     other_fp = models.ModelRef(tmp_path / "lit-tinytok-other.safetensors").fingerprint
     assert models.shipped_lit(tok).fingerprint == current_fp                     # what compress records
-    assert models.inpainter_for(tok, 0.3, {"fingerprint": old_fp})[0].fingerprint == old_fp
+    assert models.inpainter_for(tok, 0.3, LitInfo(old_fp))[0].fingerprint == old_fp
     assert models.inpainter_for(tok, 0.3, None)[0].fingerprint == current_fp
     for fp in (other_fp, "0" * 16):          # trained for another tokeniser, or not shipped at all
         with pytest.raises(errors.ModelUnavailableError, match="not installed"):
-            models.inpainter_for(tok, 0.3, {"fingerprint": fp, "name": "lit-tinytok"})
+            models.inpainter_for(tok, 0.3, LitInfo(fp, "lit-tinytok"))
 
 
 def test_latent_cache_is_keyed_by_clip_and_size_not_by_place(tmp_path, small_tok_path):
