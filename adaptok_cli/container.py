@@ -29,7 +29,7 @@ import zstandard
 
 from .defaults import AUDIO_CODECS, MAX_SIDE, MAX_THRESHOLD
 from .errors import ContainerError, InputError
-from .layout import frame_spans, is_keyframe, starts_stream
+from .layout import frame_spans, is_keyframe, pixels_for, starts_stream
 
 if TYPE_CHECKING:
     import torch
@@ -326,9 +326,9 @@ def validate_header(h, path, limits: Limits = DEFAULT_LIMITS):
     _check(_is_int(tok.get("space_factor"), 1, 64) and _is_int(tok.get("time_factor"), 1, 64), path, "tokeniser factors")
     _check(isinstance(tok.get("stateful", True), bool), path, "tokeniser stateful flag")
     _check(tok.get("channels") == h["channels"], path, "channel count disagrees with tokeniser")
-    sf = tok["space_factor"]
-    _check(h["latent_width"] * sf >= h["width"] and h["latent_height"] * sf >= h["height"], path, "latent size too small")
-    _check(h["latent_width"] * sf < h["width"] + 64 and h["latent_height"] * sf < h["height"] + 64, path, "latent size too large")
+    covered = [pixels_for(h[f"latent_{side}"], tok["space_factor"]) for side in ("width", "height")]
+    _check(covered[0] >= h["width"] and covered[1] >= h["height"], path, "latent size too small")
+    _check(covered[0] < h["width"] + 64 and covered[1] < h["height"] + 64, path, "latent size too large")
     lit = h.get("lit")
     _check(lit is None or (isinstance(lit, dict) and isinstance(lit.get("fingerprint"), str)), path, "LIT identity")
     thr, kr = h.get("threshold"), h.get("keep_ratio")
