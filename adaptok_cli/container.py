@@ -452,16 +452,16 @@ class Header:
     def from_dict(cls, raw, path, limits: Limits = DEFAULT_LIMITS) -> "Header":
         """A header read from a file: checked (validate_header, ContainerError naming path) and typed."""
         validate_header(raw, path, limits)
-        return cls._typed(raw)
+        return cls._typed(raw)          # the map just unpacked: no one else holds it
 
     @classmethod
     def written(cls, raw: dict) -> "Header":
         """The header this adaptok writes (options.header_for makes it): typed, not checked."""
-        return cls._typed(raw)
+        return cls._typed(copy.deepcopy(raw))
 
     @classmethod
     def _typed(cls, raw: dict) -> "Header":
-        raw = copy.deepcopy(raw)
+        """raw becomes the Header's own map (to_dict and the mapping access hand out copies)."""
         tok, lit, audio, rf, unit = (raw.get(k) for k in ("tokenizer", "lit", "audio", "resample_fps", "unit"))
         return cls(
             raw["width"], raw["height"], raw["latent_width"], raw["latent_height"], raw["channels"],
