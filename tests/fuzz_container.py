@@ -300,13 +300,14 @@ def audio_record(data: bytes, i: int) -> list:
                            raw=False)
 
 
-def with_audio_record(data: bytes, i: int, packets) -> bytes:
-    """data with audio record i replaced by these packets; sizes, offsets and every checksum valid."""
+def with_audio_record(data: bytes, i: int, packets, extra: bytes = b"") -> bytes:
+    """data with audio record i replaced by these packets (extra bytes after its zstd frame); sizes,
+    offsets and every checksum valid."""
     ioff, ilen, _, end = TRAILER.unpack_from(data, len(data) - TRAILER.size)
     index = msgpack.unpackb(data[ioff:ioff + ilen], raw=False)
     off, length = index["audio"][i][:2]
     raw = msgpack.packb(packets, use_bin_type=True)
-    comp = zstandard.ZstdCompressor(level=1, write_checksum=True, write_content_size=True).compress(raw)
+    comp = zstandard.ZstdCompressor(level=1, write_checksum=True, write_content_size=True).compress(raw) + extra
     delta = len(comp) - length
     index["audio"][i][1:4] = [len(comp), len(raw), zlib.crc32(comp)]
     for e in index["audio"][i + 1:]:

@@ -84,6 +84,21 @@ def test_deep_json_in_model_files_is_refused(tmp_path, small_tok_path, lit_path,
         assert "nested more than 32 deep" in line.split(": ", 2)[2] and not (tmp_path / "c.atok").exists()
 
 
+def test_a_deep_or_dangling_diffusers_shard_index_is_refused(tmp_path):
+    """The shard index decides which weights load: nested past 32 it is refused before parsing, and one
+    naming a missing shard is refused by name (69), never a RecursionError or a half-loaded model."""
+    from adaptok_cli.diffusers_tok import WEIGHTS_INDEX, weight_files
+    deep, dangling = tmp_path / "deep", tmp_path / "dangling"
+    for folder, index in ((deep, '{"weight_map": ' + DEEP + "}"),
+                          (dangling, '{"weight_map": {"a.weight": "part-1.safetensors"}}')):
+        folder.mkdir()
+        (folder / WEIGHTS_INDEX).write_text(index)
+    with pytest.raises(ModelUnavailableError, match="nested more than 32 deep"):
+        weight_files(deep)
+    with pytest.raises(ModelUnavailableError, match="names part-1.safetensors, which is missing"):
+        weight_files(dangling)
+
+
 def test_safejson_counts_nesting_outside_strings_only():
     from adaptok_cli import safejson
     assert safejson.loads('{"a": "[[[[{{{{\\"[[[[", "b": [[1]]}', 1000, max_depth=3) == {"a": '[[[[{{{{"[[[[', "b": [[1]]}

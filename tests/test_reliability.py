@@ -393,11 +393,13 @@ def with_audio(data: bytes, **fields) -> bytes:
     ({"time_base_num": 1 << 30}, "over a second")])
 def test_audio_descriptions_ffmpeg_would_refuse_are_refused_up_front(tmp_path, talk, small_tok_path, fields, words):
     """Every audio field PyAV is handed is tried as the writer uses it (layout, rate, codec against the
-    packets): verify and decompress refuse with 65 naming the input; nothing is written (issue 29: 70
-    from inside PyAV, or 74 naming a hidden temporary)."""
+    packets): verify and decompress refuse with 65 naming the input, inspect too for what the header
+    alone shows; nothing is written (issue 29: 70 from inside PyAV, or 74 naming a hidden temporary)."""
     bad = tmp_path / "bad.atok"
     bad.write_bytes(with_audio(talk, **fields))
     assert words in one_line_error(run("verify", bad), errors.EXIT_BAD_CONTAINER)
+    if "audio packet" not in words:         # inspect reads the header, not the packets
+        assert words in one_line_error(run("inspect", bad), errors.EXIT_BAD_CONTAINER)
     for ext in (".mkv", ".mp4"):
         line = one_line_error(run("decompress", bad, "-o", tmp_path / f"o{ext}", "--tokenizer", small_tok_path),
                               errors.EXIT_BAD_CONTAINER)
@@ -422,6 +424,19 @@ def test_hostile_audio_timestamps_are_the_containers_fault(tmp_path, talk, small
                                   small_tok_path), errors.EXIT_BAD_CONTAINER)
         assert line.startswith(f"adaptok: {tmp_path / 'back.atok'}: corrupt container (audio packet") and ".tmp" not in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["back.atok", "far.atok"]
+
+
+def test_an_audio_record_holds_one_zstd_frame(tmp_path, talk, small_tok_path):
+    """A second zstd frame after an audio record's own (checksums valid) is refused, not ignored, as
+    in a chunk record (FORMAT.md: one frame)."""
+    second = fuzz_container.zstandard.ZstdCompressor(write_checksum=True).compress(b"hidden" * 10)
+    bad = tmp_path / "two.atok"
+    bad.write_bytes(fuzz_container.with_audio_record(talk, 0, fuzz_container.audio_record(talk, 0), extra=second))
+    assert "unused data" in one_line_error(run("verify", bad), errors.EXIT_BAD_CONTAINER)
+    line = one_line_error(run("decompress", bad, "-o", tmp_path / "o.mkv", "--tokenizer", small_tok_path),
+                          errors.EXIT_BAD_CONTAINER)
+    assert line.startswith(f"adaptok: {bad}:") and "unused data" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two.atok"]
 
 
 def test_a_bad_file_in_a_folder_does_not_end_the_batch(tmp_path, talk, small_tok_path):

@@ -193,6 +193,19 @@ def test_a_small_shard_declaring_gigabytes_is_refused_small(tmp_path, atok):
         assert f.path == shard.parent / "hostile.tar:good" and f.dense().shape[0] == f.latent_shape[0]
 
 
+def test_a_deep_or_huge_shard_index_means_not_finished(tmp_path):
+    """A shard's index (shard-NNNNNN.json) says whether a resumed run may keep the shard: nested past 32
+    or over its bound it is not believed (the shard is made again), never a RecursionError."""
+    from adaptok_cli.shards import MAX_INDEX_BYTES, is_finished
+    (tmp_path / "shard-000000.tar").write_bytes(b"")
+    index = tmp_path / "shard-000000.json"
+    index.write_text(json.dumps({"keys": ["a"], "failed": {}}))
+    assert is_finished(tmp_path, 0, ["a"])
+    for text in ('{"keys": ["a"], "x": ' + "[" * 20000 + "]" * 20000 + "}", " " * (MAX_INDEX_BYTES + 1) + "{}"):
+        index.write_text(text)
+        assert not is_finished(tmp_path, 0, ["a"])
+
+
 def member_bytes(section) -> bytes:
     with open(section.file, "rb") as f:
         f.seek(section.offset)
