@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .codec import Decoder, hold_dense, kept_values
-from .container import DEFAULT_LIMITS, FRAMES, AtokReader, Header, Limits
+from .container import DEFAULT_LIMITS, AtokReader, Header, Limits
 from .errors import CacheMismatchError, ContainerError, InputError
 from .models import inpainter_for, tokenizer_for, unit_of
 from .report import describe
@@ -76,7 +76,7 @@ class AtokFile:
     height = property(lambda self: self.header.height)
     frames = property(lambda self: self._reader.frames)
     fps = property(lambda self: float(self.header.fps))
-    num_chunks = property(lambda self: len(self._reader.chunks))
+    num_chunks = property(lambda self: self._reader.num_chunks)
     token_rate = property(lambda self: self._reader.tokens_kept / self._reader.tokens_total)
     chunk_token_rates = property(lambda self: [c.token_rate for c in self.info.chunks])
 
@@ -90,7 +90,7 @@ class AtokFile:
     def chunk_frames(self) -> list[tuple[int, int]]:
         """(first frame, frame count) of each chunk."""
         r = self._reader
-        return list(zip(r.frame_starts[:-1].tolist(), r.chunks[:, FRAMES].tolist()))
+        return [(r.first_frame(i), r.entry(i).frames) for i in range(r.num_chunks)]
 
     def metadata(self) -> dict:
         """What a training loop wants beside the tokens: path, size, fps, frames, token rate."""

@@ -349,11 +349,11 @@ def print_inspect(i: dict, chunks: bool, source=None):
         out.print(t)
     if out.is_terminal:
         from .container import AtokReader
-        from .pictures import keep_statistics, terminal_heatmap
+        from .pictures import terminal_heatmap
         with AtokReader(source or i["file"]) as r:
-            _, heat = keep_statistics(r)
+            rows = terminal_heatmap(r)
         out.print("  how often each position was kept (blank: never, █: always):", markup=False)
-        for row in terminal_heatmap(heat):
+        for row in rows:
             out.print("  " + row, markup=False)
 
 

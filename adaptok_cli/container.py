@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import io
+import itertools
 import math
 import os
 import struct
@@ -24,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import msgpack
-import numpy as np
 import zstandard
 
 from .defaults import AUDIO_CODECS, MAX_SIDE, MAX_THRESHOLD
@@ -32,6 +32,7 @@ from .errors import ContainerError, InputError
 from .layout import frame_spans, is_keyframe, pixels_for, starts_stream
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 MAGIC = b"ATOK\r\n\x1a\n"
@@ -182,6 +183,7 @@ def delta_codes(codes: np.ndarray) -> np.ndarray:
     """int8 values (C, kept) -> each channel's first value, then the differences along the kept order,
     modulo 256 (format 5). Kept positions in raster order are mostly neighbours with similar values:
     on the dev clips zstd makes the int8 values 8.6% smaller this way (docs/FORMAT.md)."""
+    import numpy as np
     u = np.ascontiguousarray(codes, dtype=np.int8).view(np.uint8)
     out = u.copy()
     out[:, 1:] -= u[:, :-1]          # uint8 arithmetic wraps: exact, and undone by undelta_codes
@@ -192,12 +194,14 @@ def undelta_codes(deltas: np.ndarray) -> np.ndarray:
     """The inverse of delta_codes: a running sum modulo 256 along each channel. Summed down the rows of
     the (kept, C) transpose, C values a step: 2x faster than numpy's cumsum along each row, one value
     a step (0.69 against 1.1 to 1.5 ms for 16 x 35,000)."""
+    import numpy as np
     rows = np.add.accumulate(np.ascontiguousarray(deltas.view(np.uint8).T), axis=0, dtype=np.uint8)
     return np.ascontiguousarray(rows.T).view(np.int8)
 
 
 def encode_chunk(mask: torch.Tensor, codes: torch.Tensor, qscale, quant) -> bytes:
     """A chunk's payload as VERSION stores it (docs/FORMAT.md)."""
+    import numpy as np
     t = mask.shape[0]
     parts = [PAYLOAD.pack(t, codes.shape[1])]
     if quant == "int8":
@@ -544,8 +548,12 @@ def decompressor() -> zstandard.ZstdDecompressor:
 class AtokReader:
     """Validated random access to a container: header, index, and chunk records one at a time.
 
-    `chunks` is the index as an (N, 7) int64 array (columns OFFSET .. FRAMES); `limits` is the resource
-    budget the file must fit before anything it declares is allocated.
+    The index is read and checked in plain Python (lists of ints), so inspect and verify import no numpy:
+    `entry(i)`, `num_chunks`, `first_latent(i)`, `first_frame(i)` answer from those lists. `chunks` is the
+    index as an (N, 7) int64 array (columns OFFSET .. FRAMES), `audio` the audio entries as an (A, 4)
+    one, `latent_starts` and `frame_starts` the chunks' first latent frame and first frame (N + 1, the
+    last one the total): numpy arrays made on first use, for the callers that compute with them.
+    `limits` is the resource budget the file must fit before anything it declares is allocated.
     """
 
     def __init__(self, path, partial: bool = False, limits: Limits = DEFAULT_LIMITS):
@@ -587,7 +595,7 @@ class AtokReader:
         self.header = Header.from_dict(_unpack(raw, p, "header"), p, self.limits)
         _check(version >= 3 or (version == 2) == self.header.has_audio, p, "version and audio track disagree")
         self.has_audio = self.header.has_audio
-        self.audio = np.zeros((0, 4), np.int64)
+        self._audio: list[list[int]] = []      # audio entries [offset, length, raw_size, crc32]
         self.data_start = PRELUDE.size + hlen
         try:
             self._read_index()
@@ -612,23 +620,23 @@ class AtokReader:
         _check(entries is not None and len(entries) >= 1, p, "no chunks")
         _check((audio is not None) == self.has_audio, p, "index audio entries")
         pos = self.data_start
-        for i, (off, length, t, kept, raw_size, *_) in enumerate(entries.tolist()):
+        for i, (off, length, t, kept, raw_size, *_) in enumerate(entries):
             _check(off == pos and length > 0 and off + RECORD.size + length <= ioff, p, f"chunk {i} position")
             self._check_entry(i, t, kept, raw_size)
             pos = off + RECORD.size + length
-        for i, (off, length, raw_size, _) in enumerate([] if audio is None else audio.tolist()):
+        for i, (off, length, raw_size, _) in enumerate([] if audio is None else audio):
             _check(off == pos and length > 0 and off + RECORD.size + length <= ioff, p, f"audio record {i} position")
             _check(0 < raw_size <= MAX_AUDIO_RECORD, p, f"audio record {i} size")
             pos = off + RECORD.size + length
         _check(pos == ioff, p, "records do not fill the file")
-        self.frames, self.chunks = frames, entries
+        self.frames, self._index = frames, entries
         if audio is not None:
-            self.audio = audio
+            self._audio = audio
 
     def _parse_index(self, raw: bytes):
         """The index map read piece by piece: every value must be a non-negative integer where one is
         expected (checked from its type byte before it is unpacked), so no index can unfold into a big
-        object tree; entries go straight into an int64 array."""
+        object tree; entries are lists of ints."""
         p = self.path
         u = msgpack.Unpacker(raw=False, max_str_len=16, max_bin_len=0, max_array_len=0, max_map_len=0, max_ext_len=0)
         u.feed(raw)
@@ -641,15 +649,14 @@ class AtokReader:
             return v
 
         def entries_of(width, what, counted, min_bytes):
-            """An array of `width`-integer entries, at most max_chunks of them, into an int64 array."""
+            """An array of `width`-integer entries, at most max_chunks of them, as lists of ints."""
             n = u.read_array_header()
             _check(n <= self.limits.max_chunks, p, f"{n} {counted} exceed the budget of {self.limits.max_chunks}")
             _check(n * min_bytes <= len(raw), p, "index layout")
-            out = np.empty((n, width), np.int64)
+            out = []
             for i in range(n):
                 _check(u.read_array_header() == width, p, f"{what} {i}")
-                for j in range(width):
-                    out[i, j] = uint(f"{what} {i}")
+                out.append([uint(f"{what} {i}") for _ in range(width)])
             return out
 
         frames = entries = audio = None
@@ -719,11 +726,12 @@ class AtokReader:
         if not found:
             raise ContainerError(f"{p}: truncated before the first complete chunk: nothing to recover")
         self.salvaged = True
-        self.chunks = np.array(found, np.int64).reshape(-1, 7)
         # the frame counts went with the index: every chunk found holds all the frames it can
-        self.chunks[:, FRAMES] = [n for _, n in frame_spans(self.chunks[:, LATENT_FRAMES], h.tokenizer.time_factor,
-                                                            h.stateful)]
-        self.frames = int(self.chunks[:, FRAMES].sum())
+        spans = frame_spans([e[LATENT_FRAMES] for e in found], h.tokenizer.time_factor, h.stateful)
+        for e, (_, n) in zip(found, spans):
+            e[FRAMES] = n
+        self._index = found
+        self.frames = sum(e[FRAMES] for e in found)
 
     def _finish_index(self):
         """Totals, and each chunk's frame count against what its latent frames can hold.
@@ -731,24 +739,72 @@ class AtokReader:
         Files before version 3 do not store the counts: they are worked out here, once, from the
         tokeniser layout in the header, so that every reader takes them from the FRAMES column."""
         tf, stateful = self.header.tokenizer.time_factor, self.header.stateful
-        self.latent_starts = np.concatenate([[0], np.cumsum(self.chunks[:, LATENT_FRAMES])])
-        self.latent_frames = int(self.latent_starts[-1])
-        spans = frame_spans(self.chunks[:, LATENT_FRAMES], tf, stateful)
-        if self.chunks.shape[1] == 6:
+        latent_counts = [e[LATENT_FRAMES] for e in self._index]
+        self._latent_starts = list(itertools.accumulate(latent_counts, initial=0))
+        self.latent_frames = self._latent_starts[-1]
+        spans = frame_spans(latent_counts, tf, stateful)
+        if len(self._index[0]) == 6:
             implied = spans[-1][0] + spans[-1][1]
             _check(implied - tf < self.frames <= implied, self.path,
                    f"frame count {self.frames} does not match the latent frames (which hold {implied})")
-            counts = [n for _, n in frame_spans(self.chunks[:, LATENT_FRAMES], tf, stateful, self.frames)]
-            self.chunks = np.column_stack([self.chunks, np.array(counts, np.int64)])
-        for i, (n, (_, most)) in enumerate(zip(self.chunks[:, FRAMES].tolist(), spans)):
+            counts = [n for _, n in frame_spans(latent_counts, tf, stateful, self.frames)]
+            self._index = [e + [n] for e, n in zip(self._index, counts)]
+        for i, (n, (_, most)) in enumerate(zip((e[FRAMES] for e in self._index), spans)):
             _check(1 <= n <= most, self.path, f"chunk {i} frame count {n} (its latent frames hold {most})")
-        _check(int(self.chunks[:, FRAMES].sum()) == self.frames, self.path,
+        _check(sum(e[FRAMES] for e in self._index) == self.frames, self.path,
                f"frame count {self.frames} is not the sum of the chunks' frame counts")
-        self.frame_starts = np.concatenate([[0], np.cumsum(self.chunks[:, FRAMES])])
+        self._frame_starts = list(itertools.accumulate((e[FRAMES] for e in self._index), initial=0))
+
+    @property
+    def num_chunks(self) -> int:
+        return len(self._index)
+
+    @property
+    def num_audio_records(self) -> int:
+        return len(self._audio)
+
+    def first_latent(self, i: int) -> int:
+        """Chunk i's first latent frame within the clip."""
+        return self._latent_starts[i]
+
+    def first_frame(self, i: int) -> int:
+        """Chunk i's first video frame within the clip."""
+        return self._frame_starts[i]
+
+    @property
+    def chunks(self) -> np.ndarray:
+        """The index as an (N, 7) int64 array, columns OFFSET .. FRAMES (made on first use)."""
+        return self._array("_chunks_array", self._index, 7)
+
+    @property
+    def audio(self) -> np.ndarray:
+        """The audio entries as an (A, 4) int64 array: offset, length, raw size, crc32 (made on first use)."""
+        return self._array("_audio_array", self._audio, 4)
+
+    @property
+    def latent_starts(self) -> np.ndarray:
+        """Each chunk's first latent frame, then the total: (N + 1,) int64 (made on first use)."""
+        return self._array("_latent_starts_array", self._latent_starts)
+
+    @property
+    def frame_starts(self) -> np.ndarray:
+        """Each chunk's first frame, then the total: (N + 1,) int64 (made on first use)."""
+        return self._array("_frame_starts_array", self._frame_starts)
+
+    def _array(self, name: str, rows: list, width: int | None = None) -> np.ndarray:
+        """The int64 array of rows, made once and kept under name: numpy is imported by who asks."""
+        made = self.__dict__.get(name)
+        if made is None:
+            import numpy as np
+            made = np.array(rows, np.int64)
+            if width is not None:
+                made = made.reshape(-1, width)
+            self.__dict__[name] = made
+        return made
 
     def entry(self, i: int) -> IndexEntry:
         """Chunk i's index entry, by name."""
-        return IndexEntry(*self.chunks[i].tolist())
+        return IndexEntry(*self._index[i])
 
     def starts_stream(self, i: int) -> bool:
         """Chunk i begins a tokeniser stream: the first chunk, or every chunk of a stateless tokeniser."""
@@ -760,7 +816,7 @@ class AtokReader:
 
     @property
     def tokens_kept(self):
-        return int(self.chunks[:, KEPT].sum())
+        return sum(e[KEPT] for e in self._index)
 
     def keyframes(self, first: int, t: int) -> list[int]:
         """Latent frames of a chunk (counted within it) that must be kept whole; first: its first latent frame."""
@@ -805,40 +861,49 @@ class AtokReader:
 
     def check_chunk(self, i: int) -> bytes:
         """Everything read_chunk checks, without building the mask or the values (verify uses this)."""
-        if not 0 <= i < len(self.chunks):
-            raise IndexError(f"chunk {i} out of range: {self.path} has {len(self.chunks)} chunks")
-        return self._checked_payload(i, self.chunks[i].tolist(), int(self.latent_starts[i]))
+        if not 0 <= i < len(self._index):
+            raise IndexError(f"chunk {i} out of range: {self.path} has {len(self._index)} chunks")
+        return self._checked_payload(i, self._index[i], self._latent_starts[i])
 
     def _checked_payload(self, i: int, entry, first_latent: int, rec=None) -> bytes:
-        """The payload of chunk i, every part checked; the mask is counted on its packed bytes and
-        only the rows that must be whole are unpacked. rec: its record, already read (read_chunks)."""
+        """The payload of chunk i, every part checked, in plain Python (no numpy): the mask is counted
+        as one integer of its packed bytes (bit k of the mask is bit k of that little-endian integer),
+        and only the rows that must be whole are taken out of it. rec: its record, already read
+        (read_chunks)."""
         h, p = self.header, self.path
         raw = self._payload(i, entry, rec)
         t, kept = entry[LATENT_FRAMES], entry[KEPT]
         o_scale, o_mask, o_codes = self._layout(t)
         if h.quant == "int8":
-            _check(bool(np.isfinite(np.frombuffer(raw, "<f4", h.channels, o_scale)).all()), p, f"chunk {i} scales")
+            scales = struct.unpack_from(f"<{h.channels}f", raw, o_scale)
+            _check(all(map(math.isfinite, scales)), p, f"chunk {i} scales")
         hw = h.latent_positions
-        packed = np.frombuffer(raw, np.uint8, o_codes - o_mask, o_mask)
-        _check(int(_POPCOUNT[packed].sum(dtype=np.int64)) == kept, p, f"chunk {i} mask count")
+        packed = memoryview(raw)[o_mask:o_codes]
+        _check(int.from_bytes(packed, "little").bit_count() == kept, p, f"chunk {i} mask count")
         if t * hw % 8:
-            _check(int(packed[-1]) >> (t * hw % 8) == 0, p, f"chunk {i} mask padding")
+            _check(packed[-1] >> (t * hw % 8) == 0, p, f"chunk {i} mask padding")
+        whole = (1 << hw) - 1
         for j in self.keyframes(first_latent, t):
-            row = np.unpackbits(packed[j * hw // 8: -(-(j + 1) * hw // 8)], bitorder="little")
-            start = j * hw % 8
-            _check(bool(row[start:start + hw].all()), p, f"chunk {i}: latent frame {j} must be kept whole")
+            row = int.from_bytes(packed[j * hw // 8: -(-(j + 1) * hw // 8)], "little") >> (j * hw % 8)
+            _check(row & whole == whole, p, f"chunk {i}: latent frame {j} must be kept whole")
         if h.quant == "fp16":
-            _check(bool(np.isfinite(np.frombuffer(raw, "<f2", h.channels * kept, o_codes)).all()), p,
-                   f"chunk {i} values")
+            _check(halves_finite(raw, o_codes, h.channels * kept), p, f"chunk {i} values")
         return raw
 
-    def read_mask(self, i: int, raw: bytes | None = None) -> np.ndarray:
-        """Chunk i's mask, checked: (t, h, w) bool, as numpy (inspect's heatmap needs no torch)."""
-        h = self.header
+    def mask_bytes(self, i: int, raw: bytes | None = None) -> memoryview:
+        """Chunk i's mask, checked, as stored: t x h x w bits packed 8 to a byte, the first in the lowest
+        bit (inspect's terminal heatmap counts them without numpy). raw: its checked payload if read."""
         raw = self.check_chunk(i) if raw is None else raw
-        t, lh, lw = int(self.chunks[i, LATENT_FRAMES]), h.latent_height, h.latent_width
-        _, o_mask, o_codes = self._layout(t)
-        bits = np.unpackbits(np.frombuffer(raw, np.uint8, o_codes - o_mask, o_mask), count=t * lh * lw, bitorder="little")
+        _, o_mask, o_codes = self._layout(self._index[i][LATENT_FRAMES])
+        return memoryview(raw)[o_mask:o_codes]
+
+    def read_mask(self, i: int, raw: bytes | None = None) -> np.ndarray:
+        """Chunk i's mask, checked: (t, h, w) bool, as numpy (--plot's heatmap needs no torch)."""
+        import numpy as np
+        h = self.header
+        t, lh, lw = self._index[i][LATENT_FRAMES], h.latent_height, h.latent_width
+        packed = np.frombuffer(self.mask_bytes(i, raw), np.uint8)
+        bits = np.unpackbits(packed, count=t * lh * lw, bitorder="little")
         return bits.view(bool).reshape(t, lh, lw)
 
     def read_chunk(self, i: int) -> Chunk:
@@ -849,12 +914,12 @@ class AtokReader:
         """Chunks start..stop-1, as read_chunk gives them and with every check it makes, their records
         read in one read (they are consecutive in the file: _read_index checked each one's offset)
         when they span at most MAX_SPAN bytes; one read per record otherwise."""
-        if not 0 <= start <= stop <= len(self.chunks):
-            raise IndexError(f"chunks {start}..{stop - 1} out of range: {self.path} has {len(self.chunks)} chunks")
+        if not 0 <= start <= stop <= len(self._index):
+            raise IndexError(f"chunks {start}..{stop - 1} out of range: {self.path} has {len(self._index)} chunks")
         if start == stop:
             return []
-        base = int(self.chunks[start, OFFSET])
-        span = int(self.chunks[stop - 1, OFFSET] + RECORD.size + self.chunks[stop - 1, LENGTH]) - base
+        base = self._index[start][OFFSET]
+        span = self._index[stop - 1][OFFSET] + RECORD.size + self._index[stop - 1][LENGTH] - base
         if span > MAX_SPAN:
             return [self.read_chunk(i) for i in range(start, stop)]
         with self._io:
@@ -862,18 +927,19 @@ class AtokReader:
             buf = memoryview(self.f.read(span))     # shorter if the file was cut since: the length check says so
         out = []
         for i in range(start, stop):
-            entry = self.chunks[i].tolist()
+            entry = self._index[i]
             at = entry[OFFSET] - base
             rec = buf[at:at + RECORD.size + entry[LENGTH]]
-            out.append(self._chunk(i, self._checked_payload(i, entry, int(self.latent_starts[i]), rec)))
+            out.append(self._chunk(i, self._checked_payload(i, entry, self._latent_starts[i], rec)))
         return out
 
     def _chunk(self, i: int, raw: bytes) -> Chunk:
         """Chunk i built from its checked payload."""
-        import torch   # here, not at the top: inspect and verify never need it
+        import numpy as np      # here, not at the top: inspect and verify never need them
+        import torch
         h = self.header
-        kept, c = int(self.chunks[i, KEPT]), h.channels
-        o_scale, _, o_codes = self._layout(int(self.chunks[i, LATENT_FRAMES]))
+        kept, c = self._index[i][KEPT], h.channels
+        o_scale, _, o_codes = self._layout(self._index[i][LATENT_FRAMES])
         qscale = None
         if h.quant == "int8":
             qscale = torch.from_numpy(np.frombuffer(raw, "<f4", c, o_scale).astype(np.float32))
@@ -886,14 +952,14 @@ class AtokReader:
         return Chunk(i, mask, torch.from_numpy(codes), qscale)
 
     def audio_bytes(self) -> int:
-        return int(self.audio[:, 1].sum()) if len(self.audio) else 0
+        return sum(e[LENGTH] for e in self._audio)
 
     def read_audio(self, i: int) -> list:
         """Audio record i: packets [pts, dts, duration, keyframe, data] exactly as they were read;
         timestamps within audio.MAX_SECONDS, durations not negative."""
         from .audio import timestamp_ok
         p = self.path
-        raw = self._record(f"audio record {i}", *self.audio[i].tolist())
+        raw = self._record(f"audio record {i}", *self._audio[i])
         try:
             packets = msgpack.unpackb(raw, raw=False, max_str_len=0, max_bin_len=MAX_AUDIO_RECORD,
                                       max_array_len=1 << 16, max_map_len=0, max_ext_len=0)
@@ -910,14 +976,14 @@ class AtokReader:
     def probe_audio(self):
         """The first audio packets decoded as the codec the header names (audio.packets_problem):
         verify and decompress refuse a track whose packets are not what it says."""
-        if not len(self.audio):
+        if not self._audio:
             return
         from .audio import packets_problem
         problem = packets_problem(self.header.audio.to_dict(), self.read_audio(0))
         _check(problem is None, self.path, problem)
 
     def iter_audio(self):
-        for i in range(len(self.audio)):
+        for i in range(len(self._audio)):
             yield from self.read_audio(i)
 
     def close(self):
@@ -930,7 +996,16 @@ class AtokReader:
         self.close()
 
 
-_POPCOUNT = np.array([bin(b).count("1") for b in range(256)], np.uint8)
+_FINITE_HIGH_BYTES = bytes(b for b in range(256) if b & 0x7C != 0x7C)
+
+
+def halves_finite(data: bytes, offset: int = 0, count: int | None = None) -> bool:
+    """Whether the `count` little-endian IEEE half floats at `offset` of data (all that follow: None)
+    are finite. A half is infinite or NaN exactly when its five exponent bits are all set, bits 0x7C of
+    its high byte: deleting every high byte that has one clear must leave nothing. Bytes operations
+    at C speed, as fast as numpy's isfinite (a strided memoryview copy would be 5x slower)."""
+    end = len(data) if count is None else offset + 2 * count
+    return not bytes(data[offset + 1:end:2]).translate(None, _FINITE_HIGH_BYTES)
 
 
 def write_bytes(header, chunks, frames, level=10) -> bytes:

@@ -1,14 +1,18 @@
-"""Pictures of where the tokens go: a timeline and heatmap PNG, a terminal heatmap, a mask overlay."""
+"""Pictures of where the tokens go: a timeline and heatmap PNG, a terminal heatmap, a mask overlay.
+
+The terminal heatmap is plain Python (inspect on a terminal imports no numpy); the PNG and the overlay
+import numpy where they run.
+"""
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from .errors import UsageError
 from .layout import latent_starts, pixel_map, starts_stream
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from .container import AtokReader
@@ -16,7 +20,8 @@ if TYPE_CHECKING:
 
 def keep_statistics(r: AtokReader) -> tuple[np.ndarray, np.ndarray]:
     """-> (kept fraction per latent frame (T,), how often each position was kept (h, w)) of an open
-    container; numpy only (inspect draws the heatmap without torch)."""
+    container; numpy only (--plot draws the heatmap without torch)."""
+    import numpy as np
     per_frame, counts, n = [], None, 0
     for i in range(len(r.chunks)):
         m = r.read_mask(i)
@@ -34,6 +39,7 @@ def plot(r: AtokReader, png_path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise UsageError("--plot needs matplotlib: pip install 'adaptok[plot]'") from None
+    import numpy as np
     from .report import describe
     rate, heat = keep_statistics(r)
     info, h = describe(r, r.path), r.header
@@ -57,30 +63,56 @@ def plot(r: AtokReader, png_path) -> None:
 SHADES = " ░▒▓█"
 
 
-def terminal_heatmap(heat: np.ndarray, width: int = 48) -> list[str]:
-    """Rows of shade characters for a (h, w) map in [0, 1], at most `width` columns wide.
+def terminal_heatmap(r: AtokReader, width: int = 48) -> list[str]:
+    """Rows of shade characters for how often each latent position of an open container was kept, at
+    most `width` columns wide: each character the mean over a block of positions, blocks at the bottom
+    and right edges cut short. Two latent rows per character row keeps the aspect ratio of terminal
+    cells (about 1:2). Counted exactly, in integers, and rounded half to even."""
+    h = r.header
+    lh, lw = h.latent_height, h.latent_width
+    planes, n = keep_counts(r)
+    step = max(1, -(-lw // width))
+    rows = []
+    for top in range(0, lh, 2 * step):
+        band_rows = min(2 * step, lh - top)
+        band = [(p >> (top * lw)) & ((1 << (band_rows * lw)) - 1) for p in planes]
+        line = []
+        for left in range(0, lw, step):
+            cols = min(step, lw - left)
+            block = sum((((1 << cols) - 1) << left) << (y * lw) for y in range(band_rows))
+            kept = sum((p & block).bit_count() << k for k, p in enumerate(band))
+            line.append(SHADES[round(Fraction(kept * (len(SHADES) - 1), max(1, n) * band_rows * cols))])
+        rows.append("".join(line))
+    return rows
 
-    Two latent rows per character row keeps the aspect ratio of terminal cells (about 1:2).
-    """
-    step = max(1, -(-heat.shape[1] // width))
-    small = block_means(heat, 2 * step, step)
-    idx = np.clip((small * (len(SHADES) - 1)).round().astype(int), 0, len(SHADES) - 1)
-    return ["".join(SHADES[i] for i in row) for row in idx]
 
-
-def block_means(a: np.ndarray, bh: int, bw: int) -> np.ndarray:
-    """Means of (bh, bw) blocks of a 2-D array; blocks at the bottom and right edges are cut short and
-    averaged over what they hold."""
-    h, w = a.shape
-    nh, nw = -(-h // bh), -(-w // bw)
-    total, count = np.zeros((nh * bh, nw * bw)), np.zeros((nh * bh, nw * bw))
-    total[:h, :w], count[:h, :w] = a, 1
-    return total.reshape(nh, bh, nw, bw).sum((1, 3)) / count.reshape(nh, bh, nw, bw).sum((1, 3))
+def keep_counts(r: AtokReader) -> tuple[list[int], int]:
+    """-> (how many latent frames kept each position, as bit planes: bit p of plane k is bit k of position
+    p's count; the latent frames counted) of an open container, in plain Python: each latent frame's
+    mask, an integer of h x w bits, is added to the planes as a binary counter adds a bit to each of
+    its positions at once."""
+    hw = r.header.latent_positions
+    whole = (1 << hw) - 1
+    planes, n = [], 0
+    for i in range(r.num_chunks):
+        mask = int.from_bytes(r.mask_bytes(i), "little")
+        for _ in range(r.entry(i).latent_frames):
+            carry = mask & whole
+            for k, plane in enumerate(planes):
+                if not carry:
+                    break
+                planes[k], carry = plane ^ carry, plane & carry
+            if carry:
+                planes.append(carry)
+            mask >>= hw
+            n += 1
+    return planes, n
 
 
 def overlay(frames: np.ndarray, mask: torch.Tensor, time_factor: int, space_factor: int, starts_stream: bool) -> np.ndarray:
     """Tint, in each frame, the positions its latent frame dropped: (n, H, W, 3) uint8. The frames are
     those of mask's latent frames (t, h, w); starts_stream: its first latent frame begins a stream."""
+    import numpy as np
     n, height, width = frames.shape[:3]
     m = pixel_map(mask.numpy(), n, time_factor, starts_stream, space_factor, height, width)
     out = frames.astype(np.float32)

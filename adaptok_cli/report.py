@@ -69,9 +69,9 @@ def describe(r: AtokReader, path) -> ContainerInfo:
     hw = h.latent_positions
     pixels = h.width * h.height
     chunks = []
-    for i in range(len(r.chunks)):
+    for i in range(r.num_chunks):
         e = r.entry(i)
-        chunks.append(ChunkInfo(i, int(r.frame_starts[i]), e.frames, e.latent_frames, e.kept, e.latent_frames * hw,
+        chunks.append(ChunkInfo(i, r.first_frame(i), e.frames, e.latent_frames, e.kept, e.latent_frames * hw,
                                 e.kept / (e.latent_frames * hw), e.length + 4, (e.length + 4) * 8 / max(1, e.frames * pixels)))
     fps = float(h.fps)
     duration = r.frames / fps

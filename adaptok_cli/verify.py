@@ -30,12 +30,12 @@ def check_file(f, limits: Limits = DEFAULT_LIMITS) -> list[tuple[str, int | None
                 continue
             try:
                 with AtokReader(source, limits=limits) as r:
-                    for c in range(len(r.chunks)):
+                    for c in range(r.num_chunks):
                         r.check_chunk(c)
-                    for c in range(len(r.audio)):
+                    for c in range(r.num_audio_records):
                         r.read_audio(c)
                     r.probe_audio()
-                    parts.append((name, len(r.chunks), None))
+                    parts.append((name, r.num_chunks, None))
             except AdaptokError as e:
                 parts.append((name, None, e))
     except AdaptokError as e:

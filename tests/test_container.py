@@ -205,3 +205,67 @@ def test_not_a_file(tmp_path):
         AtokReader(tmp_path)
     with pytest.raises(InputError, match="No such file"):  # a missing input is exit 66, like any input
         AtokReader(tmp_path / "missing.atok")
+
+
+# --- the checks and the heatmap in plain Python (inspect and verify import no numpy) ------------------
+
+def test_half_finiteness_is_numpys_for_every_bit_pattern():
+    from adaptok_cli.container import halves_finite
+    every = np.arange(1 << 16, dtype="<u2")
+    finite = np.isfinite(every.view("<f2"))
+    assert [halves_finite(struct.pack("<H", b)) for b in every.tolist()] == finite.tolist()
+    assert halves_finite(every[finite].tobytes()) and halves_finite(b"")
+    for bad in every[~finite][::97].tolist():
+        assert not halves_finite(every[finite][:1000].tobytes() + struct.pack("<H", bad) + b"\0\0")
+
+
+def heatmap_clip(tmp_path, quant="int8", bad=None):
+    """A container of latent frames 7 x 100 (heatmap blocks cut short at both edges), random masks;
+    bad: a value (fp16) or scale (int8) written into the second chunk."""
+    g = torch.Generator().manual_seed(3)
+    out = []
+    for t, p, frames in ((3, 0.2, 9), (4, 0.7, 16), (1, 0.5, 4)):
+        mask = torch.rand(t, 7, 100, generator=g) < p
+        mask[0] |= not out                                      # the first latent frame is kept whole
+        codes = torch.randint(-127, 128, (4, int(mask.sum())), generator=g, dtype=torch.int8)
+        codes, scales = (codes, torch.rand(4, generator=g)) if quant == "int8" else (codes.half(), None)
+        if bad is not None and len(out) == 1:
+            (scales if quant == "int8" else codes)[1] = bad
+        out.append((mask, codes, scales, frames))
+    h = header(width=800, height=56, latent_width=100, latent_height=7, quant=quant)
+    return write(tmp_path, write_bytes(h, out, 29)), [m for m, *_ in out]
+
+
+def test_keep_counts_are_the_masks_summed(tmp_path):
+    from adaptok_cli.pictures import keep_counts
+    path, masks = heatmap_clip(tmp_path)
+    with AtokReader(path) as r:
+        planes, n = keep_counts(r)
+    counts = [sum(((plane >> p) & 1) << k for k, plane in enumerate(planes)) for p in range(700)]
+    assert n == 8 and counts == torch.cat(masks).sum(0).reshape(-1).tolist()
+
+
+@pytest.mark.parametrize("width", [48, 10, 3])
+def test_terminal_heatmap_shows_numpys_block_means(tmp_path, width):
+    """Counted on packed bits in plain Python, the heatmap is what numpy's block means of the unpacked
+    masks give (keep_statistics, as --plot draws them)."""
+    from adaptok_cli.pictures import SHADES, keep_statistics, terminal_heatmap
+    path, _ = heatmap_clip(tmp_path)
+    with AtokReader(path) as r:
+        _, heat = keep_statistics(r)
+        rows = terminal_heatmap(r, width)
+    step = max(1, -(-100 // width))
+    expect = ["".join(SHADES[int(np.clip(np.round(heat[y:y + 2 * step, x:x + step].mean() * 4), 0, 4))]
+                      for x in range(0, 100, step)) for y in range(0, 7, 2 * step)]
+    assert rows == expect and len(rows[0]) <= width
+
+
+@pytest.mark.parametrize("quant, bad, what", [("fp16", float("nan"), "values"), ("fp16", float("-inf"), "values"),
+                                             ("int8", float("inf"), "scales"), ("int8", float("nan"), "scales")])
+def test_values_and_scales_that_are_not_finite_are_refused(tmp_path, quant, bad, what):
+    path, _ = heatmap_clip(tmp_path, quant, bad)
+    with AtokReader(path) as r:
+        r.check_chunk(0)
+        r.check_chunk(2)
+        with pytest.raises(ContainerError, match=f"chunk 1 {what}"):
+            r.check_chunk(1)

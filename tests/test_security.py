@@ -167,15 +167,16 @@ def test_tiny_hostile_files_are_refused_early_and_small(tmp_path, clip):
 
 
 def test_mask_is_counted_without_unpacking(clip, monkeypatch):
-    """verify counts mask bits on the packed bytes: np.unpackbits runs only on rows that must be whole."""
+    """verify counts mask bits on the packed bytes, as one integer: no mask is unpacked into an array."""
     sizes = []
     real = np.unpackbits
     monkeypatch.setattr(np, "unpackbits", lambda a, *k, **kw: sizes.append(a.size) or real(a, *k, **kw))
     with AtokReader(clip) as r:
-        hw = r.header["latent_width"] * r.header["latent_height"]
-        for i in range(len(r.chunks)):
+        for i in range(r.num_chunks):
             r.check_chunk(i)
-    assert sizes and max(sizes) <= hw // 8 + 2
+        assert not sizes
+        r.read_mask(0)          # decoding unpacks (the monkeypatch sees it)
+    assert sizes
 
 
 def test_chunks_decode_group_by_group_as_one_pass(small_tok_path, monkeypatch):
@@ -294,6 +295,33 @@ def test_first_latent_frame_must_be_whole(tmp_path, clip):
         line = one_line_error(run(*cmd), errors.EXIT_BAD_CONTAINER)
         assert "kept whole" in line
 
+
+
+@pytest.mark.parametrize("damage, word", [("padding", "mask padding"), ("count", "mask count"),
+                                          ("keyframe", "latent frame 0 must be kept whole")])
+def test_mask_bits_beyond_the_frames_and_miscounted_masks_are_refused(tmp_path, damage, word):
+    """Chunk 0 of 3 latent frames of 7 x 100 positions: 2,100 mask bits, the last byte's top 4 padding.
+    A padding bit set (and a kept position dropped, so the count still agrees), a bit cleared, or a
+    keyframe position dropped (and a dropped one of frame 1 set, for the count) is refused by name."""
+    from test_container import heatmap_clip
+    clip, masks = heatmap_clip(tmp_path)
+    o_mask, hw = 8 + 4 * 4, 700
+    frame_1 = masks[0][1].reshape(-1).tolist()
+    kept_in_frame_1, dropped_in_frame_1 = hw + frame_1.index(True), hw + frame_1.index(False)
+
+    def edit(raw):
+        bit = {"padding": 2103, "count": None, "keyframe": dropped_in_frame_1}[damage]    # 2,103: beyond the mask
+        if bit is not None:
+            raw[o_mask + bit // 8] |= 1 << bit % 8
+        drop = {"padding": kept_in_frame_1, "count": kept_in_frame_1, "keyframe": 5}[damage]
+        raw[o_mask + drop // 8] &= ~(1 << drop % 8) & 0xFF
+        return raw
+
+    bad = rewrite_chunk(clip, tmp_path / "bad.atok", 0, edit)
+    with AtokReader(bad) as r:
+        r.check_chunk(1)
+        with pytest.raises(errors.ContainerError, match=f"chunk 0:? {word}"):
+            r.check_chunk(0)
 
 # --- 4. no output is ever lost -----------------------------------------------------------------------
 
