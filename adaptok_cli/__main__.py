@@ -1,3 +1,3 @@
-from .main import main
+from adaptok_cli.main import main
 
 main()

@@ -44,7 +44,7 @@ class _SignalsWaitForExtensions:
         def exec_with_signals_blocked(module):
             held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:
-                from .stages import reached
+                from adaptok_cli.running.stages import reached
                 reached("import")       # a test may stop here, signals held (stages.py)
                 exec_module(module)
             finally:
@@ -62,13 +62,13 @@ EXIT_PIPE = 141          # errors.EXIT_PIPE
 
 def main():
     try:
-        from .stages import reached
+        from adaptok_cli.running.stages import reached
         reached("entry")        # a test may stop here (stages.py): a signal from here on is a clean 130
-        from .memory import bound_kernel_cache, fix_mmap_threshold
+        from adaptok_cli.running.memory import bound_kernel_cache, fix_mmap_threshold
         fix_mmap_threshold()    # blocks over 32 MiB go back to the system when freed (memory.py)
         bound_kernel_cache()    # at most KERNEL_CACHE compiled CPU kernels, whatever the frame sizes met
-        from .cli import main as cli_main
-        from .cli_output import quiet_stdout
+        from adaptok_cli.cli.commands import main as cli_main
+        from adaptok_cli.cli.printing import quiet_stdout
         cli_main()
     except KeyboardInterrupt:
         print("adaptok: interrupted", file=sys.stderr, flush=True)

@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-from adaptok_cli.codec import Decoder, Rule, to_frames
-from adaptok_cli.metrics import psnr
+from adaptok_cli.core.codec import Decoder, Rule, to_frames
+from adaptok_cli.measure.metrics import psnr
 
 from .clips import codec, full_rate, new_inpainter
 from .common import ran, table

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from adaptok_cli.calibration import DEFAULT_UNIT, UNITS
-from adaptok_cli.models import ModelRef, shipped_lit
-from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.models.calibration import DEFAULT_UNIT, UNITS
+from adaptok_cli.models.matching import ModelRef, shipped_lit
+from adaptok_cli.models.tokenizer import load_tokenizer
 from adaptok_cli.training.data import DEV
 
 from . import alloc, cache, clips, families, lit_cost, loss_maps, memory, ray_batch, rd, scaling, startup, targets

@@ -27,16 +27,16 @@ import zstandard
 from safetensors.torch import load_file, save_file
 
 import adaptok_cli as atk
-from adaptok_cli.atokfile import AtokFile, ShardDataset
-from adaptok_cli.calibration import rule_unit
-from adaptok_cli.codec import Codec, Rule
-from adaptok_cli.container import AtokReader, AtokWriter
+from adaptok_cli.format.atokfile import AtokFile, ShardDataset
+from adaptok_cli.models.calibration import rule_unit
+from adaptok_cli.core.codec import Codec, Rule
+from adaptok_cli.format.container import AtokReader, AtokWriter
 from adaptok_cli.defaults import DEFAULT_THRESHOLD
-from adaptok_cli.models import lit_identity
-from adaptok_cli.options import CompressOptions, header_for
-from adaptok_cli.outputs import atomic_path
-from adaptok_cli.shards import write_shard
-from adaptok_cli.video import VideoReader
+from adaptok_cli.models.matching import lit_identity
+from adaptok_cli.running.options import CompressOptions, header_for
+from adaptok_cli.running.outputs import atomic_path
+from adaptok_cli.format.shards import write_shard
+from adaptok_cli.running.video import VideoReader
 
 CHUNK = 8
 THRESHOLDS = [0.0, 0.05, 0.1, DEFAULT_THRESHOLD, 0.25, 0.4]
@@ -373,8 +373,8 @@ def vae_plumbing(paths, root: Path, log, quick: bool) -> dict | None:
         import diffusers  # noqa: F401
     except ImportError:
         return None
-    from adaptok_cli.calibration import Calibration, save, stored_path
-    from adaptok_cli.tokenizer import load_tokenizer
+    from adaptok_cli.models.calibration import Calibration, save, stored_path
+    from adaptok_cli.models.tokenizer import load_tokenizer
     folder = root / "tiny-wan"
     tiny_vae(folder)
     old = os.environ.get("ADAPTOK_CACHE")
@@ -498,7 +498,7 @@ def markdown(results: dict, ran, table) -> list[str]:
         "Latent error against the fp32 latents, pooled over clips. `rel_mse`: mean squared error over the latents' "
         "variance (per channel, about its mean), both in the unit named; SNR = -10 log10(rel_mse). `own`: "
         "TinyTok's per-channel scale (its spread); `decoder`: the decoder-weighted unit the rule uses "
-        "(adaptok_cli/calibration.py). `all`: every latent position; `dropped`: the positions the `.atok` "
+        "(adaptok_cli/models/calibration.py). `all`: every latent position; `dropped`: the positions the `.atok` "
         "dropped (filled by hold or by LIT), against the same variance. `.atok` rows decode as "
         "`AtokFile.dense()` does (hold-fill; `+ LIT` with the shipped LIT).", "",
         table(r["rows"], err_cols, err_fmt), ""]

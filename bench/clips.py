@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adaptok_cli.calibration import DEFAULT_UNIT, rule_unit
-from adaptok_cli.codec import Codec, Decoder, Rule
-from adaptok_cli.container import AtokWriter
-from adaptok_cli.evaluate import Scores, decode_and_score
-from adaptok_cli.lit import Inpainter
-from adaptok_cli.options import CompressOptions, header_for
-from adaptok_cli.video import VideoReader
+from adaptok_cli.models.calibration import DEFAULT_UNIT, rule_unit
+from adaptok_cli.core.codec import Codec, Decoder, Rule
+from adaptok_cli.format.container import AtokWriter
+from adaptok_cli.measure.evaluate import Scores, decode_and_score
+from adaptok_cli.core.lit import Inpainter
+from adaptok_cli.running.options import CompressOptions, header_for
+from adaptok_cli.running.video import VideoReader
 
 CHUNK = 8
 UNIT = DEFAULT_UNIT      # the rule's unit (--unit; bench.bench sets it)

@@ -12,7 +12,7 @@ import av
 import numpy as np
 import torch
 
-from adaptok_cli.video import VIDEO_EXTENSIONS
+from adaptok_cli.running.video import VIDEO_EXTENSIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from adaptok_cli.memory import fix_mmap_threshold, trim
+from adaptok_cli.running.memory import fix_mmap_threshold, trim
 
 # The published VAEs of docs/TOKENIZERS.md. {} is the class defaults, which are the published
 # model's; Wan 2.2's differs from them (Wan-AI/Wan2.2-TI2V-5B-Diffusers vae/config.json, without
@@ -62,7 +62,7 @@ def run(args, tmp, log, make_video) -> list[dict]:
     except ImportError:
         log({"families": "skipped: diffusers is not installed (pip install 'adaptok[diffusers]')"})
         return []
-    from adaptok_cli.tokenizer import pick_device
+    from adaptok_cli.models.tokenizer import pick_device
     fix_mmap_threshold()                # large blocks go back to the system when freed, as in the CLI
     table = TINY if args.quick else PUBLISHED
     names = [n for n in args.families.split(",") if n in table]
@@ -93,10 +93,10 @@ def run(args, tmp, log, make_video) -> list[dict]:
 
 def measure(spec, src, device, dtype, tmp) -> dict:
     import adaptok_cli as atk
-    from adaptok_cli import calibration
-    from adaptok_cli.codec import to_tensor
-    from adaptok_cli.models import cached_tokenizer
-    from adaptok_cli.video import read_frames
+    from adaptok_cli.models import calibration
+    from adaptok_cli.core.codec import to_tensor
+    from adaptok_cli.models.matching import cached_tokenizer
+    from adaptok_cli.running.video import read_frames
     t0 = time.perf_counter()
     tok = cached_tokenizer(spec, str(device), dtype)
     row = {"dtype": str(tok.dtype).replace("torch.", ""), "load_s": time.perf_counter() - t0}

@@ -88,9 +88,9 @@ def timed_run(fn, device):
 
 def decode_all(atok: Path, device: str, keep=False):
     """fill + LIT + decode of every chunk, the chunks read beforehand -> (seconds, frames or None)."""
-    from adaptok_cli.codec import Codec
-    from adaptok_cli.container import AtokReader
-    from adaptok_cli.models import models_for
+    from adaptok_cli.core.codec import Codec
+    from adaptok_cli.format.container import AtokReader
+    from adaptok_cli.models.matching import models_for
     with AtokReader(atok) as r:
         h = r.header
         chunks = [(r.read_chunk(i), r.entry(i).frames) for i in range(len(r.chunks))]
@@ -109,9 +109,9 @@ def decode_all(atok: Path, device: str, keep=False):
 
 def encode_all(tok, src: Path, device: str) -> float:
     """encode + mask of every frame, the frames already on the device -> seconds."""
-    from adaptok_cli.codec import Codec, staged
-    from adaptok_cli.options import CompressOptions
-    from adaptok_cli.video import VideoReader
+    from adaptok_cli.core.codec import Codec, staged
+    from adaptok_cli.running.options import CompressOptions
+    from adaptok_cli.running.video import VideoReader
     opts = CompressOptions().check()
     with VideoReader(src) as r:
         frames = list(staged(list(r), device))
@@ -158,9 +158,9 @@ def throughput(tok, src: Path, n: int, tmp: Path, device: str) -> dict:
 def agreement(src: Path, tmp: Path, device: str) -> dict:
     """The same clip through the device and the CPU."""
     import adaptok_cli as atk
-    from adaptok_cli.metrics import psnr
-    from adaptok_cli.models import cached_tokenizer
-    from adaptok_cli.video import read_frames
+    from adaptok_cli.measure.metrics import psnr
+    from adaptok_cli.models.matching import cached_tokenizer
+    from adaptok_cli.running.video import read_frames
     ref = read_frames(src)
     row = {}
     frames = {}
@@ -273,8 +273,8 @@ def main(argv=None):
         return out
 
     results["environment"] = check("environment", lambda: environment(device))
-    from adaptok_cli.models import cached_tokenizer
-    from adaptok_cli.tokenizer import pick_device
+    from adaptok_cli.models.matching import cached_tokenizer
+    from adaptok_cli.models.tokenizer import pick_device
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tok = check("load", lambda: cached_tokenizer("tinytok", str(pick_device(device))))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptok_cli.codec import Decoder, to_frames
+from adaptok_cli.core.codec import Decoder, to_frames
 
 POOL = 4        # pixels per side averaged into one map cell
 

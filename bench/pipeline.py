@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from adaptok_cli import layout
-from adaptok_cli.tokenizer import Tokenizer, host_frames
+from adaptok_cli.core import layout
+from adaptok_cli.models.tokenizer import Tokenizer, host_frames
 
 SIZES = [(854, 480, 64), (1920, 1080, 48)]
 QUICK_SIZES = [(128, 96, 9)]
@@ -183,7 +183,7 @@ def ceiling_markdown(r: dict, ran, table) -> list[str]:
             "(bench/pipeline.py `FakeTokenizer`), so only reading and decoding the video, staging, the mask, zstd, "
             "unpacking, the fill and writing remain. `serial`: `pipelined=False`, every stage in one thread one "
             "after another (the program before issue 28, with this run's faster frame conversion); `pipelined`: the "
-            "stages in threads joined by bounded queues (adaptok_cli/overlap.py). Serial and pipelined alternate, "
+            "stages in threads joined by bounded queues (adaptok_cli/running/overlap.py). Serial and pipelined alternate, "
             "the fastest of three rounds counts. A stage share is its busy time over the wall time: the shares "
             "add up to more than 100% when stages overlap; the largest is the stage the others wait for." + load, "",
             table(rows, cols, {c: f1 for c in cols if "fps" in c} | {"compress_speedup": f2, "decompress_speedup": f2}),

@@ -20,7 +20,7 @@ def ray_against_local(paths, tmp, rounds, log):
         import ray
     except ImportError:
         return None
-    from adaptok_cli.batch import compress_many
+    from adaptok_cli.running.batch import compress_many
     clips = Path(tmp) / "ray-in"
     clips.mkdir()
     for p in paths:

@@ -3,7 +3,7 @@ dropping at the same mean token rates, and the full-rate tokeniser; the default 
 here, and the rate-distortion figures drawn."""
 from __future__ import annotations
 
-from adaptok_cli.models import LIT_FROM_THRESHOLD
+from adaptok_cli.models.matching import LIT_FROM_THRESHOLD
 
 from .clips import full_rate, lit_share, random_chunks, reconstruct, threshold_chunks
 from .common import mean, ran, table
@@ -122,7 +122,7 @@ def markdown(r, pngs):
                                       "loss vs full (dB)": f2, "LIT gain (dB)": f2, "seam dB": "{:+.2f}",
                                       "latent MSE dropped, hold": "{:.4f}", "latent MSE dropped, LIT": "{:.4f}",
                                       "LIT time / decoder": "{:.1%}"}), "",
-        f"The rule's unit: **{r.get('unit', 'spread')}** (`--unit`; adaptok_cli/calibration.py). "
+        f"The rule's unit: **{r.get('unit', 'spread')}** (`--unit`; adaptok_cli/models/calibration.py). "
         f"Chosen threshold: **{tau:g}**, the largest of the sweep whose mean PSNR is within {MAX_LOSS_DB} dB of "
         "full rate. Latent MSE is on dropped positions only, in units of the per-channel scale. "
         "'seam dB' is the mean PSNR of the first latent frame of every chunk after the first, minus the clip mean. "

@@ -7,7 +7,7 @@ safetensors) with `save_pretrained`, and times fresh processes on the CPU:
 - load alone: `python -c "import torch, diffusers; diffusers.AutoencoderKLWan.from_pretrained(FOLDER)"`
   until the load returns, what any program that uses this VAE pays (interpreter, imports, weights);
 - `adaptok compress`'s time to its first frame: from starting the process until it reaches the
-  stage "models" (adaptok_cli/stages.py: models loaded, nothing read or written yet), with an empty
+  stage "models" (adaptok_cli/running/stages.py: models loaded, nothing read or written yet), with an empty
   cache, as every run was before the cache (cache.py), hashing the weights and probing the factors;
   and with the cache the run before it filled.
 Runs alternate between the three; the table gives the fastest and the median of each.
@@ -41,9 +41,9 @@ def run(args, tmp, log) -> list[dict]:
     import numpy as np
     import torch
 
-    from adaptok_cli import calibration
-    from adaptok_cli.tokenizer import spec_fingerprint
-    from adaptok_cli.video import VideoWriter
+    from adaptok_cli.models import calibration
+    from adaptok_cli.models.tokenizer import spec_fingerprint
+    from adaptok_cli.running.video import VideoWriter
 
     from .families import cache_folder
     tmp = Path(tmp)
@@ -106,7 +106,7 @@ def _to_loaded(cmd, cache) -> float:
 
 
 def _to_first_frame(cmd, cache, folder: Path) -> float:
-    """Seconds from starting the process until it reaches stage "models" (adaptok_cli/stages.py:
+    """Seconds from starting the process until it reaches stage "models" (adaptok_cli/running/stages.py:
     models loaded, no output opened, no frame read yet); then it is let go and must end well."""
     folder.mkdir()
     for name in ("reached", "go"):
@@ -140,7 +140,7 @@ def markdown(r, ran, table) -> list[str]:
             "Fresh processes on the CPU with Wan 2.1's published architecture (random weights, 508 MB of "
             "safetensors; bench/startup.py). `load alone`: the interpreter, `import torch, diffusers` and "
             "`from_pretrained`. `adaptok`: `adaptok compress` from its start until it reaches the stage `models` "
-            "(models loaded, no frame read yet; adaptok_cli/stages.py); `empty cache` is every run "
+            "(models loaded, no frame read yet; adaptok_cli/running/stages.py); `empty cache` is every run "
             "before the cache (it hashes the weights and probes the factors each time), `cache filled` every "
             "run after the first. Target: the time to the first frame at most 1.5x the load alone. `load_avg`: "
             "the machine's 1-minute load average at the end (a shared machine slows all three alike).", "",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adaptok_cli.models import LIT_FROM_THRESHOLD
+from adaptok_cli.models.matching import LIT_FROM_THRESHOLD
 
 from .common import ROOT, table
 from .rd import at_rate

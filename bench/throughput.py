@@ -37,5 +37,5 @@ def markdown(r) -> list[str]:
             table(rows, list(rows[0]), {"compress fps": "{:.1f}", "decompress fps": "{:.1f}",
                                         "tokeniser encode fps": "{:.1f}", "tokeniser decode fps": "{:.1f}"}),
             "", "The tokeniser columns count the network alone (frames / time inside encode or decode). A time "
-            "share is a stage's busy time over the wall time; the stages run at once (adaptok_cli/overlap.py), so "
+            "share is a stage's busy time over the wall time; the stages run at once (adaptok_cli/running/overlap.py), so "
             "the shares can add up to more than 100%.", ""]

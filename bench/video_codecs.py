@@ -9,7 +9,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from adaptok_cli.metrics import psnr, ssim
+from adaptok_cli.measure.metrics import psnr, ssim
 
 from .clips import Clip
 from .common import mean, ran, table

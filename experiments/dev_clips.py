@@ -6,9 +6,9 @@ import argparse
 
 import torch
 
-from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.models.tokenizer import load_tokenizer
 from adaptok_cli.training.data import DEV
-from adaptok_cli.video import is_video_path
+from adaptok_cli.running.video import is_video_path
 from bench.clips import load_clip
 
 

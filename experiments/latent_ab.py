@@ -40,12 +40,12 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 import adaptok_cli as atk
-from adaptok_cli.codec import Codec, Rule
+from adaptok_cli.core.codec import Codec, Rule
 from adaptok_cli.defaults import DEFAULT_CHUNK, DEFAULT_THRESHOLD
-from adaptok_cli.outputs import atomic_path
-from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.running.outputs import atomic_path
+from adaptok_cli.models.tokenizer import load_tokenizer
 from adaptok_cli.training.data import DATA
-from adaptok_cli.video import VideoReader, is_video_path
+from adaptok_cli.running.video import VideoReader, is_video_path
 
 ARMS = ("fp32", "bf16", "hold", "lit", "sparse", "hold-kept")
 MASKED = ("sparse", "hold-kept")     # arms whose loss counts only the positions the container kept

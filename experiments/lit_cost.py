@@ -12,9 +12,9 @@ import time
 
 import torch
 
-from adaptok_cli.lit import Inpainter, load_lit
-from adaptok_cli.models import shipped_lit
-from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.core.lit import Inpainter, load_lit
+from adaptok_cli.models.matching import shipped_lit
+from adaptok_cli.models.tokenizer import load_tokenizer
 
 
 def main():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptok_cli.models import ModelRef, shipped_lit
+from adaptok_cli.models.matching import ModelRef, shipped_lit
 from bench.clips import lit_share, reconstruct, threshold_chunks
 from experiments import dev_clips
 

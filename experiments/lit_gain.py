@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adaptok_cli.models import shipped_lit
-from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.models.matching import shipped_lit
+from adaptok_cli.models.tokenizer import load_tokenizer
 from adaptok_cli.training.data import DEV, latent_cache, train_latents
 from adaptok_cli.training.lit import load_ema, loss_fn, sample
-from adaptok_cli.video import VideoReader, is_video_path
+from adaptok_cli.running.video import VideoReader, is_video_path
 
 
 def dev_frames(short_side: int) -> list[np.ndarray]:

@@ -26,10 +26,11 @@ CHILD = r'''
 import json, sys, time
 import torch
 import adaptok_cli as atk
-from adaptok_cli import layout, pipeline
-from adaptok_cli.tokenizer import Tokenizer
+from adaptok_cli.core import layout
+from adaptok_cli.running import pipeline
+from adaptok_cli.models.tokenizer import Tokenizer
 try:
-    from adaptok_cli.tokenizer import host_frames
+    from adaptok_cli.models.tokenizer import host_frames
 except ImportError:               # before issue 28: frames came back (T, 3, H, W)
     def host_frames(x, uint8):
         return x.contiguous().cpu()

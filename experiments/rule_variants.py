@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adaptok_cli.masking import Selector, change
+from adaptok_cli.core.masking import Selector, change
 from bench.clips import CHUNK, codec, reconstruct, unit
 from bench.rd import at_rate
 from experiments import dev_clips

@@ -17,12 +17,12 @@ import json
 
 import torch
 
-from adaptok_cli.evaluate import evaluate, mean_of
-from adaptok_cli.options import CompressOptions
-from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.measure.evaluate import evaluate, mean_of
+from adaptok_cli.running.options import CompressOptions
+from adaptok_cli.models.tokenizer import load_tokenizer
 from adaptok_cli.training.data import DEV, train_latents
 from adaptok_cli.training.lit import decoder_channel_weights
-from adaptok_cli.video import is_video_path
+from adaptok_cli.running.video import is_video_path
 
 
 def main():

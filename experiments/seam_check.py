@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adaptok_cli.codec import Decoder
-from adaptok_cli.evaluate import Scores, decode_and_score
-from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.core.codec import Decoder
+from adaptok_cli.measure.evaluate import Scores, decode_and_score
+from adaptok_cli.models.tokenizer import load_tokenizer
 from bench import clips   # the benchmark's clip loader, so the frames are read exactly as it reads them
 
 

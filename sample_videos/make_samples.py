@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptok_cli.video import VideoWriter
+from adaptok_cli.running.video import VideoWriter
 
 HERE = Path(__file__).parent
 W, H, T, FPS = 256, 192, 45, Fraction(24)

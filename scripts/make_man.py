@@ -7,7 +7,7 @@ os.environ["TERM"] = "dumb"
 from typer.testing import CliRunner  # noqa: E402
 
 from adaptok_cli import __version__, errors  # noqa: E402
-from adaptok_cli.cli import app  # noqa: E402
+from adaptok_cli.cli.commands import app  # noqa: E402
 
 COMMANDS = ["compress", "decompress", "inspect", "verify", "eval", "completion"]
 EXIT_CODES = sorted([

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from adaptok_cli.tinytok import TinyTok, TinyTokConfig
-from adaptok_cli.tokenizer import save_tinytok
+from adaptok_cli.models.tinytok import TinyTok, TinyTokConfig
+from adaptok_cli.models.tokenizer import save_tinytok
 from adaptok_cli.training.data import DATA
-from adaptok_cli.video import VideoWriter
+from adaptok_cli.running.video import VideoWriter
 
 torch.set_num_threads(1)
 SHARED_DATA = DATA      # the train and dev clips (not distributed), named once in training/data.py
@@ -88,9 +88,9 @@ def round_trip(spec, src, tmp_path, tok=None, **compress_kw):
     channels + 1 decodes). Checks what must hold at any size: the frame count, the frame size and
     the latent grid (frames padded to the tokeniser's multiple) -> (tokenizer, decoded frames)."""
     import adaptok_cli as atk
-    from adaptok_cli import calibration
-    from adaptok_cli.tokenizer import load_tokenizer
-    from adaptok_cli.video import read_frames
+    from adaptok_cli.models import calibration
+    from adaptok_cli.models.tokenizer import load_tokenizer
+    from adaptok_cli.running.video import read_frames
     tok = tok or load_tokenizer(spec, "cpu")
     calibration.save(calibration.calibrate(tok, [src], short_side=64), calibration.stored_path(tok))
     source = read_frames(src)

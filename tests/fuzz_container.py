@@ -43,7 +43,7 @@ import tarfile
 import torch
 import zstandard
 
-from adaptok_cli.container import (PAYLOAD, PRELUDE, RECORD, TRAILER, AtokReader, ContainerError, header_crc,
+from adaptok_cli.format.container import (PAYLOAD, PRELUDE, RECORD, TRAILER, AtokReader, ContainerError, header_crc,
                                    write_bytes)
 from adaptok_cli.errors import AdaptokError, InputError
 
@@ -188,8 +188,8 @@ def decode_bases(folder: Path) -> list[tuple[bytes, str]]:
     """Real containers of the built-in tokeniser: odd sizes, one frame, several chunks, both modes, and
     one with an audio track (decoded to .mkv, so its packets are muxed back) -> [(bytes, output suffix)]."""
     import av
-    from adaptok_cli.pipeline import CompressOptions, compress
-    from adaptok_cli.video import VideoWriter
+    from adaptok_cli.running.pipeline import CompressOptions, compress
+    from adaptok_cli.running.video import VideoWriter
     rng = np.random.default_rng(0)
     out = []
     for i, (w, h, t, opts) in enumerate([(24, 16, 9, dict(threshold=0.2, chunk=2)),
@@ -403,7 +403,7 @@ def finish(stats: dict, t_start: float) -> dict:
 
 def fuzz_decode(iterations: int, seed: int = 0, case_seconds: int = 20) -> dict:
     """Mutants of real containers through pipeline.decompress (built-in tokeniser and LIT)."""
-    from adaptok_cli.pipeline import decompress
+    from adaptok_cli.running.pipeline import decompress
     rng = random.Random(seed)
     stats = {"iterations": iterations, "seed": seed, "mode": "decode", "outcomes": {}, "kinds": {}, "crashes": [],
              "hangs": 0, "slowest_s": 0.0}
@@ -539,8 +539,8 @@ def mutate_shard(members: list[tuple[str, bytes]], rng: random.Random) -> tuple[
 
 def read_shard(path, limits=None):
     """What verify does to a shard: every member listed and every container checked."""
-    from adaptok_cli.container import DEFAULT_LIMITS
-    from adaptok_cli.shards import members
+    from adaptok_cli.format.container import DEFAULT_LIMITS
+    from adaptok_cli.format.shards import members
     outcome = {"ok": 0, "refused": 0}
     for m in members(path, limits or DEFAULT_LIMITS):
         if m.error is not None:
@@ -561,7 +561,7 @@ def fuzz_shards(iterations: int, seed: int = 0) -> dict:
     memory the tar reader holds (shards.members, traced) whatever the shard declares is reported."""
     import tracemalloc
 
-    from adaptok_cli.shards import members
+    from adaptok_cli.format.shards import members
     rng = random.Random(seed)
     bases = shard_bases(base_containers(seed))
     stats = {"iterations": iterations, "seed": seed, "mode": "shards", "outcomes": {}, "kinds": {}, "crashes": [],
@@ -617,7 +617,7 @@ AUDIO_VALUES = {
 def audio_bases(folder: Path) -> list[bytes]:
     """Real containers of the built-in tokeniser with an AAC, a PCM and an opus track (0.4 s of 24x16)."""
     import av
-    from adaptok_cli.pipeline import CompressOptions, compress
+    from adaptok_cli.running.pipeline import CompressOptions, compress
     rng = np.random.default_rng(1)
     out = []
     for codec, rate in (("aac", 44100), ("pcm_s16le", 8000), ("opus", 48000)):
@@ -659,7 +659,7 @@ def forge_audio_header(data: bytes, rng: random.Random) -> bytes:
 def fuzz_audio(iterations: int, seed: int = 0, case_seconds: int = 20) -> dict:
     """Audio tracks with hostile header fields or packets through verify's checks and the whole
     decompress (to .mkv or .mp4, where PyAV is handed every field): only AdaptokErrors."""
-    from adaptok_cli.pipeline import decompress
+    from adaptok_cli.running.pipeline import decompress
     rng = random.Random(seed)
     stats = {"iterations": iterations, "seed": seed, "mode": "audio", "outcomes": {}, "kinds": {}, "crashes": [],
              "hangs": 0, "slowest_s": 0.0}

@@ -32,9 +32,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from adaptok_cli.errors import AdaptokError
-from adaptok_cli.lit import LIT, LITConfig, load_lit, save_lit
-from adaptok_cli.tinytok import TinyTok, TinyTokConfig
-from adaptok_cli.tokenizer import load_tokenizer, safetensors_metadata, save_tinytok
+from adaptok_cli.core.lit import LIT, LITConfig, load_lit, save_lit
+from adaptok_cli.models.tinytok import TinyTok, TinyTokConfig
+from adaptok_cli.models.tokenizer import load_tokenizer, safetensors_metadata, save_tinytok
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fuzz_container import _alarm, alarmed, finish, outcome_of  # noqa: E402

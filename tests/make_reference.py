@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.models.tokenizer import load_tokenizer
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "tinytok_reference.npz"
 LIT_REFERENCE = REFERENCE.with_name("lit_reference.npz")
@@ -42,7 +42,7 @@ def reference_mask(shape) -> torch.Tensor:
 
 def run_lit_reference(tok, inpainter):
     """Latents of the reference input, masked and hold-filled, then filled by LIT in two chunks."""
-    from adaptok_cli.masking import HoldFill, gather_kept
+    from adaptok_cli.core.masking import HoldFill, gather_kept
     z, _ = tok.encode(reference_input())
     mask = reference_mask((z.shape[0], *z.shape[2:]))
     held = HoldFill().fill(gather_kept(z, mask), mask)
@@ -57,8 +57,8 @@ if __name__ == "__main__":
     REFERENCE.parent.mkdir(exist_ok=True)
     np.savez_compressed(REFERENCE, latents=z, frames=frames, fingerprint=np.array(tok.fingerprint))
     print(f"wrote {REFERENCE} for tinytok {tok.fingerprint}: latents {z.shape}, frames {frames.shape}")
-    from adaptok_cli.lit import Inpainter
-    from adaptok_cli.models import shipped_lit
+    from adaptok_cli.core.lit import Inpainter
+    from adaptok_cli.models.matching import shipped_lit
     ref = shipped_lit(tok)
     model, fp = ref.load_lit(), ref.fingerprint
     held, mask, out = run_lit_reference(tok, Inpainter(model, tok.scale, fp))

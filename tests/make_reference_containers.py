@@ -139,13 +139,13 @@ def digest(frames: np.ndarray) -> str:
 def payloads(path) -> list:
     """Every chunk record's decompressed payload as formats 1 to 4 store it (format 5's int8 differences
     summed back), then every audio record's packets."""
-    from adaptok_cli.container import AtokReader
+    from adaptok_cli.format.container import AtokReader
     with AtokReader(path) as r:
         return [plain_payload(r, i) for i in range(len(r.chunks))] + [r.read_audio(i) for i in range(len(r.audio))]
 
 
 def plain_payload(r, i: int) -> bytes:
-    from adaptok_cli.container import undelta_codes
+    from adaptok_cli.format.container import undelta_codes
     raw = r.check_chunk(i)
     if r.version < 5 or r.header["quant"] != "int8":
         return raw
@@ -180,7 +180,7 @@ def write_sound_clip(path: Path):
 
 
 def main():
-    from adaptok_cli.tokenizer import load_tokenizer
+    from adaptok_cli.models.tokenizer import load_tokenizer
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--containers", action="store_true", help="rewrite the containers too (their format changes to the current one)")
     args = p.parse_args()

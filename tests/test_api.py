@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import adaptok_cli as atk
-from adaptok_cli.video import VideoReader
+from adaptok_cli.running.video import VideoReader
 
 from conftest import static_frames, write_video
 
@@ -111,7 +111,7 @@ def test_one_default_fill_slices_and_ranges(tmp_path, clip_atok, small_tok_path,
         whole = np.concatenate(list(f.iter_frames()))
         assert np.array_equal(f.read_frames(5, 17), whole[5:17]) and np.array_equal(f.read_frames(22, 23), whole[22:23])
         # dense(3, 4) builds only chunk 3's dense tensor (earlier chunks update the hold state only)
-        from adaptok_cli import codec           # AtokFile.dense's hold-fill is codec.hold_dense
+        from adaptok_cli.core import codec
         expected, built = f.dense()[6:7], []
         real_gather = codec.hold_gather
         monkeypatch.setattr(codec, "hold_gather", lambda t, m, *a: built.append(len(m)) or real_gather(t, m, *a))
@@ -136,3 +136,32 @@ def test_compress_keyword_options(tmp_path, small_tok_path):
     assert atk.inspect(tmp_path / "a.atok")["keep_ratio"] == 0.5 and res.frames == 9
     with pytest.raises(atk.errors.UsageError):
         atk.compress(src, tmp_path / "b.atok", atk.CompressOptions(), threshold=0.1)
+
+
+def test_modules_named_before_the_folders_still_import_as_the_same_modules():
+    """docs named `adaptok_cli.collate`, `.shards`, `.calibration`, `.batch`, ... before the package had
+    sub-folders: those imports still work and give the module itself, so a patch through either name is
+    seen through the other."""
+    code = ("import adaptok_cli, importlib\n"
+            "from adaptok_cli.collate import BucketBatchSampler\n"
+            "from adaptok_cli.shards import members\n"
+            "for old, new in adaptok_cli.MOVED.items():\n"
+            "    a = importlib.import_module('adaptok_cli.' + old)\n"
+            "    b = importlib.import_module('adaptok_cli.' + new)\n"
+            "    assert a is b and a.__spec__.name == b.__name__ == 'adaptok_cli.' + new, old\n"
+            "    assert getattr(adaptok_cli, old) is b\n"
+            "assert BucketBatchSampler is adaptok_cli.BucketBatchSampler\n"
+            "print(len(adaptok_cli.MOVED))\n")
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0 and p.stdout.strip() == "7", p.stderr[-2000:]
+
+
+def test_the_package_folders_hold_every_module():
+    """The top level keeps only what every part shares (errors, defaults) and the entry points."""
+    top = sorted(p.name for p in (ROOT / "adaptok_cli").glob("*.py"))
+    assert top == ["__init__.py", "__main__.py", "defaults.py", "errors.py", "main.py"]
+    for folder in ("core", "format", "models", "running", "measure", "cli", "training"):
+        init = ROOT / "adaptok_cli" / folder / "__init__.py"
+        assert init.is_file() and len(list(init.parent.glob("*.py"))) > 1, folder

@@ -23,25 +23,25 @@ SOURCE = sorted(p for d in ("adaptok_cli", "bench", "experiments", "scripts") fo
 # rule -> (the modules that may write it, its characteristic expressions, lines exempt and why)
 RULES = {
     "the quantise/select/gather/fill chain (codec.py, over masking.py's pieces)": (
-        {"adaptok_cli/codec.py", "adaptok_cli/masking.py"},
+        {"adaptok_cli/core/codec.py", "adaptok_cli/core/masking.py"},
         [r"\b(de)?quantise\(", r"\bgather_kept\(", r"\bhold_(gather|index)\(", r"\b(Selector|HoldFill|InterpFill)\(",
          r"\.select\(z\b", r"\bencode\(to_tensor\(", r"\btok\.encode\("],
         None),
     "frames <-> latent frames, latent positions <-> pixels (layout.py)": (
-        {"adaptok_cli/layout.py"},
+        {"adaptok_cli/core/layout.py"},
         [r"\btime_factor\s*[*/]", r"[*/]\s*[\w.]*\btime_factor\b", r"[*/]\s*tf\b", r"\btf\s*[*/]",
          r"\bspace_factor\s*[*/]", r"[*/]\s*[\w.]*\bspace_factor\b", r"\.repeat\([\w.]*space_factor"],
         "PIXELS"),    # the codec's memory budgets count pixels of frames per latent frame, not the mapping
     "which chunks start a tokeniser stream (layout.starts_stream)": (
-        {"adaptok_cli/layout.py"},
+        {"adaptok_cli/core/layout.py"},
         [r"\bor not [\w.]*stateful\b"],
         None),
     "which latent frames are keyframes (layout.is_keyframe)": (
-        {"adaptok_cli/layout.py"},
+        {"adaptok_cli/core/layout.py"},
         [r"%\s*(every|[\w.]*keyframe_interval)\b", r"keyframe_interval\s*>\s*0"],
         None),
     "the L1 bound on a correction (lit.bounded)": (
-        {"adaptok_cli/lit.py"},
+        {"adaptok_cli/core/lit.py"},
         [r"\bproject_l1\("],
         None),
 }
@@ -117,7 +117,7 @@ def test_the_search_finds_what_it_looks_for(tmp_path):
 def header_key_patterns() -> list[str]:
     """A header key read by string (h["width"], header.get("lit"), r.header["quant"]), on the names the
     header goes by; any subscript or get of an attribute called header."""
-    from adaptok_cli.container import Header
+    from adaptok_cli.format.container import Header
     keys = "|".join(f.name for f in dataclasses.fields(Header) if not f.name.startswith("_"))
     return [rf"""\b(header|hdr|h)\s*(\[|\.get\()\s*["']({keys})["']""", r"\.header\s*(\[|\.get\()"]
 
@@ -129,7 +129,7 @@ def test_the_header_is_read_by_attribute_outside_container_py():
     found = []
     for path in SOURCE:
         rel = path.relative_to(ROOT).as_posix()
-        if rel != "adaptok_cli/container.py":
+        if rel != "adaptok_cli/format/container.py":
             found += [f"{rel}:{n}: {line.strip()}" for n, line in code_lines(path, strings=False).items()
                       if any(re.search(p, line) for p in patterns)]
     assert not found, "the header read by string key outside container.py"
@@ -184,7 +184,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_package_modules_import_each_other_without_cycles():
     graph = package_imports()
-    assert {"adaptok_cli.tokenizer", "adaptok_cli.diffusers_tok", "adaptok_cli.batch", "adaptok_cli.shards"} <= set(graph)
+    assert {"adaptok_cli.models.tokenizer", "adaptok_cli.models.diffusers_tok", "adaptok_cli.running.batch", "adaptok_cli.format.shards"} <= set(graph)
     assert not cycles(graph)
 
 
@@ -285,7 +285,7 @@ def test_a_container_with_audio_brings_only_pyav():
 
 def test_the_import_report_sees_heavy_modules():
     """decompress imports torch and av: the report would say so (a pass above means something)."""
-    p = subprocess.run([sys.executable, "-c", REPORT.replace("main()", "import adaptok_cli.pipeline")],
+    p = subprocess.run([sys.executable, "-c", REPORT.replace("main()", "import adaptok_cli.running.pipeline")],
                        capture_output=True, text=True, timeout=HANG_GUARD, cwd=ROOT)
     assert {"torch", "av", "numpy"} <= set(p.stderr.strip().splitlines()[-1].split()[1:])
 

@@ -109,7 +109,7 @@ def test_plot_and_overlay(tmp_path, small_tok_path):
     assert p.returncode == 0 and (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     p = run("decompress", tmp_path / "a.atok", "-o", tmp_path / "o.mkv", "--overlay", "--tokenizer", small_tok_path)
     assert p.returncode == 0
-    from adaptok_cli.video import VideoReader
+    from adaptok_cli.running.video import VideoReader
     with VideoReader(tmp_path / "o.mkv") as r:
         frames = list(r)
     assert len(frames) == 9
@@ -118,7 +118,7 @@ def test_plot_and_overlay(tmp_path, small_tok_path):
 
 
 def test_default_workers_fit_cores_and_free_memory(monkeypatch):
-    from adaptok_cli import batch
+    from adaptok_cli.running import batch
     monkeypatch.setattr(batch.os, "cpu_count", lambda: 16)
     monkeypatch.setattr(batch, "available_mb", lambda: 64_000)
     assert batch.default_workers(100) == 8 and batch.default_workers(3) == 3
@@ -135,7 +135,7 @@ def test_ray_without_the_extra_names_it(monkeypatch, tmp_path):
 
     import pytest
 
-    from adaptok_cli.batch import run_ray
+    from adaptok_cli.running.batch import run_ray
     from adaptok_cli.errors import ModelUnavailableError
     monkeypatch.setitem(sys.modules, "ray", None)          # as if not installed
     with pytest.raises(ModelUnavailableError, match=r"adaptok\[ray\]"):
@@ -198,8 +198,8 @@ def test_urls_in_and_out_match_local_files(tmp_path, small_tok_path):
 def test_an_unexpected_error_on_one_file_is_that_files_alone(tmp_path, monkeypatch):
     """A bug met on one file (any exception) is that file's internal error (70) and the batch goes on:
     in the serial loop, in a worker's call, and in the per-file loop of inspect/verify."""
-    from adaptok_cli.batch import _call, run as run_batch
-    from adaptok_cli.cli_output import for_each
+    from adaptok_cli.running.batch import _call, run as run_batch
+    from adaptok_cli.cli.printing import for_each
     monkeypatch.delenv(errors.DEBUG_VARIABLE, raising=False)
     seen = []
 
@@ -231,7 +231,7 @@ def test_a_worker_that_dies_costs_only_its_own_file(tmp_path):
     """With -j 2, a file that kills its worker process takes the file then in flight beside it down
     too; both are run again one at a time, so only the file that kills its worker alone fails (70,
     named), and every other file is done once (issue 29's review: the whole batch ended)."""
-    from adaptok_cli.batch import run as run_batch
+    from adaptok_cli.running.batch import run as run_batch
     names = ["a", "b", "crash", "c", "d", "e"]
     outcomes = run_batch([(tmp_path / n, tmp_path / f"{n}.out") for n in names], killed_on_crash, workers=2)
     by_name = {Path(o.src).name: o for o in outcomes}
@@ -259,7 +259,7 @@ def test_urls_that_are_not_stores_are_refused_up_front(tmp_path, small_tok_path,
         p = run("compress", src, "-o", tmp_path / "o/", *tok)
         assert p.returncode == errors.EXIT_USAGE and len(p.stderr.splitlines()) == 1, (src, p.stderr)
     assert sorted(f.name for f in tmp_path.iterdir()) == ["a.mp4"]
-    from adaptok_cli import remote
+    from adaptok_cli.running import remote
     from adaptok_cli.errors import UsageError
     monkeypatch.setattr(remote, "READ_ONLY", {"LocalFileSystem"})   # http:// needs a plug-in not installed here
     with pytest.raises(UsageError, match="read-only"):
@@ -269,7 +269,7 @@ def test_urls_that_are_not_stores_are_refused_up_front(tmp_path, small_tok_path,
 def test_a_file_the_up_to_date_check_fails_on_is_still_worked_on(tmp_path):
     """A skip check that raises for one file (an unreadable URL, a bug) leaves that file to its job,
     which reports it; the other files are skipped or done as usual."""
-    from adaptok_cli.batch import run as run_batch
+    from adaptok_cli.running.batch import run as run_batch
 
     def skip(src, dst):
         if src == "a":

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-import adaptok_cli.tokenizer_base as tk   # where file_fingerprint lives
-from adaptok_cli import cache
+import adaptok_cli.models.tokenizer_base as tk   # where file_fingerprint lives
+from adaptok_cli.models import cache
 
 
 @pytest.fixture

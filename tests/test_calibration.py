@@ -5,12 +5,12 @@ import pytest
 import torch
 
 import adaptok_cli as atk
-from adaptok_cli import calibration
-from adaptok_cli.container import AtokReader
+from adaptok_cli.models import calibration
+from adaptok_cli.format.container import AtokReader
 from adaptok_cli.errors import UsageError
-from adaptok_cli.options import CompressOptions
-from adaptok_cli.pipeline import expected_settings
-from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.running.options import CompressOptions
+from adaptok_cli.running.pipeline import expected_settings
+from adaptok_cli.models.tokenizer import load_tokenizer
 from conftest import noise_frames, static_frames, write_video
 
 

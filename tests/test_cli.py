@@ -92,8 +92,8 @@ def test_decompress_needs_the_right_tokenizer(tmp_path, atok):
 
 def test_decompress_refuses_other_weights(tmp_path, atok):
     import torch
-    from adaptok_cli.tinytok import TinyTok, TinyTokConfig
-    from adaptok_cli.tokenizer import save_tinytok
+    from adaptok_cli.models.tinytok import TinyTok, TinyTokConfig
+    from adaptok_cli.models.tokenizer import save_tinytok
     other = tmp_path / "other.safetensors"
     save_tinytok(TinyTok(TinyTokConfig(width=16, shallow=8, enc_blocks=1, dec_blocks=1)), torch.ones(16), other)
     p = run("decompress", atok, "-o", tmp_path / "o.mp4", "--tokenizer", other)

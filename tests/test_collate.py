@@ -4,7 +4,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import adaptok_cli as atk
-from adaptok_cli.collate import crop_frames
+from adaptok_cli.format.collate import crop_frames
 from conftest import noise_frames, static_frames, write_video
 
 

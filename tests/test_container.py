@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adaptok_cli import inspect
-from adaptok_cli.container import (MAGIC, PRELUDE, TRAILER, VERSION, AtokReader, ContainerError, delta_codes,
+from adaptok_cli.format.container import (MAGIC, PRELUDE, TRAILER, VERSION, AtokReader, ContainerError, delta_codes,
                                    write_bytes)
 from adaptok_cli.errors import InputError
 
@@ -210,7 +210,7 @@ def test_not_a_file(tmp_path):
 # --- the checks and the heatmap in plain Python (inspect and verify import no numpy) ------------------
 
 def test_half_finiteness_is_numpys_for_every_bit_pattern():
-    from adaptok_cli.container import halves_finite
+    from adaptok_cli.format.container import halves_finite
     every = np.arange(1 << 16, dtype="<u2")
     finite = np.isfinite(every.view("<f2"))
     assert [halves_finite(struct.pack("<H", b)) for b in every.tolist()] == finite.tolist()
@@ -237,7 +237,7 @@ def heatmap_clip(tmp_path, quant="int8", bad=None):
 
 
 def test_keep_counts_are_the_masks_summed(tmp_path):
-    from adaptok_cli.pictures import keep_counts
+    from adaptok_cli.measure.pictures import keep_counts
     path, masks = heatmap_clip(tmp_path)
     with AtokReader(path) as r:
         planes, n = keep_counts(r)
@@ -249,7 +249,7 @@ def test_keep_counts_are_the_masks_summed(tmp_path):
 def test_terminal_heatmap_shows_numpys_block_means(tmp_path, width):
     """Counted on packed bits in plain Python, the heatmap is what numpy's block means of the unpacked
     masks give (keep_statistics, as --plot draws them)."""
-    from adaptok_cli.pictures import SHADES, keep_statistics, terminal_heatmap
+    from adaptok_cli.measure.pictures import SHADES, keep_statistics, terminal_heatmap
     path, _ = heatmap_clip(tmp_path)
     with AtokReader(path) as r:
         _, heat = keep_statistics(r)

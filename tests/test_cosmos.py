@@ -3,10 +3,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adaptok_cli import CompressOptions, calibration, compress, decompress
+from adaptok_cli import CompressOptions, compress, decompress
+from adaptok_cli.models import calibration
 from adaptok_cli.errors import ModelUnavailableError
-from adaptok_cli.tokenizer import CosmosTokenizer, load_tokenizer
-from adaptok_cli.video import read_frames
+from adaptok_cli.models.tokenizer import CosmosTokenizer, load_tokenizer
+from adaptok_cli.running.video import read_frames
 
 from conftest import noise_frames, round_trip, write_video
 

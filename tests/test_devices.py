@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import adaptok_cli as atk
-from adaptok_cli import batch
+from adaptok_cli.running import batch
 from adaptok_cli.errors import UsageError
-from adaptok_cli.metrics import psnr
+from adaptok_cli.measure.metrics import psnr
 
 from conftest import static_frames, write_video
 

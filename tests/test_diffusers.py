@@ -11,11 +11,12 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 
 import adaptok_cli as atk  # noqa: E402
-from adaptok_cli import calibration, errors  # noqa: E402
-from adaptok_cli.container import AtokReader  # noqa: E402
+from adaptok_cli.models import calibration  # noqa: E402
+from adaptok_cli import errors  # noqa: E402
+from adaptok_cli.format.container import AtokReader  # noqa: E402
 from adaptok_cli.errors import ModelUnavailableError  # noqa: E402
-from adaptok_cli.tokenizer import load_tokenizer, spec_fingerprint  # noqa: E402
-from adaptok_cli.video import VideoReader  # noqa: E402
+from adaptok_cli.models.tokenizer import load_tokenizer, spec_fingerprint  # noqa: E402
+from adaptok_cli.running.video import VideoReader  # noqa: E402
 from conftest import round_trip, static_frames, write_video  # noqa: E402
 from test_cli import child_env, one_line_error, run  # noqa: E402
 
@@ -116,7 +117,7 @@ def test_wan_one_frame_clip_and_one_latent_chunks(tmp_path):
     """A stream whose first call holds its first frame alone: a one-frame clip, --chunk 1, and every
     frame size above 512x512 (ENCODE_PIXELS gives one latent frame per call). Wan's adapter once split
     the empty rest of that call into one empty group, which crashed its encoder."""
-    from adaptok_cli.codec import Codec, Rule
+    from adaptok_cli.core.codec import Codec, Rule
     model = save_vae("wan", tmp_path)
     tok = load_tokenizer(str(tmp_path), "cpu", "fp32")
     x = clip(9, seed=3)
@@ -136,9 +137,9 @@ def test_wan_at_480p_streams_like_one_pass(tmp_path, video_480p, name):
     latent frame per call, its first frame alone, and decompress one latent frame per call; the
     container's latents are those of Wan's own one-pass encode (to int8 rounding) and the decoded
     frames those of its one-pass decode of them (chunked == whole at the size users use)."""
-    from adaptok_cli.codec import to_tensor
-    from adaptok_cli.tinytok import to_uint8
-    from adaptok_cli.video import read_frames
+    from adaptok_cli.core.codec import to_tensor
+    from adaptok_cli.models.tinytok import to_uint8
+    from adaptok_cli.running.video import read_frames
     model = save_vae(name, tmp_path / name)
     tok, ours = round_trip(str(tmp_path / name), video_480p, tmp_path, chunk=2, threshold=0.0)
     x = to_tensor(list(read_frames(video_480p)), tok.pad_multiple).float().div(127.5).sub(1)
@@ -171,7 +172,7 @@ def test_round_trip_at_480p(tmp_path, video_480p, name):
 def test_several_chunks_per_call_equal_one_each(tmp_path, name):
     """A stateless VAE may code whole chunks as one batch (what --device cuda does for small frames):
     the same chunks, frame counts and latents as one call per chunk, the short last chunk included."""
-    from adaptok_cli.codec import Codec, Rule
+    from adaptok_cli.core.codec import Codec, Rule
     save_vae(name, tmp_path)
     tok = load_tokenizer(str(tmp_path), "cpu", "fp32")
     frames = [np.asarray(f.permute(1, 2, 0).add(1).mul(127.5).round().byte()) for f in clip(4 * tok.frames_for(2, True) + 3)]
@@ -243,8 +244,8 @@ def test_the_cli_from_calibration_to_frames(tmp_path, odd_clip):
 def test_probed_factors_are_kept_across_processes(tmp_path, monkeypatch):
     """A second load of the same files skips the probe (tens of seconds for a published VAE on a CPU);
     an entry that is damaged, or whose shape no probe could give, is ignored and the probe runs."""
-    from adaptok_cli import cache
-    from adaptok_cli.diffusers_tok import DiffusersTokenizer
+    from adaptok_cli.models import cache
+    from adaptok_cli.models.diffusers_tok import DiffusersTokenizer
     monkeypatch.setenv("ADAPTOK_CACHE", str(tmp_path / "cache"))
     save_vae("ltx", tmp_path / "v")
     probes = []
@@ -305,7 +306,7 @@ def test_without_the_extra_a_diffusers_tokenizer_names_it(tmp_path, monkeypatch)
 
 def test_train_lit_resumes_and_decompress_uses_it(tmp_path, monkeypatch):
     """calibrate + a few steps of train-lit make a LIT that compress records and decompress runs."""
-    from adaptok_cli.models import ModelRef
+    from adaptok_cli.models.matching import ModelRef
     from adaptok_cli.training.user_lit import TrainLitOptions, run_dir, train_lit
     monkeypatch.setenv("ADAPTOK_CACHE", str(tmp_path / "cache"))
     save_vae("wan", tmp_path / "wan")
@@ -352,8 +353,8 @@ def test_fingerprint_covers_exactly_the_files_diffusers_loads(tmp_path, monkeypa
     and left outside the fingerprint)."""
     from safetensors import torch as st_torch
 
-    from adaptok_cli.diffusers_tok import WEIGHTS_INDEX, model_files
-    from adaptok_cli.tokenizer import file_fingerprint
+    from adaptok_cli.models.diffusers_tok import WEIGHTS_INDEX, model_files
+    from adaptok_cli.models.tokenizer import file_fingerprint
     folder = tmp_path / "wan"
     cls, cfg = FAMILIES["wan"]
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 """The non-learned fills: hold and interp (temporal interpolation within a chunk, inside the τ bound)."""
 import torch
 
-from adaptok_cli.masking import HoldFill, InterpFill, Selector, change, dequantise, gather_kept, quantise
+from adaptok_cli.core.masking import HoldFill, InterpFill, Selector, change, dequantise, gather_kept, quantise
 
 
 def stream(t=12, c=4, h=3, w=5, seed=0):

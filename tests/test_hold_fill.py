@@ -5,8 +5,9 @@ import pytest
 import torch
 
 import adaptok_cli as atk
-from adaptok_cli import container, masking
-from adaptok_cli.container import AtokReader, ContainerError, write_bytes
+from adaptok_cli.format import container
+from adaptok_cli.core import masking
+from adaptok_cli.format.container import AtokReader, ContainerError, write_bytes
 
 C, H, W = 4, 3, 5
 SHAPES = ((4, 13), (4, 16), (3, 12))        # (latent frames, video frames) per chunk; time factor 4

@@ -13,13 +13,13 @@ import torch
 from torch.utils.data import DataLoader
 
 import adaptok_cli as atk
-from adaptok_cli.atokfile import ShardDataset
-from adaptok_cli.collate import BucketBatchSampler, Bucketed, item_key
+from adaptok_cli.format.atokfile import ShardDataset
+from adaptok_cli.format.collate import BucketBatchSampler, Bucketed, item_key
 from adaptok_cli.errors import CacheMismatchError, ContainerError, ModelUnavailableError
-from adaptok_cli.latent_norm import for_spec, from_config
-from adaptok_cli.shards import write_shard
-from adaptok_cli.tinytok import TinyTok, TinyTokConfig
-from adaptok_cli.tokenizer import save_tinytok
+from adaptok_cli.format.latent_norm import for_spec, from_config
+from adaptok_cli.format.shards import write_shard
+from adaptok_cli.models.tinytok import TinyTok, TinyTokConfig
+from adaptok_cli.models.tokenizer import save_tinytok
 from conftest import noise_frames, static_frames, write_video
 from test_cli import one_line_error, run
 from waiting import HANG_GUARD
@@ -244,6 +244,6 @@ def test_verify_a_whole_cache_in_parallel(cache, tmp_path):
     assert run("verify", folder / "a.atok", "-j", "2").returncode == 0
     assert "chunk" in one_line_error(run("verify", folder / "c.atok", "-j", "2"), 65)
     assert "--jobs" in one_line_error(run("verify", folder, "-j", "0"), 2)
-    p = subprocess.run([sys.executable, "-c", "import sys, adaptok_cli.verify, adaptok_cli.cli; print('torch' in sys.modules)"],
+    p = subprocess.run([sys.executable, "-c", "import sys, adaptok_cli.measure.verify, adaptok_cli.cli.commands; print('torch' in sys.modules)"],
                        capture_output=True, text=True, timeout=HANG_GUARD)
     assert p.stdout.strip() == "False"                                          # workers start without torch

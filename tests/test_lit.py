@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from adaptok_cli import lit as lit_module
+from adaptok_cli.core import lit as lit_module
 
 import adaptok_cli as atk
-from adaptok_cli.container import LitInfo
-from adaptok_cli.lit import LIT, LITConfig, Inpainter, load_lit, project_l1
-from adaptok_cli.masking import HoldFill, gather_kept
-from adaptok_cli.metrics import psnr
-from adaptok_cli.models import LIT_FROM_THRESHOLD, shipped_lit
-from adaptok_cli.tokenizer import load_tokenizer
-from adaptok_cli.video import read_frames
+from adaptok_cli.format.container import LitInfo
+from adaptok_cli.core.lit import LIT, LITConfig, Inpainter, load_lit, project_l1
+from adaptok_cli.core.masking import HoldFill, gather_kept
+from adaptok_cli.measure.metrics import psnr
+from adaptok_cli.models.matching import LIT_FROM_THRESHOLD, shipped_lit
+from adaptok_cli.models.tokenizer import load_tokenizer
+from adaptok_cli.running.video import read_frames
 
 from conftest import static_frames, write_video
 from make_reference import LIT_REFERENCE, run_lit_reference
@@ -283,8 +283,9 @@ def test_containers_made_with_an_earlier_shipped_lit_decode_with_it(tmp_path, mo
     container is filled by the LIT it records, and a LIT that is not shipped is refused (69)."""
     import shutil
 
-    from adaptok_cli import errors, models
-    from adaptok_cli.lit import save_lit
+    from adaptok_cli import errors
+    from adaptok_cli.models import matching as models
+    from adaptok_cli.core.lit import save_lit
     tok, (_, current_fp) = shipped
     shutil.copy(models.WEIGHTS_DIR / "lit-tinytok.safetensors", tmp_path / "lit-tinytok.safetensors")
     save_lit(random_lit(seed=5, channels=16), tmp_path / "lit-tinytok-old.safetensors", tok.fingerprint)
@@ -321,7 +322,7 @@ def test_train_lit_refuses_other_outputs_and_warns_when_lit_does_not_help(tmp_pa
     hold-fill is not positive is written, with a warning that says what to do."""
     from typer.testing import CliRunner
 
-    from adaptok_cli.cli import app
+    from adaptok_cli.cli.commands import app
     from adaptok_cli.training import user_lit
     from test_cli import one_line_error, run
     clip = write_video(tmp_path / "c.mp4", static_frames(5))

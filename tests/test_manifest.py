@@ -10,7 +10,7 @@ import pytest
 
 from adaptok_cli import errors
 from adaptok_cli.errors import UsageError
-from adaptok_cli.manifest import CSV_COLUMNS, Clause, matches, parse_where
+from adaptok_cli.measure.manifest import CSV_COLUMNS, Clause, matches, parse_where
 
 from conftest import noise_frames, static_frames, write_video
 from test_cli import one_line_error, run

@@ -11,9 +11,9 @@ from safetensors.torch import load_file, save_file
 
 from adaptok_cli import errors
 from adaptok_cli.errors import ModelUnavailableError
-from adaptok_cli.lit import LIT, LITConfig, load_lit, save_lit
-from adaptok_cli.models import ModelRef
-from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.core.lit import LIT, LITConfig, load_lit, save_lit
+from adaptok_cli.models.matching import ModelRef
+from adaptok_cli.models.tokenizer import load_tokenizer
 
 from conftest import static_frames, write_video
 from test_cli import one_line_error, run
@@ -27,7 +27,7 @@ def safetensors_bytes(header: bytes, data: bytes = b"") -> bytes:
 
 def resaved(src, dst, **metadata):
     """src's tensors saved again with its metadata changed."""
-    from adaptok_cli.tokenizer import safetensors_metadata
+    from adaptok_cli.models.tokenizer import safetensors_metadata
     with open(src, "rb") as f:
         meta = safetensors_metadata(f)
     save_file(load_file(str(src)), str(dst), metadata={**meta, **metadata})
@@ -41,7 +41,7 @@ def clip(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lit_path(tmp_path_factory, small_tok_path):
-    from adaptok_cli.tokenizer import spec_fingerprint
+    from adaptok_cli.models.tokenizer import spec_fingerprint
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("lit") / "lit.safetensors"
     save_lit(LIT(LITConfig(dim=16, layers=1, heads=2)), path, spec_fingerprint(str(small_tok_path)))
@@ -87,7 +87,7 @@ def test_deep_json_in_model_files_is_refused(tmp_path, small_tok_path, lit_path,
 def test_a_deep_or_dangling_diffusers_shard_index_is_refused(tmp_path):
     """The shard index decides which weights load: nested past 32 it is refused before parsing, and one
     naming a missing shard is refused by name (69), never a RecursionError or a half-loaded model."""
-    from adaptok_cli.diffusers_tok import WEIGHTS_INDEX, weight_files
+    from adaptok_cli.models.diffusers_tok import WEIGHTS_INDEX, weight_files
     deep, dangling = tmp_path / "deep", tmp_path / "dangling"
     for folder, index in ((deep, '{"weight_map": ' + DEEP + "}"),
                           (dangling, '{"weight_map": {"a.weight": "part-1.safetensors"}}')):
@@ -100,7 +100,7 @@ def test_a_deep_or_dangling_diffusers_shard_index_is_refused(tmp_path):
 
 
 def test_safejson_counts_nesting_outside_strings_only():
-    from adaptok_cli import safejson
+    from adaptok_cli.format import safejson
     assert safejson.loads('{"a": "[[[[{{{{\\"[[[[", "b": [[1]]}', 1000, max_depth=3) == {"a": '[[[[{{{{"[[[[', "b": [[1]]}
     with pytest.raises(safejson.JSONError, match="nested more than 3 deep"):
         safejson.loads('{"b": [[[1]]]}', 1000, max_depth=3)

@@ -175,7 +175,7 @@ def test_progress_shows_frames_of_total_and_the_current_file(monkeypatch):
 
     from rich.console import Console
 
-    from adaptok_cli import cli_output as cli
+    from adaptok_cli.cli import printing as cli
     screen = io.StringIO()
     monkeypatch.setenv("TERM", "xterm")        # scripts/make_man.py, imported by another test, sets TERM=dumb
     monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=120))
@@ -201,8 +201,8 @@ def test_summary_at_80_columns_keeps_paths_apart(monkeypatch, capsys):
 
     from rich.console import Console
 
-    from adaptok_cli import batch, pipeline
-    from adaptok_cli import cli_output as cli
+    from adaptok_cli.running import batch, pipeline
+    from adaptok_cli.cli import printing as cli
     screen = io.StringIO()
     monkeypatch.setattr(cli, "out", Console(file=screen, force_terminal=True, width=80, color_system=None))
     names = [f"/data/some/very/long/folder/name/for/clips/camera-{i}/clip.mp4" for i in range(2)]

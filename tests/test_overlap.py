@@ -1,4 +1,4 @@
-"""Overlapping stages (adaptok_cli/overlap.py) and the pipelined compress / decompress built on them:
+"""Overlapping stages (adaptok_cli/running/overlap.py) and the pipelined compress / decompress built on them:
 same bytes as the serial program, errors where the serial program raises them, no thread left behind,
 bounded queues, and stages that really run while the tokeniser works (shown by events, not timed)."""
 import io
@@ -12,7 +12,7 @@ import pytest
 
 import adaptok_cli as atk
 from adaptok_cli.errors import InputError
-from adaptok_cli.overlap import Behind, ahead
+from adaptok_cli.running.overlap import Behind, ahead
 
 from conftest import noise_frames, static_frames, write_video
 from waiting import HANG_GUARD
@@ -249,8 +249,8 @@ def test_the_stages_run_at_the_same_time_as_the_tokeniser(tmp_path, monkeypatch,
     writes what it finished before: each call waits for those events (a serial program would never
     see them). This is the property that lets the wall time follow the slowest stage, measured in
     `make bench` (docs/BENCHMARKS.md), not here: no test depends on speed."""
-    import adaptok_cli.pipeline as pipeline
-    from adaptok_cli.container import AtokReader, AtokWriter
+    import adaptok_cli.running.pipeline as pipeline
+    from adaptok_cli.format.container import AtokReader, AtokWriter
     clip = write_video(tmp_path / "c.mkv", static_frames(41, 480, 854))
     atok = tmp_path / "c.atok"
     chunk = 2

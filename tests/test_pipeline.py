@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from adaptok_cli import CompressOptions, compress, decompress
-from adaptok_cli.container import AtokReader
-from adaptok_cli.masking import HoldFill, Selector, dequantise, gather_kept, quantise
-from adaptok_cli.codec import Codec, to_tensor
-from adaptok_cli.tokenizer import load_tokenizer
-from adaptok_cli.video import VideoReader, read_frames
+from adaptok_cli.format.container import AtokReader
+from adaptok_cli.core.masking import HoldFill, Selector, dequantise, gather_kept, quantise
+from adaptok_cli.core.codec import Codec, to_tensor
+from adaptok_cli.models.tokenizer import load_tokenizer
+from adaptok_cli.running.video import VideoReader, read_frames
 
 from conftest import noise_frames, round_trip, static_frames, write_video
 
@@ -165,7 +165,7 @@ def test_decompress_matches_full_rate_when_nothing_dropped(tmp_path, small_tok_p
 def test_encoding_a_few_latent_frames_per_call_equals_a_chunk_per_call(small_tok_path, videos, monkeypatch, n_frames):
     """Memory: compress feeds the tokeniser one latent frame's worth of frames at a time when frames are
     large; the carried state makes that equal to one call per chunk (frame counts, masks, latents)."""
-    from adaptok_cli import codec as codec_module
+    from adaptok_cli.core import codec as codec_module
     tok = load_tokenizer(str(small_tok_path))
     frames = read_frames(videos["static"])[:n_frames]
     runs = []

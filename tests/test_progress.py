@@ -2,8 +2,8 @@
 a `-j 2` batch moves with the frames, not only when a file ends."""
 from functools import partial
 
-from adaptok_cli import batch
-from adaptok_cli.options import CompressOptions
+from adaptok_cli.running import batch
+from adaptok_cli.running.options import CompressOptions
 
 from conftest import noise_frames, static_frames, write_video
 
@@ -29,7 +29,7 @@ def test_the_bar_moves_with_the_frames_of_files_in_progress(monkeypatch):
 
     from rich.console import Console
 
-    from adaptok_cli import cli_output as cli
+    from adaptok_cli.cli import printing as cli
     screen = io.StringIO()
     monkeypatch.setenv("TERM", "xterm")
     monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=160))

@@ -11,10 +11,10 @@ from functools import partial
 import pytest
 
 import adaptok_cli as atk
-from adaptok_cli.batch import compress_job, compress_skip, run_ray
-from adaptok_cli.cli_output import outcome_dict
-from adaptok_cli.container import AtokReader
-from adaptok_cli.options import CompressOptions
+from adaptok_cli.running.batch import compress_job, compress_skip, run_ray
+from adaptok_cli.cli.printing import outcome_dict
+from adaptok_cli.format.container import AtokReader
+from adaptok_cli.running.options import CompressOptions
 from conftest import noise_frames, write_video
 from test_cli import run
 from waiting import Pause, wait_gone
@@ -58,7 +58,7 @@ def test_ray_and_local_batch_agree(tmp_path, clips, small_tok_path):
 
 
 def test_a_killed_worker_is_replaced_and_nothing_is_half_written(tmp_path, clips, small_tok_path, monkeypatch):
-    """The first worker to have written part of an output stops there (adaptok_cli/stages.py) and is
+    """The first worker to have written part of an output stops there (adaptok_cli/running/stages.py) and is
     killed: Ray restarts it and retries its file, which is written whole."""
     srcs = [clips / f"c{i}.mp4" for i in range(4)] * 3
     pairs = [(s, tmp_path / f"{k}-{s.name}.atok") for k, s in enumerate(srcs)]
@@ -125,7 +125,7 @@ def test_the_local_ray_dies_with_a_killed_driver(tmp_path, small_tok_path):
     """kill -9 of a `compress --ray` driver: every process of its local Ray (GCS, raylet, its agents,
     the actors) is gone once the watchdog is done (issue 29: the two agents outlived the driver by
     over 10 s; measured without the watchdog: still alive 20 s on, reparented to init)."""
-    from adaptok_cli.raywatch import MARKER
+    from adaptok_cli.running.raywatch import MARKER
     write_video(tmp_path / "in" / "long.mp4", noise_frames(600, 256, 320))     # keeps the actors busy a while
     with Pause(tmp_path / "pause", "frames") as pause:      # an actor holds frames: the Ray is fully up
         driver = subprocess.Popen([sys.executable, "-m", "adaptok_cli", "compress", str(tmp_path / "in"), "-o",

@@ -27,11 +27,11 @@ import pytest
 import torch
 
 import adaptok_cli as atk
-from adaptok_cli.codec import Codec
-from adaptok_cli.container import PRELUDE, RECORD, VERSION, AtokReader, _compressor, delta_codes
-from adaptok_cli.metrics import psnr
-from adaptok_cli.options import CompressOptions
-from adaptok_cli.tokenizer import load_tokenizer
+from adaptok_cli.core.codec import Codec
+from adaptok_cli.format.container import PRELUDE, RECORD, VERSION, AtokReader, _compressor, delta_codes
+from adaptok_cli.measure.metrics import psnr
+from adaptok_cli.running.options import CompressOptions
+from adaptok_cli.models.tokenizer import load_tokenizer
 from make_reference_containers import (CASES, OUT as REF, ROOT, UNIT, Recording, Replay, decoded_frames, digest,
                                        load_frames, load_latents, payloads)
 

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import adaptok_cli as atk
 from adaptok_cli import errors
-from adaptok_cli.container import VERSION, AtokReader, ContainerError
-from adaptok_cli.video import VideoReader
+from adaptok_cli.format.container import VERSION, AtokReader, ContainerError
+from adaptok_cli.running.video import VideoReader
 
 from conftest import noise_frames, static_frames, write_video
 from test_cli import child_env, one_line_error, run
@@ -154,7 +154,7 @@ def leftovers(folder):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_compress_and_decompress_leaves_nothing(tmp_path, small_tok_path, sig):
-    """A signal while the output is half written (the run stops there: adaptok_cli/stages.py)."""
+    """A signal while the output is half written (the run stops there: adaptok_cli/running/stages.py)."""
     src = write_video(tmp_path / "long.mkv", noise_frames(41, 192, 256))
     out = tmp_path / "out"
     out.mkdir()
@@ -195,7 +195,7 @@ class FullDisk:
 
 
 def test_full_disk_gives_clear_error_and_removes_partial(tmp_path, small_tok_path, monkeypatch):
-    from adaptok_cli import outputs
+    from adaptok_cli.running import outputs
     src = write_video(tmp_path / "a.mkv", noise_frames(33, 32, 32))
     real_init = outputs.AtomicOutput.__init__
 

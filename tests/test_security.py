@@ -18,15 +18,16 @@ import pytest
 import torch
 
 import adaptok_cli as atk
-from adaptok_cli import errors, outputs
-from adaptok_cli.container import PRELUDE, RECORD, TRAILER, AtokReader, chunk_raw_size
+from adaptok_cli import errors
+from adaptok_cli.running import outputs
+from adaptok_cli.format.container import PRELUDE, RECORD, TRAILER, AtokReader, chunk_raw_size
 
 from conftest import noise_frames, static_frames, write_video
 from test_cli import child_env, one_line_error, run
 from test_reliability import fuzz_container
 from waiting import HANG_GUARD, Pause, wait_gone
 
-from adaptok_cli.stages import STAGES
+from adaptok_cli.running.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,11 +70,11 @@ def no_loading(monkeypatch):
     """Fail the test if anything loads TorchScript or safetensors."""
     def refuse(*a, **k):
         raise AssertionError(f"a model file was loaded: {a}")
-    import adaptok_cli.lit
-    import adaptok_cli.tokenizer
+    import adaptok_cli.core.lit
+    import adaptok_cli.models.tokenizer
     monkeypatch.setattr(torch.jit, "load", refuse)
-    monkeypatch.setattr(adaptok_cli.tokenizer, "load_file", refuse)
-    monkeypatch.setattr(adaptok_cli.lit, "load_file", refuse)
+    monkeypatch.setattr(adaptok_cli.models.tokenizer, "load_file", refuse)
+    monkeypatch.setattr(adaptok_cli.core.lit, "load_file", refuse)
 
 
 def hostile_names(tmp_path):
@@ -181,8 +182,8 @@ def test_mask_is_counted_without_unpacking(clip, monkeypatch):
 
 def test_chunks_decode_group_by_group_as_one_pass(small_tok_path, monkeypatch):
     """Decoding a long chunk in small groups of latent frames (bounded memory) equals one pass."""
-    from adaptok_cli import codec
-    from adaptok_cli.tokenizer import load_tokenizer
+    from adaptok_cli.core import codec
+    from adaptok_cli.models.tokenizer import load_tokenizer
     tok = load_tokenizer(str(small_tok_path))
     z = torch.randn(6, tok.channels, 3, 4)
     whole = codec.Decoder(tok).frames(z)
@@ -197,7 +198,7 @@ def test_chunks_decode_group_by_group_as_one_pass(small_tok_path, monkeypatch):
 def with_frames(path: Path, frames: int) -> Path:
     """Rewrite the index's frame count, and the chunks' as the header's tokeniser layout implies
     (checksum and trailer fixed): a file whose every count agrees with its (lying) header."""
-    from adaptok_cli.layout import frame_spans
+    from adaptok_cli.core.layout import frame_spans
     data = path.read_bytes()
     _, _, _, hlen, _ = PRELUDE.unpack_from(data)
     tok = msgpack.unpackb(data[PRELUDE.size:PRELUDE.size + hlen], raw=False)["tokenizer"]
@@ -448,7 +449,7 @@ def test_workers_die_with_their_parent(tmp_path, small_tok_path):
 def test_signal_during_start_up_is_a_clean_130(tmp_path, small_tok_path, sig, stage):
     """At each stage of start-up (the entry point, inside the first extension's import with signals
     held, models loaded, the first frames written) a signal gives 130 and one line, never a traceback
-    or a death by signal, and leaves no file. The process stops at the stage (adaptok_cli/stages.py)
+    or a death by signal, and leaves no file. The process stops at the stage (adaptok_cli/running/stages.py)
     and is signalled there: no guessed delay."""
     work = tmp_path / "work"
     work.mkdir()

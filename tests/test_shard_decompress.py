@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from adaptok_cli import errors
-from adaptok_cli.video import read_frames
+from adaptok_cli.running.video import read_frames
 
 from conftest import noise_frames, static_frames, write_video
 from test_cli import one_line_error, run
@@ -96,7 +96,7 @@ def test_a_key_that_leaves_the_folder_is_refused(tmp_path, shards, small_tok_pat
 def test_an_error_found_while_decoding_names_the_clip_in_its_shard(tmp_path, shards, small_tok_path):
     """A clip whose chunk is damaged fails while it is decoded, from its staged copy: the error names
     shard.tar:key, never the temporary file, and the shard's other clip is decoded."""
-    from adaptok_cli.container import AtokReader
+    from adaptok_cli.format.container import AtokReader
     path = shards / "plain" / "a.mkv.atok"
     atok = path.read_bytes()
     with AtokReader(path) as r:

@@ -10,10 +10,10 @@ from torch.utils.data import DataLoader
 
 import adaptok_cli as atk
 from adaptok_cli import errors
-from adaptok_cli.container import Limits
+from adaptok_cli.format.container import Limits
 from adaptok_cli.errors import ContainerError, InputError
-from adaptok_cli.atokfile import ShardDataset
-from adaptok_cli.shards import members
+from adaptok_cli.format.atokfile import ShardDataset
+from adaptok_cli.format.shards import members
 from conftest import noise_frames, static_frames, write_video
 from test_cli import one_line_error, run
 from test_security import peak_run
@@ -196,7 +196,7 @@ def test_a_small_shard_declaring_gigabytes_is_refused_small(tmp_path, atok):
 def test_a_deep_or_huge_shard_index_means_not_finished(tmp_path):
     """A shard's index (shard-NNNNNN.json) says whether a resumed run may keep the shard: nested past 32
     or over its bound it is not believed (the shard is made again), never a RecursionError."""
-    from adaptok_cli.shards import MAX_INDEX_BYTES, is_finished
+    from adaptok_cli.format.shards import MAX_INDEX_BYTES, is_finished
     (tmp_path / "shard-000000.tar").write_bytes(b"")
     index = tmp_path / "shard-000000.json"
     index.write_text(json.dumps({"keys": ["a"], "failed": {}}))
@@ -217,7 +217,7 @@ def test_decompress_copies_a_large_member_out_a_block_at_a_time(tmp_path):
     (issue 29's review: it was read whole, so a member up to the file budget, 2^46 bytes, would be)."""
     import numpy as np
 
-    from adaptok_cli.shard_inputs import _copy_out
+    from adaptok_cli.running.shard_inputs import _copy_out
     big = np.random.default_rng(0).integers(0, 256, 8 << 20, dtype=np.uint8).tobytes()
     shard = tmp_path / "big.tar"
     shard.write_bytes(tar_bytes([("big.atok", big), ("big.json", b"{}")]))

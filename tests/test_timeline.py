@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import adaptok_cli as atk
-from adaptok_cli.container import AtokReader
+from adaptok_cli.format.container import AtokReader
 from adaptok_cli.errors import ContainerError, InputError, UsageError
-from adaptok_cli.options import CompressOptions
-from adaptok_cli.timeline import Timeline
-from adaptok_cli.video import VideoReader
+from adaptok_cli.running.options import CompressOptions
+from adaptok_cli.running.timeline import Timeline
+from adaptok_cli.running.video import VideoReader
 from conftest import write_video
 from test_cli import one_line_error, run
 from test_security import forge

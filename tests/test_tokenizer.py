@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from adaptok_cli.metrics import psnr
-from adaptok_cli.pipeline import CompressOptions, compress, decompress
-from adaptok_cli.tokenizer import builtin_path, load_tokenizer
-from adaptok_cli.video import VideoReader, VideoWriter
+from adaptok_cli.measure.metrics import psnr
+from adaptok_cli.running.pipeline import CompressOptions, compress, decompress
+from adaptok_cli.models.tokenizer import builtin_path, load_tokenizer
+from adaptok_cli.running.video import VideoReader, VideoWriter
 
 from conftest import SHARED_DATA, static_frames, write_video
 from make_reference import REFERENCE, run_reference
@@ -147,7 +147,7 @@ def test_fine_tune_starts_from_the_given_weights(tmp_path):
 def test_large_frames_run_in_stripes_equal_to_one_pass(small_tok_path, monkeypatch):
     """Memory: the full-resolution layers run in horizontal stripes with a halo that covers their
     receptive field, so a 4K frame's activations never exist at once; the result equals one pass."""
-    from adaptok_cli import tinytok
+    from adaptok_cli.models import tinytok
     tok = load_tokenizer(str(small_tok_path))
     x = torch.rand(5, 3, 72, 40) * 2 - 1                     # 9 latent rows: stripes of 8 and 1
     whole_z, s = tok.encode(x[:1])
@@ -166,7 +166,7 @@ def test_large_frames_run_in_stripes_equal_to_one_pass(small_tok_path, monkeypat
 def test_weights_are_hashed_once_while_unchanged(tmp_path, monkeypatch):
     """A large VAE's weights are read once per process for its fingerprint, however often it is named;
     a changed file is hashed again."""
-    import adaptok_cli.tokenizer_base as tk
+    import adaptok_cli.models.tokenizer_base as tk
     f = tmp_path / "w.safetensors"
     f.write_bytes(b"a" * 5000)
     first = tk.file_fingerprint(f)

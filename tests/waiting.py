@@ -1,4 +1,4 @@
-"""Waiting for events, never for time: processes stopped at a named stage (adaptok_cli/stages.py) and
+"""Waiting for events, never for time: processes stopped at a named stage (adaptok_cli/running/stages.py) and
 processes that end. HANG_GUARD bounds a wait only so that a hung run fails instead of blocking the
 suite; no test measures speed with it."""
 import errno

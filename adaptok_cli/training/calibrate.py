@@ -1,4 +1,4 @@
-"""Measure TinyTok's calibration (docs: adaptok_cli/calibration.py) on the train clips and ship it.
+"""Measure TinyTok's calibration (docs: adaptok_cli/models/calibration.py) on the train clips and ship it.
 
     python -m adaptok_cli.training.calibrate        # or: make calibrate-tinytok
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from ..calibration import measure, probe_windows, save, shipped_path
-from ..tokenizer import load_tokenizer
-from .data import train_latents
+from adaptok_cli.models.calibration import measure, probe_windows, save, shipped_path
+from adaptok_cli.models.tokenizer import load_tokenizer
+from adaptok_cli.training.data import train_latents
 
 
 def main():

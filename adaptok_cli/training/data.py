@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UsageError
-from ..layout import whole_latents
-from ..outputs import atomic_path
-from ..video import VIDEO_EXTENSIONS, VideoReader
+from adaptok_cli.errors import UsageError
+from adaptok_cli.core.layout import whole_latents
+from adaptok_cli.running.outputs import atomic_path
+from adaptok_cli.running.video import VIDEO_EXTENSIONS, VideoReader
 
 DATA = Path(os.environ.get("ADAPTOK_DATA") or Path(__file__).resolve().parents[2] / ".." / "shared" / "data")
 TRAIN, DEV = DATA / "train", DATA / "dev"
@@ -67,7 +67,7 @@ def latent_cache(tok, clips, folder: Path, chunk: int = 8) -> list[np.ndarray]:
     """Encode each cached clip once, chunk by chunk as compress does -> float16 (T, C, h, w) arrays.
     A clip from the frame cache keeps its cache file's name (clip and size), so a cache built for one
     list of sizes is never read for another; an in-memory clip is named by its place and size."""
-    from ..codec import Codec, Rule
+    from adaptok_cli.core.codec import Codec, Rule
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, frames in enumerate(clips):

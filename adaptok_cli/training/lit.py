@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codec import LATENT_FILLS, Rule, drop_and_fill
-from ..lit import LIT, LITConfig, bounded, load_lit, rate_features, save_lit
-from ..tokenizer import load_tokenizer
-from ..calibration import decoder_sensitivity, probe_windows, rule_unit
-from ..defaults import UNITS
-from .data import FRAME_CACHE, LATENT_CACHE, TRAIN, train_latents
-from .loop import LoopConfig, Trainer, args_of
+from adaptok_cli.core.codec import LATENT_FILLS, Rule, drop_and_fill
+from adaptok_cli.core.lit import LIT, LITConfig, bounded, load_lit, rate_features, save_lit
+from adaptok_cli.models.tokenizer import load_tokenizer
+from adaptok_cli.models.calibration import decoder_sensitivity, probe_windows, rule_unit
+from adaptok_cli.defaults import UNITS
+from adaptok_cli.training.data import FRAME_CACHE, LATENT_CACHE, TRAIN, train_latents
+from adaptok_cli.training.loop import LoopConfig, Trainer, args_of
 
 CHUNK = 8                      # latent frames per sample (the default chunk)
 FIRST_CHUNK_SHARE = 0.2        # samples that start a stream (no C_fill yet)

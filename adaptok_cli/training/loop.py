@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..outputs import atomic_path
+from adaptok_cli.running.outputs import atomic_path
 
 WEIGHT_DECAY = 1e-4
 GRAD_CLIP = 1.0

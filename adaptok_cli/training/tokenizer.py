@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..masking import change
-from ..tinytok import TinyTok, TinyTokConfig
-from ..tokenizer import TinyTokTokenizer, save_tinytok
-from .data import FRAME_CACHE, TRAIN, build_cache
-from .loop import LoopConfig, Trainer, args_of
+from adaptok_cli.core.masking import change
+from adaptok_cli.models.tinytok import TinyTok, TinyTokConfig
+from adaptok_cli.models.tokenizer import TinyTokTokenizer, save_tinytok
+from adaptok_cli.training.data import FRAME_CACHE, TRAIN, build_cache
+from adaptok_cli.training.loop import LoopConfig, Trainer, args_of
 
 LATENT_L2 = 1e-3            # keeps the latents near zero (their scale is measured after training)
 GRADIENT_WEIGHT = 0.5       # of the edge term in the pixel loss

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import safejson
-from ..calibration import Tally, clip_latents, find, pixels_to_read
-from ..errors import ModelUnavailableError, UsageError
-from ..lit import LIT, LITConfig, save_lit
-from ..outputs import atomic_path
-from .lit import CHUNK, VAL_BATCHES, VAL_SEED, load_ema, loss_fn, sample
-from .loop import LoopConfig, Trainer
+from adaptok_cli.format import safejson
+from adaptok_cli.models.calibration import Tally, clip_latents, find, pixels_to_read
+from adaptok_cli.errors import ModelUnavailableError, UsageError
+from adaptok_cli.core.lit import LIT, LITConfig, save_lit
+from adaptok_cli.running.outputs import atomic_path
+from adaptok_cli.training.lit import CHUNK, VAL_BATCHES, VAL_SEED, load_ema, loss_fn, sample
+from adaptok_cli.training.loop import LoopConfig, Trainer
 
 MIN_VAL_FRAMES = 3 * CHUNK      # latent frames a single clip must have to hold some of them out
 
@@ -179,11 +179,11 @@ def train_lit_files(inputs: list, output: str, tokenizer: str, opts: TrainLitOpt
     import sys
     from dataclasses import asdict
 
-    from ..batch import expand_inputs, want_video
-    from ..cli_output import Reporter, say
-    from ..errors import OutputExistsError
-    from ..options import check_common
-    from ..tokenizer import load_tokenizer, pick_device
+    from adaptok_cli.running.batch import expand_inputs, want_video
+    from adaptok_cli.cli.printing import Reporter, say
+    from adaptok_cli.errors import OutputExistsError
+    from adaptok_cli.running.options import check_common
+    from adaptok_cli.models.tokenizer import load_tokenizer, pick_device
     check_common(None, device, as_json, False, dtype)
     if opts.steps < 1 or opts.val_clips < 0 or opts.max_frames < 1 or (opts.short_side or 0) < 0:
         raise UsageError("--steps and --max-frames must be 1 or more, --val-clips and --short-side 0 or more")
@@ -215,12 +215,12 @@ def calibrate_files(inputs: list, tokenizer: str, output: str | None = None, for
     store compress finds it in), and reported (a JSON object, or a line on stderr)."""
     import sys
 
-    from ..batch import check_file_output, expand_inputs, want_video
-    from ..cli_output import Reporter, plural
-    from ..calibration import calibrate, save, stored_path
-    from ..errors import OutputExistsError
-    from ..options import check_common
-    from ..tokenizer import load_tokenizer, pick_device
+    from adaptok_cli.running.batch import check_file_output, expand_inputs, want_video
+    from adaptok_cli.cli.printing import Reporter, plural
+    from adaptok_cli.models.calibration import calibrate, save, stored_path
+    from adaptok_cli.errors import OutputExistsError
+    from adaptok_cli.running.options import check_common
+    from adaptok_cli.models.tokenizer import load_tokenizer, pick_device
     check_common(None, device, as_json, False, dtype)
     if max_frames < 1 or short_side < 0:
         raise UsageError("--max-frames must be 1 or more and --short-side 0 or more")
