@@ -1,6 +1,6 @@
 """The `adaptok` command: a thin layer over the Python API. Each command builds its options and calls one
 API function (batch, manifest, verify, evaluate, training.user_lit), which checks them and reports
-(through cli_output.py). Every flag is declared once below; a command that words its help differently retells
+(through printing.py). Every flag is declared once below; a command that words its help differently retells
 it. Heavy modules (torch, models) are imported by the commands that need them, so `adaptok --help`,
 `inspect` and `verify` start fast."""
 from __future__ import annotations

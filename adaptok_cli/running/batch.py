@@ -528,7 +528,7 @@ def run_ray(pairs: list[tuple[Path, Path]], job, workers: int | None = None,
 @dataclass
 class Batch:
     """A planned batch: how many files it reports on, and start(progress, on_done) -> [Outcome] to run it
-    (progress may be None); cli_output.run_batch runs it with progress bars and reports."""
+    (progress may be None); printing.run_batch runs it with progress bars and reports."""
     n_files: int
     start: Callable
 
