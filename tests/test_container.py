@@ -9,7 +9,7 @@ import torch
 
 from adaptok_cli import inspect
 from adaptok_cli.format.container import (MAGIC, PRELUDE, TRAILER, VERSION, AtokReader, ContainerError, delta_codes,
-                                   write_bytes)
+                                          undelta_codes, write_bytes)
 from adaptok_cli.errors import InputError
 
 
@@ -78,6 +78,21 @@ def test_int8_values_are_stored_as_differences_and_read_back_exactly(tmp_path):
             assert torch.equal(r.read_chunk(i).codes, codes)
             stored = np.frombuffer(r.check_chunk(i)[-codes.numel():] if codes.numel() else b"", np.int8)
             assert np.array_equal(stored.reshape(codes.shape), delta_codes(codes.numpy()))
+
+
+def test_undelta_is_the_running_sum_modulo_256():
+    """undelta_codes (torch's uint8 cumsum) against a sum in int64 taken modulo 256 by hand, on rows
+    of any length, read-only input (as np.frombuffer gives it) and a strided view."""
+    rng = np.random.default_rng(3)
+    for shape in [(16, 10059), (1, 1), (3, 0), (128, 7), (2, 70000)]:
+        d = rng.integers(-128, 128, shape, dtype=np.int8)
+        d.flags.writeable = False
+        want = ((np.cumsum(d.view(np.uint8).astype(np.int64), axis=1) % 256).astype(np.uint8)).view(np.int8)
+        got = undelta_codes(d)
+        assert got.dtype == np.int8 and np.array_equal(got, want)
+        assert np.array_equal(delta_codes(got), d)
+    wide = rng.integers(-128, 128, (4, 20), dtype=np.int8)
+    assert np.array_equal(undelta_codes(wide[:, ::2]), undelta_codes(wide[:, ::2].copy()))
 
 
 def test_a_damaged_version_or_flags_field_is_refused(tmp_path):

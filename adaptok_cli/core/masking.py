@@ -109,20 +109,22 @@ class Selector:
 
 def hold_index(mask: torch.Tensor) -> torch.Tensor:
     """Where each position's hold-filled value comes from, as columns of [held (C, h*w) | kept (C, kept)]:
-    (t, h, w) -> (t, h*w) int64. Kept values are stored in (t, y, x) order, so the last value kept at a
-    position up to frame t is the largest kept column seen there so far: a running maximum down time,
-    starting from the position's held column (smaller than every kept one). Index arithmetic only, in
-    numpy (faster than torch's cummax here); kept columns are placed through flatnonzero and the maximum
-    runs frame by frame (numpy's boolean assignment, cumsum and maximum.accumulate down axis 0 were each
-    several times slower), so filling is one gather."""
+    (t, h, w) -> (t, h*w) int32 (int64 where the columns could pass 2**31). Kept values are stored in
+    (t, y, x) order, so the last value kept at a position up to frame t is the largest kept column seen
+    there so far: a running maximum down time, starting from the position's held column (smaller than
+    every kept one). Index arithmetic only, in numpy (faster than torch's cummax here); kept columns are
+    placed through flatnonzero and the maximum runs frame by frame (numpy's boolean assignment, cumsum
+    and maximum.accumulate down axis 0 were each several times slower), so filling is one gather.
+    int32: half the bytes to write and read again, a quarter off the dense read's gather."""
     t, h, w = mask.shape
     hw = h * w
     m = mask.numpy().reshape(-1)
-    idx = np.zeros((t, hw), np.int64)     # 0: dropped, below every candidate once the running max starts
+    dtype = np.int32 if hw * (t + 1) < 1 << 31 else np.int64
+    idx = np.zeros((t, hw), dtype)     # 0: dropped, below every candidate once the running max starts
     if t:
-        idx[0] = np.arange(hw)
+        idx[0] = np.arange(hw, dtype=dtype)
     kept_at = np.flatnonzero(m)
-    idx.reshape(-1)[kept_at] = np.arange(hw, hw + len(kept_at))
+    idx.reshape(-1)[kept_at] = np.arange(hw, hw + len(kept_at), dtype=dtype)
     for i in range(1, t):
         np.maximum(idx[i - 1], idx[i], out=idx[i])
     return torch.from_numpy(idx)

@@ -191,12 +191,13 @@ def delta_codes(codes: np.ndarray) -> np.ndarray:
 
 
 def undelta_codes(deltas: np.ndarray) -> np.ndarray:
-    """The inverse of delta_codes: a running sum modulo 256 along each channel. Summed down the rows of
-    the (kept, C) transpose, C values a step: 2x faster than numpy's cumsum along each row, one value
-    a step (0.69 against 1.1 to 1.5 ms for 16 x 35,000)."""
+    """The inverse of delta_codes: a running sum modulo 256 along each channel, as torch's uint8 cumsum
+    (it wraps). 3x faster than numpy's accumulate down the transpose and its two transposed copies
+    (0.05 against 0.15 ms for 16 x 10,000); numpy's along each row is slower still."""
     import numpy as np
-    rows = np.add.accumulate(np.ascontiguousarray(deltas.view(np.uint8).T), axis=0, dtype=np.uint8)
-    return np.ascontiguousarray(rows.T).view(np.int8)
+    import torch
+    u = np.array(deltas.view(np.uint8), order="C")     # writable: torch will not take read-only memory
+    return torch.from_numpy(u).cumsum(1, dtype=torch.uint8).view(torch.int8).numpy()
 
 
 def encode_chunk(mask: torch.Tensor, codes: torch.Tensor, qscale, quant) -> bytes:
