@@ -173,10 +173,7 @@ class AtokFile:
         layout="CTHW"; in dtype; norm (a latent_norm.Normalisation) applied first, in float32.
         latents="sample": drawn from the posterior (module docstring), the noise from generator."""
         fill, layout = _check_fill(fill or self.fill), _check_layout(layout)
-        stop = self.num_chunks if stop is None else stop
-        if not 0 <= start < stop <= self.num_chunks:
-            raise IndexError(f"chunks {start}..{stop - 1} out of range: {self.path} has {self.num_chunks} chunks "
-                             f"(0..{self.num_chunks - 1}), and start must be below stop")
+        stop = self._chunk_range(start, stop)
         if _check_latents(latents) == "sample":
             return self._dense_sample(start, stop, fill, dtype, layout, norm, generator)
         if fill == "hold":
@@ -192,19 +189,32 @@ class AtokFile:
         return hold_dense((r.read_chunk(i) for i in range(start)), r.read_chunks(start, stop), self.header.channels,
                           dtype, layout, norm)
 
+    def dense_logvar(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """The posterior's log-variance of chunks start..stop-1, (T, C, h, w) float32: at dropped
+        positions the last kept value (a hold fill, whatever fill the mean takes). A file made without
+        --store-logvar: CacheMismatchError."""
+        require_logvar(self.header, self.path)
+        stop = self._chunk_range(start, stop)
+        return self._hold_logvar(start, self._reader.read_chunks(start, stop))
+
+    def _hold_logvar(self, start: int, chunks: list) -> torch.Tensor:
+        """Hold-filled log-variance of `chunks` (read from chunk `start` on): the chunks before them
+        only move the hold state."""
+        r = self._reader
+        return hold_dense((_logvar_chunk(r.read_chunk(i)) for i in range(start)), [_logvar_chunk(k) for k in chunks],
+                          self.header.channels)
+
     def _dense_sample(self, start, stop, fill, dtype, layout, norm, generator) -> torch.Tensor:
         """dense() of a draw from the posterior: the mean as dense() fills it, the log-variance
         hold-filled, both (T, C, h, w) float32; norm applies to the draw."""
         require_logvar(self.header, self.path)
-        r, c = self._reader, self.header.channels
+        r = self._reader
         chunks = r.read_chunks(start, stop)
         if fill == "hold":      # the chunks read once for both
-            mean = hold_dense((r.read_chunk(i) for i in range(start)), chunks, c)
+            mean = hold_dense((r.read_chunk(i) for i in range(start)), chunks, self.header.channels)
         else:
             mean = self.dense(start, stop, fill)
-        logvar = hold_dense((_logvar_chunk(r.read_chunk(i)) for i in range(start)),
-                            [_logvar_chunk(k) for k in chunks], c)
-        z = draw(mean, logvar, generator)
+        z = draw(mean, self._hold_logvar(start, chunks), generator)
         z = norm(z, 1) if norm is not None else z
         return (z.transpose(0, 1) if layout == "CTHW" else z).to(dtype).contiguous()
 
@@ -230,6 +240,14 @@ class AtokFile:
         return np.concatenate(out)
 
     # plumbing -------------------------------------------------------------------------------
+    def _chunk_range(self, start: int, stop: int | None) -> int:
+        """stop (None: the last chunk's end) of a range of chunks; IndexError outside the file."""
+        stop = self.num_chunks if stop is None else stop
+        if not 0 <= start < stop <= self.num_chunks:
+            raise IndexError(f"chunks {start}..{stop - 1} out of range: {self.path} has {self.num_chunks} chunks "
+                             f"(0..{self.num_chunks - 1}), and start must be below stop")
+        return stop
+
     def _chunk_index(self, i: int) -> int:
         if not 0 <= i < self.num_chunks:
             raise IndexError(f"chunk {i} out of range: {self.path} has {self.num_chunks} chunks (0..{self.num_chunks - 1})")
