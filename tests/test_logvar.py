@@ -225,3 +225,13 @@ def test_the_budget_covers_a_log_variance_block():
     lim = container.DEFAULT_LIMITS
     biggest = container.chunk_raw_size(1, lim.max_chunk_values, 1, lim.max_chunk_values, 1, "fp16", logvar=True)
     assert lim.max_file_bytes > lim.max_chunks * biggest
+
+
+def test_only_vaes_with_a_gaussian_posterior_offer_one(tmp_path):
+    """diffusers' Cosmos VAE encodes to a point (its IdentityDistribution): refused as TinyTok is."""
+    from adaptok_cli.options import logvar_storage
+    save_vae("cosmos", tmp_path)
+    tok = load_tokenizer(str(tmp_path), "cpu", "fp32")
+    assert not tok.has_posterior
+    with pytest.raises(UsageError, match="no posterior"):
+        logvar_storage(tok)

@@ -43,6 +43,7 @@ class Family:
     name: str
     streams: bool = False          # has a causal cache adaptok can carry from chunk to chunk
     causal_decoder: bool = True    # False: the decoder looks ahead in time (chunks decode apart)
+    posterior: bool = True         # its encoder gives a Gaussian (mean and log-variance); False: a point
 
 
 FAMILIES = {
@@ -51,7 +52,7 @@ FAMILIES = {
     "AutoencoderKLHunyuanVideo": Family("hunyuanvideo"),
     "AutoencoderKLLTXVideo": Family("ltx-video", causal_decoder=False),
     "AutoencoderKLMochi": Family("mochi"),
-    "AutoencoderKLCosmos": Family("cosmos"),
+    "AutoencoderKLCosmos": Family("cosmos", posterior=False),   # diffusers' IdentityDistribution
 }
 
 
@@ -204,7 +205,6 @@ class DiffusersTokenizer(Tokenizer):
     of the latent distribution (its mode), as float32 on the CPU; encode_posterior adds its log-variance."""
 
     measured_scale = False      # its unit of change comes from `adaptok calibrate`
-    has_posterior = True        # every family here is a KL autoencoder: a diagonal Gaussian posterior
 
     def __init__(self, spec: str, device="cpu", dtype: str = "auto"):
         folder = resolve(spec)
@@ -236,6 +236,7 @@ class DiffusersTokenizer(Tokenizer):
         self.name, self.spec = f"diffusers:{self.class_name}", spec
         self.source = "file"
         self.stateful = self.family.streams
+        self.has_posterior = self.family.posterior
         if not self.stateful and self.device.type == "cuda":
             self.chunks_per_call = CHUNKS_PER_CALL_GPU
         self._probe(folder)
