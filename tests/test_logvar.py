@@ -235,3 +235,13 @@ def test_only_vaes_with_a_gaussian_posterior_offer_one(tmp_path):
     assert not tok.has_posterior
     with pytest.raises(UsageError, match="no posterior"):
         logvar_storage(tok)
+
+
+def test_decompress_reads_a_version_6_file_as_its_mean(made, tmp_path):
+    """The log-variance changes nothing that decompress makes: the frames are those of the file without it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ADAPTOK_CACHE", str(made["dir"] / "cache"))
+        for name in ("mean", "lv"):
+            atk.decompress(made[name], tmp_path / f"{name}.y4m", tokenizer=str(made["wan"]), device="cpu",
+                           loaded_tokenizer=made["tok"])
+    assert np.array_equal(read_frames(tmp_path / "mean.y4m"), read_frames(tmp_path / "lv.y4m"))
