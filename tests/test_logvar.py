@@ -10,15 +10,16 @@ import torch
 pytest.importorskip("diffusers")
 
 import adaptok_cli as atk  # noqa: E402
-from adaptok_cli import calibration, container  # noqa: E402
-from adaptok_cli.atokfile import AtokDataset, Items  # noqa: E402
-from adaptok_cli.codec import to_tensor  # noqa: E402
-from adaptok_cli.container import AtokReader, write_bytes  # noqa: E402
+from adaptok_cli.format import container  # noqa: E402
+from adaptok_cli.models import calibration  # noqa: E402
+from adaptok_cli.format.atokfile import AtokDataset, Items  # noqa: E402
+from adaptok_cli.core.codec import to_tensor  # noqa: E402
+from adaptok_cli.format.container import AtokReader, write_bytes  # noqa: E402
 from adaptok_cli.errors import CacheMismatchError, ContainerError, UsageError  # noqa: E402
-from adaptok_cli.masking import gather_kept  # noqa: E402
-from adaptok_cli.options import CompressOptions  # noqa: E402
-from adaptok_cli.tokenizer import load_tokenizer  # noqa: E402
-from adaptok_cli.video import read_frames  # noqa: E402
+from adaptok_cli.core.masking import gather_kept  # noqa: E402
+from adaptok_cli.running.options import CompressOptions  # noqa: E402
+from adaptok_cli.models.tokenizer import load_tokenizer  # noqa: E402
+from adaptok_cli.running.video import read_frames  # noqa: E402
 from conftest import static_frames, write_video  # noqa: E402
 from test_cli import child_env, one_line_error, run  # noqa: E402
 from test_diffusers import save_vae  # noqa: E402
@@ -146,8 +147,8 @@ def test_a_tokeniser_without_a_posterior_is_refused(small_tok_path, videos, tmp_
 
 
 def test_asking_for_the_log_variance_makes_an_old_output_stale(made):
-    from adaptok_cli.batch import stale_reason
-    from adaptok_cli.pipeline import expected_settings
+    from adaptok_cli.running.batch import stale_reason
+    from adaptok_cli.running.pipeline import expected_settings
     opts = CompressOptions(keep_ratio=0.5, chunk=2, tokenizer=str(made["wan"])).check()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ADAPTOK_CACHE", str(made["dir"] / "cache"))
@@ -229,7 +230,7 @@ def test_the_budget_covers_a_log_variance_block():
 
 def test_only_vaes_with_a_gaussian_posterior_offer_one(tmp_path):
     """diffusers' Cosmos VAE encodes to a point (its IdentityDistribution): refused as TinyTok is."""
-    from adaptok_cli.options import logvar_storage
+    from adaptok_cli.running.options import logvar_storage
     save_vae("cosmos", tmp_path)
     tok = load_tokenizer(str(tmp_path), "cpu", "fp32")
     assert not tok.has_posterior
