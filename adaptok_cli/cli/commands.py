@@ -141,6 +141,9 @@ def compress_cmd(
         "index .json); a rerun skips finished shards.")) = None,
     drop_audio: opt(bool, "--drop-audio", help=(
         "Leave the sound out (by default the first audio stream is kept, copied as it is).")) = False,
+    store_logvar: opt(bool, "--store-logvar", help=(
+        "Also store the VAE posterior's log-variance at the kept positions (format 6), so a trainer can "
+        "sample latents (AtokDataset latents='sample'); a tokeniser without a posterior is refused (exit 2).")) = False,
     quiet: Quiet = False, verbose: Verbose = False, as_json: Json = False, workers: Workers = None, as_csv: Csv = False,
 ):
     """Encode videos into .atok containers (INPUT -> INPUT.atok)."""
@@ -148,7 +151,8 @@ def compress_cmd(
         opts = CompressOptions(threshold=threshold, keep_ratio=keep_ratio, tokenizer=tokenizer, chunk=chunk,
                                keyframe_interval=keyframe_interval, level=level, quant=quant, max_side=max_side,
                                short_side=short_side, device=device, drop_audio=drop_audio, unit=unit, dtype=dtype,
-                               lit=lit, start=start, duration=duration, frames=frames, fps=fps).check()
+                               lit=lit, start=start, duration=duration, frames=frames, fps=fps,
+                               store_logvar=store_logvar).check()
         check_common(workers, device, as_json, as_csv)
         batch = compress_batch(inputs, output, opts, force, workers, use_ray, ray_address, shard_size, ray_gpus,
                                in_process=False)

@@ -21,6 +21,7 @@ import torch
 from adaptok_cli.core.masking import HoldFill, InterpFill, Selector, dequantise, gather_kept, hold_gather, quantise
 from adaptok_cli.models.tinytok import to_uint8
 from adaptok_cli.models.tokenizer import Tokenizer
+from adaptok_cli.models.tokenizer_base import Posterior
 
 # A stateful tokeniser encodes and decodes at most this many pixels of frames per call (at least one
 # latent frame), so memory follows the frame size, not the chunk length: small frames still go several
@@ -87,19 +88,24 @@ class Rule:
 @dataclass
 class Encoded:
     """One chunk as compress stores it: mask (t, h, w), kept codes (C, kept) and their scales, the
-    number of real frames it holds, and (encoder side) the dequantised latents every position had."""
+    number of real frames it holds, (encoder side) the dequantised latents every position had, and
+    (a Codec with logvar) the kept positions' log-variance (C, kept) float32, which the container quantises."""
     mask: torch.Tensor
     codes: torch.Tensor
     qscale: torch.Tensor | None
     frames: int = 0
     latents: torch.Tensor | None = None
+    logvar: torch.Tensor | None = None
 
 
 class Codec:
-    """What is fixed for a stream: the tokeniser, the rule and the quantisation."""
+    """What is fixed for a stream: the tokeniser, the rule and the quantisation; logvar: also keep the
+    posterior's log-variance at the kept positions (a tokeniser with has_posterior)."""
 
-    def __init__(self, tok: Tokenizer, rule: Rule, quant: str = "int8"):
-        self.tok, self.rule, self.quant = tok, rule, quant
+    def __init__(self, tok: Tokenizer, rule: Rule, quant: str = "int8", logvar: bool = False):
+        if logvar and not tok.has_posterior:
+            raise ValueError(f"tokeniser {tok.name} has no posterior: no log-variance to keep")
+        self.tok, self.rule, self.quant, self.logvar = tok, rule, quant, logvar
 
     def encoder(self, selector: Selector | None = None) -> "Encoder":
         """selector: decides the masks instead of the rule's Selector (an experiment's variant of the
@@ -187,13 +193,15 @@ class Encoder:
                     zs.append(self._encode(group))
                 real, left, short = real + got, left - n, got < need
             if zs:
-                yield torch.cat(zs), real
+                yield (Posterior.cat(zs) if self.codec.logvar else torch.cat(zs)), real
             if short:
                 return
 
     def _chunks_at_once(self, chunk: int) -> int:
         """Whole chunks per call: up to the tokeniser's chunks_per_call, while they stay within
         BATCH_PIXELS (small frames, where one chunk leaves a GPU idle)."""
+        if self.codec.logvar:       # encode_many gives means only
+            return 1
         per_chunk = self.tok.frames_for(chunk, True) * self._pixels
         return max(1, min(self.tok.chunks_per_call, BATCH_PIXELS // max(1, per_chunk)))
 
@@ -222,17 +230,23 @@ class Encoder:
     def _next_group(self, it, n: int) -> tuple[list, int, int]:
         return take_frames(self.tok, it, n, self.state is None)
 
-    def _encode(self, frames: list[np.ndarray]) -> torch.Tensor:
+    def _encode(self, frames: list[np.ndarray]) -> torch.Tensor | Posterior:
+        """A group's latents; a Posterior when the codec keeps the log-variance."""
         t0 = time.perf_counter()
-        z, state = self.tok.encode(to_tensor(frames, self.tok.pad_multiple), self.state)
+        encode = self.tok.encode_posterior if self.codec.logvar else self.tok.encode
+        z, state = encode(to_tensor(frames, self.tok.pad_multiple), self.state)
         self.state = state if self.tok.stateful else None
         self.timing["encode"] += time.perf_counter() - t0
         return z
 
-    def encode_latents(self, z: torch.Tensor, rule: Rule | None = None) -> Encoded:
+    def encode_latents(self, z: torch.Tensor | Posterior, rule: Rule | None = None) -> Encoded:
         """Latents (t, C, h, w) -> quantised, masked against C_sel, kept codes gathered. rule: this
         chunk's threshold or keep ratio instead of the codec's (the benchmark's allocators choose one
-        chunk by chunk); the unit and the keyframes stay the codec's."""
+        chunk by chunk); the unit and the keyframes stay the codec's. A Posterior: its mean is masked,
+        and its log-variance is gathered at the same kept positions (Encoded.logvar)."""
+        logvar = None
+        if isinstance(z, Posterior):
+            z, logvar = z
         t0 = time.perf_counter()
         codes, qscale, zq = _quantised(z, self.codec.quant)
         sel = self.selector
@@ -246,7 +260,8 @@ class Encoder:
         finally:
             sel.threshold, sel.keep_ratio = rate
         self.timing["mask"] += time.perf_counter() - t0
-        return Encoded(mask, gather_kept(codes, mask), qscale, latents=zq)
+        return Encoded(mask, gather_kept(codes, mask), qscale, latents=zq,
+                       logvar=None if logvar is None else gather_kept(logvar, mask))
 
     def fork(self) -> "Encoder":
         """A copy whose C_sel goes on apart from this one's (to try several rules on the same chunk)."""

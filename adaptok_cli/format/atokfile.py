@@ -10,6 +10,11 @@
 One default fill for the whole API: fill="hold" (each dropped position holds its last kept value:
 exact, cheap, and needs no model). fill="lit" runs LIT as `adaptok decompress` does.
 
+Latents are the VAE posterior's mean (latents="mean"). A file made with `compress --store-logvar`
+also holds its log-variance, and latents="sample" draws mean + exp(logvar / 2) x noise instead (the
+noise from `generator`, or torch's RNG); at dropped positions the log-variance holds its last kept
+value, as the mean does with fill="hold".
+
 Errors are AdaptokError subclasses (adaptok_cli.errors), plus IndexError / ValueError for chunk or
 frame ranges out of bounds, as Python sequences raise them.
 """
@@ -25,7 +30,7 @@ import numpy as np
 import torch
 
 from adaptok_cli.core.codec import Decoder, hold_dense, kept_values
-from adaptok_cli.format.container import DEFAULT_LIMITS, AtokReader, Header, Limits
+from adaptok_cli.format.container import DEFAULT_LIMITS, AtokReader, Chunk, Header, Limits
 from adaptok_cli.errors import CacheMismatchError, ContainerError, InputError
 from adaptok_cli.models.matching import inpainter_for, tokenizer_for, unit_of
 from adaptok_cli.measure.report import describe
@@ -35,6 +40,7 @@ from adaptok_cli.models.tokenizer import pick_device, spec_fingerprint
 DATASET_FILLS = ("hold", "lit")
 LAYOUTS = ("TCHW", "CTHW")      # dense latents: time first (adaptok's), or channels first (diffusers trainers')
 ON_ERROR = ("raise", "skip")
+LATENTS = ("mean", "sample")    # the posterior's mean, or a draw from it (files made with --store-logvar)
 # what settings= may ask a cache to have been made with: header fields (unit: the rule's unit's name)
 CACHE_SETTINGS = ("threshold", "keep_ratio", "keyframe_interval", "quant", "chunk", "unit", "max_side", "short_side")
 
@@ -49,6 +55,30 @@ def _check_layout(layout):
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be 'TCHW' or 'CTHW', not {layout!r}")
     return layout
+
+
+def _check_latents(latents):
+    if latents not in LATENTS:
+        raise ValueError(f"latents must be 'mean' or 'sample', not {latents!r}")
+    return latents
+
+
+def require_logvar(header: Header, name):
+    """latents="sample" needs the posterior's log-variance: a file made without it is refused."""
+    if header.logvar is None:
+        raise CacheMismatchError(f"{name}: holds no log-variance (made without compress --store-logvar): "
+                                 f"latents='sample' cannot draw from the posterior; use latents='mean'")
+
+
+def _logvar_chunk(c: Chunk) -> Chunk:
+    """A chunk whose values are its log-variances, so the hold fill spreads them as it does the mean."""
+    return Chunk(c.index, c.mask, c.logvar, None)
+
+
+def draw(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A sample of the posterior: mean + exp(logvar / 2) x standard normal noise (float32)."""
+    noise = torch.randn(mean.shape, generator=generator, dtype=torch.float32)
+    return noise.mul_(logvar.mul(0.5).exp_()).add_(mean)
 
 
 class AtokFile:
@@ -101,11 +131,23 @@ class AtokFile:
         return self.frames
 
     # tokens ---------------------------------------------------------------------------------
-    def sparse(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sparse(self, i: int, latents: str = "mean", generator: torch.Generator | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Chunk i as stored: mask (t, h, w) bool and kept tokens (kept, C) float32, dequantised,
-        in the order of mask.nonzero() (time, then row, then column). IndexError outside 0..num_chunks-1."""
+        in the order of mask.nonzero() (time, then row, then column). IndexError outside 0..num_chunks-1.
+        latents="sample": the tokens drawn from the posterior (a file with its log-variance)."""
+        if _check_latents(latents) == "sample":
+            require_logvar(self.header, self.path)
         c = self._reader.read_chunk(self._chunk_index(i))
-        return c.mask, kept_values(c).T.contiguous()
+        tokens = kept_values(c)
+        if latents == "sample":
+            tokens = draw(tokens, c.logvar, generator)
+        return c.mask, tokens.T.contiguous()
+
+    @property
+    def has_logvar(self) -> bool:
+        """Whether the file holds the posterior's log-variance (compress --store-logvar, format 6)."""
+        return self.header.logvar is not None
 
     def iter_dense(self, fill: str | None = None, start: int = 0, stop: int | None = None) -> Iterator[torch.Tensor]:
         """Dense latents (t, C, h, w) of chunks start..stop-1, dropped positions filled.
@@ -125,14 +167,15 @@ class AtokFile:
                 yield z
 
     def dense(self, start: int = 0, stop: int | None = None, fill: str | None = None, dtype=torch.float32,
-              layout: str = "TCHW", norm=None) -> torch.Tensor:
+              layout: str = "TCHW", norm=None, latents: str = "mean", generator: torch.Generator | None = None
+              ) -> torch.Tensor:
         """Dense latents of chunks start..stop-1 joined in time: (T, C, h, w), or (C, T, h, w) with
-        layout="CTHW"; in dtype; norm (a latent_norm.Normalisation) applied first, in float32."""
+        layout="CTHW"; in dtype; norm (a latent_norm.Normalisation) applied first, in float32.
+        latents="sample": drawn from the posterior (module docstring), the noise from generator."""
         fill, layout = _check_fill(fill or self.fill), _check_layout(layout)
-        stop = self.num_chunks if stop is None else stop
-        if not 0 <= start < stop <= self.num_chunks:
-            raise IndexError(f"chunks {start}..{stop - 1} out of range: {self.path} has {self.num_chunks} chunks "
-                             f"(0..{self.num_chunks - 1}), and start must be below stop")
+        stop = self._chunk_range(start, stop)
+        if _check_latents(latents) == "sample":
+            return self._dense_sample(start, stop, fill, dtype, layout, norm, generator)
         if fill == "hold":
             return self._dense_hold(start, stop, dtype, layout, norm)
         z = torch.cat(list(self.iter_dense(fill, start, stop)))
@@ -145,6 +188,35 @@ class AtokFile:
         r = self._reader
         return hold_dense((r.read_chunk(i) for i in range(start)), r.read_chunks(start, stop), self.header.channels,
                           dtype, layout, norm)
+
+    def dense_logvar(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """The posterior's log-variance of chunks start..stop-1, (T, C, h, w) float32: at dropped
+        positions the last kept value (a hold fill, whatever fill the mean takes). A file made without
+        --store-logvar: CacheMismatchError."""
+        require_logvar(self.header, self.path)
+        stop = self._chunk_range(start, stop)
+        return self._hold_logvar(start, self._reader.read_chunks(start, stop))
+
+    def _hold_logvar(self, start: int, chunks: list) -> torch.Tensor:
+        """Hold-filled log-variance of `chunks` (read from chunk `start` on): the chunks before them
+        only move the hold state."""
+        r = self._reader
+        return hold_dense((_logvar_chunk(r.read_chunk(i)) for i in range(start)), [_logvar_chunk(k) for k in chunks],
+                          self.header.channels)
+
+    def _dense_sample(self, start, stop, fill, dtype, layout, norm, generator) -> torch.Tensor:
+        """dense() of a draw from the posterior: the mean as dense() fills it, the log-variance
+        hold-filled, both (T, C, h, w) float32; norm applies to the draw."""
+        require_logvar(self.header, self.path)
+        r = self._reader
+        chunks = r.read_chunks(start, stop)
+        if fill == "hold":      # the chunks read once for both
+            mean = hold_dense((r.read_chunk(i) for i in range(start)), chunks, self.header.channels)
+        else:
+            mean = self.dense(start, stop, fill)
+        z = draw(mean, self._hold_logvar(start, chunks), generator)
+        z = norm(z, 1) if norm is not None else z
+        return (z.transpose(0, 1) if layout == "CTHW" else z).to(dtype).contiguous()
 
     def iter_frames(self, fill: str | None = None) -> Iterator[np.ndarray]:
         """Decoded frames per chunk: uint8 (n, H, W, 3); the clip's frame count is restored exactly."""
@@ -168,6 +240,14 @@ class AtokFile:
         return np.concatenate(out)
 
     # plumbing -------------------------------------------------------------------------------
+    def _chunk_range(self, start: int, stop: int | None) -> int:
+        """stop (None: the last chunk's end) of a range of chunks; IndexError outside the file."""
+        stop = self.num_chunks if stop is None else stop
+        if not 0 <= start < stop <= self.num_chunks:
+            raise IndexError(f"chunks {start}..{stop - 1} out of range: {self.path} has {self.num_chunks} chunks "
+                             f"(0..{self.num_chunks - 1}), and start must be below stop")
+        return stop
+
     def _chunk_index(self, i: int) -> int:
         if not 0 <= i < self.num_chunks:
             raise IndexError(f"chunk {i} out of range: {self.path} has {self.num_chunks} chunks (0..{self.num_chunks - 1})")
@@ -221,10 +301,12 @@ class Items:
     {"threshold": 0.15, "quant": "int8"}; keys CACHE_SETTINGS). A clip that fails either is refused
     with CacheMismatchError whatever on_error says: a stale cache is never silently used.
     on_error="skip": a corrupt or unreadable clip (ContainerError, InputError) is reported with a
-    warning and its item is None (collate.pad_collate leaves it out) instead of raising."""
+    warning and its item is None (collate.pad_collate leaves it out) instead of raising.
+    latents="sample": each item's latents drawn from the posterior (torch's RNG, as crop's start);
+    a clip without the log-variance is refused with CacheMismatchError, as a stale cache is."""
 
     def __init__(self, mode="dense", fill="hold", tokenizer=None, crop=None, layout="TCHW", dtype=None,
-                 normalize=False, settings=None, on_error="raise"):
+                 normalize=False, settings=None, on_error="raise", latents="mean"):
         if mode not in ("dense", "sparse"):
             raise ValueError(f"mode must be 'dense' or 'sparse', not {mode!r}")
         if crop is not None and crop < 1:
@@ -240,7 +322,7 @@ class Items:
             raise ValueError("normalize=True needs tokenizer= (the tokeniser whose normalisation to apply)")
         self.mode, self.fill, self.crop, self.layout = mode, _check_fill(fill), crop, _check_layout(layout)
         self.dtype, self.normalize, self.on_error = dtype or torch.float32, normalize, on_error
-        self.tokenizer, self.settings = tokenizer, dict(settings or {})
+        self.tokenizer, self.settings, self.latents = tokenizer, dict(settings or {}), _check_latents(latents)
         self.fingerprint = spec_fingerprint(tokenizer) if tokenizer is not None else None
         self._norm = None
 
@@ -255,6 +337,8 @@ class Items:
             got = header.unit_name if key == "unit" else raw.get(key)
             if got != want:
                 raise CacheMismatchError(f"{name}: made with {key} {got}, not {want}: a cache made with other settings")
+        if self.latents == "sample":
+            require_logvar(header, name)
 
     def norm(self, header: Header):
         if self.normalize and self._norm is None:
@@ -272,7 +356,7 @@ class Items:
                 raise InputError(f"{path}: not a regular file")
             with AtokFile(path, self.tokenizer, fill=self.fill) as f:
                 self.check(f.header, name or path)
-                return dataset_item(f, self.mode, self.crop, self.dtype, self.layout, self.norm(f.header))
+                return dataset_item(f, self.mode, self.crop, self.dtype, self.layout, self.norm(f.header), self.latents)
 
     def bucket_key(self, path, name=None) -> tuple[int, int, int] | None:
         """(latent height, width, length) of a clip's items, from its header and index alone (None: a
@@ -310,13 +394,15 @@ class AtokDataset(torch.utils.data.Dataset):
     crop=N gives N consecutive latent frames of each clip, from a random start (torch's RNG, so each
     DataLoader worker draws its own), and "latent_start"; a shorter clip is given whole. Batches of
     clips of different sizes: collate.pad_collate; batches without padding: collate.BucketBatchSampler.
-    tokenizer=, settings= and on_error= are Items'.
+    tokenizer=, settings=, on_error= and latents= ("mean", or "sample": drawn from the posterior of a
+    cache made with --store-logvar) are Items'.
     """
 
     def __init__(self, folder, mode: str = "dense", fill: str = "hold", tokenizer: str | None = None,
                  crop: int | None = None, layout: str = "TCHW", dtype: torch.dtype | None = None,
-                 normalize: bool = False, settings: dict | None = None, on_error: str = "raise"):
-        self.items = Items(mode, fill, tokenizer, crop, layout, dtype, normalize, settings, on_error)
+                 normalize: bool = False, settings: dict | None = None, on_error: str = "raise",
+                 latents: str = "mean"):
+        self.items = Items(mode, fill, tokenizer, crop, layout, dtype, normalize, settings, on_error, latents)
         self.mode, self.fill, self.tokenizer, self.crop = mode, fill, tokenizer, crop
         folder = Path(folder)
         if not folder.is_dir():
@@ -324,7 +410,7 @@ class AtokDataset(torch.utils.data.Dataset):
         self.files = sorted(f for f in folder.rglob("*.atok") if f.is_file())
         if not self.files:
             raise InputError(f"{folder}: no .atok files in it")
-        if tokenizer is not None or settings:
+        if tokenizer is not None or settings or latents == "sample":
             self.items.bucket_key(self.files[0])      # a cache of another tokeniser fails here, not in training
 
     def __len__(self):
@@ -339,16 +425,18 @@ class AtokDataset(torch.utils.data.Dataset):
 
 
 def dataset_item(f: AtokFile, mode: str, crop: int | None = None, dtype=torch.float32, layout: str = "TCHW",
-                 norm=None) -> dict:
+                 norm=None, latents: str = "mean") -> dict:
     """One clip as the datasets give it: metadata plus dense latents or sparse mask + tokens, optionally
-    crop latent frames from a random start (torch's RNG)."""
+    crop latent frames from a random start (torch's RNG); latents="sample" draws them from the posterior
+    (torch's RNG too)."""
     item = f.metadata()
     item["layout"] = layout
     if mode == "dense":
-        item["latents"] = f.dense(dtype=dtype, layout=layout, norm=norm)
+        item["latents"] = f.dense(dtype=dtype, layout=layout, norm=norm, latents=latents)
     else:
         chunks = f._reader.read_chunks(0, f.num_chunks)       # one read, as sparse() gives each chunk
-        tokens = torch.cat([kept_values(c).T for c in chunks])
+        tokens = torch.cat([(kept_values(c) if latents == "mean" else draw(kept_values(c), c.logvar)).T
+                            for c in chunks])
         item["mask"] = torch.cat([c.mask for c in chunks])
         item["tokens"] = (norm(tokens, 1) if norm is not None else tokens).to(dtype)
     if crop is None:
@@ -364,15 +452,16 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
     Shards are split across ranks (rank/world, default torch.distributed's when it is initialised),
     then across DataLoader workers; shuffle=N keeps a buffer of N items and yields them in random
-    order (seeded by seed, rank and worker). tokenizer=, layout=, dtype=, normalize=, settings= and
-    on_error= as for AtokDataset; a skipped clip is left out of the stream. Batches without padding:
-    collate.Bucketed."""
+    order (seeded by seed, rank and worker). tokenizer=, layout=, dtype=, normalize=, settings=,
+    on_error= and latents= as for AtokDataset; a skipped clip is left out of the stream. Batches without
+    padding: collate.Bucketed."""
 
     def __init__(self, shards, mode: str = "sparse", fill: str = "hold", crop: int | None = None,
                  shuffle: int = 0, seed: int = 0, rank: int | None = None, world: int | None = None,
                  tokenizer: str | None = None, layout: str = "TCHW", dtype: torch.dtype | None = None,
-                 normalize: bool = False, settings: dict | None = None, on_error: str = "raise"):
-        self.items = Items(mode, fill, tokenizer, crop, layout, dtype, normalize, settings, on_error)
+                 normalize: bool = False, settings: dict | None = None, on_error: str = "raise",
+                 latents: str = "mean"):
+        self.items = Items(mode, fill, tokenizer, crop, layout, dtype, normalize, settings, on_error, latents)
         if isinstance(shards, (str, Path)) and Path(shards).is_dir():
             shards = sorted(Path(shards).glob("shard-*.tar"))
         self.shards = [Path(s) for s in ([shards] if isinstance(shards, (str, Path)) else shards)]

@@ -1,4 +1,5 @@
-"""The .atok container, format 5 (documented byte by byte in docs/FORMAT.md; versions 1 to 4 are read).
+"""The .atok container, format 5, or 6 with the posterior's log-variance (documented byte by byte in
+docs/FORMAT.md; versions 1 to 4 are read).
 
     magic(8) version(u16) flags(u16) header_len(u32) header_crc32(u32) header(msgpack)
     chunk records: length(u32) zstd_frame(length bytes, with zstd's own content checksum)
@@ -38,8 +39,9 @@ if TYPE_CHECKING:
 MAGIC = b"ATOK\r\n\x1a\n"
 END_MAGIC = b"ATOKEND\n"
 VERSION = 5                 # what this adaptok writes: int8 values stored as differences (delta_codes)
-READS = (1, 2, 3, 4, 5)     # 1: no audio; 2: 1 + an audio track; 3: 2 + frame counts (audio optional); 4: 3 + unit;
-                            # 5: 4 + int8 values as differences
+LOGVAR_VERSION = 6          # ... and writes instead when a file holds the log-variance (compress --store-logvar)
+READS = (1, 2, 3, 4, 5, 6)  # 1: no audio; 2: 1 + an audio track; 3: 2 + frame counts (audio optional); 4: 3 + unit;
+                            # 5: 4 + int8 values as differences; 6: 5 + each chunk's log-variance (header logvar)
 PRELUDE = struct.Struct("<8sHHII")      # magic, version, flags, header_len, header_crc32
 TRAILER = struct.Struct("<QII8s")       # index_offset, index_len, index_crc32, end_magic
 RECORD = struct.Struct("<I")            # chunk record length
@@ -55,6 +57,11 @@ MIN_FPS, MAX_FPS = Fraction(1, 3600), Fraction(1000)
 MAX_SECONDS = 1e7           # a frame range's start or duration (about 116 days)
 MAX_FRAME_LIMIT = 1 << 40
 QUANT_BYTES = {"int8": 1, "fp16": 2}
+LOGVAR_QUANTS = ("uint8",)  # how version 6 stores the log-variance (header field logvar)
+# the log-variance's range: diffusers clamps a VAE's posterior to it (DiagonalGaussianDistribution);
+# writers clamp to it, readers refuse a chunk whose stored values can leave it (LOGVAR_SLACK: rounding)
+LOGVAR_MIN, LOGVAR_MAX, LOGVAR_SLACK = -30.0, 20.0, 1e-3
+LOGVAR_STEPS = 255
 MAX_AUDIO_RECORD = 1 << 20  # an audio record never decompresses to more than 1 MiB
 MAX_EXTRADATA = 1 << 16
 ZSTD_FRAME_OVERHEAD = 1 << 12   # more than zstd's frame header, block headers and checksum add to a payload
@@ -92,7 +99,7 @@ class Limits:
         largest payload (fp16 values of max_chunk_values, a mask bit each) plus as many audio records.
         A shard member declaring more is refused before it is read (shards.py)."""
         record = RECORD.size + ZSTD_FRAME_OVERHEAD + chunk_raw_size(1, self.max_chunk_values, 1, self.max_chunk_values,
-                                                                   1, "fp16")
+                                                                   1, "fp16", logvar=True)
         audio = RECORD.size + ZSTD_FRAME_OVERHEAD + MAX_AUDIO_RECORD
         return PRELUDE.size + MAX_HEADER + self.max_chunks * (record + audio) + MAX_INDEX + TRAILER.size
 
@@ -160,15 +167,59 @@ class _SectionFile:
 
 @dataclass
 class Chunk:
-    """One decoded chunk record: mask (t, h, w) bool and kept values (C, kept) as stored."""
+    """One decoded chunk record: mask (t, h, w) bool and kept values (C, kept) as stored; logvar: the
+    kept positions' log-variance (C, kept) float32, dequantised (version 6), else None."""
     index: int
     mask: torch.Tensor
     codes: torch.Tensor
     qscale: torch.Tensor | None
+    logvar: torch.Tensor | None = None
 
 
-def chunk_raw_size(t, kept, h, w, c, quant):
-    return PAYLOAD.size + (4 * c if quant == "int8" else 0) + math.ceil(t * h * w / 8) + kept * c * QUANT_BYTES[quant]
+def chunk_raw_size(t, kept, h, w, c, quant, logvar: bool = False):
+    """The payload's size in bytes (docs/FORMAT.md); logvar: with a version-6 log-variance block."""
+    size = PAYLOAD.size + (4 * c if quant == "int8" else 0) + math.ceil(t * h * w / 8) + kept * c * QUANT_BYTES[quant]
+    return size + (logvar_size(kept, c) if logvar else 0)
+
+
+def logvar_size(kept: int, c: int) -> int:
+    """Bytes of a chunk's log-variance block: per channel its lowest value and step (f32 each), then
+    one byte per kept value."""
+    return 8 * c + kept * c
+
+
+def encode_logvar(logvar: torch.Tensor) -> bytes:
+    """Kept log-variances (C, kept) -> the version-6 block: lo f32[C], step f32[C], then uint8 codes
+    (value = lo + code x step), each channel's row stored as differences (delta_codes), as int8
+    values are. 255 steps over each channel's range in the chunk: the error is at most half a step,
+    which moves the standard deviation exp(logvar / 2) by a quarter step (docs/FORMAT.md)."""
+    import numpy as np
+    lv = logvar.float().clamp(LOGVAR_MIN, LOGVAR_MAX).numpy()
+    c = lv.shape[0]
+    lo = lv.min(1) if lv.shape[1] else np.zeros(c, np.float32)
+    hi = lv.max(1) if lv.shape[1] else lo
+    lo = lo.astype(np.float32)
+    step = ((hi - lo) / LOGVAR_STEPS).astype(np.float32)
+    safe = np.where(step > 0, step, 1).astype(np.float32)
+    codes = np.clip(np.rint((lv - lo[:, None]) / safe[:, None]), 0, LOGVAR_STEPS).astype(np.uint8)
+    return lo.astype("<f4").tobytes() + step.astype("<f4").tobytes() + delta_codes(codes.view(np.int8)).tobytes()
+
+
+def logvar_block_ok(lo, step) -> bool:
+    """A block's per-channel lowest values and steps keep every value it can hold in the range."""
+    return all(math.isfinite(a) and math.isfinite(s) and a >= LOGVAR_MIN - LOGVAR_SLACK and 0 <= s
+               and a + LOGVAR_STEPS * s <= LOGVAR_MAX + LOGVAR_SLACK for a, s in zip(lo, step))
+
+
+def decode_logvar(raw, offset: int, c: int, kept: int) -> torch.Tensor:
+    """A checked version-6 block at offset of raw -> (C, kept) float32 log-variances."""
+    import numpy as np
+    import torch
+    lo = np.frombuffer(raw, "<f4", c, offset).astype(np.float32)
+    step = np.frombuffer(raw, "<f4", c, offset + 4 * c).astype(np.float32)
+    deltas = np.frombuffer(raw, np.int8, c * kept, offset + 8 * c).reshape(c, kept)
+    codes = undelta_codes(deltas).view(np.uint8)
+    return torch.from_numpy(lo[:, None] + codes.astype(np.float32) * step[:, None])
 
 
 def header_crc(version: int, flags: int, raw: bytes) -> int:
@@ -200,8 +251,9 @@ def undelta_codes(deltas: np.ndarray) -> np.ndarray:
     return torch.from_numpy(u).cumsum(1, dtype=torch.uint8).view(torch.int8).numpy()
 
 
-def encode_chunk(mask: torch.Tensor, codes: torch.Tensor, qscale, quant) -> bytes:
-    """A chunk's payload as VERSION stores it (docs/FORMAT.md)."""
+def encode_chunk(mask: torch.Tensor, codes: torch.Tensor, qscale, quant, logvar: torch.Tensor | None = None) -> bytes:
+    """A chunk's payload as VERSION stores it (docs/FORMAT.md); logvar: the kept positions' log-variance
+    (C, kept), appended as LOGVAR_VERSION stores it."""
     import numpy as np
     t = mask.shape[0]
     parts = [PAYLOAD.pack(t, codes.shape[1])]
@@ -212,6 +264,8 @@ def encode_chunk(mask: torch.Tensor, codes: torch.Tensor, qscale, quant) -> byte
         parts.append(delta_codes(codes.numpy()).tobytes())
     else:
         parts.append(codes.numpy().astype("<f2").tobytes())
+    if logvar is not None:
+        parts.append(encode_logvar(logvar))
     return b"".join(parts)
 
 
@@ -244,24 +298,29 @@ class AtokWriter:
         self.f = f
         header = header.to_dict() if isinstance(header, Header) else header
         self.quant, self.level = header["quant"], level
+        self.logvar = header.get("logvar") is not None    # chunks carry the log-variance: version 6
+        version = LOGVAR_VERSION if self.logvar else VERSION
         self._zstd = _compressor(level)
         raw = msgpack.packb(header, use_bin_type=True)
         if len(raw) > MAX_HEADER:
             raise ValueError("header too large")
-        self.f.write(PRELUDE.pack(MAGIC, VERSION, 0, len(raw), header_crc(VERSION, 0, raw)) + raw)
+        self.f.write(PRELUDE.pack(MAGIC, version, 0, len(raw), header_crc(version, 0, raw)) + raw)
         self.offset = PRELUDE.size + len(raw)
         self.chunks = []   # index entries, columns OFFSET .. FRAMES
         self.audio = [] if header.get("audio") else None   # [offset, length, raw_size, crc32]
 
-    def write_chunk(self, mask, codes, qscale, frames: int) -> int:
-        """One chunk record: its mask, kept codes and scales, and the video frames it decodes to."""
-        return self.write_record(self.record(mask, codes, qscale, frames))
+    def write_chunk(self, mask, codes, qscale, frames: int, logvar=None) -> int:
+        """One chunk record: its mask, kept codes and scales, and the video frames it decodes to; logvar:
+        the kept positions' log-variance (C, kept), given exactly when the header has `logvar`."""
+        return self.write_record(self.record(mask, codes, qscale, frames, logvar))
 
-    def record(self, mask, codes, qscale, frames: int) -> ChunkRecord:
+    def record(self, mask, codes, qscale, frames: int, logvar=None) -> ChunkRecord:
         """A chunk record made ready to write: packed and compressed. Safe to call from several threads
         at once (each has its own compressor), so chunks compress in parallel; the bytes are those of
         one single-threaded compressor (zstd's own threads would split large records differently)."""
-        raw = encode_chunk(mask, codes, qscale, self.quant)
+        if (logvar is not None) != self.logvar:
+            raise ValueError("a chunk's log-variance is given exactly when the header has logvar")
+        raw = encode_chunk(mask, codes, qscale, self.quant, logvar)
         comp = _compressor(self.level).compress(raw)
         return ChunkRecord(comp, len(raw), int(mask.shape[0]), int(codes.shape[1]), int(frames), zlib.crc32(comp))
 
@@ -344,6 +403,7 @@ def validate_header(h, path, limits: Limits = DEFAULT_LIMITS):
     _check(unit is None or isinstance(unit, list) and len(unit) == h["channels"]
            and all(_is_number(u, MIN_UNIT, MAX_UNIT) and u > 0 for u in unit), path, "rule unit")
     _check(isinstance(h.get("unit_name", ""), str) and len(h.get("unit_name", "")) <= 32, path, "rule unit name")
+    _check(h.get("logvar") is None or h["logvar"] in LOGVAR_QUANTS, path, "header field logvar")
     for key in ("start", "duration"):       # the frame range and rate (absent unless asked)
         _check(key not in h or _is_number(h[key], 0, MAX_SECONDS), path, f"header field {key}")
     _check("frame_limit" not in h or _is_int(h["frame_limit"], 1, MAX_FRAME_LIMIT), path, "header field frame_limit")
@@ -451,6 +511,7 @@ class Header:
     frame_limit: int | None = None
     resample_fps: Fraction | None = None
     audio: AudioInfo | None = None
+    logvar: str | None = None       # how the log-variance is stored (version 6: "uint8"); None: not stored
     _raw: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -481,7 +542,7 @@ class Header:
             None if rf is None else Fraction(*rf),
             None if audio is None else AudioInfo(*(audio[k] for k in ("codec", "sample_rate", "layout", "time_base_num",
                                                                        "time_base_den", "extradata"))),
-            raw)
+            raw.get("logvar"), raw)
 
     def to_dict(self) -> dict:
         """The header map as the file holds it (a copy): what the writer packs, --json shows, settings compare."""
@@ -595,6 +656,7 @@ class AtokReader:
         _check(len(raw) == hlen and header_crc(version, flags, raw) == hcrc, p, "header checksum mismatch")
         self.header = Header.from_dict(_unpack(raw, p, "header"), p, self.limits)
         _check(version >= 3 or (version == 2) == self.header.has_audio, p, "version and audio track disagree")
+        _check((version == LOGVAR_VERSION) == (self.header.logvar is not None), p, "version and logvar disagree")
         self.has_audio = self.header.has_audio
         self._audio: list[list[int]] = []      # audio entries [offset, length, raw_size, crc32]
         self.data_start = PRELUDE.size + hlen
@@ -688,8 +750,8 @@ class AtokReader:
         if values > self.limits.max_chunk_values:
             raise ContainerError(f"{p}: chunk {i} holds {values} latent values, over the budget of "
                                  f"{self.limits.max_chunk_values} (raise it with --max-pixels if you trust this file)")
-        _check(raw_size == chunk_raw_size(t, kept, h.latent_height, h.latent_width, h.channels, h.quant),
-               p, f"chunk {i} size")
+        _check(raw_size == chunk_raw_size(t, kept, h.latent_height, h.latent_width, h.channels, h.quant,
+                                          h.logvar is not None), p, f"chunk {i} size")
 
     def _salvage(self):
         """--partial: the index is lost (a cut file); walk the chunk records from the start and keep
@@ -704,7 +766,7 @@ class AtokReader:
             comp = self.f.read(length)
             try:
                 raw_size = zstandard.frame_content_size(comp)
-                if not PAYLOAD.size <= raw_size <= 3 * self.limits.max_chunk_values + 4 * MAX_CHANNELS + 64:
+                if not PAYLOAD.size <= raw_size <= 4 * self.limits.max_chunk_values + 12 * MAX_CHANNELS + 64:
                     break
                 raw = zstandard.ZstdDecompressor().decompress(comp, max_output_size=raw_size, allow_extra_data=False)
             except zstandard.ZstdError:
@@ -860,6 +922,11 @@ class AtokReader:
         o_mask = PAYLOAD.size + (4 * h.channels if h.quant == "int8" else 0)
         return PAYLOAD.size, o_mask, o_mask + math.ceil(t * h.latent_positions / 8)
 
+    def _logvar_at(self, o_codes: int, kept: int) -> int | None:
+        """Where a chunk's log-variance block starts (its values end there), or None: not stored."""
+        h = self.header
+        return None if h.logvar is None else o_codes + kept * h.channels * QUANT_BYTES[h.quant]
+
     def check_chunk(self, i: int) -> bytes:
         """Everything read_chunk checks, without building the mask or the values (verify uses this)."""
         if not 0 <= i < len(self._index):
@@ -889,6 +956,10 @@ class AtokReader:
             _check(row & whole == whole, p, f"chunk {i}: latent frame {j} must be kept whole")
         if h.quant == "fp16":
             _check(halves_finite(raw, o_codes, h.channels * kept), p, f"chunk {i} values")
+        o_logvar = self._logvar_at(o_codes, kept)
+        if o_logvar is not None:
+            bounds = struct.unpack_from(f"<{2 * h.channels}f", raw, o_logvar)
+            _check(logvar_block_ok(bounds[:h.channels], bounds[h.channels:]), p, f"chunk {i} log-variance range")
         return raw
 
     def mask_bytes(self, i: int, raw: bytes | None = None) -> memoryview:
@@ -950,7 +1021,9 @@ class AtokReader:
             codes = undelta_codes(codes) if self.version >= 5 else codes.copy()
         else:
             codes = np.frombuffer(raw, "<f2", c * kept, o_codes).reshape(c, kept).copy()
-        return Chunk(i, mask, torch.from_numpy(codes), qscale)
+        o_logvar = self._logvar_at(o_codes, kept)
+        logvar = None if o_logvar is None else decode_logvar(raw, o_logvar, c, kept)
+        return Chunk(i, mask, torch.from_numpy(codes), qscale, logvar)
 
     def audio_bytes(self) -> int:
         return sum(e[LENGTH] for e in self._audio)
@@ -1013,7 +1086,7 @@ def write_bytes(header, chunks, frames, level=10) -> bytes:
     """A whole container in memory (tests, eval)."""
     buf = io.BytesIO()
     w = AtokWriter(buf, header, level)
-    for mask, codes, qscale, n in chunks:
-        w.write_chunk(mask, codes, qscale, n)
+    for mask, codes, qscale, n, *logvar in chunks:      # a fifth item: the chunk's log-variance
+        w.write_chunk(mask, codes, qscale, n, *logvar)
     w.close(frames)
     return buf.getvalue()

@@ -47,6 +47,7 @@ class ContainerInfo:
     source: str | None
     created_by: str | None
     audio: dict | None
+    logvar: str | None                 # how the posterior's log-variance is stored (format 6), or None
     chunks: list
 
     def to_dict(self) -> dict:
@@ -87,4 +88,4 @@ def describe(r: AtokReader, path) -> ContainerInfo:
         source=h.source, created_by=h.created_by,
         audio={"codec": audio.codec, "sample_rate": audio.sample_rate, "layout": audio.layout,
                "bytes": r.audio_bytes()} if audio else None,
-        chunks=chunks)
+        logvar=h.logvar, chunks=chunks)

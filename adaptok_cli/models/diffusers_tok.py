@@ -29,7 +29,7 @@ from adaptok_cli.format.container import MAX_CHANNELS
 from adaptok_cli.errors import ModelUnavailableError
 from adaptok_cli.models.modelcheck import mismatch
 from adaptok_cli.models.tinytok import to_uint8
-from adaptok_cli.models.tokenizer_base import Tokenizer, file_fingerprint, host_frames
+from adaptok_cli.models.tokenizer_base import Posterior, Tokenizer, file_fingerprint, host_frames
 
 MAX_CONFIG_BYTES = 1 << 20
 PROBE_FRAMES, PROBE_SIDE = 25, 64   # 1 + 24 frames: whole for time factors 1, 2, 3, 4, 6, 8, 12, 24
@@ -43,6 +43,7 @@ class Family:
     name: str
     streams: bool = False          # has a causal cache adaptok can carry from chunk to chunk
     causal_decoder: bool = True    # False: the decoder looks ahead in time (chunks decode apart)
+    posterior: bool = True         # its encoder gives a Gaussian (mean and log-variance); False: a point
 
 
 FAMILIES = {
@@ -51,7 +52,7 @@ FAMILIES = {
     "AutoencoderKLHunyuanVideo": Family("hunyuanvideo"),
     "AutoencoderKLLTXVideo": Family("ltx-video", causal_decoder=False),
     "AutoencoderKLMochi": Family("mochi"),
-    "AutoencoderKLCosmos": Family("cosmos"),
+    "AutoencoderKLCosmos": Family("cosmos", posterior=False),   # diffusers' IdentityDistribution
 }
 
 
@@ -201,7 +202,7 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 class DiffusersTokenizer(Tokenizer):
     """A diffusers video VAE: frames (T, 3, H, W) in [-1, 1] or uint8 <-> latents (t, C, h, w), the mean
-    of the latent distribution (its mode), as float32 on the CPU."""
+    of the latent distribution (its mode), as float32 on the CPU; encode_posterior adds its log-variance."""
 
     measured_scale = False      # its unit of change comes from `adaptok calibrate`
 
@@ -235,6 +236,7 @@ class DiffusersTokenizer(Tokenizer):
         self.name, self.spec = f"diffusers:{self.class_name}", spec
         self.source = "file"
         self.stateful = self.family.streams
+        self.has_posterior = self.family.posterior
         if not self.stateful and self.device.type == "cuda":
             self.chunks_per_call = CHUNKS_PER_CALL_GPU
         self._probe(folder)
@@ -286,6 +288,19 @@ class DiffusersTokenizer(Tokenizer):
         if not self.stateful:
             return self._encode_clip(frames), None
         return wan_encode(self.vae, self._input(frames), state)
+
+    @torch.no_grad()
+    def encode_posterior(self, frames, state=None) -> tuple[Posterior, object]:
+        """The latent distribution's mean (encode's latents) and log-variance, clamped as diffusers'
+        DiagonalGaussianDistribution clamps it (-30..20)."""
+        if self.stateful:
+            moments, state = wan_moments(self.vae, self._input(frames), state)
+            mean, logvar = moments.split(self.vae.config.z_dim, 1)
+        else:
+            dist = self.vae.encode(self._input(frames)).latent_dist
+            mean, logvar = dist.mean, dist.logvar
+        host = [v[0].permute(1, 0, 2, 3).float().cpu() for v in (mean, logvar)]
+        return Posterior(host[0], host[1].clamp_(-30.0, 20.0)), state
 
     @torch.no_grad()
     def decode(self, latents, state=None, uint8=False):
@@ -354,7 +369,14 @@ def _conv_count(vae, part: str) -> int:
 
 
 def wan_encode(vae, x, state):
-    """x: (1, 3, T, H, W); T = 1 + 4k at the start of a stream (state None), 4k after -> (latents, state).
+    """x: (1, 3, T, H, W); T = 1 + 4k at the start of a stream (state None), 4k after -> (latents, state)."""
+    moments, state = wan_moments(vae, x, state)
+    return moments[:, :vae.config.z_dim][0].permute(1, 0, 2, 3).float().cpu(), state
+
+
+def wan_moments(vae, x, state):
+    """x as for wan_encode -> (the posterior's mean and log-variance stacked on channels (1, 2C, t, h, w),
+    as the device has them, state).
 
     k may be 0: at 480p and above the codec starts a stream with a call of its first frame alone, and
     splitting the empty rest gives one empty group, which the encoder's convolutions cannot take."""
@@ -365,8 +387,7 @@ def wan_encode(vae, x, state):
         groups = list(x.split(4, 2))
     groups = [_wan_patch(vae, g) for g in groups if g.shape[2]]
     out = torch.cat([vae.encoder(g, feat_cache=state, feat_idx=[0]) for g in groups], 2)
-    mean = vae.quant_conv(out)[:, :vae.config.z_dim]
-    return mean[0].permute(1, 0, 2, 3).float().cpu(), state
+    return vae.quant_conv(out), state
 
 
 def wan_decode(vae, z, state):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import NamedTuple
 
 import torch
 
@@ -61,8 +62,21 @@ def file_fingerprint(*paths) -> str:
     return _FINGERPRINTS[key]
 
 
+class Posterior(NamedTuple):
+    """A VAE's posterior over latents, each (t, C, h, w) float32 on the CPU: its mean (what encode
+    gives) and its log-variance (compress --store-logvar keeps it so a trainer can sample)."""
+    mean: torch.Tensor
+    logvar: torch.Tensor
+
+    @staticmethod
+    def cat(parts: list) -> "Posterior":
+        """Posteriors of consecutive latent frames joined in time."""
+        return Posterior(torch.cat([p.mean for p in parts]), torch.cat([p.logvar for p in parts]))
+
+
 class Tokenizer:
-    """The protocol. Subclasses set the attributes and implement encode/decode."""
+    """The protocol. Subclasses set the attributes and implement encode/decode; a tokeniser with a
+    posterior (a VAE) sets has_posterior and implements encode_posterior too."""
 
     name: str                 # what the container records, e.g. "tinytok" or "cosmos:CV4x8x8"
     source: str               # "builtin" (shipped, by name) or "file" (a file or folder the user named)
@@ -75,6 +89,7 @@ class Tokenizer:
     stateful: bool
     measured_scale = True     # False: scale is a placeholder, and the rule's unit needs `adaptok calibrate`
     chunks_per_call = 1       # a stateless tokeniser may code this many whole chunks in one call (encode_many)
+    has_posterior = False     # True: encode_posterior gives the log-variance too (deterministic ones have none)
 
     def frames_for(self, n_latent: int, at_start: bool) -> int:
         """Frames that make n_latent latent frames, at the start of a video or later (layout.py)."""
@@ -86,6 +101,10 @@ class Tokenizer:
 
     def encode(self, frames: torch.Tensor, state=None):
         raise NotImplementedError
+
+    def encode_posterior(self, frames: torch.Tensor, state=None) -> tuple[Posterior, object]:
+        """-> (Posterior, state): encode()'s latents as its mean, with the log-variance beside them."""
+        raise NotImplementedError(f"tokeniser {self.name} has no posterior")
 
     def decode(self, latents: torch.Tensor, state=None, uint8=False):
         """-> (frames in [-1, 1], or uint8 0..255 with uint8=True (laid out by host_frames), state), on the CPU."""

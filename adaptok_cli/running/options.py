@@ -70,6 +70,7 @@ class CompressOptions:
     duration: float | None = None      # seconds (ffmpeg's -t)
     frames: int | None = None          # at most this many frames (ffmpeg's -frames)
     fps: Fraction | str | float | None = None   # resample to this constant rate, e.g. 24 or "30000/1001"
+    store_logvar: bool = False         # also keep the VAE posterior's log-variance (format 6; header logvar)
 
     def check(self):
         if self.threshold is not None and self.keep_ratio is not None:
@@ -185,9 +186,20 @@ def header_for(tok, lit_identity: dict | None, opts: CompressOptions, width: int
         "source": source, "created_by": f"adaptok {__version__}",
         **timeline_header(opts),
     }
+    if opts.store_logvar:       # only when asked: a container without it is what it was before (format 5)
+        raw["logvar"] = logvar_storage(tok)
     if audio is not None:
         raw["audio"] = audio
     return Header.written(raw)
+
+
+def logvar_storage(tok) -> str:
+    """The header's logvar field for --store-logvar; a tokeniser without a posterior is refused."""
+    from adaptok_cli.format.container import LOGVAR_QUANTS
+    if not getattr(tok, "has_posterior", False):
+        raise UsageError(f"--store-logvar: tokeniser {tok.name} is deterministic (it has no posterior, so no "
+                         f"log-variance to store); use a VAE (--tokenizer a diffusers VAE folder) or leave it out")
+    return LOGVAR_QUANTS[0]
 
 
 def timeline_header(opts: CompressOptions) -> dict:
@@ -206,7 +218,7 @@ def settings_of(header) -> dict:
     container.Header, the fields as the file holds them (to_dict), so messages show the stored values."""
     raw = header.to_dict()
     return {"tokenizer": header.tokenizer.fingerprint, "audio": header.has_audio,
-            "lit": header.lit.fingerprint if header.lit else None,
+            "lit": header.lit.fingerprint if header.lit else None, "logvar": header.logvar,
             **{k: raw.get(k) for k in (*SETTINGS, *TIMELINE_FIELDS.values())}}
 
 

@@ -103,7 +103,7 @@ def compress(src, dst, options: CompressOptions | None = None, force=False,
             header = header_for(tok, lit_identity(tok, opts.lit), opts, info.width, info.height, info.fps, Path(src).name,
                                 None if audio is None else audio.to_header())
             writer = AtokWriter(out.f, header, opts.level)
-            enc = Codec(tok, opts.rule(tok), opts.quant).encoder()
+            enc = Codec(tok, opts.rule(tok), opts.quant, opts.store_logvar).encoder()
             busy = _encode_chunks(enc, reader, opts.chunk, writer, res, dst, progress, pipelined)
             if res.frames == 0:
                 raise InputError(f"{src}: no frames in the range asked" if opts.timeline() else f"{src}: the video has no frames")
@@ -132,9 +132,9 @@ def _encode_chunks(enc, reader: VideoReader, chunk: int, writer: AtokWriter, res
     read, zstd, write = Busy(), Busy(), Busy()
     pool = ThreadPoolExecutor(ZSTD_THREADS, "adaptok-zstd") if pipelined else None
 
-    def pack(mask, codes, qscale, frames):
+    def pack(mask, codes, qscale, frames, logvar):
         with zstd.timed():
-            return writer.record(mask, codes, qscale, frames)
+            return writer.record(mask, codes, qscale, frames, logvar)
 
     def append(record: Future):
         rec = record.result()
@@ -150,8 +150,8 @@ def _encode_chunks(enc, reader: VideoReader, chunk: int, writer: AtokWriter, res
             for z, n in latents:
                 c = enc.encode_latents(z)
                 del z
-                sink.put(pool.submit(pack, c.mask, c.codes, c.qscale, n) if pool else _done(pack, c.mask, c.codes,
-                                                                                               c.qscale, n))
+                args = (c.mask, c.codes, c.qscale, n, c.logvar)
+                sink.put(pool.submit(pack, *args) if pool else _done(pack, *args))
                 reached("frames")   # a test may stop the run here, the first chunk on its way out (stages.py)
                 res.frames += n
                 res.tokens_kept += int(c.mask.sum())
