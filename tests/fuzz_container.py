@@ -7,6 +7,10 @@ a hang, or a memory blow-up.
     python tests/fuzz_container.py --shards --iterations 20000 --seed 1    # tar shards, as verify reads them
     python tests/fuzz_container.py --audio --iterations 5000 --seed 1      # audio headers and packets
 
+The reader loop starts from small forged containers of every kind this adaptok writes (int8 and
+fp16; version 5, and version 6 with a log-variance block), and also rewrites chunk payloads with
+their checksums fixed ("payload": masks, scales, values, sizes, the log-variance's bounds).
+
 --decode starts from real containers of the built-in tokeniser (tiny generated clips) and runs every
 mutant through pipeline.decompress with the built-in tokeniser and LIT; its mutations know the
 format (header fields set to plausible wrong values, chunk payloads rewritten with bad masks, scales
@@ -43,8 +47,8 @@ import tarfile
 import torch
 import zstandard
 
-from adaptok_cli.format.container import (PAYLOAD, PRELUDE, RECORD, TRAILER, AtokReader, ContainerError, header_crc,
-                                   write_bytes)
+from adaptok_cli.format.container import (PAYLOAD, PRELUDE, QUANT_BYTES, RECORD, TRAILER, AtokReader, ContainerError,
+                                          header_crc, write_bytes)
 from adaptok_cli.errors import AdaptokError, InputError
 
 HOSTILE = [0, -1, 1 << 31, 1 << 40, 10 ** 12, 100000, 2 ** 64 - 1, "x", None, [], 1.5, {"a": 1}]
@@ -72,6 +76,9 @@ def base_containers(seed=0) -> list[bytes]:
                   "chunk": 4, "level": 3}
         frames = 1 + 4 * (sum(ts) - 1)
         out.append(write_bytes(header, chunks, frames, level=3))
+        if quant == "int8" and len(ts) == 2:      # the same with the log-variance: version 6
+            logvars = [(*ch, torch.rand(4, ch[1].shape[1], generator=g) * 8 - 6) for ch in chunks]
+            out.append(write_bytes({**header, "logvar": "uint8"}, logvars, frames, level=3))
     return out
 
 
@@ -115,7 +122,7 @@ def forge_index(data: bytes, rng: random.Random) -> bytes:
 
 
 def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
-    kind = rng.choice(["bitflip", "bytes", "truncate", "append", "insert", "delete", "header", "index"])
+    kind = rng.choice(["bitflip", "bytes", "truncate", "append", "insert", "delete", "header", "index", "payload"])
     b = bytearray(data)
     n = len(b)
     if kind == "bitflip":
@@ -137,6 +144,8 @@ def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
         del b[i:i + rng.randint(1, 16)]
     elif kind == "header":
         return kind, forge_header(data, rng)
+    elif kind == "payload":
+        return kind, forge_payload(data, rng)
     else:
         return kind, forge_index(data, rng)
     return kind, bytes(b)
@@ -151,15 +160,18 @@ def read_all(path, partial=False):
 def fuzz(iterations: int, seed: int = 0, folder: Path | None = None) -> dict:
     rng = random.Random(seed)
     bases = base_containers(seed)
-    stats = {"iterations": iterations, "seed": seed, "outcomes": {}, "kinds": {}, "crashes": [],
+    stats = {"iterations": iterations, "seed": seed, "outcomes": {}, "kinds": {}, "versions": {}, "crashes": [],
              "slowest_s": 0.0}
     tmp = tempfile.TemporaryDirectory() if folder is None else None
     path = Path(folder or tmp.name) / "fuzz.atok"
     t_start = time.perf_counter()
     for it in range(iterations):
-        kind, data = mutate(rng.choice(bases), rng)
+        base = rng.choice(bases)
+        kind, data = mutate(base, rng)
         path.write_bytes(data)
         stats["kinds"][kind] = stats["kinds"].get(kind, 0) + 1
+        version = PRELUDE.unpack_from(base)[1]     # 6: a base with the log-variance
+        stats["versions"][version] = stats["versions"].get(version, 0) + 1
         for partial in (False, True) if kind == "truncate" else (False,):
             t0 = time.perf_counter()
             try:
@@ -263,8 +275,14 @@ def forge_payload(data: bytes, rng: random.Random) -> bytes:
     raw = bytearray(zstandard.ZstdDecompressor().decompress(data[off + RECORD.size:off + RECORD.size + length]))
     c = h["channels"]
     o_mask = PAYLOAD.size + (4 * c if h["quant"] == "int8" else 0)
-    what = rng.choice(["mask", "scale", "values", "t", "kept"])
-    if what == "mask":
+    what = rng.choice(["mask", "scale", "values", "t", "kept"] + (["logvar"] if h.get("logvar") else []))
+    if what == "logvar":    # a version-6 block's lowest value or step (its codes follow the kept values)
+        t, kept = PAYLOAD.unpack_from(raw)
+        o_logvar = o_mask + -(-t * h["latent_height"] * h["latent_width"] // 8) + kept * c * QUANT_BYTES[h["quant"]]
+        if o_logvar + 8 * c <= len(raw):
+            struct.pack_into("<f", raw, o_logvar + 4 * rng.randrange(2 * c),
+                             rng.choice([float("nan"), float("inf"), -1.0, 1e30, -1e30, 25.0, -40.0]))
+    elif what == "mask":
         j = rng.randrange(o_mask, o_mask + max(1, (len(raw) - o_mask) // 4))
         raw[j] ^= 1 << rng.randrange(8)
     elif what == "scale" and h["quant"] == "int8":

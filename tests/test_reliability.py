@@ -39,7 +39,9 @@ def test_fuzz_short_run_only_clean_errors():
     stats = fuzz_container.fuzz(1500, seed=0)
     assert stats["crashes"] == [], stats["crashes"][:3]
     assert stats["outcomes"]["clean error"] > 1000
-    assert set(stats["kinds"]) == {"bitflip", "bytes", "truncate", "append", "insert", "delete", "header", "index"}
+    assert set(stats["kinds"]) == {"bitflip", "bytes", "truncate", "append", "insert", "delete", "header", "index",
+                                   "payload"}
+    assert set(stats["versions"]) == {5, 6}      # version 6: with the log-variance (compress --store-logvar)
 
 
 def test_fuzz_shards_short_run():
