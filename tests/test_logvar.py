@@ -71,10 +71,13 @@ def test_the_log_variance_round_trips_at_the_kept_positions(made):
     assert (made["lv"].stat().st_size - made["mean"].stat().st_size) > 0
 
 
-def test_inspect_json_shows_the_log_variance(made):
+def test_inspect_shows_the_log_variance(made):
     p = run("inspect", made["lv"], "--json", env=made["env"])
     assert p.returncode == 0 and json.loads(p.stdout)["logvar"] == "uint8"
     assert atk.inspect(made["mean"]).to_dict()["logvar"] is None
+    said = [run("inspect", made[k], env=made["env"]) for k in ("lv", "mean")]
+    assert [p.returncode for p in said] == [0, 0]
+    assert "log-variance: stored (uint8)" in said[0].stdout and "log-variance" not in said[1].stdout
 
 
 def test_samples_are_the_posterior_and_follow_the_generator(made):

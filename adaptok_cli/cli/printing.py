@@ -336,6 +336,8 @@ def print_inspect(i: dict, chunks: bool, source=None):
     out.print(f"  {describe_size(i['bytes'])}, {i['bpp']:.4f} bits/pixel, {i['compression_ratio']:.0f}x smaller than raw RGB",
               markup=False)
     out.print(f"  {mode}, {i['quant']}, tokeniser {tok['name']} ({tok['fingerprint']}), LIT {lit}", markup=False)
+    if i.get("logvar"):
+        out.print(f"  posterior log-variance: stored ({i['logvar']}), so a trainer can sample latents", markup=False)
     a = i.get("audio")
     out.print(f"  audio: {a['codec']}, {a['sample_rate']} Hz {a['layout']}, {describe_size(a['bytes'])} (copied as is)"
               if a else "  audio: none", markup=False)
