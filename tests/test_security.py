@@ -361,7 +361,7 @@ def test_a_second_writer_of_one_output_is_refused(tmp_path):
     first = outputs.AtomicOutput(dst)
     with pytest.raises(errors.OutputExistsError, match="another adaptok process"):
         outputs.AtomicOutput(dst, force=True)
-    child = subprocess.run([sys.executable, "-c", "from adaptok_cli import outputs, errors\n"
+    child = subprocess.run([sys.executable, "-c", "from adaptok_cli import errors\nfrom adaptok_cli.running import outputs\n"
                             f"try: outputs.AtomicOutput({str(dst)!r}, force=True)\n"
                             "except errors.OutputExistsError as e: print(e)"], capture_output=True, text=True)
     assert "another adaptok process" in child.stdout
