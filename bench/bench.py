@@ -180,7 +180,7 @@ def run_section(section, run: Run, results):
         results["allocators"] = alloc.allocation_cost(tok, alloc_clips, lit, results["threshold"], log)
         results["alloc_frames"] = [c.frames for c in alloc_clips]
     elif section == "throughput":
-        # the default threshold, and 0.4 where decompression runs LIT (pipeline.LIT_FROM_THRESHOLD)
+        # the default threshold, and 0.4 where decompression runs LIT (matching.LIT_FROM_THRESHOLD)
         sizes = [(64, 64, None), (64, 64, 0.4)] if quick else [
             (256, 256, None), (256, 256, 0.4), (854, 480, None), (854, 480, 0.4)]
         results["throughput"] = throughput_bench.throughput(tok, sizes, 9 if quick else 97, tmp, log)

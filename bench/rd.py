@@ -129,7 +129,7 @@ def markdown(r, pngs):
         "'LIT time / decoder' is LIT's time over the decoder's, summed over the clips' chunks: LIT runs only on the "
         "8x8 tiles of a chunk where something was dropped. "
         f"The LIT rows always run LIT; `adaptok decompress` runs it only for thresholds of {LIT_FROM_THRESHOLD:g} "
-        f"and above (`models.LIT_FROM_THRESHOLD`). At the default threshold it measured {lit_gain(r, tau):+.2f} dB "
+        f"and above (`matching.LIT_FROM_THRESHOLD`). At the default threshold it measured {lit_gain(r, tau):+.2f} dB "
         "over hold-fill (the 'LIT gain' column; per clip below).",
         "", f"Per clip at threshold {tau:g}:", "",
         table(clip_rows, list(clip_rows[0]), {"PSNR LIT": f2, "PSNR hold-fill": f2, "PSNR full rate": f2,

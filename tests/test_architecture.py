@@ -276,6 +276,29 @@ def test_inspect_and_verify_import_none_of_torch_av_numpy():
     assert '"ok"' in out and not heavy, heavy
 
 
+def test_a_version_6_container_is_checked_without_torch_or_numpy(tmp_path):
+    """A file with the posterior's log-variance (format 6): its block's range is checked in plain Python
+    too, so inspect (piped, on a terminal, --json) and verify stay free of the three."""
+    import torch
+    from adaptok_cli.format.container import LOGVAR_VERSION, AtokReader, write_bytes
+    with AtokReader(REFERENCE) as r:
+        chunks = [(c.mask, c.codes, c.qscale, r.entry(i).frames, torch.linspace(-8, 2, c.codes.numel()).view_as(c.codes))
+                  for i, c in enumerate(r.read_chunk(i) for i in range(r.num_chunks))]
+        data = write_bytes({**r.header.to_dict(), "logvar": "uint8"}, chunks, r.frames)
+    path = tmp_path / "logvar.atok"
+    path.write_bytes(data)
+    with AtokReader(path) as r:
+        assert r.version == LOGVAR_VERSION
+    out, heavy = heavy_imports("inspect", path)
+    assert "log-variance: stored" in out and not heavy, heavy
+    out, heavy = heavy_imports("inspect", path, terminal=True)
+    assert "how often each position was kept" in out and not heavy, heavy
+    out, heavy = heavy_imports("inspect", "--json", path)
+    assert '"logvar": "uint8"' in out and not heavy, heavy
+    out, heavy = heavy_imports("verify", path)
+    assert "ok" in out and not heavy, heavy
+
+
 def test_a_container_with_audio_brings_only_pyav():
     """An audio track's description and first packets are checked with PyAV, as the muxer will take
     them (audio.py): that is all it adds."""

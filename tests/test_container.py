@@ -284,3 +284,16 @@ def test_values_and_scales_that_are_not_finite_are_refused(tmp_path, quant, bad,
         r.check_chunk(2)
         with pytest.raises(ContainerError, match=f"chunk 1 {what}"):
             r.check_chunk(1)
+
+
+def test_a_log_variance_unlike_the_values_is_not_written(tmp_path):
+    """The version-6 block is (C, kept) as the values are: a log-variance of another shape would make
+    a payload whose size readers refuse, so the writer says so instead of writing it."""
+    cs = chunks()
+    good = [(*c, torch.zeros(c[1].shape)) for c in cs]
+    with AtokReader(write(tmp_path, write_bytes(header(logvar="uint8"), good, frames=21))) as r:
+        assert r.version == 6 and torch.equal(r.read_chunk(1).logvar, good[1][4])
+    for shape in ((4, cs[0][1].shape[1] + 1), (3, cs[0][1].shape[1]), (cs[0][1].shape[1], 4)):
+        bad = [(*cs[0], torch.zeros(shape)), *good[1:]]
+        with pytest.raises(ValueError, match=r"\(C, kept\)"):
+            write_bytes(header(logvar="uint8"), bad, frames=21)

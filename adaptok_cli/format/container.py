@@ -320,6 +320,9 @@ class AtokWriter:
         one single-threaded compressor (zstd's own threads would split large records differently)."""
         if (logvar is not None) != self.logvar:
             raise ValueError("a chunk's log-variance is given exactly when the header has logvar")
+        if logvar is not None and tuple(logvar.shape) != tuple(codes.shape):   # else a block readers refuse
+            raise ValueError(f"a chunk's log-variance is (C, kept) as its values: {tuple(logvar.shape)}, "
+                             f"not {tuple(codes.shape)}")
         raw = encode_chunk(mask, codes, qscale, self.quant, logvar)
         comp = _compressor(self.level).compress(raw)
         return ChunkRecord(comp, len(raw), int(mask.shape[0]), int(codes.shape[1]), int(frames), zlib.crc32(comp))
