@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from adaptok_cli import inspect
+from adaptok_cli.format import container as container_module
 from adaptok_cli.format.container import (MAGIC, PRELUDE, TRAILER, VERSION, AtokReader, ContainerError, delta_codes,
                                           undelta_codes, write_bytes)
 from adaptok_cli.errors import InputError
@@ -277,7 +278,9 @@ def test_terminal_heatmap_shows_numpys_block_means(tmp_path, width):
 
 @pytest.mark.parametrize("quant, bad, what", [("fp16", float("nan"), "values"), ("fp16", float("-inf"), "values"),
                                              ("int8", float("inf"), "scales"), ("int8", float("nan"), "scales")])
-def test_values_and_scales_that_are_not_finite_are_refused(tmp_path, quant, bad, what):
+def test_values_and_scales_that_are_not_finite_are_refused(tmp_path, monkeypatch, quant, bad, what):
+    """A file from a writer without adaptok's check_finite (forged, or an older adaptok)."""
+    monkeypatch.setattr(container_module, "check_finite", lambda *a: None)
     path, _ = heatmap_clip(tmp_path, quant, bad)
     with AtokReader(path) as r:
         r.check_chunk(0)
@@ -297,3 +300,26 @@ def test_a_log_variance_unlike_the_values_is_not_written(tmp_path):
         bad = [(*cs[0], torch.zeros(shape)), *good[1:]]
         with pytest.raises(ValueError, match=r"\(C, kept\)"):
             write_bytes(header(logvar="uint8"), bad, frames=21)
+
+
+@pytest.mark.parametrize("quant", ["int8", "fp16"])
+def test_non_finite_latents_are_not_written(tmp_path, quant):
+    """A tokeniser that gives NaN or inf (a broken model, fp16 overflow) would make a container its
+    reader refuses (scales, values, the log-variance's range): the writer refuses it instead, with the
+    model's exit code, so no unreadable file is ever written."""
+    from adaptok_cli.errors import EXIT_UNAVAILABLE, ModelUnavailableError
+    cs = chunks()
+    mask, codes, qscale, n = cs[0]
+    if quant == "int8":
+        bad = [(mask, codes, qscale.clone().index_fill_(0, torch.tensor([1]), float("nan")), n)]
+    else:
+        values = torch.randn(codes.shape).half()
+        values[2, 0] = float("inf")
+        bad = [(mask, values, None, n)]
+    with pytest.raises(ModelUnavailableError, match="non-finite latents") as e:
+        write_bytes(header(quant=quant), bad, frames=n)
+    assert e.value.exit_code == EXIT_UNAVAILABLE
+    lv = torch.zeros(codes.shape)
+    lv[0, 0] = float("nan")
+    with pytest.raises(ModelUnavailableError, match="non-finite latents"):
+        write_bytes(header(logvar="uint8"), [(*cs[0], lv)], frames=n)

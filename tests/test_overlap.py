@@ -272,3 +272,21 @@ def test_the_stages_run_at_the_same_time_as_the_tokeniser(tmp_path, monkeypatch,
         res = atk.decompress(atok, tmp_path / "o.y4m", use_lit=False, loaded_tokenizer=tok)
     assert res.frames == progress.total == 41 and stage_threads() == []
     assert tok.calls >= 4       # enough calls that reading ahead and writing behind both had to happen
+
+
+class NaNTokenizer(FakeTokenizer):
+    """The fake tokeniser gone wrong in the second chunk: NaN latents, as a broken model gives."""
+
+    def encode(self, frames, state=None):
+        z, state = super().encode(frames, state)
+        return (z * float("nan") if self.calls > 1 else z), state
+
+
+def test_a_tokeniser_giving_nan_writes_no_file(tmp_path):
+    """compress stops with the model's error and leaves nothing behind, not a container that reads as
+    corrupt (the writer refuses non-finite values)."""
+    from adaptok_cli.errors import ModelUnavailableError
+    clip = write_video(tmp_path / "c.mkv", static_frames(17, 96, 128))
+    with pytest.raises(ModelUnavailableError, match="non-finite latents"):
+        atk.compress(clip, tmp_path / "o.atok", loaded_tokenizer=NaNTokenizer(), unit="spread", chunk=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.mkv"]

@@ -29,7 +29,7 @@ import msgpack
 import zstandard
 
 from adaptok_cli.defaults import AUDIO_CODECS, MAX_SIDE, MAX_THRESHOLD
-from adaptok_cli.errors import ContainerError, InputError
+from adaptok_cli.errors import ContainerError, InputError, ModelUnavailableError
 from adaptok_cli.core.layout import frame_spans, is_keyframe, pixels_for, starts_stream
 
 if TYPE_CHECKING:
@@ -251,6 +251,15 @@ def undelta_codes(deltas: np.ndarray) -> np.ndarray:
     return torch.from_numpy(u).cumsum(1, dtype=torch.uint8).view(torch.int8).numpy()
 
 
+def check_finite(codes, qscale, logvar=None):
+    """Readers refuse non-finite scales, fp16 values and log-variances (a broken model, fp16 overflow):
+    the writer refuses them first, so it never writes a container that does not read back."""
+    floats = (qscale, logvar, codes if codes.is_floating_point() else None)
+    if not all(x is None or bool(x.isfinite().all()) for x in floats):
+        raise ModelUnavailableError("the tokeniser gave non-finite latents (NaN or inf); a container of them "
+                                    "would not read back, so none is written")
+
+
 def encode_chunk(mask: torch.Tensor, codes: torch.Tensor, qscale, quant, logvar: torch.Tensor | None = None) -> bytes:
     """A chunk's payload as VERSION stores it (docs/FORMAT.md); logvar: the kept positions' log-variance
     (C, kept), appended as LOGVAR_VERSION stores it."""
@@ -323,6 +332,7 @@ class AtokWriter:
         if logvar is not None and tuple(logvar.shape) != tuple(codes.shape):   # else a block readers refuse
             raise ValueError(f"a chunk's log-variance is (C, kept) as its values: {tuple(logvar.shape)}, "
                              f"not {tuple(codes.shape)}")
+        check_finite(codes, qscale, logvar)
         raw = encode_chunk(mask, codes, qscale, self.quant, logvar)
         comp = _compressor(self.level).compress(raw)
         return ChunkRecord(comp, len(raw), int(mask.shape[0]), int(codes.shape[1]), int(frames), zlib.crc32(comp))
