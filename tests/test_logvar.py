@@ -78,6 +78,9 @@ def test_inspect_shows_the_log_variance(made):
     said = [run("inspect", made[k], env=made["env"]) for k in ("lv", "mean")]
     assert [p.returncode for p in said] == [0, 0]
     assert "log-variance: stored (uint8)" in said[0].stdout and "log-variance" not in said[1].stdout
+    p = run("inspect", made["lv"], made["mean"], "--csv", env=made["env"])     # a training list can select on it
+    rows = [line.split(",") for line in p.stdout.splitlines()]
+    assert p.returncode == 0 and rows[0][-1] == "logvar" and [r[-1] for r in rows[1:]] == ["uint8", ""]
 
 
 def test_samples_are_the_posterior_and_follow_the_generator(made):

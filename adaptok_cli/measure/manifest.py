@@ -23,7 +23,7 @@ from adaptok_cli.errors import UsageError
 CSV_COLUMNS = ["file", "width", "height", "frames", "fps", "duration", "token_rate", "tokens_kept", "tokens_total",
                "tokens_per_second", "bytes", "bpp", "compression_ratio", "threshold", "keep_ratio", "unit", "quant",
                "chunk", "keyframe_interval", "tokenizer", "tokenizer_fingerprint", "lit_fingerprint", "audio_codec",
-               "source", "created_by"]
+               "source", "created_by", "logvar"]
 NUMERIC = ("width", "height", "frames", "fps", "duration", "token_rate", "tokens_kept", "tokens_total",
            "tokens_per_second", "bytes", "bpp", "compression_ratio", "threshold", "keep_ratio", "chunk",
            "keyframe_interval")
