@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from adaptok_cli.running.outputs import atomic_path
 from adaptok_cli.errors import ModelUnavailableError
@@ -302,11 +302,9 @@ def save_lit(model: LIT, path, tokenizer_fingerprint: str, extra: dict | None = 
 def load_lit(path, device="cpu"):
     """-> (LIT model, metadata). Safetensors only: nothing in a weights file can run code."""
     from adaptok_cli.format import safejson
-    from adaptok_cli.models.tokenizer import MAX_CONFIG_JSON, safetensors_metadata
+    from adaptok_cli.models.tokenizer import MAX_CONFIG_JSON, read_safetensors
     try:
-        tensors = load_file(str(path))
-        with open(path, "rb") as f:
-            meta = safetensors_metadata(f)
+        tensors, meta = read_safetensors(path)
         cfg = LITConfig.from_dict(safejson.loads(meta["config"], MAX_CONFIG_JSON))
     except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
         raise ModelUnavailableError(f"{path}: not a LIT weights file ({str(e)[:200]})") from None

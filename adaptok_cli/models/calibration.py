@@ -190,14 +190,10 @@ def save(cal: Calibration, path):
 def load(path, tok) -> Calibration:
     """A calibration file for this tokeniser, checked: two positive, finite (C,) tensors and the same
     tokeniser fingerprint (safetensors: a file cannot run code)."""
-    from safetensors.torch import load_file
-
     from adaptok_cli.errors import UsageError
-    from adaptok_cli.models.tokenizer import safetensors_metadata
+    from adaptok_cli.models.tokenizer import read_safetensors
     try:
-        tensors = load_file(str(path))
-        with open(path, "rb") as f:
-            meta = safetensors_metadata(f)
+        tensors, meta = read_safetensors(path)
     except Exception as e:
         raise UsageError(f"{path}: not a calibration file ({e})") from None
     if meta.get("tokenizer_fingerprint") != tok.fingerprint:

@@ -61,9 +61,7 @@ class TinyTokTokenizer(Tokenizer):
     def __init__(self, path: Path, device="cpu", name=None):
         path = Path(path)
         try:
-            tensors = load_file(str(path))
-            with open(path, "rb") as f:
-                meta = safetensors_metadata(f)
+            tensors, meta = read_safetensors(path)
             cfg = TinyTokConfig.from_dict(safejson.loads(meta["config"], MAX_CONFIG_JSON))
         except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
             raise ModelUnavailableError(f"{path}: not a tinytok weights file ({e})") from None
@@ -119,6 +117,14 @@ def safetensors_metadata(f) -> dict:
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
         raise ValueError("its header's metadata is not a map of strings")
     return meta
+
+
+def read_safetensors(path) -> tuple[dict, dict]:
+    """A safetensors file's tensors and its metadata, checked as safetensors_metadata checks it (the
+    weights files adaptok loads: TinyTok, LIT, calibrations)."""
+    tensors = load_file(str(path))
+    with open(path, "rb") as f:
+        return tensors, safetensors_metadata(f)
 
 
 def save_tinytok(model: TinyTok, scale: torch.Tensor, path: Path, extra: dict | None = None):
