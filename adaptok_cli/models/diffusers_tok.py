@@ -25,7 +25,7 @@ import torch
 
 from adaptok_cli.models import cache, vae_configs
 from adaptok_cli.format import safejson
-from adaptok_cli.format.container import MAX_CHANNELS
+from adaptok_cli.format.container import LOGVAR_MAX, LOGVAR_MIN, MAX_CHANNELS
 from adaptok_cli.errors import ModelUnavailableError
 from adaptok_cli.models.modelcheck import mismatch
 from adaptok_cli.models.tinytok import to_uint8
@@ -300,7 +300,7 @@ class DiffusersTokenizer(Tokenizer):
             dist = self.vae.encode(self._input(frames)).latent_dist
             mean, logvar = dist.mean, dist.logvar
         host = [v[0].permute(1, 0, 2, 3).float().cpu() for v in (mean, logvar)]
-        return Posterior(host[0], host[1].clamp_(-30.0, 20.0)), state
+        return Posterior(host[0], host[1].clamp_(LOGVAR_MIN, LOGVAR_MAX)), state
 
     @torch.no_grad()
     def decode(self, latents, state=None, uint8=False):
