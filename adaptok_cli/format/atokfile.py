@@ -195,14 +195,12 @@ class AtokFile:
         --store-logvar: CacheMismatchError."""
         require_logvar(self.header, self.path)
         stop = self._chunk_range(start, stop)
-        return self._hold_logvar(start, self._reader.read_chunks(start, stop))
-
-    def _hold_logvar(self, start: int, chunks: list) -> torch.Tensor:
-        """Hold-filled log-variance of `chunks` (read from chunk `start` on): the chunks before them
-        only move the hold state."""
         r = self._reader
-        return hold_dense((_logvar_chunk(r.read_chunk(i)) for i in range(start)), [_logvar_chunk(k) for k in chunks],
-                          self.header.channels)
+        return self._hold_logvar((r.read_chunk(i) for i in range(start)), r.read_chunks(start, stop))
+
+    def _hold_logvar(self, before, chunks: list) -> torch.Tensor:
+        """Hold-filled log-variance of `chunks`: the chunks `before` them only move the hold state."""
+        return hold_dense(map(_logvar_chunk, before), [_logvar_chunk(k) for k in chunks], self.header.channels)
 
     def _dense_sample(self, start, stop, fill, dtype, layout, norm, generator) -> torch.Tensor:
         """dense() of a draw from the posterior: the mean as dense() fills it, the log-variance
@@ -210,11 +208,12 @@ class AtokFile:
         require_logvar(self.header, self.path)
         r = self._reader
         chunks = r.read_chunks(start, stop)
-        if fill == "hold":      # the chunks read once for both
-            mean = hold_dense((r.read_chunk(i) for i in range(start)), chunks, self.header.channels)
+        before = [r.read_chunk(i) for i in range(start)]    # read once for both hold states (sparse: small)
+        if fill == "hold":
+            mean = hold_dense(before, chunks, self.header.channels)
         else:
             mean = self.dense(start, stop, fill)
-        z = draw(mean, self._hold_logvar(start, chunks), generator)
+        z = draw(mean, self._hold_logvar(before, chunks), generator)
         z = norm(z, 1) if norm is not None else z
         return (z.transpose(0, 1) if layout == "CTHW" else z).to(dtype).contiguous()
 
