@@ -187,6 +187,33 @@ def test_several_chunks_per_call_equal_one_each(tmp_path, name):
     torch.testing.assert_close(batch[1], tok.encode(clip(9, seed=2))[0], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["cogvideox", "ltx"])
+def test_store_logvar_batches_chunks_as_means_do(tmp_path, name):
+    """--store-logvar keeps a stateless VAE's batching (several whole chunks per call): the same masks,
+    kept values and log-variances as one call per chunk, up to float rounding (measured: rounding only)."""
+    from adaptok_cli.core.codec import Codec, Rule
+    save_vae(name, tmp_path)
+    tok = load_tokenizer(str(tmp_path), "cpu", "fp32")
+    frames = [np.asarray(f.permute(1, 2, 0).add(1).mul(127.5).round().byte()) for f in clip(3 * tok.frames_for(2, True) + 2)]
+    calls, encode_many = [], tok.encode_many
+    tok.encode_many = lambda clips, **kw: calls.append(len(clips)) or encode_many(clips, **kw)
+    runs, batches = {}, {}
+    for k in (1, 3):
+        tok.chunks_per_call, calls[:] = k, []
+        runs[k] = list(Codec(tok, Rule(threshold=0.0), logvar=True).encoder().chunks(iter(frames), 2))
+        batches[k] = list(calls)
+    assert batches == {1: [1, 1, 1, 1], 3: [3, 1]}      # the short last chunk is coded alone
+    assert [c.frames for c in runs[3]] == [c.frames for c in runs[1]] == [tok.frames_for(2, True)] * 3 + [2]
+    for one, batched in zip(runs[1], runs[3]):
+        assert torch.equal(batched.mask, one.mask) and batched.logvar is not None
+        torch.testing.assert_close(batched.latents, one.latents, rtol=0, atol=2 * float(one.qscale.max()))
+        torch.testing.assert_close(batched.logvar, one.logvar, rtol=1e-4, atol=1e-4)
+    whole = tok.encode_many([torch.as_tensor(clip(9, seed=s)) for s in (1, 2)], posterior=True)[1]
+    alone = tok.encode_posterior(clip(9, seed=2))[0]
+    torch.testing.assert_close(whole.mean, alone.mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(whole.logvar, alone.logvar, rtol=1e-4, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def odd_clip(tmp_path_factory):
     src = tmp_path_factory.mktemp("odd") / "in.mp4"

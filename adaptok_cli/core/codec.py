@@ -200,15 +200,13 @@ class Encoder:
     def _chunks_at_once(self, chunk: int) -> int:
         """Whole chunks per call: up to the tokeniser's chunks_per_call, while they stay within
         BATCH_PIXELS (small frames, where one chunk leaves a GPU idle)."""
-        if self.codec.logvar:       # encode_many gives means only
-            return 1
         per_chunk = self.tok.frames_for(chunk, True) * self._pixels
         return max(1, min(self.tok.chunks_per_call, BATCH_PIXELS // max(1, per_chunk)))
 
     def _chunks_batched(self, it, chunk: int, k: int) -> Iterator[tuple[torch.Tensor, int]]:
         """Chunks of a stateless tokeniser, each coded as a clip of its own; with k > 1, k whole chunks
-        per call (a GPU codes them as one batch), the latents those of one call per chunk up to float
-        rounding."""
+        per call (a GPU codes them as one batch), the latents (and, with the log-variance kept, the
+        Posteriors) those of one call per chunk up to float rounding."""
         short = False
         while not short:
             groups = []
@@ -219,7 +217,8 @@ class Encoder:
                 short = got < need
             same = [g for g, _ in groups if len(g) == len(groups[0][0])] if groups else []
             t0 = time.perf_counter()
-            zs = self.tok.encode_many([to_tensor(g, self.tok.pad_multiple) for g in same]) if len(same) > 1 else []
+            zs = self.tok.encode_many([to_tensor(g, self.tok.pad_multiple) for g in same], posterior=self.codec.logvar
+                                      ) if len(same) > 1 else []
             self.timing["encode"] += time.perf_counter() - t0
             for i, (group, got) in enumerate(groups):
                 yield (zs[i] if i < len(zs) else self._encode(group)), got

@@ -200,6 +200,13 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return TORCH_DTYPES[dtype]
 
 
+def _posterior(mean: torch.Tensor, logvar: torch.Tensor) -> Posterior:
+    """One clip's mean and log-variance (C, t, h, w) on the device -> a Posterior (t, C, h, w) float32
+    on the CPU, the log-variance clamped as diffusers' DiagonalGaussianDistribution clamps it."""
+    mean, logvar = (v.permute(1, 0, 2, 3).float().cpu() for v in (mean, logvar))
+    return Posterior(mean, logvar.clamp_(LOGVAR_MIN, LOGVAR_MAX))
+
+
 class DiffusersTokenizer(Tokenizer):
     """A diffusers video VAE: frames (T, 3, H, W) in [-1, 1] or uint8 <-> latents (t, C, h, w), the mean
     of the latent distribution (its mode), as float32 on the CPU; encode_posterior adds its log-variance."""
@@ -278,10 +285,13 @@ class DiffusersTokenizer(Tokenizer):
         return self.encode_many([frames])[0]
 
     @torch.no_grad()
-    def encode_many(self, clips: list) -> list:
-        """Clips of one shape coded in one (batched) call -> their latents."""
-        z = self.vae.encode(torch.cat([self._input(c) for c in clips])).latent_dist.mode()
-        return [zi.permute(1, 0, 2, 3).float().cpu() for zi in z]
+    def encode_many(self, clips: list, posterior: bool = False) -> list:
+        """Clips of one shape coded in one (batched) call -> their latents, or (posterior=True) their
+        Posteriors, as encode_posterior gives them clip by clip."""
+        dist = self.vae.encode(torch.cat([self._input(c) for c in clips])).latent_dist
+        if not posterior:
+            return [zi.permute(1, 0, 2, 3).float().cpu() for zi in dist.mode()]
+        return [_posterior(m, lv) for m, lv in zip(dist.mean, dist.logvar)]
 
     @torch.no_grad()
     def encode(self, frames, state=None):
@@ -296,11 +306,8 @@ class DiffusersTokenizer(Tokenizer):
         if self.stateful:
             moments, state = wan_moments(self.vae, self._input(frames), state)
             mean, logvar = moments.split(self.vae.config.z_dim, 1)
-        else:
-            dist = self.vae.encode(self._input(frames)).latent_dist
-            mean, logvar = dist.mean, dist.logvar
-        host = [v[0].permute(1, 0, 2, 3).float().cpu() for v in (mean, logvar)]
-        return Posterior(host[0], host[1].clamp_(LOGVAR_MIN, LOGVAR_MAX)), state
+            return _posterior(mean[0], logvar[0]), state
+        return self.encode_many([frames], posterior=True)[0], None
 
     @torch.no_grad()
     def decode(self, latents, state=None, uint8=False):
