@@ -38,6 +38,8 @@ from adaptok_cli.running.outputs import atomic_path
 from adaptok_cli.format.shards import write_shard
 from adaptok_cli.running.video import VideoReader
 
+from . import cache_costs
+
 CHUNK = 8
 THRESHOLDS = [0.0, 0.05, 0.1, DEFAULT_THRESHOLD, 0.25, 0.4]
 QUICK_THRESHOLDS = [0.0, DEFAULT_THRESHOLD, 0.4]
@@ -429,11 +431,14 @@ def run(tok, paths, short_side, log, quick=False) -> dict:
             torch.set_num_threads(threads)
         load = (load, os.getloadavg()[0])
         phase("loading")
+        costs = cache_costs.run(files[atok_format("int8", DEFAULT_THRESHOLD)], files["torch.save bf16"],
+                                sum(f.stat().st_size for f in files["safetensors bf16"]))
+        phase("costs")
         vae = vae_plumbing(paths, root, log, quick)
         phase("diffusers VAE")
     return {"clips": [(c.name, c.width, c.height, c.frames, list(c.z.shape)) for c in clips],
             "short_side": short_side, "thresholds": thresholds, "default_threshold": DEFAULT_THRESHOLD,
-            "rows": rows, "loading": speed, "load_average": load, "projection": projection(rows), "vae": vae,
+            "rows": rows, "loading": speed, "load_average": load, "costs": costs, "projection": projection(rows), "vae": vae,
             "cold_method": "posix_fadvise(POSIX_FADV_DONTNEED) on every file before each cold pass (files "
                            "fsynced when written, so their pages are clean); checked with util-linux fincore"}
 
@@ -503,6 +508,8 @@ def markdown(results: dict, ran, table) -> list[str]:
         "`AtokFile.dense()` does (hold-fill; `+ LIT` with the shipped LIT).", "",
         table(r["rows"], err_cols, err_fmt), ""]
     lines += _loading_markdown(r, table)
+    if r.get("costs"):
+        lines += cache_costs.markdown(r["costs"], table)
     if r.get("vae"):
         lines += _vae_markdown(r["vae"], table)
     lines += ["### Targets (issue 30)", "",
