@@ -462,7 +462,19 @@ def targets(r: dict) -> list[tuple[str, str, str]]:
         ("the same, cold page cache", ">= 1.0x",
          f"{hold['cold_latent_frames_s'] / pt['cold_latent_frames_s']:.2f}x "
          f"({hold['cold_latent_frames_s']:.0f} vs {pt['cold_latent_frames_s']:.0f})"),
-    ] + four_times(r)
+    ] + floor(r) + four_times(r)
+
+
+def floor(r: dict) -> list[tuple[str, str, str]]:
+    """zstd's decompression alone against torch.load's whole item (bench/cache_costs.py): above 1x, no
+    reader of these files can reach the loading target, whatever it does after decompressing."""
+    if not r.get("costs"):
+        return []
+    steps = {x["step"]: x for x in r["costs"]["stages"]}
+    pt, z = steps["torch.load bf16 .pt, whole item"], steps[".atok: zstd decompression alone"]
+    return [("floor: zstd decompression alone of a dense item's records, CPU time against torch.load's whole item",
+             "-", f"{z['x_torch_load']:.2f}x torch.load's time ({z['cpu_ms_per_item']:.3f} vs "
+                  f"{pt['cpu_ms_per_item']:.3f} ms per item)")]
 
 
 def four_times(r: dict) -> list[tuple[str, str, str]]:

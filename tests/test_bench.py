@@ -42,6 +42,12 @@ def test_bench_quick_writes_a_complete_report(tmp_path):
     assert all(x["warm_items_s"] > 0 and x["cold_latent_frames_s"] > 0 for x in speed.values())
     assert {"torch.load bf16 .pt", "AtokDataset dense, hold", "ShardDataset dense, hold"} <= set(speed)
     assert r["cache"]["vae"]["item"]["shape"][0] == 16 and r["cache"]["vae"]["item"]["dtype"] == "torch.bfloat16"
+    costs = r["cache"]["costs"]
+    assert costs["stages"][0]["step"].startswith("torch.load") and all(x["cpu_ms_per_item"] > 0 for x in costs["stages"])
+    recoded = {x["payloads"]: x for x in costs["recodings"]}
+    as_written = recoded["zstd level 10, as written"]    # the same bytes as the files the bytes table measured
+    assert as_written["bytes"] == default["bytes"] and as_written["x_smaller_than_bf16"] == default["x_smaller_than_bf16"]
+    assert recoded["no zstd (payloads stored raw)"]["bytes"] > as_written["bytes"]
     md = (tmp_path / "BENCHMARKS.md").read_text()
     assert [x["size"] for x in r["pipeline"]] == ["128x96"] and all(
         x[f"{c}_fps_{m}"] > 0 for x in r["pipeline"] for c in ("compress", "decompress") for m in ("serial", "pipelined"))
