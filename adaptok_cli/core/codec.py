@@ -279,26 +279,39 @@ def hold_dense(before: Iterable, chunks: list, channels: int, dtype=torch.float3
     """Hold-filled latents of consecutive chunks as one gather from [held | every kept value]
     (masking.hold_gather), the values a Decoder's hold fill gives: `before`, the chunks that precede
     them in the stream, only move the hold state. norm runs on the kept values alone, before they are
-    spread. (T, C, h, w), or (C, T, h, w) with layout "CTHW" (AtokFile.dense's fast path)."""
+    spread. (T, C, h, w), or (C, T, h, w) with layout "CTHW" (AtokFile.dense's fast path). chunks:
+    container Chunks, or KeptArrays (AtokReader.read_kept: numpy all the way, no tensor per part)."""
     hold = HoldFill()
     for c in before:
         hold.update(kept_values(c), c.mask)
-    mask = torch.cat([c.mask for c in chunks]) if len(chunks) > 1 else chunks[0].mask
+    masks = [_array(c.mask) for c in chunks]
+    mask = masks[0] if len(masks) == 1 else np.concatenate(masks)
     hw = mask.shape[1] * mask.shape[2]
     table = np.empty((channels, hw + sum(k.codes.shape[1] for k in chunks)), np.float32)
-    table[:, :hw] = hold.held(channels, *mask.shape[1:]).numpy()
-    at = hw
-    for k in chunks:                       # dequantised straight into the table (as masking.dequantise)
-        n = k.codes.shape[1]
-        if k.qscale is None:
-            table[:, at:at + n] = k.codes.numpy()
-        else:
-            np.multiply(k.codes.numpy(), k.qscale.numpy()[:, None], out=table[:, at:at + n])
-        at += n
+    table[:, :hw] = 0 if hold.c_sel is None else hold.held(channels, *mask.shape[1:]).numpy()
+    _dequantise_into(table, hw, chunks)
     table = torch.from_numpy(table)
     if norm is not None:
         table = norm(table)
     return hold_gather(table.to(dtype), mask, layout)      # cast the table, not the larger output: the same values
+
+
+def _array(x) -> np.ndarray:
+    """A tensor's numpy view, or x if it is an array already."""
+    return x.numpy() if isinstance(x, torch.Tensor) else x
+
+
+def _dequantise_into(table: np.ndarray, at: int, chunks: list):
+    """Each chunk's kept values, dequantised as masking.dequantise does (float32 code x float32
+    scale), written into table's columns from `at` on: no float copy of the values on the way."""
+    for k in chunks:
+        codes = _array(k.codes)
+        n = codes.shape[1]
+        if k.qscale is None:
+            table[:, at:at + n] = codes
+        else:
+            np.multiply(codes, _array(k.qscale)[:, None], out=table[:, at:at + n])
+        at += n
 
 
 def _quantised(z: torch.Tensor, quant: str):

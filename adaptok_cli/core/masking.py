@@ -115,10 +115,11 @@ def hold_index(mask: torch.Tensor) -> torch.Tensor:
     every kept one). Index arithmetic only, in numpy (faster than torch's cummax here); kept columns are
     placed through flatnonzero and the maximum runs frame by frame (numpy's boolean assignment, cumsum
     and maximum.accumulate down axis 0 were each several times slower), so filling is one gather.
-    int32: half the bytes to write and read again, a quarter off the dense read's gather."""
+    int32: half the bytes to write and read again, a quarter off the dense read's gather. mask: a
+    tensor or a numpy array."""
     t, h, w = mask.shape
     hw = h * w
-    m = mask.numpy().reshape(-1)
+    m = (mask.numpy() if isinstance(mask, torch.Tensor) else mask).reshape(-1)
     dtype = np.int32 if hw * (t + 1) < 1 << 31 else np.int64
     idx = np.zeros((t, hw), dtype)     # 0: dropped, below every candidate once the running max starts
     if t:
@@ -131,7 +132,8 @@ def hold_index(mask: torch.Tensor) -> torch.Tensor:
 
 
 def hold_gather(table: torch.Tensor, mask: torch.Tensor, layout: str = "TCHW") -> torch.Tensor:
-    """Hold-filled latents from table = [held (C, h*w) | kept values (C, kept)]: (t, C, h, w), or
+    """Hold-filled latents from table = [held (C, h*w) | kept values (C, kept)] and mask (t, h, w), a
+    tensor or a numpy array: (t, C, h, w), or
     (C, t, h, w) with layout "CTHW"; in the table's dtype. The gather is numpy's take on the values'
     bits (any dtype: a gather only copies) without a bounds check per element, faster than torch's
     index_select; so the table's width is checked once here (the running maximum makes the last

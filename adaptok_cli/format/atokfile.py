@@ -184,9 +184,9 @@ class AtokFile:
 
     def _dense_hold(self, start, stop, dtype, layout, norm) -> torch.Tensor:
         """Hold-fill of chunks start..stop-1 in one gather (codec.hold_dense), their records read in one
-        read (AtokReader.read_chunks); the chunks before them stream through the hold state one by one."""
+        read (AtokReader.read_kept); the chunks before them stream through the hold state one by one."""
         r = self._reader
-        return hold_dense((r.read_chunk(i) for i in range(start)), r.read_chunks(start, stop), self.header.channels,
+        return hold_dense((r.read_chunk(i) for i in range(start)), r.read_kept(start, stop), self.header.channels,
                           dtype, layout, norm)
 
     def dense_logvar(self, start: int = 0, stop: int | None = None) -> torch.Tensor:

@@ -176,6 +176,21 @@ class Chunk:
     logvar: torch.Tensor | None = None
 
 
+class KeptArrays(NamedTuple):
+    """One decoded chunk as numpy arrays, as Chunk has them (AtokReader.read_kept): mask (t, h, w) bool,
+    codes (C, kept) int8 or float16 (possibly a read-only view of the payload), qscale (C,) float32
+    or None."""
+    index: int
+    mask: np.ndarray
+    codes: np.ndarray
+    qscale: np.ndarray | None
+
+
+def _own(a: np.ndarray) -> np.ndarray:
+    """a, or a copy of it where it is a read-only view (torch takes only writable memory)."""
+    return a if a.flags.writeable else a.copy()
+
+
 def chunk_raw_size(t, kept, h, w, c, quant, logvar: bool = False):
     """The payload's size in bytes (docs/FORMAT.md); logvar: with a version-6 log-variance block."""
     size = PAYLOAD.size + (4 * c if quant == "int8" else 0) + math.ceil(t * h * w / 8) + kept * c * QUANT_BYTES[quant]
@@ -997,8 +1012,18 @@ class AtokReader:
 
     def read_chunks(self, start: int, stop: int) -> list[Chunk]:
         """Chunks start..stop-1, as read_chunk gives them and with every check it makes, their records
-        read in one read (they are consecutive in the file: _read_index checked each one's offset)
-        when they span at most MAX_SPAN bytes; one read per record otherwise."""
+        read in one read (read_payloads)."""
+        return [self._chunk(i, raw) for i, raw in enumerate(self.read_payloads(start, stop), start)]
+
+    def read_kept(self, start: int, stop: int) -> list[KeptArrays]:
+        """Chunks start..stop-1 as numpy arrays (KeptArrays), with every check read_chunks makes: the
+        dense hold fill's input, which would only turn read_chunks' tensors back into arrays."""
+        return [KeptArrays(i, *self._arrays(i, raw)) for i, raw in enumerate(self.read_payloads(start, stop), start)]
+
+    def read_payloads(self, start: int, stop: int) -> list[bytes]:
+        """The checked payloads of chunks start..stop-1 (check_chunk's), their records read in one read
+        (they are consecutive in the file: _read_index checked each one's offset) when they span at
+        most MAX_SPAN bytes; one read per record otherwise."""
         if not 0 <= start <= stop <= len(self._index):
             raise IndexError(f"chunks {start}..{stop - 1} out of range: {self.path} has {len(self._index)} chunks")
         if start == stop:
@@ -1006,7 +1031,7 @@ class AtokReader:
         base = self._index[start][OFFSET]
         span = self._index[stop - 1][OFFSET] + RECORD.size + self._index[stop - 1][LENGTH] - base
         if span > MAX_SPAN:
-            return [self.read_chunk(i) for i in range(start, stop)]
+            return [self.check_chunk(i) for i in range(start, stop)]
         with self._io:
             self.f.seek(base)
             buf = memoryview(self.f.read(span))     # shorter if the file was cut since: the length check says so
@@ -1015,28 +1040,34 @@ class AtokReader:
             entry = self._index[i]
             at = entry[OFFSET] - base
             rec = buf[at:at + RECORD.size + entry[LENGTH]]
-            out.append(self._chunk(i, self._checked_payload(i, entry, self._latent_starts[i], rec)))
+            out.append(self._checked_payload(i, entry, self._latent_starts[i], rec))
         return out
 
-    def _chunk(self, i: int, raw: bytes) -> Chunk:
-        """Chunk i built from its checked payload."""
-        import numpy as np      # here, not at the top: inspect and verify never need them
-        import torch
+    def _arrays(self, i: int, raw: bytes) -> tuple:
+        """Chunk i's (mask (t, h, w) bool, values (C, kept) int8 or float16, scales (C,) float32 or None)
+        from its checked payload. Values and scales of formats 1 to 4 are read-only views of the payload
+        (nothing copied); format 5's values are summed back (undelta_codes) into a new array."""
+        import numpy as np      # here, not at the top: inspect and verify never need it
         h = self.header
         kept, c = self._index[i][KEPT], h.channels
         o_scale, _, o_codes = self._layout(self._index[i][LATENT_FRAMES])
-        qscale = None
-        if h.quant == "int8":
-            qscale = torch.from_numpy(np.frombuffer(raw, "<f4", c, o_scale).astype(np.float32))
-        mask = torch.from_numpy(self.read_mask(i, raw))
+        qscale = np.frombuffer(raw, "<f4", c, o_scale) if h.quant == "int8" else None
         if h.quant == "int8":
             codes = np.frombuffer(raw, np.int8, c * kept, o_codes).reshape(c, kept)
-            codes = undelta_codes(codes) if self.version >= 5 else codes.copy()
+            codes = undelta_codes(codes) if self.version >= 5 else codes
         else:
-            codes = np.frombuffer(raw, "<f2", c * kept, o_codes).reshape(c, kept).copy()
-        o_logvar = self._logvar_at(o_codes, kept)
+            codes = np.frombuffer(raw, "<f2", c * kept, o_codes).reshape(c, kept)
+        return self.read_mask(i, raw), codes, qscale
+
+    def _chunk(self, i: int, raw: bytes) -> Chunk:
+        """Chunk i built from its checked payload: tensors of their own (writable) memory."""
+        import torch
+        mask, codes, qscale = self._arrays(i, raw)
+        kept, c = self._index[i][KEPT], self.header.channels
+        o_logvar = self._logvar_at(self._layout(self._index[i][LATENT_FRAMES])[2], kept)
         logvar = None if o_logvar is None else decode_logvar(raw, o_logvar, c, kept)
-        return Chunk(i, mask, torch.from_numpy(codes), qscale, logvar)
+        qscale = None if qscale is None else torch.from_numpy(qscale.astype("float32"))
+        return Chunk(i, torch.from_numpy(mask), torch.from_numpy(_own(codes)), qscale, logvar)
 
     def audio_bytes(self) -> int:
         return sum(e[LENGTH] for e in self._audio)
