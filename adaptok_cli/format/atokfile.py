@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from adaptok_cli.core.codec import Decoder, hold_dense, kept_values
+from adaptok_cli.core.codec import Decoder, hold_dense, kept_tokens, kept_values
 from adaptok_cli.format.container import DEFAULT_LIMITS, AtokReader, Chunk, Header, Limits
 from adaptok_cli.errors import CacheMismatchError, ContainerError, InputError
 from adaptok_cli.models.matching import inpainter_for, tokenizer_for, unit_of
@@ -136,13 +136,12 @@ class AtokFile:
         """Chunk i as stored: mask (t, h, w) bool and kept tokens (kept, C) float32, dequantised,
         in the order of mask.nonzero() (time, then row, then column). IndexError outside 0..num_chunks-1.
         latents="sample": the tokens drawn from the posterior (a file with its log-variance)."""
-        if _check_latents(latents) == "sample":
-            require_logvar(self.header, self.path)
+        if _check_latents(latents) == "mean":
+            (kept,) = self._reader.read_kept(self._chunk_index(i), i + 1)
+            return torch.from_numpy(kept.mask), kept_tokens([kept])
+        require_logvar(self.header, self.path)
         c = self._reader.read_chunk(self._chunk_index(i))
-        tokens = kept_values(c)
-        if latents == "sample":
-            tokens = draw(tokens, c.logvar, generator)
-        return c.mask, tokens.T.contiguous()
+        return c.mask, draw(kept_values(c), c.logvar, generator).T.contiguous()
 
     @property
     def has_logvar(self) -> bool:
@@ -433,10 +432,7 @@ def dataset_item(f: AtokFile, mode: str, crop: int | None = None, dtype=torch.fl
     if mode == "dense":
         item["latents"] = f.dense(dtype=dtype, layout=layout, norm=norm, latents=latents)
     else:
-        chunks = f._reader.read_chunks(0, f.num_chunks)       # one read, as sparse() gives each chunk
-        tokens = torch.cat([(kept_values(c) if latents == "mean" else draw(kept_values(c), c.logvar)).T
-                            for c in chunks])
-        item["mask"] = torch.cat([c.mask for c in chunks])
+        item["mask"], tokens = _sparse_item(f._reader, latents)
         item["tokens"] = (norm(tokens, 1) if norm is not None else tokens).to(dtype)
     if crop is None:
         return item
@@ -444,6 +440,16 @@ def dataset_item(f: AtokFile, mode: str, crop: int | None = None, dtype=torch.fl
     t = f.latent_shape[0]
     start = int(torch.randint(0, max(1, t - crop + 1), ()))
     return crop_frames(item, crop, start)
+
+
+def _sparse_item(r: AtokReader, latents: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole clip's mask (T, h, w) and kept tokens (kept, C) float32, as sparse() gives each chunk,
+    its records read in one read; the mean straight from numpy arrays (read_kept, kept_tokens)."""
+    if latents == "mean":
+        kept = r.read_kept(0, r.num_chunks)
+        return torch.from_numpy(np.concatenate([k.mask for k in kept])), kept_tokens(kept)
+    chunks = r.read_chunks(0, r.num_chunks)
+    return torch.cat([c.mask for c in chunks]), torch.cat([draw(kept_values(c), c.logvar).T for c in chunks])
 
 
 class ShardDataset(torch.utils.data.IterableDataset):
