@@ -52,13 +52,20 @@ def reference(chunks) -> torch.Tensor:
 
 
 @pytest.fixture(params=[("int8", 0), ("int8", 1), ("fp16", 2)])
-def clip(request, tmp_path):
+def made(request, tmp_path):
+    """A clip written from known chunks: (path, the chunks as written)."""
     quant, seed = request.param
     chunks = written(quant, seed)
     folder = tmp_path / "ds"
     folder.mkdir()
     path = folder / "c.atok"
     path.write_bytes(write_bytes(header(quant), chunks, sum(n for _, n in SHAPES)))
+    return path, chunks
+
+
+@pytest.fixture
+def clip(made):
+    path, chunks = made
     return path, reference(chunks)
 
 
@@ -96,6 +103,40 @@ def test_records_read_one_by_one_past_the_span_limit(clip, monkeypatch):
         assert torch.equal(f.dense(), ref)
 
 
+def test_read_kept_gives_read_chunks_values_as_arrays(made, monkeypatch):
+    """read_kept (the dense path's numpy input) holds exactly what read_chunks' tensors hold, read in
+    one read or record by record, and refuses the same ranges."""
+    path, _ = made
+    with AtokReader(path) as r:
+        for span in (container.MAX_SPAN, 0):
+            monkeypatch.setattr(container, "MAX_SPAN", span)
+            for start, stop in ((0, 3), (1, 3), (2, 3)):
+                for k, c in zip(r.read_kept(start, stop), r.read_chunks(start, stop), strict=True):
+                    assert k.index == c.index and torch.equal(torch.from_numpy(k.mask), c.mask)
+                    assert torch.equal(torch.from_numpy(k.codes.copy()), c.codes)
+                    assert (k.qscale is None) == (c.qscale is None)
+                    assert k.qscale is None or torch.equal(torch.from_numpy(k.qscale.copy()), c.qscale)
+        assert r.read_kept(1, 1) == []
+        with pytest.raises(IndexError, match="out of range"):
+            r.read_kept(2, 4)
+
+
+def test_sparse_tokens_are_the_written_values(made):
+    """Sparse reads (chunk by chunk, and a dataset item of the whole clip) give the written values,
+    dequantised, one (C,) row per kept position in mask order."""
+    path, chunks = made
+    rows = [(codes.float() * (qscale[:, None] if qscale is not None else 1)).T for _, codes, qscale, _ in chunks]
+    with atk.open(path) as f:
+        for i, (mask, *_) in enumerate(chunks):
+            got_mask, tokens = f.sparse(i)
+            assert torch.equal(got_mask, mask) and tokens.dtype == torch.float32
+            assert torch.equal(tokens, rows[i]) and tokens.is_contiguous()
+    item = atk.AtokDataset(path.parent, mode="sparse")[0]
+    assert torch.equal(item["mask"], torch.cat([m for m, *_ in chunks])) and torch.equal(item["tokens"], torch.cat(rows))
+    item = atk.AtokDataset(path.parent, mode="sparse", dtype=torch.bfloat16)[0]
+    assert torch.equal(item["tokens"], torch.cat(rows).bfloat16())
+
+
 def test_a_damaged_record_in_the_span_is_named(clip, tmp_path):
     """Reading the records in one go keeps each record's checks: a flipped byte in chunk 1's zstd frame
     is a checksum mismatch naming chunk 1, from dense() and from the dataset."""
@@ -107,8 +148,11 @@ def test_a_damaged_record_in_the_span_is_named(clip, tmp_path):
     path.write_bytes(bytes(data))
     with atk.open(path) as f, pytest.raises(ContainerError, match="chunk 1 checksum mismatch"):
         f.dense()
-    with pytest.raises(ContainerError, match="chunk 1 checksum mismatch"):
-        atk.AtokDataset(path.parent)[0]
+    for mode in ("dense", "sparse"):
+        with pytest.raises(ContainerError, match="chunk 1 checksum mismatch"):
+            atk.AtokDataset(path.parent, mode=mode)[0]
+    with atk.open(path) as f, pytest.raises(ContainerError, match="chunk 1 checksum mismatch"):
+        f.sparse(1)
 
 
 def test_hold_gather_torch_and_numpy_paths_agree():
