@@ -137,6 +137,24 @@ def test_sparse_tokens_are_the_written_values(made):
     assert torch.equal(item["tokens"], torch.cat(rows).bfloat16())
 
 
+@pytest.mark.parametrize("crop", [1, 3, 5, 11, 50])
+def test_dense_crops_are_the_reference_frames(clip, crop):
+    """A dense crop (only its frames gathered) is the reference's frames from the start it reports,
+    drawn from torch's RNG as collate.crop_frames' caller draws it, in both layouts and in bf16."""
+    path, ref = clip
+    for layout, dtype in (("TCHW", torch.float32), ("CTHW", torch.bfloat16)):
+        ds = atk.AtokDataset(path.parent, crop=crop, layout=layout, dtype=dtype)
+        torch.manual_seed(7)
+        starts = {int(torch.randint(0, max(1, len(ref) - crop + 1), ())) for _ in range(6)}
+        torch.manual_seed(7)
+        for _ in range(6):
+            item = ds[0]
+            start = item["latent_start"]
+            want = ref[start:start + crop].to(dtype)
+            assert start in starts and item["latents"].is_contiguous()
+            assert torch.equal(item["latents"], want.transpose(0, 1) if layout == "CTHW" else want)
+
+
 def test_a_damaged_record_in_the_span_is_named(clip, tmp_path):
     """Reading the records in one go keeps each record's checks: a flipped byte in chunk 1's zstd frame
     is a checksum mismatch naming chunk 1, from dense() and from the dataset."""
@@ -151,6 +169,8 @@ def test_a_damaged_record_in_the_span_is_named(clip, tmp_path):
     for mode in ("dense", "sparse"):
         with pytest.raises(ContainerError, match="chunk 1 checksum mismatch"):
             atk.AtokDataset(path.parent, mode=mode)[0]
+        with pytest.raises(ContainerError, match="chunk 1 checksum mismatch"):
+            atk.AtokDataset(path.parent, mode=mode, crop=1)[0]     # whatever frames the crop holds
     with atk.open(path) as f, pytest.raises(ContainerError, match="chunk 1 checksum mismatch"):
         f.sparse(1)
 

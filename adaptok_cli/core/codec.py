@@ -275,17 +275,19 @@ def kept_values(chunk) -> torch.Tensor:
 
 
 def hold_dense(before: Iterable, chunks: list, channels: int, dtype=torch.float32, layout: str = "TCHW",
-               norm=None) -> torch.Tensor:
+               norm=None, frames: range | None = None) -> torch.Tensor:
     """Hold-filled latents of consecutive chunks as one gather from [held | every kept value]
     (masking.hold_gather), the values a Decoder's hold fill gives: `before`, the chunks that precede
     them in the stream, only move the hold state. norm runs on the kept values alone, before they are
     spread. (T, C, h, w), or (C, T, h, w) with layout "CTHW" (AtokFile.dense's fast path). chunks:
-    container Chunks, or KeptArrays (AtokReader.read_kept: numpy all the way, no tensor per part)."""
+    container Chunks, or KeptArrays (AtokReader.read_kept: numpy all the way, no tensor per part).
+    frames: only these latent frames of the chunks (counted from their first) are given; the others
+    only move the hold state (a crop: the gather, most of the cost after zstd, runs on them alone)."""
     hold = HoldFill()
     for c in before:
         hold.update(kept_values(c), c.mask)
     masks = [_array(c.mask) for c in chunks]
-    mask = masks[0] if len(masks) == 1 else np.concatenate(masks)
+    mask = (masks[0] if len(masks) == 1 else np.concatenate(masks))[:None if frames is None else frames.stop]
     hw = mask.shape[1] * mask.shape[2]
     table = np.empty((channels, hw + sum(k.codes.shape[1] for k in chunks)), np.float32)
     table[:, :hw] = 0 if hold.c_sel is None else hold.held(channels, *mask.shape[1:]).numpy()
@@ -293,7 +295,8 @@ def hold_dense(before: Iterable, chunks: list, channels: int, dtype=torch.float3
     table = torch.from_numpy(table)
     if norm is not None:
         table = norm(table)
-    return hold_gather(table.to(dtype), mask, layout)      # cast the table, not the larger output: the same values
+    first = 0 if frames is None else frames.start     # cast the table below, not the larger output: the same values
+    return hold_gather(table.to(dtype), mask, layout, first)
 
 
 def _array(x) -> np.ndarray:

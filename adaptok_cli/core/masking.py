@@ -131,15 +131,17 @@ def hold_index(mask: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(idx)
 
 
-def hold_gather(table: torch.Tensor, mask: torch.Tensor, layout: str = "TCHW") -> torch.Tensor:
+def hold_gather(table: torch.Tensor, mask: torch.Tensor, layout: str = "TCHW", first: int = 0) -> torch.Tensor:
     """Hold-filled latents from table = [held (C, h*w) | kept values (C, kept)] and mask (t, h, w), a
-    tensor or a numpy array: (t, C, h, w), or (C, t, h, w) with layout "CTHW"; in the table's dtype.
+    tensor or a numpy array: (t, C, h, w), or (C, t, h, w) with layout "CTHW"; in the table's dtype;
+    first: frames before it only move the hold state (t - first frames are given).
     The gather is numpy's take on the values' bits (any dtype: a gather only copies) without a bounds
     check per element, faster than torch's index_select; so the table's width is checked once here
     (the running maximum makes the last frame's largest index the largest of all), and every index is
     in range, where take's modes agree: "wrap" is 5% faster than "clip" on the dev clips."""
-    t, h, w = mask.shape
-    c, idx = table.shape[0], hold_index(mask)
+    h, w = mask.shape[1:]
+    c, idx = table.shape[0], hold_index(mask)[first:]
+    t = idx.shape[0]
     if t and int(idx[-1].max()) >= table.shape[1]:
         raise ValueError(f"a hold table of {table.shape[1]} columns is too narrow for this mask")
     bits = _SAME_SIZE_INT.get(table.element_size())

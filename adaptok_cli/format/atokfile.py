@@ -188,6 +188,15 @@ class AtokFile:
         return hold_dense((r.read_chunk(i) for i in range(start)), r.read_kept(start, stop), self.header.channels,
                           dtype, layout, norm)
 
+    def _hold_frames(self, first: int, stop: int, dtype, layout, norm) -> torch.Tensor:
+        """Hold-filled latent frames first..stop-1 of the clip (a dataset's crop), as dense() gives them
+        and with every chunk read and checked as it reads them (a corrupt clip fails whatever the
+        crop), but the chunks after frame stop-1 left out and only the frames asked for gathered."""
+        r = self._reader
+        kept = r.read_kept(0, r.num_chunks)
+        last = next(i for i in range(r.num_chunks) if r.first_latent(i + 1) >= stop)
+        return hold_dense((), kept[:last + 1], self.header.channels, dtype, layout, norm, range(first, stop))
+
     def dense_logvar(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """The posterior's log-variance of chunks start..stop-1, (T, C, h, w) float32: at dropped
         positions the last kept value (a hold fill, whatever fill the mean takes). A file made without
@@ -429,6 +438,8 @@ def dataset_item(f: AtokFile, mode: str, crop: int | None = None, dtype=torch.fl
     (torch's RNG too)."""
     item = f.metadata()
     item["layout"] = layout
+    if mode == "dense" and crop is not None and latents == "mean" and f.fill == "hold":
+        return _hold_crop(f, item, crop, dtype, layout, norm)
     if mode == "dense":
         item["latents"] = f.dense(dtype=dtype, layout=layout, norm=norm, latents=latents)
     else:
@@ -440,6 +451,16 @@ def dataset_item(f: AtokFile, mode: str, crop: int | None = None, dtype=torch.fl
     t = f.latent_shape[0]
     start = int(torch.randint(0, max(1, t - crop + 1), ()))
     return crop_frames(item, crop, start)
+
+
+def _hold_crop(f: AtokFile, item: dict, crop: int, dtype, layout: str, norm) -> dict:
+    """item with the dense hold crop that collate.crop_frames would cut from the whole clip (the same
+    start from torch's RNG, the same values), gathering the crop's frames alone."""
+    t = f.latent_shape[0]
+    start = int(torch.randint(0, max(1, t - crop + 1), ()))
+    item["latents"] = f._hold_frames(start, min(t, start + crop), dtype, layout, norm)
+    item["latent_start"] = start
+    return item
 
 
 def _sparse_item(r: AtokReader, latents: str) -> tuple[torch.Tensor, torch.Tensor]:
