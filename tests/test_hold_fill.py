@@ -7,6 +7,7 @@ import torch
 import adaptok_cli as atk
 from adaptok_cli.format import container
 from adaptok_cli.core import masking
+from adaptok_cli.format.collate import crop_frames
 from adaptok_cli.format.container import AtokReader, ContainerError, write_bytes
 
 C, H, W = 4, 3, 5
@@ -140,7 +141,8 @@ def test_sparse_tokens_are_the_written_values(made):
 @pytest.mark.parametrize("crop", [1, 3, 5, 11, 50])
 def test_dense_crops_are_the_reference_frames(clip, crop):
     """A dense crop (only its frames gathered) is the reference's frames from the start it reports,
-    drawn from torch's RNG as collate.crop_frames' caller draws it, in both layouts and in bf16."""
+    drawn from torch's RNG as collate.crop_frames' caller draws it, in both layouts and in bf16; a
+    sparse crop (only its chunks' tokens made) is crop_frames' cut of the whole clip's item."""
     path, ref = clip
     for layout, dtype in (("TCHW", torch.float32), ("CTHW", torch.bfloat16)):
         ds = atk.AtokDataset(path.parent, crop=crop, layout=layout, dtype=dtype)
@@ -153,6 +155,12 @@ def test_dense_crops_are_the_reference_frames(clip, crop):
             want = ref[start:start + crop].to(dtype)
             assert start in starts and item["latents"].is_contiguous()
             assert torch.equal(item["latents"], want.transpose(0, 1) if layout == "CTHW" else want)
+    whole = atk.AtokDataset(path.parent, mode="sparse")[0]
+    ds = atk.AtokDataset(path.parent, mode="sparse", crop=crop)
+    for _ in range(6):
+        item = ds[0]
+        want = crop_frames(whole, crop, item["latent_start"])
+        assert torch.equal(item["mask"], want["mask"]) and torch.equal(item["tokens"], want["tokens"])
 
 
 def test_a_damaged_record_in_the_span_is_named(clip, tmp_path):

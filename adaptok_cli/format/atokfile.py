@@ -438,8 +438,8 @@ def dataset_item(f: AtokFile, mode: str, crop: int | None = None, dtype=torch.fl
     (torch's RNG too)."""
     item = f.metadata()
     item["layout"] = layout
-    if mode == "dense" and crop is not None and latents == "mean" and f.fill == "hold":
-        return _hold_crop(f, item, crop, dtype, layout, norm)
+    if crop is not None and latents == "mean" and (mode == "sparse" or f.fill == "hold"):
+        return _crop_item(f, item, mode, crop, dtype, layout, norm)
     if mode == "dense":
         item["latents"] = f.dense(dtype=dtype, layout=layout, norm=norm, latents=latents)
     else:
@@ -453,14 +453,31 @@ def dataset_item(f: AtokFile, mode: str, crop: int | None = None, dtype=torch.fl
     return crop_frames(item, crop, start)
 
 
-def _hold_crop(f: AtokFile, item: dict, crop: int, dtype, layout: str, norm) -> dict:
-    """item with the dense hold crop that collate.crop_frames would cut from the whole clip (the same
-    start from torch's RNG, the same values), gathering the crop's frames alone."""
+def _crop_item(f: AtokFile, item: dict, mode: str, crop: int, dtype, layout: str, norm) -> dict:
+    """item with the crop that collate.crop_frames would cut from the whole clip (the same start from
+    torch's RNG, the same values), made from the crop's frames alone: the dense gather or the sparse
+    tokens of the frames outside it are never built."""
     t = f.latent_shape[0]
     start = int(torch.randint(0, max(1, t - crop + 1), ()))
-    item["latents"] = f._hold_frames(start, min(t, start + crop), dtype, layout, norm)
+    stop = min(t, start + crop)
+    if mode == "dense":
+        item["latents"] = f._hold_frames(start, stop, dtype, layout, norm)
+    else:
+        item["mask"], tokens = _sparse_frames(f._reader, start, stop)
+        item["tokens"] = (norm(tokens, 1) if norm is not None else tokens).to(dtype)
     item["latent_start"] = start
     return item
+
+
+def _sparse_frames(r: AtokReader, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latent frames start..stop-1 of the clip as _sparse_item gives them (mask (t, h, w), tokens
+    (kept, C) float32), every chunk read and checked, only the tokens of the chunks they cross made."""
+    kept = r.read_kept(0, r.num_chunks)
+    mask = np.concatenate([k.mask for k in kept])
+    first = next(i for i in range(r.num_chunks) if r.first_latent(i + 1) > start)
+    last = next(i for i in range(r.num_chunks) if r.first_latent(i + 1) >= stop)
+    skip, n = int(mask[r.first_latent(first):start].sum()), int(mask[start:stop].sum())
+    return torch.from_numpy(mask)[start:stop], kept_tokens(kept[first:last + 1])[skip:skip + n]
 
 
 def _sparse_item(r: AtokReader, latents: str) -> tuple[torch.Tensor, torch.Tensor]:
