@@ -295,8 +295,8 @@ def hold_dense(before: Iterable, chunks: list, channels: int, dtype=torch.float3
     table = torch.from_numpy(table)
     if norm is not None:
         table = norm(table)
-    first = 0 if frames is None else frames.start     # cast the table below, not the larger output: the same values
-    return hold_gather(table.to(dtype), mask, layout, first)
+    first = 0 if frames is None else frames.start
+    return hold_gather(table.to(dtype), mask, layout, first)      # cast the table, not the larger output: the same values
 
 
 def _array(x) -> np.ndarray:

@@ -1045,8 +1045,8 @@ class AtokReader:
 
     def _arrays(self, i: int, raw: bytes) -> tuple:
         """Chunk i's (mask (t, h, w) bool, values (C, kept) int8 or float16, scales (C,) float32 or None)
-        from its checked payload. Values and scales of formats 1 to 4 are read-only views of the payload
-        (nothing copied); format 5's values are summed back (undelta_codes) into a new array."""
+        from its checked payload. Scales and values are read-only views of the payload (nothing copied),
+        except int8 values stored as differences (format 5 on), summed back into a new array."""
         import numpy as np      # here, not at the top: inspect and verify never need it
         h = self.header
         kept, c = self._index[i][KEPT], h.channels
