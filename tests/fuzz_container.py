@@ -152,9 +152,24 @@ def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
 
 
 def read_all(path, partial=False):
+    """Every chunk through read_chunk; a whole file also through the datasets' and AtokFile's faster
+    paths (read_kept: dense hold, crops, sparse tokens), which must refuse what read_chunk refuses."""
     with AtokReader(path, partial=partial) as r:
         for i in range(len(r.chunks)):
             r.read_chunk(i)
+    if not partial:
+        read_items(path)
+
+
+def read_items(path):
+    from adaptok_cli.format.atokfile import AtokFile, dataset_item
+    with AtokFile(path) as f:
+        f.dense()
+        f.dense(f.num_chunks - 1, layout="CTHW", dtype=torch.bfloat16)
+        for i in range(f.num_chunks):
+            f.sparse(i)
+        for mode, crop in (("dense", 2), ("sparse", None), ("sparse", 3)):
+            dataset_item(f, mode, crop)
 
 
 def fuzz(iterations: int, seed: int = 0, folder: Path | None = None) -> dict:
