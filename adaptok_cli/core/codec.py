@@ -18,7 +18,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from adaptok_cli.core.masking import HoldFill, InterpFill, Selector, dequantise, gather_kept, hold_gather, quantise
+from adaptok_cli.core.masking import (HoldFill, InterpFill, Selector, as_numpy, dequantise, gather_kept, hold_gather,
+                                      quantise)
 from adaptok_cli.models.tinytok import to_uint8
 from adaptok_cli.models.tokenizer import Tokenizer
 from adaptok_cli.models.tokenizer_base import Posterior
@@ -286,7 +287,7 @@ def hold_dense(before: Iterable, chunks: list, channels: int, dtype=torch.float3
     hold = HoldFill()
     for c in before:
         hold.update(kept_values(c), c.mask)
-    masks = [_array(c.mask) for c in chunks]
+    masks = [as_numpy(c.mask) for c in chunks]
     mask = (masks[0] if len(masks) == 1 else np.concatenate(masks))[:None if frames is None else frames.stop]
     hw = mask.shape[1] * mask.shape[2]
     table = np.empty((channels, hw + sum(k.codes.shape[1] for k in chunks)), np.float32)
@@ -299,21 +300,16 @@ def hold_dense(before: Iterable, chunks: list, channels: int, dtype=torch.float3
     return hold_gather(table.to(dtype), mask, layout, first)      # cast the table, not the larger output: the same values
 
 
-def _array(x) -> np.ndarray:
-    """A tensor's numpy view, or x if it is an array already."""
-    return x.numpy() if isinstance(x, torch.Tensor) else x
-
-
 def _dequantise_into(table: np.ndarray, at: int, chunks: list):
     """Each chunk's kept values, dequantised as masking.dequantise does (float32 code x float32
     scale), written into table's columns from `at` on: no float copy of the values on the way."""
     for k in chunks:
-        codes = _array(k.codes)
+        codes = as_numpy(k.codes)
         n = codes.shape[1]
         if k.qscale is None:
             table[:, at:at + n] = codes
         else:
-            np.multiply(codes, _array(k.qscale)[:, None], out=table[:, at:at + n])
+            np.multiply(codes, as_numpy(k.qscale)[:, None], out=table[:, at:at + n])
         at += n
 
 
@@ -325,10 +321,10 @@ def kept_tokens(chunks: list) -> torch.Tensor:
     out = np.empty((sum(k.codes.shape[1] for k in chunks), chunks[0].codes.shape[0]), np.float32)
     at = 0
     for k in chunks:
-        codes = _array(k.codes)
+        codes = as_numpy(k.codes)
         n = codes.shape[1]
         if k.qscale is not None:
-            codes = np.multiply(codes, _array(k.qscale)[:, None], dtype=np.float32)
+            codes = np.multiply(codes, as_numpy(k.qscale)[:, None], dtype=np.float32)
         out[at:at + n] = codes.T
         at += n
     return torch.from_numpy(out)

@@ -107,6 +107,12 @@ class Selector:
         return mask
 
 
+def as_numpy(x) -> np.ndarray:
+    """A CPU tensor's numpy view, or x if it is an array already: the hold fill takes container Chunks
+    (tensors) and AtokReader.read_kept's arrays alike."""
+    return x.numpy() if isinstance(x, torch.Tensor) else x
+
+
 def hold_index(mask: torch.Tensor) -> torch.Tensor:
     """Where each position's hold-filled value comes from, as columns of [held (C, h*w) | kept (C, kept)]:
     (t, h, w) -> (t, h*w) int32 (int64 where the columns could pass 2**31). Kept values are stored in
@@ -119,7 +125,7 @@ def hold_index(mask: torch.Tensor) -> torch.Tensor:
     tensor or a numpy array."""
     t, h, w = mask.shape
     hw = h * w
-    m = (mask.numpy() if isinstance(mask, torch.Tensor) else mask).reshape(-1)
+    m = as_numpy(mask).reshape(-1)
     dtype = np.int32 if hw * (t + 1) < 1 << 31 else np.int64
     idx = np.zeros((t, hw), dtype)     # 0: dropped, below every candidate once the running max starts
     if t:

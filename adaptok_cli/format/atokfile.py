@@ -194,7 +194,7 @@ class AtokFile:
         crop), but the chunks after frame stop-1 left out and only the frames asked for gathered."""
         r = self._reader
         kept = r.read_kept(0, r.num_chunks)
-        last = next(i for i in range(r.num_chunks) if r.first_latent(i + 1) >= stop)
+        last = r.chunk_holding(stop - 1)
         return hold_dense((), kept[:last + 1], self.header.channels, dtype, layout, norm, range(first, stop))
 
     def dense_logvar(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
@@ -444,27 +444,34 @@ def dataset_item(f: AtokFile, mode: str, crop: int | None = None, dtype=torch.fl
         item["latents"] = f.dense(dtype=dtype, layout=layout, norm=norm, latents=latents)
     else:
         item["mask"], tokens = _sparse_item(f._reader, latents)
-        item["tokens"] = (norm(tokens, 1) if norm is not None else tokens).to(dtype)
+        item["tokens"] = _item_tokens(tokens, dtype, norm)
     if crop is None:
         return item
     from adaptok_cli.format.collate import crop_frames
-    t = f.latent_shape[0]
-    start = int(torch.randint(0, max(1, t - crop + 1), ()))
-    return crop_frames(item, crop, start)
+    return crop_frames(item, crop, _crop_start(f, crop))
+
+
+def _crop_start(f: AtokFile, crop: int) -> int:
+    """A crop's first latent frame, drawn from torch's RNG (each DataLoader worker draws its own)."""
+    return int(torch.randint(0, max(1, f.latent_shape[0] - crop + 1), ()))
+
+
+def _item_tokens(tokens: torch.Tensor, dtype, norm) -> torch.Tensor:
+    """A sparse item's (kept, C) tokens normalised (norm, in float32) and cast to dtype."""
+    return (norm(tokens, 1) if norm is not None else tokens).to(dtype)
 
 
 def _crop_item(f: AtokFile, item: dict, mode: str, crop: int, dtype, layout: str, norm) -> dict:
     """item with the crop that collate.crop_frames would cut from the whole clip (the same start from
     torch's RNG, the same values), made from the crop's frames alone: the dense gather or the sparse
     tokens of the frames outside it are never built."""
-    t = f.latent_shape[0]
-    start = int(torch.randint(0, max(1, t - crop + 1), ()))
-    stop = min(t, start + crop)
+    start = _crop_start(f, crop)
+    stop = min(f.latent_shape[0], start + crop)
     if mode == "dense":
         item["latents"] = f._hold_frames(start, stop, dtype, layout, norm)
     else:
         item["mask"], tokens = _sparse_frames(f._reader, start, stop)
-        item["tokens"] = (norm(tokens, 1) if norm is not None else tokens).to(dtype)
+        item["tokens"] = _item_tokens(tokens, dtype, norm)
     item["latent_start"] = start
     return item
 
@@ -474,8 +481,7 @@ def _sparse_frames(r: AtokReader, start: int, stop: int) -> tuple[torch.Tensor, 
     (kept, C) float32), every chunk read and checked, only the tokens of the chunks they cross made."""
     kept = r.read_kept(0, r.num_chunks)
     mask = np.concatenate([k.mask for k in kept])
-    first = next(i for i in range(r.num_chunks) if r.first_latent(i + 1) > start)
-    last = next(i for i in range(r.num_chunks) if r.first_latent(i + 1) >= stop)
+    first, last = r.chunk_holding(start), r.chunk_holding(stop - 1)
     skip, n = int(mask[r.first_latent(first):start].sum()), int(mask[start:stop].sum())
     return torch.from_numpy(mask)[start:stop], kept_tokens(kept[first:last + 1])[skip:skip + n]
 

@@ -12,6 +12,7 @@ a ContainerError. Writers write to a temporary file beside the target and rename
 """
 from __future__ import annotations
 
+import bisect
 import copy
 import io
 import itertools
@@ -857,6 +858,10 @@ class AtokReader:
     def first_latent(self, i: int) -> int:
         """Chunk i's first latent frame within the clip."""
         return self._latent_starts[i]
+
+    def chunk_holding(self, j: int) -> int:
+        """The chunk that holds latent frame j of the clip (0 <= j < latent_frames)."""
+        return bisect.bisect_right(self._latent_starts, j) - 1
 
     def first_frame(self, i: int) -> int:
         """Chunk i's first video frame within the clip."""
