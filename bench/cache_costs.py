@@ -124,7 +124,7 @@ def markdown(r: dict, table) -> list[str]:
         f"{ROUNDS} passes over the clips, one torch thread, files in the page cache; bench/cache_costs.py), each "
         "step of `AtokDataset` dense hold-fill timed on its own over the default-threshold files, beside "
         "`torch.load` of the same latents as bf16 `.pt`. `x_torch_load`: the step's time over torch.load's "
-        "whole item. The steps overlap (records to chunks includes the decompression), so they do not add up.", "",
+        "whole item. The steps overlap (records to arrays includes the decompression), so they do not add up.", "",
         table(r["stages"], ["step", "cpu_ms_per_item", "x_torch_load"],
               {"cpu_ms_per_item": "{:.3f}", "x_torch_load": f2}), "",
         "The same chunk payloads compressed again, everything else in the files as written: zstd's entropy "
